@@ -1,0 +1,37 @@
+#pragma once
+// How CLI verbs plug into `tessera`. Each verb lives in its own file
+// (config_command.cc, policy_command.cc, ...) and registers itself with a
+// static CommandRegistration, so adding a verb never edits main.cc:
+//
+//   namespace {
+//   void Register(CLI::App& app, CliContext& ctx) {
+//     auto* cmd = app.add_subcommand("config", "Validate and show the system description");
+//     ...
+//     cmd->callback([&ctx] { ctx.exit_code = RunCheck(...); });
+//   }
+//   const CommandRegistration kRegistration("config", Register);
+//   }  // namespace
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+
+namespace tessera::cli {
+
+// Shared by every verb; main() returns exit_code after the verb's callback ran.
+struct CliContext {
+  int exit_code = 0;
+  std::string config_flag;  // global --config FILE (may be empty; see ConfigPath())
+};
+
+using RegisterFn = void (*)(CLI::App& app, CliContext& ctx);
+
+class CommandRegistration {
+ public:
+  CommandRegistration(const char* name, RegisterFn fn);
+};
+
+// Exit code for command-line usage errors (bad flags, missing arguments).
+inline constexpr int kExitUsage = 2;
+
+}  // namespace tessera::cli

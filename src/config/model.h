@@ -1,0 +1,87 @@
+#pragma once
+// The in-memory model of a whole tessera system: what every loader (TOML, JSON,
+// Nix) produces after validation and what every later part (policy, cell,
+// daemon) consumes. A System that exists has passed validation: references
+// resolve, names are valid, defaults are filled in.
+//
+//   config::System system = TRY(config::LoadSystemFile("system.toml"));
+//   for (const config::Qube& q : system.qubes) { ... }
+//   const config::Qube* work = system.Find("work");
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tessera::config {
+
+// Qubes classes. Policy type names: kTemplate=TemplateVM, kApp=AppVM,
+// kDisposableTemplate=AppVM with template_for_dispvms, kDisposable=DispVM,
+// kStandalone=StandaloneVM.
+enum class QubeClass { kTemplate, kApp, kDisposableTemplate, kDisposable, kStandalone };
+
+enum class Backend { kCell, kVm };
+
+enum class FirewallAction { kAccept, kDrop };
+enum class FirewallProto { kAny, kTcp, kUdp, kIcmp };
+
+struct PortRange {
+  uint16_t first = 0;
+  uint16_t last = 0;
+  bool operator==(const PortRange&) const = default;
+};
+
+// One Qubes firewall rule (qvm-firewall format). Rules are ordered; first match
+// wins; there is an implicit final drop.
+struct FirewallRule {
+  FirewallAction action = FirewallAction::kDrop;
+  // Normalised CIDR ("10.0.0.0/8", "2001:db8::/32") or a DNS name; empty = any.
+  std::string dsthost;
+  FirewallProto proto = FirewallProto::kAny;
+  std::optional<PortRange> dstports;   // tcp/udp only
+  std::optional<uint8_t> icmptype;     // icmp only
+  bool specialtarget_dns = false;
+  std::optional<int64_t> expire;       // seconds since the epoch
+  std::string comment;
+  bool operator==(const FirewallRule&) const = default;
+};
+
+struct Qube {
+  std::string name;
+  QubeClass klass = QubeClass::kApp;
+  std::string uuid;                        // stable; derived from the name unless given
+  std::optional<std::string> template_name;  // app, disposable-template, disposable
+  std::optional<std::string> netvm;        // nullopt = offline (loopback only)
+  bool provides_network = false;           // may be another qube's netvm
+  std::string label = "red";               // Qubes colour name
+  uint64_t memory_mib = 0;                 // hard limit
+  uint32_t cpus = 1;
+  std::vector<std::string> tags;           // sorted, unique
+  bool autostart = false;
+  uint32_t idle_timeout = 0;               // seconds; disposables only, 0 = never
+  std::optional<std::string> default_dispvm;  // a disposable-template qube
+  std::vector<FirewallRule> firewall;      // empty = Qubes default [accept]
+  std::map<std::string, std::string> features;
+  Backend backend = Backend::kCell;
+  bool operator==(const Qube&) const = default;
+};
+
+struct System {
+  std::vector<Qube> qubes;                 // sorted by name
+  std::string policy_dir;                  // default /etc/tessera/policy.d
+  std::optional<std::string> default_dispvm;  // system-wide default for qubes without one
+  bool operator==(const System&) const = default;
+
+  const Qube* Find(std::string_view name) const;
+};
+
+std::string_view ToString(QubeClass klass);
+std::string_view ToString(Backend backend);
+std::string_view ToString(FirewallAction action);
+std::string_view ToString(FirewallProto proto);
+// The Qubes type name used in policy (`@type:AppVM`).
+std::string_view QubesTypeName(QubeClass klass);
+
+}  // namespace tessera::config

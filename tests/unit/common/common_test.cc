@@ -1,0 +1,141 @@
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/paths.h"
+#include "common/scope_guard.h"
+#include "common/unique_fd.h"
+
+namespace tessera {
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/tessera-test-XXXXXX";
+    path_ = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+TEST(UniqueFdTest, ClosesOnDestructionAndMove) {
+  int raw = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(raw, 0);
+  {
+    UniqueFd a(raw);
+    UniqueFd b(std::move(a));
+    EXPECT_FALSE(a.valid());
+    EXPECT_EQ(b.get(), raw);
+  }
+  EXPECT_EQ(::fcntl(raw, F_GETFD), -1);
+  EXPECT_EQ(errno, EBADF);
+}
+
+TEST(UniqueFdTest, ReleaseKeepsFdOpen) {
+  int raw = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  UniqueFd a(raw);
+  int released = a.release();
+  EXPECT_FALSE(a.valid());
+  EXPECT_GE(::fcntl(released, F_GETFD), 0);
+  ::close(released);
+}
+
+TEST(ScopeGuardTest, RunsUnlessDismissed) {
+  int runs = 0;
+  { ScopeGuard g([&] { ++runs; }); }
+  {
+    ScopeGuard g([&] { ++runs; });
+    g.Dismiss();
+  }
+  EXPECT_EQ(runs, 1);
+}
+
+TEST(FsTest, WriteAtomicThenRead) {
+  TempDir dir;
+  std::string path = dir.path() + "/state.json";
+  ASSERT_TRUE(WriteFileAtomic(path, "one", 0600).has_value());
+  ASSERT_TRUE(WriteFileAtomic(path, "two", 0600).has_value());
+  auto text = ReadFile(path);
+  ASSERT_TRUE(text.has_value());
+  EXPECT_EQ(*text, "two");
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // No temporary file is left behind.
+  size_t entries = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir.path())) ++entries;
+  EXPECT_EQ(entries, 1u);
+}
+
+TEST(FsTest, ReadFileRefusesOversizedAndMissing) {
+  TempDir dir;
+  std::string path = dir.path() + "/big";
+  ASSERT_TRUE(WriteFileAtomic(path, std::string(100, 'x')).has_value());
+  auto big = ReadFile(path, 10);
+  ASSERT_FALSE(big.has_value());
+  EXPECT_EQ(big.error().errno_value(), EFBIG);
+  auto missing = ReadFile(dir.path() + "/nope");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().errno_value(), ENOENT);
+  EXPECT_NE(missing.error().ToString().find("open "), std::string::npos);
+}
+
+TEST(FsTest, MakeDirsCreatesNestedAndRejectsFile) {
+  TempDir dir;
+  std::string nested = dir.path() + "/a/b/c";
+  ASSERT_TRUE(MakeDirs(nested).has_value());
+  EXPECT_TRUE(std::filesystem::is_directory(nested));
+  ASSERT_TRUE(MakeDirs(nested).has_value());
+  ASSERT_TRUE(WriteFileAtomic(dir.path() + "/f", "x").has_value());
+  auto r = MakeDirs(dir.path() + "/f");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().errno_value(), ENOTDIR);
+  EXPECT_EQ(DirName("a/b/c"), "a/b");
+  EXPECT_EQ(DirName("c"), ".");
+  EXPECT_EQ(DirName("/c"), "/");
+}
+
+TEST(PathsTest, EnvironmentOverridesDefaults) {
+  ::unsetenv("TESSERA_STATE_DIR");
+  ::unsetenv("TESSERA_CONFIG");
+  EXPECT_EQ(StateDir(), "/var/lib/tessera");
+  EXPECT_EQ(ConfigPath(""), "/etc/tessera/system.toml");
+  ::setenv("TESSERA_STATE_DIR", "/tmp/s", 1);
+  ::setenv("TESSERA_RUNTIME_DIR", "/tmp/r", 1);
+  ::setenv("TESSERA_CONFIG", "/tmp/c.toml", 1);
+  EXPECT_EQ(StateDir(), "/tmp/s");
+  EXPECT_EQ(RuntimeDir(), "/tmp/r");
+  EXPECT_EQ(ConfigPath(""), "/tmp/c.toml");
+  EXPECT_EQ(ConfigPath("/x.nix"), "/x.nix");
+  ::unsetenv("TESSERA_STATE_DIR");
+  ::unsetenv("TESSERA_RUNTIME_DIR");
+  ::unsetenv("TESSERA_CONFIG");
+}
+
+TEST(LogTest, FormatsLogfmtWithQuoting) {
+  EXPECT_EQ(FormatLogLine(LogLevel::kWarn, "qube started", {{"qube", "work"}, {"note", "a \"b\""}}),
+            "level=warn msg=\"qube started\" qube=work note=\"a \\\"b\\\"\"");
+  EXPECT_EQ(FormatLogLine(LogLevel::kInfo, "x\ny", {{"empty", ""}}),
+            "level=info msg=\"x\\ny\" empty=\"\"");
+}
+
+TEST(LogTest, ThresholdFilters) {
+  SetLogLevel(LogLevel::kWarn);
+  EXPECT_FALSE(LogEnabled(LogLevel::kInfo));
+  EXPECT_TRUE(LogEnabled(LogLevel::kError));
+  SetLogLevel(LogLevel::kInfo);
+}
+
+}  // namespace
+}  // namespace tessera
