@@ -1,0 +1,106 @@
+#pragma once
+// Storage: where qube filesystems live on the host, and the stable host uid/gid
+// range of each qube. Pure bookkeeping and file trees; no namespaces or mounts
+// (that is src/cell/).
+//
+//   storage::Layout layout = storage::Layout::FromEnvironment();
+//   storage::IdRange ids = TRY(storage::AllocateIdRange(layout, "work"));
+//   std::string lower = layout.TemplateRoot("debian");
+//   TRY(storage::EnsurePrivateVolume(layout, "work"));
+//   storage::Scratch scratch = TRY(storage::CreateScratch(layout, "disp1234"));
+//
+// On-disk layout (state dir S, runtime dir R):
+//   S/templates/<name>/root/            template root tree (read-only for app qubes)
+//   S/templates/<name>/template.json    {"name", "built_from", "source", "created"}
+//   S/qubes/<name>/private/             persistent private volume (/home, /rw)
+//   S/qubes/<name>/root/                persistent root of a standalone qube
+//   S/idmap.json                        qube name -> host id base (stable forever)
+//   R/cells/<name>/                     per-run scratch (overlay upper/work, ...)
+//                                       removed when the qube stops
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+
+namespace tessera::storage {
+
+struct Layout {
+  std::string state_dir;    // TESSERA_STATE_DIR or /var/lib/tessera
+  std::string runtime_dir;  // TESSERA_RUNTIME_DIR or /run/tessera
+
+  static Layout FromEnvironment();
+
+  std::string TemplateDir(const std::string& name) const;   // S/templates/<name>
+  std::string TemplateRoot(const std::string& name) const;  // S/templates/<name>/root
+  std::string QubeDir(const std::string& name) const;       // S/qubes/<name>
+  std::string PrivateVolume(const std::string& name) const; // S/qubes/<name>/private
+  std::string StandaloneRoot(const std::string& name) const;// S/qubes/<name>/root
+  std::string ScratchDir(const std::string& name) const;    // R/cells/<name>
+};
+
+// A qube's own slice of host ids: uid/gid 0..count-1 inside map to
+// base..base+count-1 outside. Ranges of different qubes never overlap and never
+// include host ids below kFirstHostId.
+struct IdRange {
+  uid_t base = 0;
+  uint32_t count = 0;
+};
+inline constexpr uid_t kFirstHostId = 0x10000000;  // far above any real user
+inline constexpr uint32_t kIdsPerQube = 65536;
+
+// Returns the qube's range, allocating and persisting (atomically, under a lock)
+// a fresh one on first use. Stable across restarts and daemon crashes.
+Result<IdRange> AllocateIdRange(const Layout& layout, const std::string& qube);
+// Forgets a range (a destroyed disposable); the ids are never reused for
+// another qube within the same idmap file generation.
+Status ReleaseIdRange(const Layout& layout, const std::string& qube);
+
+// How a template's root tree is made.
+enum class TemplateSource { kBusybox, kDebootstrap, kDirectory, kHost };
+
+struct TemplateBuildOptions {
+  TemplateSource source = TemplateSource::kBusybox;
+  std::string directory;  // kDirectory: tree to import
+  std::string suite = "bookworm";  // kDebootstrap
+  std::string mirror;     // kDebootstrap: optional; default Debian's
+  bool replace = false;   // rebuild an existing template
+};
+
+struct TemplateInfo {
+  std::string name;
+  std::string built_from;  // "busybox", "debootstrap", "dir:/path", "host"
+  std::string created;     // RFC 3339
+};
+
+// Builds S/templates/<name>/ into a temporary directory and renames it into
+// place, so a failed build leaves nothing half-made.
+Result<TemplateInfo> BuildTemplate(const Layout& layout, const std::string& name,
+                                   const TemplateBuildOptions& options);
+Result<TemplateInfo> ReadTemplateInfo(const Layout& layout, const std::string& name);
+Result<std::vector<TemplateInfo>> ListTemplates(const Layout& layout);
+
+// Creates the private volume directory tree (home/user, rw) if missing; never
+// touches existing content.
+Status EnsurePrivateVolume(const Layout& layout, const std::string& qube);
+
+// Per-run scratch directory R/cells/<name>/ (mode 0700), created fresh: a
+// leftover from a crashed run is removed first.
+Result<std::string> CreateScratch(const Layout& layout, const std::string& qube);
+
+// Deletes a tree without following symlinks and without crossing into other
+// mounts (a still-mounted path inside makes it fail with EBUSY rather than
+// delete through the mount). Missing tree is fine.
+Status RemoveTree(const std::string& path);
+
+// Removes R/cells/<name>/ (RemoveTree).
+Status RemoveScratch(const Layout& layout, const std::string& qube);
+
+// Removes everything a disposable had: S/qubes/<name>/, its scratch, its id range.
+Status DestroyQubeStorage(const Layout& layout, const std::string& qube);
+
+}  // namespace tessera::storage
