@@ -75,6 +75,9 @@ struct TemplateInfo {
   std::string name;
   std::string built_from;  // "busybox", "debootstrap", "dir:/path", "host"
   std::string created;     // RFC 3339
+  // Host paths a cell must bind read-only at the same place inside (kHost:
+  // {"/usr"}; the template tree then holds only the skeleton around it).
+  std::vector<std::string> host_ro_binds;
 };
 
 // Builds S/templates/<name>/ into a temporary directory and renames it into
