@@ -1,0 +1,221 @@
+#include "policy/rule.h"
+
+#include <algorithm>
+#include <set>
+
+namespace tessera::policy {
+namespace {
+
+// Python's str.isspace() for ASCII (str.split()/strip() use it).
+constexpr bool IsSpace(char c) {
+  return c == ' ' || (c >= '\t' && c <= '\r') || (c >= '\x1c' && c <= '\x1f');
+}
+
+bool IsRpcNameChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         c == '+' || c == '-' || c == '.' || c == '_';
+}
+
+// "('+', '/')": the offending characters, sorted and unique, like the reference.
+std::string InvalidChars(std::string_view s, bool plus_allowed) {
+  std::set<char> bad;
+  for (char c : s) {
+    if (!IsRpcNameChar(c) || (!plus_allowed && c == '+')) bad.insert(c);
+  }
+  if (bad.empty()) return {};
+  std::string out = "(";
+  for (char c : bad) out += std::string("'") + c + "', ";
+  if (bad.size() == 1) {
+    out.pop_back();  // "('x',)"
+  } else {
+    out.resize(out.size() - 2);
+  }
+  return out + ")";
+}
+
+tl::unexpected<std::string> Fail(std::string message) {
+  return tl::unexpected<std::string>(std::move(message));
+}
+
+// Builds the rule from already split columns; shared by both syntaxes.
+tl::expected<Rule, std::string> MakeRule(std::string_view service, std::string_view argument,
+                                         std::string_view source, std::string_view target,
+                                         std::string_view action,
+                                         const std::vector<std::string_view>& params) {
+  Rule rule;
+  if (auto ok = ValidateServiceArgument(service, argument, rule.service, rule.argument); !ok) {
+    return tl::unexpected(ok.error());
+  }
+  auto src = ParseToken(source, TokenContext::kSource);
+  if (!src) return tl::unexpected(src.error());
+  rule.source = std::move(*src);
+  auto tgt = ParseToken(target, TokenContext::kTarget);
+  if (!tgt) return tl::unexpected(tgt.error());
+  rule.target = std::move(*tgt);
+
+  if (action == "allow") {
+    rule.action = Action::kAllow;
+  } else if (action == "deny") {
+    rule.action = Action::kDeny;
+  } else if (action == "ask") {
+    rule.action = Action::kAsk;
+  } else {
+    return Fail("invalid action: " + std::string(action));
+  }
+
+  // key=value pairs: syntax and duplicates first, then booleans, then which
+  // keys the action takes, then the redirect tokens (the reference's order).
+  struct Param {
+    std::string_view key, value;
+  };
+  std::vector<Param> kv;
+  for (std::string_view p : params) {
+    const size_t eq = p.find('=');
+    if (eq == std::string_view::npos) {
+      return Fail("invalid action parameter syntax: '" + std::string(p) + "'");
+    }
+    Param param{p.substr(0, eq), p.substr(eq + 1)};
+    for (const auto& seen : kv) {
+      if (seen.key == param.key) return Fail("parameter given twice: '" + std::string(param.key) + "'");
+    }
+    kv.push_back(param);
+  }
+  std::optional<bool> notify, autostart;
+  for (const auto& p : kv) {
+    if (p.key != "notify" && p.key != "autostart") continue;
+    if (p.value != "yes" && p.value != "no") {
+      return Fail("'" + std::string(p.key) + "' is '" + std::string(p.value) +
+                  "', but can be only 'yes' or 'no'");
+    }
+    (p.key == "notify" ? notify : autostart) = p.value == "yes";
+  }
+  for (const auto& p : kv) {
+    bool ok = p.key == "notify";
+    if (rule.action != Action::kDeny) {
+      ok = ok || p.key == "target" || p.key == "user" || p.key == "autostart";
+    }
+    if (rule.action == Action::kAsk) ok = ok || p.key == "default_target";
+    if (!ok) {
+      std::string list;
+      for (std::string_view q : params) list += (list.empty() ? "'" : ", '") + std::string(q) + "'";
+      return Fail("invalid parameters for action " + std::string(ActionName(rule.action)) + ": [" +
+                  list + "]");
+    }
+  }
+  for (const auto& p : kv) {
+    if (p.key == "target" || p.key == "default_target") {
+      auto tok = ParseToken(p.value, TokenContext::kRedirect);
+      if (!tok) return tl::unexpected(tok.error());
+      (p.key == "target" ? rule.redirect : rule.default_target) = std::move(*tok);
+    } else if (p.key == "user") {
+      rule.user = std::string(p.value);
+    }
+  }
+  rule.notify = notify.value_or(rule.action == Action::kDeny);
+  rule.autostart = autostart.value_or(true);
+
+  if (rule.target.cls == TokenClass::kDefault && rule.action == Action::kAllow && !rule.redirect) {
+    return Fail("allow action for @default rule must specify target= option");
+  }
+  return rule;
+}
+
+}  // namespace
+
+std::string_view ActionName(Action action) {
+  switch (action) {
+    case Action::kAllow: return "allow";
+    case Action::kDeny: return "deny";
+    case Action::kAsk: return "ask";
+  }
+  return "?";
+}
+
+std::vector<std::string_view> SplitFields(std::string_view line) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && IsSpace(line[i])) ++i;
+    const size_t start = i;
+    while (i < line.size() && !IsSpace(line[i])) ++i;
+    if (i > start) out.push_back(line.substr(start, i - start));
+  }
+  return out;
+}
+
+std::string_view StripSpace(std::string_view s) {
+  while (!s.empty() && IsSpace(s.front())) s.remove_prefix(1);
+  while (!s.empty() && IsSpace(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+tl::expected<void, std::string> ValidateServiceArgument(std::string_view service,
+                                                        std::string_view argument,
+                                                        std::optional<std::string>& service_out,
+                                                        std::optional<std::string>& argument_out) {
+  service_out.reset();
+  argument_out.reset();
+  if (service != "*") {
+    if (auto bad = InvalidChars(service, /*plus_allowed=*/false); !bad.empty()) {
+      return Fail("service '" + std::string(service) + "' contains invalid characters: " + bad);
+    }
+    service_out = std::string(service);
+  }
+  if (argument != "*") {
+    if (auto bad = InvalidChars(argument, /*plus_allowed=*/true); !bad.empty()) {
+      return Fail("argument '" + std::string(argument) + "' contains invalid characters: " + bad);
+    }
+    if (!argument.starts_with('+')) {
+      return Fail("argument '" + std::string(argument) + "' does not start with +");
+    }
+    if (!service_out) return Fail("only * argument allowed for * service");
+    argument_out = std::string(argument);
+  }
+  return {};
+}
+
+tl::expected<Rule, std::string> ParseRule(std::string_view line) {
+  const auto f = SplitFields(line);
+  if (f.size() < 5) return Fail("wrong number of fields");
+  const std::vector<std::string_view> params(f.begin() + 5, f.end());
+  return MakeRule(f[0], f[1], f[2], f[3], f[4], params);
+}
+
+tl::expected<Rule, std::string> ParseServiceRule(std::string_view service,
+                                                 std::string_view argument,
+                                                 std::string_view line) {
+  const auto f = SplitFields(line);
+  if (f.size() < 2) return Fail("wrong number of fields");
+  // The action and its parameters may be separated by commas.
+  std::vector<std::string_view> rest;
+  for (size_t i = 2; i < f.size(); ++i) {
+    std::string_view s = f[i];
+    while (true) {
+      const size_t comma = s.find(',');
+      rest.push_back(s.substr(0, comma));
+      if (comma == std::string_view::npos) break;
+      s.remove_prefix(comma + 1);
+    }
+  }
+  if (rest.empty()) return Fail("wrong number of fields");
+  const std::vector<std::string_view> params(rest.begin() + 1, rest.end());
+  return MakeRule(service, argument, f[0], f[1], rest[0], params);
+}
+
+std::string Rule::ToString() const {
+  std::string s = service ? *service : "None";
+  s += '\t';
+  s += argument ? *argument : "*";
+  s += '\t';
+  s += source.text;
+  s += '\t';
+  s += target.text;
+  s += '\t';
+  s += ActionName(action);
+  if (redirect) s += " target=" + redirect->text;
+  if (default_target) s += " default_target=" + default_target->text;
+  if (user && !user->empty()) s += " user=" + *user;
+  return s;
+}
+
+}  // namespace tessera::policy
