@@ -26,6 +26,8 @@ class PolicyFileSystem {
   virtual Result<std::string> Read(const std::string& path) const = 0;
   // Names (not paths) of the entries of `dir`, any kind, in no particular order.
   virtual Result<std::vector<std::string>> List(const std::string& dir) const = 0;
+  // Whether paths name real files (worth showing in error messages).
+  virtual bool HasRealPaths() const { return false; }
 };
 
 // An in-memory tree: keys are paths ("30-user.policy", "include/admin-ro");

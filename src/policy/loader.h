@@ -21,6 +21,7 @@ class RealFileSystem : public PolicyFileSystem {
   Kind Stat(const std::string& path) const override;
   Result<std::string> Read(const std::string& path) const override;
   Result<std::vector<std::string>> List(const std::string& dir) const override;
+  bool HasRealPaths() const override { return true; }
 };
 
 tl::expected<Policy, std::vector<LoadError>> LoadPolicyDirs(const PolicyDirs& dirs);

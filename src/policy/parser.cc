@@ -23,6 +23,11 @@ std::string LoadError::ToString() const {
   return file + ":" + std::to_string(line) + ": " + message;
 }
 
+std::string LoadError::ToPathString() const {
+  if (path.empty()) return ToString();
+  return path + ":" + std::to_string(line) + ": " + message;
+}
+
 LoadSpec DirectorySpec(const PolicyDirs& dirs) {
   LoadSpec spec;
   if (!dirs.runtime_dir.empty()) {
@@ -68,7 +73,8 @@ std::string JoinPath(std::string_view dir, std::string_view name) {
 
 class PolicyBuilder {
  public:
-  PolicyBuilder(const PolicyFileSystem& fs, const LoadSpec& spec) : fs_(fs), spec_(spec) {}
+  PolicyBuilder(const PolicyFileSystem& fs, const LoadSpec& spec)
+      : fs_(fs), spec_(spec), real_paths_(fs.HasRealPaths()) {}
 
   tl::expected<Policy, std::vector<LoadError>> Run() {
     for (const auto& d : spec_.dirs) {
@@ -101,10 +107,19 @@ class PolicyBuilder {
   };
 
   void AddError(ErrorKind kind, std::string file, int line, std::string message) {
-    errors_.push_back({kind, std::move(file), line, std::move(message)});
+    auto it = display_to_path_.find(file);
+    std::string path = it != display_to_path_.end() ? it->second : "";
+    errors_.push_back({kind, std::move(file), line, std::move(message), std::move(path)});
   }
 
-  std::string Display(const std::string& path) const {
+  // Also remembers which real path a display name stands for (for errors).
+  std::string Display(const std::string& path) {
+    std::string shown = DisplayOf(path);
+    if (real_paths_) display_to_path_.try_emplace(shown, path);
+    return shown;
+  }
+
+  std::string DisplayOf(const std::string& path) const {
     for (const auto& r : roots_) {
       if (r.path.empty()) continue;
       if (path.size() > r.path.size() && path.starts_with(r.path) &&
@@ -416,6 +431,8 @@ class PolicyBuilder {
   std::string compat_dir_;
   Policy policy_;
   std::unordered_map<std::string, uint32_t> file_index_;
+  std::unordered_map<std::string, std::string> display_to_path_;
+  bool real_paths_ = true;
   std::vector<LoadError> errors_;
   std::vector<std::string> stack_;
   size_t total_bytes_ = 0;

@@ -46,9 +46,13 @@ struct LoadError {
   std::string file;  // display name (see LoadSpec)
   int line = 0;
   std::string message;
-  // "FILE:LINE: message"
+  std::string path;  // the file's full path, when it is a real file ("" otherwise)
+  // "FILE:LINE: message" with the display name
   std::string ToString() const;
+  // "PATH:LINE: message" when the path is known (for editors), else ToString()
+  std::string ToPathString() const;
 };
+
 
 struct Denial {
   ErrorKind kind = ErrorKind::kAccessDenied;

@@ -1,0 +1,239 @@
+// `tessera policy check|eval|explain`: the qrexec policy engine from the
+// command line (docs/POLICY.md). A thin layer over src/policy.
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/command.h"
+#include "common/fs.h"
+#include "common/paths.h"
+#include "policy/holder.h"
+#include "policy/loader.h"
+#include "policy/policy.h"
+#include "policy/system.h"
+#include "policy/system_from_config.h"
+
+namespace tessera::cli {
+namespace {
+
+using nlohmann::json;
+
+struct PolicyOptions {
+  std::string policy_dir = std::string(kDefaultPolicyDir);
+  std::string runtime_dir;  // default: $TESSERA_RUNTIME_DIR/policy.d
+  std::string compat_dir = "/etc/tessera/policy";
+  std::string system_file;
+  std::string service;
+  std::string source;
+  std::string target;
+};
+
+void AddDirOptions(CLI::App* cmd, PolicyOptions& opts) {
+  cmd->add_option("--policy-dir", opts.policy_dir, "Policy directory (default /etc/tessera/policy.d)");
+  cmd->add_option("--runtime-dir", opts.runtime_dir,
+                  "Runtime policy directory, searched first (default $TESSERA_RUNTIME_DIR/policy.d, "
+                  "i.e. /run/tessera/policy.d)");
+  cmd->add_option("--compat-dir", opts.compat_dir,
+                  "Legacy R4.0 per-service policy read by !compat-4.0 (default /etc/tessera/policy)");
+}
+
+void AddRequestOptions(CLI::App* cmd, PolicyOptions& opts) {
+  AddDirOptions(cmd, opts);
+  cmd->add_option("--system", opts.system_file,
+                  "Qubes as JSON {\"qubes\": {NAME: {\"type\", \"tags\", ...}}} (default: the "
+                  "system description, --config)");
+  cmd->add_option("service", opts.service, "SERVICE[+ARGUMENT]")->required();
+  cmd->add_option("source", opts.source, "Calling qube")->required();
+  cmd->add_option("target", opts.target, "Requested target (qube, @default, @dispvm, ...)")
+      ->required();
+}
+
+policy::PolicyDirs Dirs(const PolicyOptions& opts) {
+  policy::PolicyDirs dirs;
+  dirs.policy_dir = opts.policy_dir;
+  dirs.runtime_dir = opts.runtime_dir.empty() ? RuntimeDir() + "/policy.d" : opts.runtime_dir;
+  dirs.compat_dir = opts.compat_dir;
+  return dirs;
+}
+
+int RunCheck(const PolicyOptions& opts) {
+  auto loaded = policy::LoadPolicyDirs(Dirs(opts));
+  if (!loaded) {
+    for (const auto& e : loaded.error()) std::fprintf(stderr, "%s\n", e.ToPathString().c_str());
+    return 1;
+  }
+  std::printf("policy OK: %zu rules from %zu files\n", loaded->rules().size(),
+              loaded->files().size());
+  return 0;
+}
+
+// The qubes the request is evaluated against; nullptr after printing why.
+std::unique_ptr<policy::SystemInfo> LoadSystem(const PolicyOptions& opts, const CliContext& ctx) {
+  if (!opts.system_file.empty()) {
+    auto text = ReadFile(opts.system_file);
+    if (!text) {
+      std::fprintf(stderr, "tessera policy: --system %s: %s\n", opts.system_file.c_str(),
+                   text.error().ToString().c_str());
+      return nullptr;
+    }
+    auto sys = policy::SystemInfo::FromJsonText(*text);
+    if (!sys) {
+      std::fprintf(stderr, "tessera policy: --system %s: %s\n", opts.system_file.c_str(),
+                   sys.error().ToString().c_str());
+      return nullptr;
+    }
+    return std::make_unique<policy::SystemInfo>(std::move(*sys));
+  }
+  // FIXME: read the qubes from the system description once config::LoadSystemFile
+  // (src/config/loader.h) exists; policy::SystemFromConfig does the conversion.
+  std::fprintf(stderr,
+               "tessera policy: reading qubes from the system description (%s) is not "
+               "available yet; pass --system FILE\n",
+               ConfigPath(ctx.config_flag).c_str());
+  return nullptr;
+}
+
+json Nullable(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
+
+struct Outcome {
+  policy::Resolution res;
+  const policy::Policy* policy = nullptr;  // null when it failed to load
+};
+
+Outcome Evaluate(const PolicyOptions& opts, const policy::SystemInfo& system,
+                 const tl::expected<policy::Policy, std::vector<policy::LoadError>>& loaded,
+                 const policy::TraceFn& trace) {
+  Outcome out;
+  if (!loaded) {
+    out.res = policy::DenyForBrokenPolicy(loaded.error());
+    return out;
+  }
+  out.policy = &*loaded;
+  policy::Request request;
+  policy::SplitServiceArgument(opts.service, request);
+  request.source = opts.source;
+  request.target = opts.target;
+  out.res = loaded->Evaluate(request, system, trace);
+  if (out.res.decision == policy::Decision::kAllow) {
+    // The call itself is refused if it cannot be executed (loopback, unknown qube).
+    auto normalized = policy::NormalizeRequest(request, system);
+    auto reply = policy::DaemonResponse(*normalized, out.res.target, out.res.user,
+                                        out.res.autostart, system);
+    if (!reply) {
+      out.res.decision = policy::Decision::kDeny;
+      out.res.reason = reply.error().message;
+      out.res.notify = reply.error().notify;
+      out.res.target.clear();
+      out.res.autostart = false;
+    }
+  }
+  return out;
+}
+
+json ToJson(const Outcome& out) {
+  const policy::Resolution& r = out.res;
+  json rule = nullptr;
+  if (out.policy != nullptr && r.rule_index >= 0) {
+    const policy::Rule& matched = out.policy->rules()[static_cast<size_t>(r.rule_index)];
+    rule = {{"file", out.policy->file_name(matched.file_index)}, {"line", matched.line}};
+  }
+  const bool allow = r.decision == policy::Decision::kAllow;
+  const bool deny = r.decision == policy::Decision::kDeny;
+  return {{"result", std::string(policy::DecisionName(r.decision))},
+          {"target", allow ? json(r.target) : json(nullptr)},
+          {"targets_for_ask", r.targets_for_ask},
+          {"default_target", Nullable(r.default_target)},
+          {"user", deny ? json(nullptr) : Nullable(r.user)},
+          {"notify", r.notify},
+          {"autostart", deny ? false : r.autostart},
+          {"rule", rule},
+          {"reason", r.reason}};
+}
+
+int RunEval(const PolicyOptions& opts, const CliContext& ctx, bool explain) {
+  auto system = LoadSystem(opts, ctx);
+  if (!system) return kExitUsage;
+  const policy::PolicyDirs dirs = Dirs(opts);
+  auto loaded = policy::LoadPolicyDirs(dirs);
+  if (!loaded) {
+    for (const auto& e : loaded.error()) std::fprintf(stderr, "%s\n", e.ToPathString().c_str());
+  }
+  if (!explain) {
+    Outcome out = Evaluate(opts, *system, loaded, nullptr);
+    std::printf("%s\n", ToJson(out).dump().c_str());
+    return 0;
+  }
+  std::printf("policy: %s (runtime %s, legacy %s)\n", dirs.policy_dir.c_str(),
+              dirs.runtime_dir.c_str(), dirs.compat_dir.c_str());
+  if (loaded) {
+    std::printf("loaded %zu rules from %zu files\n", loaded->rules().size(),
+                loaded->files().size());
+  } else {
+    std::printf("the policy FAILED to load (%zu errors, listed on stderr): every call is denied\n",
+                loaded.error().size());
+  }
+  bool header = false;
+  Outcome out = Evaluate(opts, *system, loaded, [&](std::string_view line) {
+    if (line.starts_with("  rule") && !header) {
+      std::printf("rules considered (those for this service and for '*', in policy order):\n");
+      header = true;
+    }
+    std::string text(line);
+    std::replace(text.begin(), text.end(), '\t', ' ');
+    std::printf("%s\n", text.c_str());
+  });
+  const policy::Resolution& r = out.res;
+  if (loaded && r.stage != policy::Stage::kRequest && !header) {
+    std::printf("no rule names this service or '*'\n");
+  }
+  std::printf("decision: %s", std::string(policy::DecisionName(r.decision)).c_str());
+  if (r.decision == policy::Decision::kAllow) std::printf(" target=%s", r.target.c_str());
+  if (r.decision == policy::Decision::kAsk) {
+    std::printf(" candidates=[");
+    for (size_t i = 0; i < r.targets_for_ask.size(); ++i) {
+      std::printf("%s%s", i ? ", " : "", r.targets_for_ask[i].c_str());
+    }
+    std::printf("]");
+    if (r.default_target) std::printf(" default=%s", r.default_target->c_str());
+  }
+  if (r.decision != policy::Decision::kDeny && r.user) std::printf(" user=%s", r.user->c_str());
+  std::printf(" notify=%s", r.notify ? "yes" : "no");
+  if (r.decision != policy::Decision::kDeny) std::printf(" autostart=%s", r.autostart ? "yes" : "no");
+  std::printf("\n");
+  if (out.policy != nullptr && r.rule_index >= 0) {
+    const auto& rule = out.policy->rules()[static_cast<size_t>(r.rule_index)];
+    std::string text = rule.ToString();
+    std::replace(text.begin(), text.end(), '\t', ' ');
+    std::printf("rule: %s: %s\n", out.policy->Where(rule).c_str(), text.c_str());
+  }
+  std::printf("reason: %s\n", r.reason.c_str());
+  return 0;
+}
+
+void Register(CLI::App& app, CliContext& ctx) {
+  auto* cmd = app.add_subcommand("policy", "Check and evaluate the qrexec RPC policy");
+  cmd->require_subcommand(1);
+  auto opts = std::make_shared<PolicyOptions>();
+
+  auto* check = cmd->add_subcommand("check", "Load the whole policy; list every error (FILE:LINE: message)");
+  AddDirOptions(check, *opts);
+  check->callback([&ctx, opts] { ctx.exit_code = RunCheck(*opts); });
+
+  auto* eval = cmd->add_subcommand("eval", "Evaluate one call; print the decision as JSON");
+  AddRequestOptions(eval, *opts);
+  eval->callback([&ctx, opts] { ctx.exit_code = RunEval(*opts, ctx, /*explain=*/false); });
+
+  auto* explain = cmd->add_subcommand("explain", "Evaluate one call; show which rules were considered and why");
+  AddRequestOptions(explain, *opts);
+  explain->callback([&ctx, opts] { ctx.exit_code = RunEval(*opts, ctx, /*explain=*/true); });
+}
+
+const CommandRegistration kRegistration("policy", Register);
+
+}  // namespace
+}  // namespace tessera::cli

@@ -1,0 +1,25 @@
+#include "policy/system_from_config.h"
+
+namespace tessera::policy {
+
+SystemInfo SystemFromConfig(const config::System& system,
+                            const std::function<bool(std::string_view)>& is_running) {
+  SystemInfo out;
+  QubeInfo dom0 = Dom0Info();
+  dom0.default_dispvm = system.default_dispvm;
+  out.Add(std::move(dom0));
+  for (const config::Qube& q : system.qubes) {
+    QubeInfo info;
+    info.name = q.name;
+    info.type = std::string(config::QubesTypeName(q.klass));
+    info.uuid = q.uuid;
+    info.tags = q.tags;
+    info.template_for_dispvms = q.klass == config::QubeClass::kDisposableTemplate;
+    info.default_dispvm = q.default_dispvm ? q.default_dispvm : system.default_dispvm;
+    info.running = is_running ? is_running(q.name) : false;
+    out.Add(std::move(info));
+  }
+  return out;
+}
+
+}  // namespace tessera::policy
