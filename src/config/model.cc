@@ -51,4 +51,12 @@ std::string_view QubesTypeName(QubeClass klass) {
   return "AppVM";
 }
 
+std::optional<QubeClass> ParseQubeClass(std::string_view text) {
+  for (QubeClass klass : {QubeClass::kTemplate, QubeClass::kApp, QubeClass::kDisposableTemplate,
+                          QubeClass::kDisposable, QubeClass::kStandalone}) {
+    if (ToString(klass) == text) return klass;
+  }
+  return std::nullopt;
+}
+
 }  // namespace tessera::config

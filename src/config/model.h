@@ -65,6 +65,9 @@ struct Qube {
   std::vector<FirewallRule> firewall;      // empty = Qubes default [accept]
   std::map<std::string, std::string> features;
   Backend backend = Backend::kCell;
+  // Template-class qubes only: how storage builds the root tree: "busybox",
+  // "debootstrap", "host" or "dir:/absolute/path". Empty for other classes.
+  std::string template_source;
   bool operator==(const Qube&) const = default;
 };
 
@@ -83,5 +86,7 @@ std::string_view ToString(FirewallAction action);
 std::string_view ToString(FirewallProto proto);
 // The Qubes type name used in policy (`@type:AppVM`).
 std::string_view QubesTypeName(QubeClass klass);
+// Inverse of ToString(QubeClass) ("disposable-template" -> kDisposableTemplate).
+std::optional<QubeClass> ParseQubeClass(std::string_view text);
 
 }  // namespace tessera::config

@@ -1,0 +1,70 @@
+// ToJson: the normalised model as a description document. Every key the loader
+// accepts and every default it fills in is written out, so the text is complete
+// (later parts read it without knowing the defaults) and loads back to the same
+// System. nlohmann's object type is a std::map, so keys come out sorted.
+
+#include <nlohmann/json.hpp>
+
+#include "config/loader.h"
+#include "config/values.h"
+
+namespace tessera::config {
+namespace {
+
+using nlohmann::json;
+
+json RuleToJson(const FirewallRule& rule) {
+  json out = json::object();
+  out["action"] = std::string(ToString(rule.action));
+  if (!rule.dsthost.empty()) out["dsthost"] = rule.dsthost;
+  if (rule.proto != FirewallProto::kAny) out["proto"] = std::string(ToString(rule.proto));
+  if (rule.dstports) out["dstports"] = FormatPortRange(*rule.dstports);
+  if (rule.icmptype) out["icmptype"] = *rule.icmptype;
+  if (rule.specialtarget_dns) out["specialtarget"] = "dns";
+  if (rule.expire) out["expire"] = *rule.expire;
+  if (!rule.comment.empty()) out["comment"] = rule.comment;
+  return out;
+}
+
+json QubeToJson(const Qube& qube) {
+  json out = json::object();
+  out["class"] = std::string(ToString(qube.klass));
+  out["uuid"] = qube.uuid;
+  if (qube.template_name) out["template"] = *qube.template_name;
+  if (qube.klass == QubeClass::kTemplate) {
+    out["source"] = qube.template_source.empty() ? "busybox" : qube.template_source;
+  }
+  out["netvm"] = qube.netvm ? *qube.netvm : "none";
+  out["provides_network"] = qube.provides_network;
+  out["label"] = qube.label;
+  out["memory"] = qube.memory_mib;
+  out["cpus"] = qube.cpus;
+  out["tags"] = qube.tags;
+  out["autostart"] = qube.autostart;
+  if (qube.klass == QubeClass::kDisposable || qube.klass == QubeClass::kDisposableTemplate) {
+    out["idle_timeout"] = qube.idle_timeout;
+  }
+  out["default_dispvm"] = qube.default_dispvm ? *qube.default_dispvm : "none";
+  json rules = json::array();
+  for (const FirewallRule& rule : qube.firewall) rules.push_back(RuleToJson(rule));
+  out["firewall"] = std::move(rules);
+  out["features"] = qube.features;
+  out["backend"] = std::string(ToString(qube.backend));
+  return out;
+}
+
+}  // namespace
+
+std::string ToJson(const System& system) {
+  json doc = json::object();
+  doc["policy_dir"] = system.policy_dir;
+  doc["default_dispvm"] = system.default_dispvm ? *system.default_dispvm : "none";
+  json qubes = json::object();
+  for (const Qube& qube : system.qubes) qubes[qube.name] = QubeToJson(qube);
+  doc["qubes"] = std::move(qubes);
+  // Validation admits only valid UTF-8, so `replace` never fires for a System
+  // that came from a loader; it keeps hand-built models from throwing.
+  return doc.dump(2, ' ', /*ensure_ascii=*/false, json::error_handler_t::replace) + "\n";
+}
+
+}  // namespace tessera::config

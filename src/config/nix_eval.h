@@ -1,0 +1,51 @@
+#pragma once
+// Evaluating a Nix description with the real evaluator:
+//
+//   nix-instantiate --eval --strict --json --readonly-mode
+//       --option restrict-eval true --option allow-import-from-derivation false
+//       -I <directory of FILE> FILE
+//
+// spawned directly (posix_spawnp, no shell), stdin /dev/null, stdout and stderr
+// captured, killed after a timeout. Restricted evaluation lets the expression
+// read only files under its own directory and NIX_PATH entries (no
+// builtins.readFile "/etc/shadow", no fetching); --readonly-mode keeps the Nix
+// store untouched.
+//
+//   NixResult r = EvalNixFile("/etc/tessera/system.nix", NixEvalOptions{});
+//   if (!r.ok) ... r.error_message, r.error_file, r.error_line ...
+
+#include <chrono>
+#include <string>
+
+namespace tessera::config {
+
+struct NixEvalOptions {
+  // The evaluator to run; looked up on PATH when it has no '/'. The environment
+  // variable TESSERA_NIX_INSTANTIATE overrides the default.
+  std::string program = "nix-instantiate";
+  std::chrono::milliseconds timeout{30000};
+  size_t max_output_bytes = 16u << 20;
+};
+
+// The options with TESSERA_NIX_INSTANTIATE applied.
+NixEvalOptions DefaultNixEvalOptions();
+
+struct NixResult {
+  bool ok = false;
+  std::string json;  // stdout on success
+  // On failure: nix's own error text (first "error:" paragraph, without the
+  // nixbld warning noise) and the location nix reported ("at FILE:LINE:COL"),
+  // or why the evaluator could not run (missing, timeout, killed).
+  std::string error_message;
+  std::string error_file;
+  int error_line = 0;
+  int error_column = 0;
+};
+
+// `path` should be absolute (it is made absolute if not).
+NixResult EvalNixFile(const std::string& path, const NixEvalOptions& options);
+
+// Turns nix-instantiate's stderr into NixResult's error fields (exposed for tests).
+void ParseNixError(const std::string& stderr_text, NixResult& result);
+
+}  // namespace tessera::config

@@ -1,0 +1,667 @@
+// Validation: a Node tree (from any format) -> System, reporting every problem.
+//
+// Two passes. The first reads each qube on its own (types, ranges, syntax,
+// unknown keys) into a Draft that remembers where each reference came from. The
+// second checks what needs the whole system: references, class rules, netvm
+// cycles, unique UUIDs. Only a document without a single diagnostic becomes a
+// System.
+
+#include <algorithm>
+#include <array>
+#include <map>
+#include <set>
+
+#include "config/document.h"
+#include "config/values.h"
+#include "common/paths.h"
+
+namespace tessera::config {
+namespace {
+
+using Kind = Node::Kind;
+
+constexpr std::string_view kTopKeys[] = {"default_dispvm", "policy_dir", "qubes"};
+constexpr std::string_view kQubeKeys[] = {
+    "autostart", "backend",  "class",  "cpus", "default_dispvm", "features",
+    "firewall",  "idle_timeout", "label", "memory", "netvm", "provides_network",
+    "source",    "tags",     "template", "uuid"};
+constexpr std::string_view kRuleKeys[] = {"action", "comment",  "dsthost", "dstports",
+                                          "expire", "icmptype", "proto",   "specialtarget"};
+constexpr std::string_view kLabels[] = {"red",  "orange", "yellow", "green",
+                                        "gray", "blue",   "purple", "black"};
+constexpr std::string_view kClasses[] = {"template", "app", "disposable-template", "disposable",
+                                         "standalone"};
+constexpr std::string_view kProtos[] = {"tcp", "udp", "icmp"};
+constexpr std::string_view kSources[] = {"busybox", "debootstrap", "host", "dir:"};
+
+constexpr int64_t kMinMemoryMib = 32;
+constexpr int64_t kMaxMemoryMib = 1048576;
+constexpr uint64_t kDefaultMemoryMib = 1024;
+constexpr int64_t kMaxCpus = 1024;
+constexpr int64_t kMaxIdleTimeout = 7 * 24 * 3600;
+constexpr int64_t kMaxExpire = 253402300799;  // 9999-12-31T23:59:59Z
+constexpr size_t kMaxStringBytes = 4096;
+
+// A key as it appears in a diagnostic path: bare if simple, else quoted like TOML.
+std::string PathKey(std::string_view key) {
+  bool bare = !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '-';
+  });
+  if (bare) return std::string(key);
+  std::string out = "\"";
+  for (char c : key.substr(0, 64)) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += (static_cast<unsigned char>(c) < 0x20) ? '?' : c;
+  }
+  if (key.size() > 64) out += "...";
+  return out + "\"";
+}
+
+std::string Join(const std::string& path, std::string_view key) {
+  return path.empty() ? PathKey(key) : path + "." + PathKey(key);
+}
+
+std::string Quote(std::string_view s) {
+  std::string out = "'";
+  for (char c : s.substr(0, 64)) out += (static_cast<unsigned char>(c) < 0x20) ? '?' : c;
+  if (s.size() > 64) out += "...";
+  return out + "'";
+}
+
+bool ValidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    size_t extra;
+    uint32_t min;
+    uint32_t cp;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      extra = 1, min = 0x80, cp = c & 0x1fu;
+    } else if ((c & 0xf0) == 0xe0) {
+      extra = 2, min = 0x800, cp = c & 0x0fu;
+    } else if ((c & 0xf8) == 0xf0) {
+      extra = 3, min = 0x10000, cp = c & 0x07u;
+    } else {
+      return false;
+    }
+    if (i + extra >= s.size()) return false;
+    for (size_t k = 1; k <= extra; ++k) {
+      auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3fu);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += extra + 1;
+  }
+  return true;
+}
+
+std::string_view Article(QubeClass klass) {
+  return klass == QubeClass::kApp ? "an" : "a";
+}
+
+std::string ClassPhrase(QubeClass klass) {
+  return std::string(Article(klass)) + " " + std::string(ToString(klass)) + " qube";
+}
+
+std::string DidYouMean(std::string_view word, std::span<const std::string_view> candidates) {
+  std::string best = ClosestMatch(word, candidates);
+  return best.empty() ? "" : "; did you mean " + Quote(best) + "?";
+}
+
+struct Ref {
+  std::string name;
+  Location location;
+  std::string path;
+};
+
+struct Draft {
+  Qube qube;
+  Location location;  // of the qube's key
+  std::string path;   // "qubes.work"
+  std::optional<Ref> template_ref;
+  std::optional<Ref> netvm_ref;
+  std::optional<Ref> dispvm_ref;
+  bool dispvm_none = false;
+  std::optional<Ref> source;  // name = the source text
+  std::optional<Ref> idle_timeout;
+  std::optional<Ref> uuid;
+};
+
+class Builder {
+ public:
+  Builder(const SourceInfo& source, std::vector<Diagnostic>& diagnostics)
+      : source_(source), diagnostics_(diagnostics), first_(diagnostics.size()) {}
+
+  std::optional<System> Run(const Node& root) {
+    system_.policy_dir = std::string(kDefaultPolicyDir);
+    if (ExpectKind(root, Kind::kTable, "", "the document")) {
+      for (const Member* member : UniqueMembers(root, "")) {
+        const std::string path = Join("", member->key);
+        if (member->key == "policy_dir") {
+          ReadPolicyDir(*member, path);
+        } else if (member->key == "default_dispvm") {
+          if (auto name = GetString(member->value, path)) {
+            if (*name != "none") system_dispvm_ = Ref{*name, member->value.location, path};
+          }
+        } else if (member->key == "qubes") {
+          if (ExpectKind(member->value, Kind::kTable, path, "a table of qubes")) {
+            for (const Member* qube : UniqueMembers(member->value, path)) ReadQube(*qube, path);
+          }
+        } else {
+          UnknownKey(*member, path, kTopKeys);
+        }
+      }
+    }
+    CrossCheck();
+
+    // Report in document order (stable: ties keep the order they were found in).
+    std::stable_sort(diagnostics_.begin() + static_cast<std::ptrdiff_t>(first_),
+                     diagnostics_.end(), [](const Diagnostic& a, const Diagnostic& b) {
+                       return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+                     });
+    if (diagnostics_.size() != first_) return std::nullopt;
+
+    for (Draft& draft : drafts_) system_.qubes.push_back(std::move(draft.qube));
+    std::sort(system_.qubes.begin(), system_.qubes.end(),
+              [](const Qube& a, const Qube& b) { return a.name < b.name; });
+    return std::move(system_);
+  }
+
+ private:
+  void Report(Location location, const std::string& path, std::string message) {
+    if (!source_.has_locations) message += " [no line numbers: evaluated Nix]";
+    diagnostics_.push_back({source_.file, location.line, location.column, path, std::move(message)});
+  }
+
+  bool ExpectKind(const Node& node, Kind kind, const std::string& path, std::string_view what) {
+    if (node.kind == kind) return true;
+    Report(node.location, path,
+           "expected " + std::string(what) + ", got " + std::string(KindName(node)));
+    return false;
+  }
+
+  // Members in order, skipping nulls (JSON/Nix "not set") and reporting repeats.
+  std::vector<const Member*> UniqueMembers(const Node& table, const std::string& path) {
+    std::vector<const Member*> out;
+    std::map<std::string_view, const Member*> seen;
+    for (const Member& member : table.members) {
+      auto [it, inserted] = seen.emplace(member.key, &member);
+      if (!inserted) {
+        std::string where;
+        if (it->second->key_location.line > 0) {
+          where = " (first defined at line " + std::to_string(it->second->key_location.line) + ")";
+        }
+        Report(member.key_location, Join(path, member.key),
+               "duplicate key " + Quote(member.key) + where);
+        continue;
+      }
+      if (member.value.kind == Kind::kNull) continue;
+      out.push_back(&member);
+    }
+    return out;
+  }
+
+  void UnknownKey(const Member& member, const std::string& path,
+                  std::span<const std::string_view> valid) {
+    Report(member.key_location, path,
+           "unknown key " + Quote(member.key) + DidYouMean(member.key, valid));
+  }
+
+  std::optional<std::string> GetString(const Node& node, const std::string& path) {
+    if (!ExpectKind(node, Kind::kString, path, "a string")) return std::nullopt;
+    if (node.string.size() > kMaxStringBytes) {
+      Report(node.location, path, "string is longer than 4096 bytes");
+      return std::nullopt;
+    }
+    if (!ValidUtf8(node.string)) {
+      Report(node.location, path, "string is not valid UTF-8");
+      return std::nullopt;
+    }
+    for (char c : node.string) {
+      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+        Report(node.location, path, "string contains a control character");
+        return std::nullopt;
+      }
+    }
+    return node.string;
+  }
+
+  std::optional<int64_t> GetInteger(const Node& node, const std::string& path, int64_t min,
+                                    int64_t max, std::string_view unit) {
+    if (!ExpectKind(node, Kind::kInteger, path, "an integer")) return std::nullopt;
+    if (node.integer_overflow || node.integer < min || node.integer > max) {
+      std::string value = node.integer_overflow ? "a number beyond 2^63" : std::to_string(node.integer);
+      Report(node.location, path,
+             value + " is out of range (expected " + std::to_string(min) + ".." +
+                 std::to_string(max) + (unit.empty() ? "" : " " + std::string(unit)) + ")");
+      return std::nullopt;
+    }
+    return node.integer;
+  }
+
+  std::optional<bool> GetBool(const Node& node, const std::string& path) {
+    if (!ExpectKind(node, Kind::kBool, path, "a boolean (true or false)")) return std::nullopt;
+    return node.boolean;
+  }
+
+  // A string that must be one of `choices`.
+  std::optional<std::string> GetChoice(const Node& node, const std::string& path,
+                                       std::span<const std::string_view> choices) {
+    std::optional<std::string> value = GetString(node, path);
+    if (!value) return std::nullopt;
+    if (std::find(choices.begin(), choices.end(), *value) != choices.end()) return value;
+    std::string list;
+    for (std::string_view choice : choices) list += (list.empty() ? "" : ", ") + std::string(choice);
+    Report(node.location, path,
+           "invalid value " + Quote(*value) + " (expected one of: " + list + ")" +
+               DidYouMean(*value, choices));
+    return std::nullopt;
+  }
+
+  void ReadPolicyDir(const Member& member, const std::string& path) {
+    std::optional<std::string> dir = GetString(member.value, path);
+    if (!dir) return;
+    if (dir->empty() || (*dir)[0] != '/') {
+      Report(member.value.location, path, "policy_dir must be an absolute path");
+      return;
+    }
+    system_.policy_dir = *dir;
+  }
+
+  void ReadQube(const Member& member, const std::string& parent) {
+    Draft draft;
+    draft.path = Join(parent, member.key);
+    draft.location = member.key_location;
+    draft.qube.name = member.key;
+    if (Status name_ok = CheckQubeName(member.key); !name_ok) {
+      Report(member.key_location, draft.path, name_ok.error().message());
+    }
+    if (!ExpectKind(member.value, Kind::kTable, draft.path, "a table describing the qube")) return;
+    Qube& qube = draft.qube;
+    for (const Member* field : UniqueMembers(member.value, draft.path)) {
+      const std::string path = Join(draft.path, field->key);
+      const Node& value = field->value;
+      const std::string& key = field->key;
+      if (key == "class") {
+        if (auto text = GetChoice(value, path, kClasses)) qube.klass = *ParseQubeClass(*text);
+      } else if (key == "template") {
+        if (auto name = GetString(value, path)) draft.template_ref = Ref{*name, value.location, path};
+      } else if (key == "netvm") {
+        if (auto name = GetString(value, path)) {
+          if (*name != "none") draft.netvm_ref = Ref{*name, value.location, path};
+        }
+      } else if (key == "default_dispvm") {
+        if (auto name = GetString(value, path)) {
+          if (*name == "none") {
+            draft.dispvm_none = true;
+          } else {
+            draft.dispvm_ref = Ref{*name, value.location, path};
+          }
+        }
+      } else if (key == "label") {
+        if (auto label = GetChoice(value, path, kLabels)) qube.label = *label;
+      } else if (key == "memory") {
+        if (auto mib = GetInteger(value, path, kMinMemoryMib, kMaxMemoryMib, "MiB")) {
+          qube.memory_mib = static_cast<uint64_t>(*mib);
+        }
+      } else if (key == "cpus") {
+        if (auto cpus = GetInteger(value, path, 1, kMaxCpus, "")) {
+          qube.cpus = static_cast<uint32_t>(*cpus);
+        }
+      } else if (key == "tags") {
+        ReadTags(value, path, qube.tags);
+      } else if (key == "autostart") {
+        if (auto flag = GetBool(value, path)) qube.autostart = *flag;
+      } else if (key == "provides_network") {
+        if (auto flag = GetBool(value, path)) qube.provides_network = *flag;
+      } else if (key == "idle_timeout") {
+        draft.idle_timeout = Ref{"", value.location, path};
+        if (auto seconds = GetInteger(value, path, 0, kMaxIdleTimeout, "seconds")) {
+          qube.idle_timeout = static_cast<uint32_t>(*seconds);
+        }
+      } else if (key == "features") {
+        ReadFeatures(value, path, qube.features);
+      } else if (key == "firewall") {
+        ReadFirewall(value, path, qube.firewall);
+      } else if (key == "backend") {
+        if (auto text = GetChoice(value, path, std::array<std::string_view, 2>{"cell", "vm"})) {
+          if (*text == "vm") {
+            Report(value.location, path, "the vm backend is not available yet (use \"cell\")");
+          }
+          qube.backend = Backend::kCell;
+        }
+      } else if (key == "uuid") {
+        if (auto text = GetString(value, path)) {
+          Result<std::string> uuid = NormaliseUuid(*text);
+          if (!uuid) {
+            Report(value.location, path, uuid.error().message());
+          } else {
+            qube.uuid = *uuid;
+            draft.uuid = Ref{*uuid, value.location, path};
+          }
+        }
+      } else if (key == "source") {
+        ReadSource(value, path, draft);
+      } else {
+        UnknownKey(*field, path, kQubeKeys);
+      }
+    }
+    if (qube.memory_mib == 0) qube.memory_mib = kDefaultMemoryMib;
+    if (qube.uuid.empty()) qube.uuid = DeriveUuid(qube.name);
+    drafts_.push_back(std::move(draft));
+  }
+
+  void ReadSource(const Node& value, const std::string& path, Draft& draft) {
+    std::optional<std::string> text = GetString(value, path);
+    if (!text) return;
+    if (text->rfind("dir:", 0) == 0) {
+      std::string dir = text->substr(4);
+      bool dotdot = ("/" + dir + "/").find("/../") != std::string::npos;
+      if (dir.empty() || dir[0] != '/' || dotdot) {
+        Report(value.location, path,
+               "source " + Quote(*text) + ": dir: needs an absolute path without '..'");
+        return;
+      }
+    } else if (*text != "busybox" && *text != "debootstrap" && *text != "host") {
+      Report(value.location, path,
+             "invalid source " + Quote(*text) +
+                 " (expected busybox, debootstrap, host or dir:/absolute/path)" +
+                 DidYouMean(*text, kSources));
+      return;
+    }
+    draft.source = Ref{*text, value.location, path};
+  }
+
+  void ReadTags(const Node& value, const std::string& path, std::vector<std::string>& tags) {
+    if (!ExpectKind(value, Kind::kArray, path, "an array of strings")) return;
+    for (size_t i = 0; i < value.items.size(); ++i) {
+      const std::string item_path = path + "[" + std::to_string(i) + "]";
+      std::optional<std::string> tag = GetString(value.items[i], item_path);
+      if (!tag) continue;
+      if (Status ok = CheckTag(*tag); !ok) {
+        Report(value.items[i].location, item_path, ok.error().message());
+        continue;
+      }
+      tags.push_back(*tag);
+    }
+    std::sort(tags.begin(), tags.end());
+    tags.erase(std::unique(tags.begin(), tags.end()), tags.end());
+  }
+
+  void ReadFeatures(const Node& value, const std::string& path,
+                    std::map<std::string, std::string>& features) {
+    if (!ExpectKind(value, Kind::kTable, path, "a table of strings")) return;
+    for (const Member* feature : UniqueMembers(value, path)) {
+      const std::string feature_path = Join(path, feature->key);
+      if (Status ok = CheckFeatureName(feature->key); !ok) {
+        Report(feature->key_location, feature_path, ok.error().message());
+        continue;
+      }
+      if (feature->value.kind != Kind::kString) {
+        Report(feature->value.location, feature_path,
+               "expected a string, got " + std::string(KindName(feature->value)) +
+                   " (feature values are strings; quote it, e.g. \"1\")");
+        continue;
+      }
+      if (auto text = GetString(feature->value, feature_path)) features[feature->key] = *text;
+    }
+  }
+
+  void ReadFirewall(const Node& value, const std::string& path, std::vector<FirewallRule>& rules) {
+    if (!ExpectKind(value, Kind::kArray, path, "an array of rule tables")) return;
+    for (size_t i = 0; i < value.items.size(); ++i) {
+      const std::string rule_path = path + "[" + std::to_string(i) + "]";
+      if (auto rule = ReadRule(value.items[i], rule_path)) rules.push_back(std::move(*rule));
+    }
+  }
+
+  std::optional<FirewallRule> ReadRule(const Node& node, const std::string& path) {
+    if (!ExpectKind(node, Kind::kTable, path, "a firewall rule table")) return std::nullopt;
+    size_t errors_before = diagnostics_.size();
+    FirewallRule rule;
+    bool have_action = false;
+    const Node* dstports = nullptr;
+    const Node* icmptype = nullptr;
+    for (const Member* member : UniqueMembers(node, path)) {
+      const std::string field = Join(path, member->key);
+      const Node& value = member->value;
+      const std::string& key = member->key;
+      if (key == "action") {
+        if (auto text = GetChoice(value, field, std::array<std::string_view, 2>{"accept", "drop"})) {
+          rule.action = *text == "accept" ? FirewallAction::kAccept : FirewallAction::kDrop;
+          have_action = true;
+        } else {
+          have_action = true;  // reported already; do not also say it is missing
+        }
+      } else if (key == "dsthost") {
+        if (auto text = GetString(value, field)) {
+          Result<std::string> host = NormaliseDstHost(*text);
+          if (host) {
+            rule.dsthost = *host;
+          } else {
+            Report(value.location, field, host.error().message());
+          }
+        }
+      } else if (key == "proto") {
+        if (auto text = GetChoice(value, field, kProtos)) {
+          rule.proto = *text == "tcp"   ? FirewallProto::kTcp
+                       : *text == "udp" ? FirewallProto::kUdp
+                                        : FirewallProto::kIcmp;
+        }
+      } else if (key == "dstports") {
+        dstports = &value;
+        if (value.kind == Kind::kInteger) {
+          if (auto port = GetInteger(value, field, 0, 65535, "")) {
+            rule.dstports = PortRange{static_cast<uint16_t>(*port), static_cast<uint16_t>(*port)};
+          }
+        } else if (value.kind == Kind::kString) {
+          if (auto text = GetString(value, field)) {
+            Result<PortRange> range = ParsePortRange(*text);
+            if (range) {
+              rule.dstports = *range;
+            } else {
+              Report(value.location, field, range.error().message());
+            }
+          }
+        } else {
+          Report(value.location, field,
+                 "expected a port (integer) or a range string \"N-M\", got " +
+                     std::string(KindName(value)));
+        }
+      } else if (key == "icmptype") {
+        icmptype = &value;
+        if (auto type = GetInteger(value, field, 0, 255, "")) {
+          rule.icmptype = static_cast<uint8_t>(*type);
+        }
+      } else if (key == "specialtarget") {
+        if (GetChoice(value, field, std::array<std::string_view, 1>{"dns"})) {
+          rule.specialtarget_dns = true;
+        }
+      } else if (key == "expire") {
+        if (auto when = GetInteger(value, field, 0, kMaxExpire, "seconds since the epoch")) {
+          rule.expire = *when;
+        }
+      } else if (key == "comment") {
+        if (auto text = GetString(value, field)) rule.comment = *text;
+      } else {
+        UnknownKey(*member, field, kRuleKeys);
+      }
+    }
+    if (!have_action) {
+      Report(node.location, Join(path, "action"),
+             "missing action: a firewall rule needs action = \"accept\" or \"drop\"");
+    }
+    if (dstports != nullptr && rule.proto != FirewallProto::kTcp &&
+        rule.proto != FirewallProto::kUdp) {
+      Report(dstports->location, Join(path, "dstports"),
+             "dstports needs proto = \"tcp\" or \"udp\"");
+    }
+    if (icmptype != nullptr && rule.proto != FirewallProto::kIcmp) {
+      Report(icmptype->location, Join(path, "icmptype"), "icmptype needs proto = \"icmp\"");
+    }
+    if (diagnostics_.size() != errors_before) return std::nullopt;
+    return rule;
+  }
+
+  // Looks up a reference; reports it if it names no qube.
+  const Draft* Resolve(const Ref& ref) {
+    auto it = by_name_.find(ref.name);
+    if (it != by_name_.end()) return it->second;
+    std::vector<std::string_view> names;
+    for (const Draft& draft : drafts_) names.push_back(draft.qube.name);
+    Report(ref.location, ref.path, "no qube named " + Quote(ref.name) + DidYouMean(ref.name, names));
+    return nullptr;
+  }
+
+  void CheckDispvm(const Ref& ref) {
+    const Draft* target = Resolve(ref);
+    if (target != nullptr && target->qube.klass != QubeClass::kDisposableTemplate) {
+      Report(ref.location, ref.path,
+             Quote(ref.name) + " is " + ClassPhrase(target->qube.klass) +
+                 "; default_dispvm must name a disposable-template qube");
+    }
+  }
+
+  void CrossCheck() {
+    for (const Draft& draft : drafts_) by_name_[draft.qube.name] = &draft;
+
+    for (Draft& draft : drafts_) {
+      Qube& qube = draft.qube;
+      const QubeClass klass = qube.klass;
+      const bool needs_template = klass == QubeClass::kApp ||
+                                  klass == QubeClass::kDisposableTemplate ||
+                                  klass == QubeClass::kDisposable;
+      if (draft.template_ref && !needs_template) {
+        Report(draft.template_ref->location, draft.template_ref->path,
+               ClassPhrase(klass) + " has no template (remove this key)");
+      } else if (!draft.template_ref && needs_template) {
+        Report(draft.location, Join(draft.path, "template"),
+               "missing template: " + ClassPhrase(klass) + " needs a template = \"...\"" +
+                   (klass == QubeClass::kDisposable ? " (a disposable-template qube)"
+                                                    : " (a template qube)"));
+      } else if (draft.template_ref) {
+        const Draft* target = Resolve(*draft.template_ref);
+        const QubeClass wanted = klass == QubeClass::kDisposable ? QubeClass::kDisposableTemplate
+                                                                 : QubeClass::kTemplate;
+        if (target != nullptr && target->qube.klass != wanted) {
+          Report(draft.template_ref->location, draft.template_ref->path,
+                 Quote(draft.template_ref->name) + " is " + ClassPhrase(target->qube.klass) +
+                     "; the template of " + ClassPhrase(klass) + " must be " +
+                     ClassPhrase(wanted));
+        } else if (target != nullptr) {
+          qube.template_name = draft.template_ref->name;
+        }
+      }
+
+      if (draft.source && klass != QubeClass::kTemplate) {
+        Report(draft.source->location, draft.source->path,
+               "source applies only to template qubes (this is " + ClassPhrase(klass) + ")");
+      }
+      if (klass == QubeClass::kTemplate) {
+        qube.template_source = draft.source ? draft.source->name : "busybox";
+      }
+      if (draft.idle_timeout && klass != QubeClass::kDisposable &&
+          klass != QubeClass::kDisposableTemplate) {
+        Report(draft.idle_timeout->location, draft.idle_timeout->path,
+               "idle_timeout applies only to disposable and disposable-template qubes");
+      }
+
+      if (draft.netvm_ref) {
+        if (draft.netvm_ref->name == qube.name) {
+          Report(draft.netvm_ref->location, draft.netvm_ref->path,
+                 "a qube cannot be its own netvm");
+        } else if (const Draft* target = Resolve(*draft.netvm_ref)) {
+          if (!target->qube.provides_network) {
+            Report(draft.netvm_ref->location, draft.netvm_ref->path,
+                   Quote(target->qube.name) +
+                       " does not provide network (set provides_network = true on it)");
+          } else {
+            qube.netvm = target->qube.name;
+          }
+        }
+      }
+
+      if (draft.dispvm_ref) {
+        CheckDispvm(*draft.dispvm_ref);
+        qube.default_dispvm = draft.dispvm_ref->name;
+      } else if (!draft.dispvm_none && system_dispvm_) {
+        qube.default_dispvm = system_dispvm_->name;
+      }
+    }
+    if (system_dispvm_) {
+      CheckDispvm(*system_dispvm_);
+      system_.default_dispvm = system_dispvm_->name;
+    }
+
+    std::map<std::string, const Draft*> uuids;
+    for (const Draft& draft : drafts_) {
+      auto [it, inserted] = uuids.emplace(draft.qube.uuid, &draft);
+      if (!inserted) {
+        const Ref* at = draft.uuid ? &*draft.uuid : it->second->uuid ? &*it->second->uuid : nullptr;
+        Report(at ? at->location : draft.location, at ? at->path : draft.path,
+               "uuid " + draft.qube.uuid + " is used by both " + Quote(it->second->qube.name) +
+                   " and " + Quote(draft.qube.name));
+      }
+    }
+    CheckNetvmCycles();
+  }
+
+  // Each qube has at most one netvm, so following netvm links from any qube either
+  // ends or enters a cycle. Every cycle is reported once, at its smallest name.
+  void CheckNetvmCycles() {
+    std::map<std::string, std::string> next;
+    for (const Draft& draft : drafts_) {
+      if (draft.qube.netvm) next[draft.qube.name] = *draft.qube.netvm;
+    }
+    std::set<std::string> reported;
+    for (const auto& [start, unused] : next) {
+      std::vector<std::string> chain{start};
+      std::set<std::string> on_chain{start};
+      std::string current = start;
+      while (true) {
+        auto it = next.find(current);
+        if (it == next.end()) break;
+        current = it->second;
+        if (on_chain.count(current) != 0) {
+          auto begin = std::find(chain.begin(), chain.end(), current);
+          std::vector<std::string> cycle(begin, chain.end());
+          std::string smallest = *std::min_element(cycle.begin(), cycle.end());
+          if (reported.insert(smallest).second) {
+            auto rotate = std::find(cycle.begin(), cycle.end(), smallest);
+            std::rotate(cycle.begin(), rotate, cycle.end());
+            std::string text;
+            for (const std::string& name : cycle) text += name + " -> ";
+            text += smallest;
+            const Draft* draft = by_name_[smallest];
+            Report(draft->netvm_ref->location, draft->netvm_ref->path, "netvm cycle: " + text);
+          }
+          break;
+        }
+        chain.push_back(current);
+        on_chain.insert(current);
+      }
+    }
+  }
+
+  const SourceInfo& source_;
+  std::vector<Diagnostic>& diagnostics_;
+  const size_t first_;
+  System system_;
+  std::optional<Ref> system_dispvm_;
+  std::vector<Draft> drafts_;
+  std::map<std::string, const Draft*> by_name_;
+};
+
+}  // namespace
+
+std::optional<System> BuildSystem(const Node& root, const SourceInfo& source,
+                                  std::vector<Diagnostic>& diagnostics) {
+  return Builder(source, diagnostics).Run(root);
+}
+
+}  // namespace tessera::config

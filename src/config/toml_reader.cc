@@ -1,0 +1,106 @@
+// TOML -> Node, with toml++ in its non-throwing, header-only mode. Only this file
+// includes toml++, so its configuration macros are consistent by construction.
+
+#define TOML_EXCEPTIONS 0
+#define TOML_HEADER_ONLY 1
+#define TOML_ENABLE_FORMATTERS 0
+#include <toml++/toml.h>
+
+#include <string>
+
+#include "config/document.h"
+
+namespace tessera::config {
+namespace {
+
+Location ToLocation(const toml::source_region& region) {
+  return Location{static_cast<int>(region.begin.line), static_cast<int>(region.begin.column)};
+}
+
+Node Convert(const toml::node& in, int depth, bool& too_deep) {
+  Node out;
+  out.location = ToLocation(in.source());
+  if (depth > kMaxDepth) {
+    too_deep = true;
+    return out;
+  }
+  switch (in.type()) {
+    case toml::node_type::string:
+      out.kind = Node::Kind::kString;
+      out.string = in.as_string()->get();
+      break;
+    case toml::node_type::integer:
+      out.kind = Node::Kind::kInteger;
+      out.integer = in.as_integer()->get();
+      break;
+    case toml::node_type::floating_point:
+      out.kind = Node::Kind::kFloat;
+      out.floating = in.as_floating_point()->get();
+      break;
+    case toml::node_type::boolean:
+      out.kind = Node::Kind::kBool;
+      out.boolean = in.as_boolean()->get();
+      break;
+    case toml::node_type::array:
+      out.kind = Node::Kind::kArray;
+      for (const toml::node& item : *in.as_array()) {
+        out.items.push_back(Convert(item, depth + 1, too_deep));
+      }
+      break;
+    case toml::node_type::table:
+      out.kind = Node::Kind::kTable;
+      for (const auto& [key, value] : *in.as_table()) {
+        Member member;
+        member.key = std::string(key.str());
+        member.key_location = ToLocation(key.source());
+        member.value = Convert(value, depth + 1, too_deep);
+        out.members.push_back(std::move(member));
+      }
+      break;
+    case toml::node_type::date:
+      out.kind = Node::Kind::kOther;
+      out.string = "date";
+      break;
+    case toml::node_type::time:
+      out.kind = Node::Kind::kOther;
+      out.string = "time";
+      break;
+    case toml::node_type::date_time:
+      out.kind = Node::Kind::kOther;
+      out.string = "date-time";
+      break;
+    case toml::node_type::none:
+      out.kind = Node::Kind::kNull;
+      break;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::optional<Node> ReadToml(std::string_view text, const SourceInfo& source,
+                             std::vector<Diagnostic>& diagnostics) {
+  if (text.size() > kMaxDocumentBytes) {
+    diagnostics.push_back({source.file, 0, 0, "", "document is larger than 4 MiB"});
+    return std::nullopt;
+  }
+  toml::parse_result result = toml::parse(text, source.file);
+  if (!result) {
+    const toml::parse_error& error = result.error();
+    Location at = ToLocation(error.source());
+    diagnostics.push_back({source.file, at.line, at.column, "",
+                           "TOML syntax error: " + std::string(error.description())});
+    return std::nullopt;
+  }
+  bool too_deep = false;
+  Node root = Convert(result.table(), 0, too_deep);
+  root.location = Location{1, 1};
+  if (too_deep) {
+    diagnostics.push_back({source.file, 0, 0, "",
+                           "document nests deeper than " + std::to_string(kMaxDepth) + " levels"});
+    return std::nullopt;
+  }
+  return root;
+}
+
+}  // namespace tessera::config

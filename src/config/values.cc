@@ -1,0 +1,340 @@
+#include "config/values.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace tessera::config {
+namespace {
+
+bool IsAsciiAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+bool IsAsciiDigit(char c) { return c >= '0' && c <= '9'; }
+bool IsAsciiAlnum(char c) { return IsAsciiAlpha(c) || IsAsciiDigit(c); }
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+// Quotes a user value for a message, cutting very long ones.
+std::string Quote(std::string_view s) {
+  std::string out = "'";
+  out += s.size() > 64 ? std::string(s.substr(0, 64)) + "..." : std::string(s);
+  out += "'";
+  return out;
+}
+
+// Strict decimal: digits only, no sign, no leading '+', bounded.
+bool ParseDecimal(std::string_view s, uint64_t max, uint64_t& out) {
+  if (s.empty() || s.size() > 20) return false;
+  for (char c : s) {
+    if (!IsAsciiDigit(c)) return false;
+  }
+  uint64_t value = 0;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (ec != std::errc() || ptr != s.data() + s.size() || value > max) return false;
+  out = value;
+  return true;
+}
+
+// SHA-1 (FIPS 180-4), only for name-based UUIDs as RFC 4122 prescribes; not
+// used for anything security-relevant.
+std::array<uint8_t, 20> Sha1(const std::vector<uint8_t>& message) {
+  uint32_t h[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u};
+  std::vector<uint8_t> data = message;
+  uint64_t bit_length = static_cast<uint64_t>(message.size()) * 8u;
+  data.push_back(0x80);
+  while (data.size() % 64 != 56) data.push_back(0);
+  for (int i = 7; i >= 0; --i) data.push_back(static_cast<uint8_t>(bit_length >> (i * 8)));
+  auto rotl = [](uint32_t x, int n) { return (x << n) | (x >> (32 - n)); };
+  for (size_t chunk = 0; chunk < data.size(); chunk += 64) {
+    uint32_t w[80];
+    for (int i = 0; i < 16; ++i) {
+      const uint8_t* p = &data[chunk + static_cast<size_t>(i) * 4];
+      w[i] = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
+    }
+    for (int i = 16; i < 80; ++i) w[i] = rotl(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int i = 0; i < 80; ++i) {
+      uint32_t f, k;
+      if (i < 20) {
+        f = (b & c) | (~b & d);
+        k = 0x5A827999u;
+      } else if (i < 40) {
+        f = b ^ c ^ d;
+        k = 0x6ED9EBA1u;
+      } else if (i < 60) {
+        f = (b & c) | (b & d) | (c & d);
+        k = 0x8F1BBCDCu;
+      } else {
+        f = b ^ c ^ d;
+        k = 0xCA62C1D6u;
+      }
+      uint32_t temp = rotl(a, 5) + f + e + k + w[i];
+      e = d;
+      d = c;
+      c = rotl(b, 30);
+      b = a;
+      a = temp;
+    }
+    h[0] += a;
+    h[1] += b;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+  }
+  std::array<uint8_t, 20> digest{};
+  for (size_t i = 0; i < 5; ++i) {
+    for (size_t j = 0; j < 4; ++j) digest[i * 4 + j] = static_cast<uint8_t>(h[i] >> (24 - 8 * j));
+  }
+  return digest;
+}
+
+constexpr std::array<uint8_t, 16> kTesseraNamespace = {
+    0x43, 0xb3, 0x94, 0xf7, 0x16, 0x06, 0x40, 0xc2,
+    0x92, 0x13, 0xa1, 0xbb, 0xcd, 0x96, 0x10, 0x7e};
+
+Result<std::string> NormaliseIpv4(std::string_view address, std::string_view prefix_text,
+                                  bool has_prefix, std::string_view original) {
+  std::string addr(address);
+  in_addr parsed{};
+  if (inet_pton(AF_INET, addr.c_str(), &parsed) != 1) {
+    return Err("invalid IPv4 address " + Quote(address));
+  }
+  uint64_t prefix = 32;
+  if (has_prefix && !ParseDecimal(prefix_text, 32, prefix)) {
+    return Err("invalid IPv4 prefix length " + Quote(prefix_text) + " (expected 0-32)");
+  }
+  uint32_t host = ntohl(parsed.s_addr);
+  uint32_t mask = prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
+  if ((host & ~mask) != 0) {
+    in_addr network{};
+    network.s_addr = htonl(host & mask);
+    char buf[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &network, buf, sizeof buf);
+    return Err(Quote(original) + " has host bits set; did you mean " + buf + "/" +
+               std::to_string(prefix) + "?");
+  }
+  char buf[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &parsed, buf, sizeof buf);
+  return std::string(buf) + "/" + std::to_string(prefix);
+}
+
+Result<std::string> NormaliseIpv6(std::string_view address, std::string_view prefix_text,
+                                  bool has_prefix, std::string_view original) {
+  std::string addr(address);
+  in6_addr parsed{};
+  if (inet_pton(AF_INET6, addr.c_str(), &parsed) != 1) {
+    return Err("invalid IPv6 address " + Quote(address));
+  }
+  uint64_t prefix = 128;
+  if (has_prefix && !ParseDecimal(prefix_text, 128, prefix)) {
+    return Err("invalid IPv6 prefix length " + Quote(prefix_text) + " (expected 0-128)");
+  }
+  in6_addr network = parsed;
+  for (size_t i = 0; i < 16; ++i) {
+    size_t bits_before = i * 8;
+    uint8_t keep;
+    if (bits_before + 8 <= prefix) {
+      keep = 0xff;
+    } else if (bits_before >= prefix) {
+      keep = 0;
+    } else {
+      keep = static_cast<uint8_t>(0xff << (8 - (prefix - bits_before)));
+    }
+    network.s6_addr[i] = static_cast<uint8_t>(network.s6_addr[i] & keep);
+  }
+  char buf[INET6_ADDRSTRLEN];
+  if (std::memcmp(&network, &parsed, sizeof network) != 0) {
+    inet_ntop(AF_INET6, &network, buf, sizeof buf);
+    return Err(Quote(original) + " has host bits set; did you mean " + buf + "/" +
+               std::to_string(prefix) + "?");
+  }
+  inet_ntop(AF_INET6, &parsed, buf, sizeof buf);
+  return std::string(buf) + "/" + std::to_string(prefix);
+}
+
+}  // namespace
+
+Status CheckQubeName(std::string_view name) {
+  if (name.empty()) return Err("a qube name must not be empty");
+  if (name.size() > kMaxQubeNameLength) {
+    return Err("qube name " + Quote(name) + " is longer than 31 characters");
+  }
+  if (!IsAsciiAlpha(name[0])) {
+    return Err("qube name " + Quote(name) + " must start with a letter");
+  }
+  for (char c : name) {
+    if (!IsAsciiAlnum(c) && c != '_' && c != '.' && c != '-') {
+      return Err("qube name " + Quote(name) +
+                 " may contain only letters, digits, '_', '.' and '-'");
+    }
+  }
+  std::string lower = Lower(name);
+  if (lower == "none" || lower == "default" || lower == "dom0" || lower == "domain-0") {
+    return Err("qube name " + Quote(name) + " is reserved");
+  }
+  if (lower.size() > 4 && lower.compare(0, 4, "disp") == 0 &&
+      std::all_of(lower.begin() + 4, lower.end(), IsAsciiDigit)) {
+    return Err("qube name " + Quote(name) +
+               " is reserved: disp<number> names generated disposables");
+  }
+  if (lower.size() >= 3 && lower.compare(lower.size() - 3, 3, "-dm") == 0) {
+    return Err("qube name " + Quote(name) + " is reserved: names ending in -dm are "
+               "reserved (as in Qubes)");
+  }
+  return Ok();
+}
+
+Status CheckTag(std::string_view tag) {
+  if (tag.empty() || tag.size() > 64) return Err("a tag must have 1-64 characters");
+  for (char c : tag) {
+    if (!IsAsciiAlnum(c) && c != '_' && c != '-') {
+      return Err("tag " + Quote(tag) + " may contain only letters, digits, '_' and '-'");
+    }
+  }
+  return Ok();
+}
+
+Status CheckFeatureName(std::string_view name) {
+  if (name.empty() || name.size() > 128) return Err("a feature name must have 1-128 characters");
+  for (char c : name) {
+    if (!IsAsciiAlnum(c) && c != '_' && c != '.' && c != '-') {
+      return Err("feature name " + Quote(name) +
+                 " may contain only letters, digits, '_', '.' and '-'");
+    }
+  }
+  return Ok();
+}
+
+Result<std::string> NormaliseDstHost(std::string_view text) {
+  if (text.empty()) return Err("dsthost must not be empty (leave it out to match any host)");
+  if (text.size() > 253) return Err("dsthost is longer than 253 characters");
+  size_t slash = text.find('/');
+  bool has_prefix = slash != std::string_view::npos;
+  std::string_view address = text.substr(0, slash);
+  std::string_view prefix = has_prefix ? text.substr(slash + 1) : std::string_view();
+  if (address.find(':') != std::string_view::npos) {
+    return NormaliseIpv6(address, prefix, has_prefix, text);
+  }
+  bool ipv4_like = !address.empty() && std::all_of(address.begin(), address.end(), [](char c) {
+    return IsAsciiDigit(c) || c == '.';
+  });
+  if (ipv4_like || has_prefix) return NormaliseIpv4(address, prefix, has_prefix, text);
+  // A DNS name.
+  std::string host = Lower(text);
+  if (host.front() == '.' || host.front() == '-') {
+    return Err("invalid host name " + Quote(text) + " (must start with a letter or digit)");
+  }
+  if (host.find("..") != std::string::npos) {
+    return Err("invalid host name " + Quote(text) + " (empty label)");
+  }
+  for (char c : host) {
+    if (!IsAsciiAlnum(c) && c != '.' && c != '_' && c != '-') {
+      return Err("invalid dsthost " + Quote(text) +
+                 ": expected an IP address, a CIDR network or a host name "
+                 "of letters, digits, '.', '_' and '-'");
+    }
+  }
+  return host;
+}
+
+Result<PortRange> ParsePortRange(std::string_view text) {
+  auto fail = [&] {
+    return Err("invalid port range " + Quote(text) + " (expected N or N-M, 0-65535, N <= M)");
+  };
+  size_t dash = text.find('-');
+  uint64_t first = 0;
+  uint64_t last = 0;
+  if (dash == std::string_view::npos) {
+    if (!ParseDecimal(text, 65535, first)) return fail();
+    last = first;
+  } else {
+    if (!ParseDecimal(text.substr(0, dash), 65535, first) ||
+        !ParseDecimal(text.substr(dash + 1), 65535, last)) {
+      return fail();
+    }
+    if (first > last) {
+      return Err("invalid port range " + Quote(text) + ": first port is above the last");
+    }
+  }
+  return PortRange{static_cast<uint16_t>(first), static_cast<uint16_t>(last)};
+}
+
+std::string FormatPortRange(const PortRange& range) {
+  if (range.first == range.last) return std::to_string(range.first);
+  return std::to_string(range.first) + "-" + std::to_string(range.last);
+}
+
+Result<std::string> NormaliseUuid(std::string_view text) {
+  static constexpr size_t kDashes[] = {8, 13, 18, 23};
+  bool ok = text.size() == 36;
+  for (size_t i = 0; ok && i < text.size(); ++i) {
+    bool dash_here = std::find(std::begin(kDashes), std::end(kDashes), i) != std::end(kDashes);
+    ok = dash_here ? text[i] == '-' : std::isxdigit(static_cast<unsigned char>(text[i])) != 0;
+  }
+  if (!ok) {
+    return Err("invalid uuid " + Quote(text) +
+               " (expected 8-4-4-4-12 hex digits, e.g. 1361ba56-f2b5-5664-b47a-960c7df9fefd)");
+  }
+  return Lower(text);
+}
+
+std::string DeriveUuid(std::string_view name) {
+  std::vector<uint8_t> input(kTesseraNamespace.begin(), kTesseraNamespace.end());
+  input.insert(input.end(), name.begin(), name.end());
+  std::array<uint8_t, 20> digest = Sha1(input);
+  digest[6] = static_cast<uint8_t>((digest[6] & 0x0f) | 0x50);  // version 5
+  digest[8] = static_cast<uint8_t>((digest[8] & 0x3f) | 0x80);  // RFC 4122 variant
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
+    out += kHex[digest[i] >> 4];
+    out += kHex[digest[i] & 0xf];
+  }
+  return out;
+}
+
+size_t EditDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t above = row[j];
+      size_t substitute = diagonal + (a[i - 1] == b[j - 1] ? 0 : 1);
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, substitute});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string ClosestMatch(std::string_view word, std::span<const std::string_view> candidates) {
+  // Long garbage never resembles anything; skip the quadratic work.
+  if (word.size() > 64) return "";
+  std::string best;
+  size_t best_distance = 0;
+  size_t limit = std::max<size_t>(1, std::min<size_t>(3, word.size() / 3 + 1));
+  for (std::string_view candidate : candidates) {
+    size_t distance = EditDistance(Lower(word), Lower(candidate));
+    if (distance <= limit && (best.empty() || distance < best_distance)) {
+      best = std::string(candidate);
+      best_distance = distance;
+    }
+  }
+  return best;
+}
+
+}  // namespace tessera::config

@@ -1,0 +1,55 @@
+#pragma once
+// Syntax of single values in the system description: qube names, tags, firewall
+// destinations and ports, UUIDs. Pure functions; each returns the normalised
+// value or an Error whose message says what was expected.
+//
+//   std::string host = TRY(NormaliseDstHost("10.0.0.0/8"));   // "10.0.0.0/8"
+//   PortRange ports = TRY(ParsePortRange("1024-2048"));
+//   std::string id = DeriveUuid("work");                      // stable UUIDv5
+
+#include <cstddef>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "common/error.h"
+#include "config/model.h"
+
+namespace tessera::config {
+
+inline constexpr size_t kMaxQubeNameLength = 31;
+
+// Qubes rules: ^[a-zA-Z][a-zA-Z0-9_.-]*$, at most 31 characters, not reserved
+// ("none", "default", "dom0", "Domain-0" in any case, "disp<digits>" which names
+// generated disposables, or ending in "-dm").
+Status CheckQubeName(std::string_view name);
+
+// Qubes tag syntax: ^[a-zA-Z0-9_-]+$ (at most 64 characters).
+Status CheckTag(std::string_view tag);
+
+// Feature names: ^[a-zA-Z0-9_.-]+$ (at most 128 characters).
+Status CheckFeatureName(std::string_view name);
+
+// Firewall dsthost: an IPv4/IPv6 address, a CIDR network (host bits must be zero)
+// or a DNS name ([a-z0-9._-], lower-cased). Returns the normalised form: networks
+// and addresses always carry a prefix ("192.168.1.1/32"), IPv6 in RFC 5952 form.
+Result<std::string> NormaliseDstHost(std::string_view text);
+
+// "N" or "N-M" with 0 <= N <= M <= 65535.
+Result<PortRange> ParsePortRange(std::string_view text);
+std::string FormatPortRange(const PortRange& range);
+
+// RFC 4122 text form (8-4-4-4-12 hex digits), returned lower-cased.
+Result<std::string> NormaliseUuid(std::string_view text);
+
+// The name-based UUID (version 5, SHA-1) of `name` in the tessera namespace
+// 43b394f7-1606-40c2-9213-a1bbcd96107e: the same name always gives the same UUID
+// (python: uuid.uuid5(UUID("43b394f7-..."), name)).
+std::string DeriveUuid(std::string_view name);
+
+// Levenshtein distance (for "did you mean" hints).
+size_t EditDistance(std::string_view a, std::string_view b);
+// The candidate closest to `word` if it is close enough to be a likely typo.
+std::string ClosestMatch(std::string_view word, std::span<const std::string_view> candidates);
+
+}  // namespace tessera::config
