@@ -50,6 +50,7 @@ struct IdRange {
   uid_t base = 0;
   uint32_t count = 0;
 };
+bool operator==(const IdRange& a, const IdRange& b);
 inline constexpr uid_t kFirstHostId = 0x10000000;  // far above any real user
 inline constexpr uint32_t kIdsPerQube = 65536;
 
@@ -59,6 +60,13 @@ Result<IdRange> AllocateIdRange(const Layout& layout, const std::string& qube);
 // Forgets a range (a destroyed disposable); the ids are never reused for
 // another qube within the same idmap file generation.
 Status ReleaseIdRange(const Layout& layout, const std::string& qube);
+// The qube's recorded range without allocating one (ENOENT if it has none).
+Result<IdRange> LookupIdRange(const Layout& layout, const std::string& qube);
+
+// Qube and template names: ^[a-zA-Z][a-zA-Z0-9_.-]*$, at most 31 characters
+// (they become path components, hostnames and cgroup names). `what` names the
+// kind ("qube", "template") in the error.
+Status ValidateName(const std::string& name, const std::string& what = "qube");
 
 // How a template's root tree is made.
 enum class TemplateSource { kBusybox, kDebootstrap, kDirectory, kHost };
@@ -69,6 +77,9 @@ struct TemplateBuildOptions {
   std::string suite = "bookworm";  // kDebootstrap
   std::string mirror;     // kDebootstrap: optional; default Debian's
   bool replace = false;   // rebuild an existing template
+  // Added: kBusybox: the static busybox to use (default: $TESSERA_BUSYBOX,
+  // else /bin/busybox, else /usr/bin/busybox; must be statically linked).
+  std::string busybox;
 };
 
 struct TemplateInfo {
@@ -78,6 +89,9 @@ struct TemplateInfo {
   // Host paths a cell must bind read-only at the same place inside (kHost:
   // {"/usr"}; the template tree then holds only the skeleton around it).
   std::vector<std::string> host_ro_binds;
+  // Added beside the original fields:
+  std::string source;   // detail: busybox binary, suite+mirror, directory
+  int format = 1;       // template.json format version
 };
 
 // Builds S/templates/<name>/ into a temporary directory and renames it into
@@ -86,10 +100,17 @@ Result<TemplateInfo> BuildTemplate(const Layout& layout, const std::string& name
                                    const TemplateBuildOptions& options);
 Result<TemplateInfo> ReadTemplateInfo(const Layout& layout, const std::string& name);
 Result<std::vector<TemplateInfo>> ListTemplates(const Layout& layout);
+// Renames the template aside (so it vanishes from its name atomically), then
+// deletes it. Does not check whether a running qube uses it (the daemon does).
+Status RemoveTemplate(const Layout& layout, const std::string& name);
 
 // Creates the private volume directory tree (home/user, rw) if missing; never
 // touches existing content.
+// Created directories belong to the qube's mapped ids (see docs/STORAGE.md):
+// private/home and private/rw to its root (range base), home/user to its
+// uid/gid 1000. This overload allocates/looks up the range itself.
 Status EnsurePrivateVolume(const Layout& layout, const std::string& qube);
+Status EnsurePrivateVolume(const Layout& layout, const std::string& qube, const IdRange& ids);
 
 // Per-run scratch directory R/cells/<name>/ (mode 0700), created fresh: a
 // leftover from a crashed run is removed first.

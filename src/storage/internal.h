@@ -1,0 +1,65 @@
+#pragma once
+// Helpers shared by the storage sources; not part of the module's public API.
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "common/unique_fd.h"
+
+namespace tessera::storage::internal {
+
+// Opens a directory the caller trusts (state/runtime dir paths), O_DIRECTORY |
+// O_CLOEXEC; `flags` may add O_PATH or O_NOFOLLOW.
+Result<UniqueFd> OpenDir(const std::string& path, int flags = 0);
+
+// Opens `name` (one component) below `dir_fd` as a directory without following
+// a symlink; `what` names it in errors.
+Result<UniqueFd> OpenDirAt(int dir_fd, const std::string& name, const std::string& what);
+
+// mkdirat + fchownat(owner) + fchmodat(mode) when missing; returns true if it
+// created the directory. An existing non-directory (or symlink) is an error.
+Result<bool> EnsureDirAt(int dir_fd, const std::string& name, mode_t mode, uid_t uid, gid_t gid,
+                         const std::string& what);
+
+// Writes a small file below `dir_fd` (O_CREAT|O_EXCL|O_NOFOLLOW) with `mode`.
+Status WriteFileAt(int dir_fd, const std::string& name, const std::string& content, mode_t mode,
+                   const std::string& what);
+
+// Runs argv[0] (absolute path) with argv, stdin from /dev/null; captures stdout
+// (up to 16 MiB) when `capture` is non-null, otherwise inherits it. Fails with
+// the exit status or signal in the message.
+Status RunCommand(const std::vector<std::string>& argv, std::string* capture);
+
+// Mount id (statx STATX_MNT_ID) and device of an fd or of name below dir_fd
+// (AT_SYMLINK_NOFOLLOW). mnt_id is 0 when the kernel does not report it.
+struct FileId {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  uint64_t mnt_id = 0;
+  mode_t mode = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+Result<FileId> StatAt(int dir_fd, const std::string& name, const std::string& what);
+Result<FileId> StatFd(int fd, const std::string& what);
+// True when a and b lie on different mounts (mount id, or device as a fallback).
+bool OnDifferentMount(const FileId& a, const FileId& b);
+
+// Copies the tree at `source` into the existing empty directory `dest_fd`
+// (see BuildTemplate kDirectory for the rules).
+Status CopyTree(const std::string& source, int dest_fd, const std::string& dest_path);
+
+// Copies one file's content to `name` below dst_dir_fd (created, O_EXCL) with `mode`.
+Status CopyFileAt(const std::string& source, int dst_dir_fd, const std::string& name, mode_t mode,
+                  const std::string& what);
+
+// The lexically canonical absolute form of an existing path (realpath).
+Result<std::string> RealPath(const std::string& path);
+
+// Current time as RFC 3339 UTC ("2026-11-22T13:09:24Z").
+std::string NowRfc3339();
+
+}  // namespace tessera::storage::internal

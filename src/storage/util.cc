@@ -1,0 +1,181 @@
+// Small fd-relative file helpers and a process runner for src/storage.
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <ctime>
+
+#include "common/syscall.h"
+#include "storage/internal.h"
+
+extern char** environ;
+
+namespace tessera::storage::internal {
+
+Result<UniqueFd> OpenDir(const std::string& path, int flags) {
+  int fd = TRY(Syscall("open directory " + path, [&] {
+    return ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | flags);
+  }));
+  return UniqueFd(fd);
+}
+
+Result<UniqueFd> OpenDirAt(int dir_fd, const std::string& name, const std::string& what) {
+  int fd = TRY(Syscall("open directory " + what, [&] {
+    return ::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  }));
+  return UniqueFd(fd);
+}
+
+Result<bool> EnsureDirAt(int dir_fd, const std::string& name, mode_t mode, uid_t uid, gid_t gid,
+                         const std::string& what) {
+  if (::mkdirat(dir_fd, name.c_str(), mode) != 0) {
+    if (errno != EEXIST) return Err(Error::FromErrno("mkdir " + what));
+    struct stat st {};
+    if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      return Err(Error::FromErrno("stat " + what));
+    }
+    if (!S_ISDIR(st.st_mode)) {
+      return Err(Error(what + ": exists and is not a directory (refusing to follow it)", ENOTDIR));
+    }
+    return false;
+  }
+  // mkdir's mode is filtered by the umask; set the exact one, then the owner.
+  // Both through a fresh O_NOFOLLOW fd so a racing rename cannot redirect them.
+  UniqueFd fd = TRY(OpenDirAt(dir_fd, name, what));
+  TRY(Syscall("chown " + what, [&] { return ::fchown(fd.get(), uid, gid); }));
+  TRY(Syscall("chmod " + what, [&] { return ::fchmod(fd.get(), mode); }));
+  return true;
+}
+
+Status WriteFileAt(int dir_fd, const std::string& name, const std::string& content, mode_t mode,
+                   const std::string& what) {
+  UniqueFd fd(TRY(Syscall("create " + what, [&] {
+    return ::openat(dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    mode);
+  })));
+  size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = TRY(SyscallSize("write " + what, [&] {
+      return ::write(fd.get(), content.data() + done, content.size() - done);
+    }));
+    done += static_cast<size_t>(n);
+  }
+  TRY(Syscall("chmod " + what, [&] { return ::fchmod(fd.get(), mode); }));
+  return Ok();
+}
+
+Status RunCommand(const std::vector<std::string>& argv, std::string* capture) {
+  if (argv.empty()) return Err("RunCommand: empty argv");
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+
+  int pipe_fds[2] = {-1, -1};
+  if (capture != nullptr && ::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    return Err(Error::FromErrno("pipe for " + argv[0]));
+  }
+  UniqueFd read_end(pipe_fds[0]);
+  UniqueFd write_end(pipe_fds[1]);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  if (capture != nullptr) posix_spawn_file_actions_adddup2(&actions, write_end.get(), 1);
+  pid_t pid = -1;
+  int rc = ::posix_spawn(&pid, argv[0].c_str(), &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) return Err(Error::FromErrno("spawn " + argv[0], rc));
+  write_end.reset();
+
+  Status read_status = Ok();
+  if (capture != nullptr) {
+    capture->clear();
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::read(read_end.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        read_status = Err(Error::FromErrno("read output of " + argv[0]));
+        break;
+      }
+      if (n == 0) break;
+      if (capture->size() + static_cast<size_t>(n) > (16u << 20)) {
+        read_status = Err(Error(argv[0] + ": output larger than 16 MiB", EFBIG));
+        break;
+      }
+      capture->append(buf, static_cast<size_t>(n));
+    }
+    read_end.reset();  // a still-writing child gets EPIPE rather than blocking forever
+  }
+  int wstatus = 0;
+  TRY(Syscall("waitpid " + argv[0], [&] { return ::waitpid(pid, &wstatus, 0); }));
+  TRY(read_status);
+  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) return Ok();
+  if (WIFEXITED(wstatus)) {
+    return Err(argv[0] + " exited with status " + std::to_string(WEXITSTATUS(wstatus)));
+  }
+  return Err(argv[0] + " killed by signal " + std::to_string(WTERMSIG(wstatus)));
+}
+
+namespace {
+FileId FromStatx(const struct statx& stx) {
+  FileId id;
+  id.dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);
+  id.ino = static_cast<ino_t>(stx.stx_ino);
+  id.mnt_id = (stx.stx_mask & STATX_MNT_ID) != 0 ? stx.stx_mnt_id : 0;
+  id.mode = stx.stx_mode;
+  id.uid = stx.stx_uid;
+  id.gid = stx.stx_gid;
+  return id;
+}
+}  // namespace
+
+Result<FileId> StatAt(int dir_fd, const std::string& name, const std::string& what) {
+  struct statx stx {};
+  TRY(Syscall("statx " + what, [&] {
+    return ::statx(dir_fd, name.c_str(), AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT,
+                   STATX_BASIC_STATS | STATX_MNT_ID, &stx);
+  }));
+  return FromStatx(stx);
+}
+
+Result<FileId> StatFd(int fd, const std::string& what) {
+  struct statx stx {};
+  TRY(Syscall("statx " + what, [&] {
+    return ::statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_MNT_ID,
+                   &stx);
+  }));
+  return FromStatx(stx);
+}
+
+bool OnDifferentMount(const FileId& a, const FileId& b) {
+  if (a.mnt_id != 0 && b.mnt_id != 0) return a.mnt_id != b.mnt_id;
+  return a.dev != b.dev;
+}
+
+Result<std::string> RealPath(const std::string& path) {
+  char* resolved = ::realpath(path.c_str(), nullptr);
+  if (resolved == nullptr) return Err(Error::FromErrno("resolve " + path));
+  std::string out(resolved);
+  std::free(resolved);
+  return out;
+}
+
+std::string NowRfc3339() {
+  std::time_t now = std::time(nullptr);
+  std::tm tm {};
+  ::gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace tessera::storage::internal
