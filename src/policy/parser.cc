@@ -44,6 +44,8 @@ namespace {
 constexpr size_t kMaxIncludeDepth = 32;
 constexpr size_t kMaxRules = 1'000'000;
 constexpr size_t kMaxTotalBytes = 256u << 20;
+constexpr size_t kMaxFileReads = 100'000;  // includes of includes can grow exponentially
+constexpr size_t kMaxErrors = 1000;
 
 bool IsPolicyFileNameChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
@@ -107,6 +109,13 @@ class PolicyBuilder {
   };
 
   void AddError(ErrorKind kind, std::string file, int line, std::string message) {
+    if (errors_.size() >= kMaxErrors) {
+      if (!aborted_) {
+        errors_.push_back({ErrorKind::kSyntax, file, line, "too many errors, giving up", ""});
+      }
+      aborted_ = true;
+      return;
+    }
     auto it = display_to_path_.find(file);
     std::string path = it != display_to_path_.end() ? it->second : "";
     errors_.push_back({kind, std::move(file), line, std::move(message), std::move(path)});
@@ -193,6 +202,12 @@ class PolicyBuilder {
       std::string chain;
       for (const auto& p : stack_) chain += Display(p) + " -> ";
       AddError(ErrorKind::kSyntax, from, line, "include cycle: " + chain + Display(path));
+      return std::nullopt;
+    }
+    if (aborted_) return std::nullopt;
+    if (++file_reads_ > kMaxFileReads) {
+      AddError(ErrorKind::kSyntax, from, line, "too many files included (more than 100000)");
+      aborted_ = true;
       return std::nullopt;
     }
     if (stack_.size() >= kMaxIncludeDepth) {
@@ -436,6 +451,7 @@ class PolicyBuilder {
   std::vector<LoadError> errors_;
   std::vector<std::string> stack_;
   size_t total_bytes_ = 0;
+  size_t file_reads_ = 0;
   bool aborted_ = false;
   bool compat_ = false;
 };
