@@ -1,0 +1,632 @@
+// Cell lifecycle on the host side: prepare, clone, map ids, hand over to the
+// child (child_setup.cc), record, exec commands via the agent, stop, clean up.
+
+#include "cell/cell.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <linux/sched.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/protocol.h"
+#include "cell/cgroups.h"
+#include "cell/child_setup.h"
+#include "cell/seccomp_filter.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/scope_guard.h"
+#include "common/syscall.h"
+
+namespace tessera::cell {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kRecordFile = "cell.json";
+constexpr const char* kControlSocket = "control.sock";
+
+Status CheckName(const std::string& name) {
+  bool ok = !name.empty() && name.size() <= 31 &&
+            ((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z'));
+  for (char c : name) {
+    ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '_' || c == '.' || c == '-');
+  }
+  if (!ok) return Err(Error("invalid qube name \"" + name + "\"", EINVAL));
+  return Ok();
+}
+
+// Field 22 of /proc/<pid>/stat: start time in clock ticks since boot. With the
+// pid, it names a process uniquely (pids are reused, start times are not).
+Result<uint64_t> StartTime(pid_t pid) {
+  std::string stat = TRY(ReadFile("/proc/" + std::to_string(pid) + "/stat", 4096));
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return Err(Error("malformed /proc stat", EPROTO));
+  size_t pos = paren + 2;
+  for (int field = 3; field < 22; ++field) {
+    pos = stat.find(' ', pos);
+    if (pos == std::string::npos) return Err(Error("malformed /proc stat", EPROTO));
+    ++pos;
+  }
+  return std::strtoull(stat.c_str() + pos, nullptr, 10);
+}
+
+std::string AgentPath(const CellSpec& spec) {
+  if (!spec.agent_path.empty()) return spec.agent_path;
+  if (const char* env = std::getenv("TESSERA_AGENT"); env != nullptr && *env != '\0') return env;
+  char exe[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0) return "tessera-agent";
+  exe[n] = '\0';
+  return DirName(exe) + "/tessera-agent";
+}
+
+Result<std::string> RealPath(const std::string& path) {
+  char buf[PATH_MAX];
+  if (::realpath(path.c_str(), buf) == nullptr) return Err(Error::FromErrno("realpath " + path));
+  return std::string(buf);
+}
+
+UniqueFd OpenBeneath(int dirfd, const std::string& rel, uint64_t flags) {
+  open_how how{};
+  how.flags = flags | O_CLOEXEC;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  return UniqueFd(static_cast<int>(syscall(SYS_openat2, dirfd, rel.c_str(), &how, sizeof(how))));
+}
+
+Status SetMountAttr(int fd, uint64_t set, bool recursive, int userns_fd = -1) {
+  mount_attr attr{};
+  attr.attr_set = set;
+  if (userns_fd >= 0) attr.userns_fd = static_cast<uint64_t>(userns_fd);
+  unsigned flags = AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0);
+  TRY(Syscall("mount_setattr", [&] { return ::mount_setattr(fd, "", flags, &attr, sizeof(attr)); }));
+  return Ok();
+}
+
+// A detached copy (open_tree clone) of a host path.
+Result<UniqueFd> CloneTree(int dirfd, const std::string& path, bool recursive, const std::string& what) {
+  unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (recursive ? AT_RECURSIVE : 0);
+  if (path.empty()) flags |= AT_EMPTY_PATH;
+  int fd = ::open_tree(dirfd, path.c_str(), flags);
+  if (fd < 0) return Err(Error::FromErrno("open_tree " + what));
+  return UniqueFd(fd);
+}
+
+// The private volume is owned on the host by the qube's own id range, so no
+// file a qube writes there (setuid binaries included) is host-root owned.
+// Storage creates it root-owned; the first start shifts it. Walks with
+// *at() calls and never follows symlinks.
+Status ShiftOwnership(int dirfd, uid_t base, int depth) {
+  if (depth > 64) return Err(Error("private volume nested too deeply", ELOOP));
+  UniqueFd dup(::fcntl(dirfd, F_DUPFD_CLOEXEC, 3));
+  DIR* dir = ::fdopendir(dup.release());
+  if (dir == nullptr) return Err(Error::FromErrno("fdopendir"));
+  auto close_dir = ScopeGuard([&] { ::closedir(dir); });
+  while (dirent* e = ::readdir(dir)) {
+    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+    struct stat st;
+    if (::fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    uid_t uid = st.st_uid < storage::kIdsPerQube ? base + st.st_uid : st.st_uid;
+    gid_t gid = st.st_gid < storage::kIdsPerQube ? base + st.st_gid : st.st_gid;
+    if (::fchownat(dirfd, e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) != 0) {
+      return Err(Error::FromErrno(std::string("chown ") + e->d_name));
+    }
+    if (S_ISDIR(st.st_mode)) {
+      UniqueFd sub(::openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!sub) return Err(Error::FromErrno(std::string("open ") + e->d_name));
+      TRY(ShiftOwnership(sub.get(), base, depth + 1));
+    }
+  }
+  return Ok();
+}
+
+Status PreparePrivateVolume(const storage::Layout& layout, const std::string& name, uid_t base) {
+  TRY(storage::EnsurePrivateVolume(layout, name));
+  std::string dir = layout.PrivateVolume(name);
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return Err(Error::FromErrno("open private volume " + dir));
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return Err(Error::FromErrno("stat " + dir));
+  if (st.st_uid == base) return Ok();
+  if (st.st_uid != 0) {
+    return Err(Error("private volume " + dir + " is owned by uid " + std::to_string(st.st_uid) +
+                         ", neither root nor the qube's id base " + std::to_string(base),
+                     EPERM));
+  }
+  TRY(ShiftOwnership(fd.get(), base, 0));
+  if (::fchown(fd.get(), base, base) != 0) return Err(Error::FromErrno("chown " + dir));
+  return Ok();
+}
+
+Status WriteIdMap(pid_t pid, const char* file, uid_t base, uint32_t count) {
+  std::string path = "/proc/" + std::to_string(pid) + "/" + file;
+  std::string line = "0 " + std::to_string(base) + " " + std::to_string(count) + "\n";
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return Err(Error::FromErrno("open " + path));
+  TRY(SyscallSize("write " + path, [&] { return ::write(fd.get(), line.data(), line.size()); }));
+  return Ok();
+}
+
+Result<UniqueFd> MakeControlSocket(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return Err(Error("control socket path too long for AF_UNIX (" + std::to_string(path.size()) +
+                         " bytes, max " + std::to_string(sizeof(addr.sun_path) - 1) + "): " + path,
+                     ENAMETOOLONG));
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return Err(Error::FromErrno("socket"));
+  ::unlink(path.c_str());
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return Err(Error::FromErrno("bind " + path));
+  }
+  if (::chmod(path.c_str(), 0600) != 0) return Err(Error::FromErrno("chmod " + path));
+  if (::listen(fd.get(), 64) != 0) return Err(Error::FromErrno("listen " + path));
+  return fd;
+}
+
+Status MakeOwnedDir(const std::string& path, uid_t owner, mode_t mode) {
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return Err(Error::FromErrno("mkdir " + path));
+  if (::chown(path.c_str(), owner, owner) != 0) return Err(Error::FromErrno("chown " + path));
+  if (::chmod(path.c_str(), mode) != 0) return Err(Error::FromErrno("chmod " + path));
+  return Ok();
+}
+
+struct Record {
+  std::string name;
+  pid_t pid = -1;
+  uint64_t start_time = 0;
+  bool disposable = false;
+  std::vector<std::string> cgroups;
+};
+
+Status WriteRecord(const std::string& path, const Record& r) {
+  json j = {{"name", r.name},       {"init_pid", r.pid},    {"start_time", r.start_time},
+            {"disposable", r.disposable}, {"cgroups", r.cgroups}, {"format", 1}};
+  return WriteFileAtomic(path, j.dump(2) + "\n", 0600);
+}
+
+Result<Record> ReadRecord(const std::string& path) {
+  std::string text = TRY(ReadFile(path, 1 << 20));
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("name") || !j["name"].is_string() ||
+      !j.contains("init_pid") || !j["init_pid"].is_number_integer() || !j.contains("start_time") ||
+      !j["start_time"].is_number_unsigned() || !j.contains("disposable") ||
+      !j["disposable"].is_boolean()) {
+    return Err(Error(path + ": malformed cell record", EPROTO));
+  }
+  Record r;
+  r.name = j["name"].get<std::string>();
+  r.pid = j["init_pid"].get<pid_t>();
+  r.start_time = j["start_time"].get<uint64_t>();
+  r.disposable = j["disposable"].get<bool>();
+  return r;
+}
+
+bool PidfdExited(int pidfd, int timeout_ms) {
+  pollfd p{pidfd, POLLIN, 0};
+  int rc;
+  do {
+    rc = ::poll(&p, 1, timeout_ms);
+  } while (rc < 0 && errno == EINTR);
+  return rc > 0;
+}
+
+// Kills and reaps a child that failed during start.
+void KillChild(int pidfd, pid_t pid) {
+  syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
+  while (::waitpid(pid, nullptr, __WALL) < 0 && errno == EINTR) {
+  }
+}
+
+}  // namespace
+
+Cell::Cell(Cell&& other) noexcept { *this = std::move(other); }
+
+Cell& Cell::operator=(Cell&& other) noexcept {
+  if (this != &other) {
+    layout_ = std::move(other.layout_);
+    name_ = std::move(other.name_);
+    control_path_ = std::move(other.control_path_);
+    cgroup_dirs_ = std::move(other.cgroup_dirs_);
+    disposable_ = other.disposable_;
+    is_child_ = other.is_child_;
+    init_pid_ = std::exchange(other.init_pid_, -1);
+    pidfd_ = std::move(other.pidfd_);
+    stopped_ = std::exchange(other.stopped_, true);
+  }
+  return *this;
+}
+
+Cell::~Cell() = default;
+
+Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec) {
+  TRY(CheckName(spec.name));
+  storage::Layout layout = layout_in;
+  TRY(MakeDirs(layout.state_dir, 0755));
+  TRY(MakeDirs(layout.runtime_dir, 0755));
+  layout.state_dir = TRY(RealPath(layout.state_dir));
+  layout.runtime_dir = TRY(RealPath(layout.runtime_dir));
+  const std::string& name = spec.name;
+  auto ctx = [&](const std::string& what) { return "start cell " + name + ": " + what; };
+
+  // A running cell of the same name is never replaced; a dead one's leftovers are.
+  if (auto adopted = Adopt(layout, name); adopted) {
+    return Err(Error(ctx("already running (init pid " + std::to_string(adopted->init_pid()) + ")"),
+                     EBUSY));
+  }
+  TRY_CTX(Cleanup(layout, name), ctx("clean up a previous run"));
+
+  storage::IdRange ids = TRY_CTX(storage::AllocateIdRange(layout, name), ctx("id range"));
+  std::string root_path;
+  std::vector<std::string> host_ro_binds;
+  if (spec.root == RootKind::kStandalone) {
+    root_path = layout.StandaloneRoot(name);
+  } else {
+    if (spec.template_name.empty()) return Err(Error(ctx("no template named in the spec"), EINVAL));
+    storage::TemplateInfo info =
+        TRY_CTX(storage::ReadTemplateInfo(layout, spec.template_name),
+                ctx("template " + spec.template_name));
+    host_ro_binds = info.host_ro_binds;
+    root_path = layout.TemplateRoot(spec.template_name);
+  }
+  TRY_CTX(PreparePrivateVolume(layout, name, ids.base), ctx("private volume"));
+
+  // Everything below is undone by `undo` unless the start succeeds.
+  std::string scratch = TRY_CTX(storage::CreateScratch(layout, name), ctx("scratch dir"));
+  std::optional<CellCgroups> cgroups;
+  auto undo = ScopeGuard([&] {
+    if (cgroups) {
+      (void)cgroups->KillAll();
+      (void)cgroups->Remove();
+    }
+    (void)storage::RemoveScratch(layout, name);
+    if (spec.disposable) (void)storage::DestroyQubeStorage(layout, name);
+  });
+
+  // Mount points for the child, owned by the qube's root so it can use them
+  // after dropping host uid 0.
+  std::string mnt = scratch + "/mnt";
+  TRY_CTX(MakeOwnedDir(mnt, ids.base, 0700), ctx("scratch"));
+  TRY_CTX(MakeOwnedDir(mnt + "/root", ids.base, 0755), ctx("scratch"));
+  if (spec.root == RootKind::kOverlay) {
+    TRY_CTX(MakeOwnedDir(mnt + "/lower", ids.base, 0755), ctx("scratch"));
+    TRY_CTX(MakeOwnedDir(mnt + "/upper", ids.base, 0755), ctx("scratch"));
+  }
+
+  CgroupLimits limits;
+  limits.memory_bytes = spec.memory_mib << 20;
+  limits.pids_max = spec.pids_max;
+  limits.cpu_weight = spec.cpu_weight;
+  limits.cpus = spec.cpus;
+  cgroups = TRY_CTX(CellCgroups::Create(layout.runtime_dir, name, limits), ctx("cgroups"));
+
+  SeccompProgram seccomp =
+      TRY_CTX(BuildSeccompFilter({.nested_userns = spec.nested_userns}), ctx("seccomp filter"));
+
+  std::string control_path = scratch + "/" + kControlSocket;
+  UniqueFd control = TRY_CTX(MakeControlSocket(control_path), ctx("control socket"));
+
+  std::string agent_path = AgentPath(spec);
+  UniqueFd agent(::open(agent_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!agent) return Err(Error::FromErrno(ctx("open agent " + agent_path)));
+
+  // Detached mounts, made here in the host namespace where the sources are
+  // resolved safely; the child only moves them into place.
+  UniqueFd root_tree;
+  {
+    UniqueFd root_dir(::open(root_path.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!root_dir) return Err(Error::FromErrno(ctx("open root tree " + root_path)));
+    root_tree = TRY_CTX(CloneTree(root_dir.get(), "", false, root_path), ctx("root tree"));
+  }
+  std::vector<UniqueFd> owned_mounts;
+  std::vector<std::string> targets;  // storage for PreparedMount::target
+  std::vector<bool> is_file;
+  auto add_mount = [&](UniqueFd fd, std::string target, bool file) {
+    owned_mounts.push_back(std::move(fd));
+    targets.push_back(std::move(target));
+    is_file.push_back(file);
+  };
+  for (const char* node : {"null", "zero", "full", "random", "urandom", "tty"}) {
+    std::string path = std::string("/dev/") + node;
+    UniqueFd m = TRY_CTX(CloneTree(AT_FDCWD, path, false, path), ctx("device node"));
+    TRY_CTX(SetMountAttr(m.get(), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, false), ctx(path));
+    add_mount(std::move(m), std::string("dev/") + node, true);
+  }
+  auto add_host_bind = [&](const std::string& host, const std::string& cell_path) -> Status {
+    if (host.empty() || host[0] != '/' || cell_path.empty() || cell_path[0] != '/') {
+      return Err(Error("bind paths must be absolute: " + host + " -> " + cell_path, EINVAL));
+    }
+    struct stat st;
+    if (::stat(host.c_str(), &st) != 0) return Err(Error::FromErrno("stat " + host));
+    UniqueFd m = TRY(CloneTree(AT_FDCWD, host, true, host));
+    TRY(SetMountAttr(m.get(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true));
+    add_mount(std::move(m), cell_path.substr(1), !S_ISDIR(st.st_mode));
+    return Ok();
+  };
+  for (const auto& p : host_ro_binds) TRY_CTX(add_host_bind(p, p), ctx("template host bind"));
+  for (const auto& b : spec.extra_ro_binds) TRY_CTX(add_host_bind(b.host_path, b.cell_path), ctx("bind"));
+  {
+    std::string priv = layout.PrivateVolume(name);
+    UniqueFd priv_dir(::open(priv.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!priv_dir) return Err(Error::FromErrno(ctx("open " + priv)));
+    for (const char* sub : {"home", "rw"}) {
+      // The volume's content is the qube's: never follow its symlinks.
+      UniqueFd src = OpenBeneath(priv_dir.get(), sub, O_PATH | O_DIRECTORY | O_NOFOLLOW);
+      if (!src) return Err(Error::FromErrno(ctx(priv + "/" + sub + " (must be a real directory)")));
+      UniqueFd m = TRY_CTX(CloneTree(src.get(), "", false, priv + "/" + sub), ctx("private volume"));
+      TRY_CTX(SetMountAttr(m.get(), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, false), ctx("private volume"));
+      add_mount(std::move(m), sub, false);
+    }
+  }
+
+  // The plan: every string and array the child reads is built now.
+  std::string overlay_options = "lowerdir=lower,upperdir=upper/u,workdir=upper/w,userxattr";
+  std::string upper_size = std::to_string(spec.scratch_mib) + "m";
+  std::string hostname = spec.hostname.empty() ? name : spec.hostname;
+  std::string control_arg = "--control-fd=" + std::to_string(control.get());
+  std::string argv0 = "tessera-agent";
+  char* agent_argv[] = {argv0.data(), control_arg.data(), nullptr};
+  std::string env_path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  char* agent_envp[] = {env_path.data(), nullptr};
+  int cap_last = 40;
+  if (auto text = ReadFile("/proc/sys/kernel/cap_last_cap", 64)) cap_last = std::atoi(text->c_str());
+
+  int sync[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) != 0) {
+    return Err(Error::FromErrno(ctx("socketpair")));
+  }
+  UniqueFd sync_parent(sync[0]);
+  UniqueFd sync_child(sync[1]);
+
+  ChildPlan plan;
+  plan.sync_fd = sync_child.get();
+  plan.mnt_dir = mnt.c_str();
+  plan.overlay = spec.root == RootKind::kOverlay;
+  plan.root_tree_fd = root_tree.get();
+  plan.overlay_options = overlay_options.c_str();
+  plan.upper_size = upper_size.c_str();
+  plan.hostname = hostname.c_str();
+  for (size_t i = 0; i < owned_mounts.size(); ++i) {
+    plan.mounts.push_back({owned_mounts[i].get(), targets[i].c_str(), is_file[i]});
+  }
+  plan.agent_fd = agent.get();
+  plan.agent_argv = agent_argv;
+  plan.agent_envp = agent_envp;
+  plan.control_fd = control.get();
+  plan.cap_last = cap_last;
+  plan.drop_caps = DefaultDroppedCaps();
+  plan.seccomp = &seccomp;
+
+  // clone3 like fork (no new stack), with a pidfd for race-free signalling.
+  int pidfd_raw = -1;
+  clone_args args{};
+  args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
+               CLONE_NEWNET | CLONE_PIDFD;
+  args.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
+  args.exit_signal = SIGCHLD;
+  long rc = syscall(SYS_clone3, &args, sizeof(args));
+  if (rc < 0) return Err(Error::FromErrno(ctx("clone3")));
+  if (rc == 0) RunChild(plan);  // never returns
+  pid_t pid = static_cast<pid_t>(rc);
+  UniqueFd pidfd(pidfd_raw);
+  sync_child.reset();
+  auto kill_child = ScopeGuard([&] { KillChild(pidfd.get(), pid); });
+
+  // Parent's half of the handshake. uid/gid maps first: the child's
+  // namespace ids and the idmapped template depend on them.
+  TRY_CTX(WriteIdMap(pid, "uid_map", ids.base, ids.count), ctx("uid_map"));
+  TRY_CTX(WriteIdMap(pid, "gid_map", ids.base, ids.count), ctx("gid_map"));
+  {
+    std::string ns = "/proc/" + std::to_string(pid) + "/ns/user";
+    UniqueFd userns(::open(ns.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!userns) return Err(Error::FromErrno(ctx("open " + ns)));
+    // Host-root-owned template files appear owned by the qube's root; app
+    // qubes see the template read-only (their writes go to the overlay upper).
+    uint64_t attrs = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV;
+    if (spec.root == RootKind::kOverlay) attrs |= MOUNT_ATTR_RDONLY;
+    TRY_CTX(SetMountAttr(root_tree.get(), attrs, false, userns.get()), ctx("idmap root tree"));
+  }
+  // cgroups before the child runs any setup: every page and process it makes
+  // from here on is charged and limited.
+  TRY_CTX(cgroups->Attach(pid), ctx("attach to cgroups"));
+  char go = 1;
+  if (::send(sync_parent.get(), &go, 1, MSG_NOSIGNAL) != 1) {
+    return Err(Error::FromErrno(ctx("release child")));
+  }
+  // EOF = the agent was exec'd (the child's end is CLOEXEC); a message = a
+  // failed step.
+  pollfd pfd{sync_parent.get(), POLLIN, 0};
+  int prc;
+  do {
+    prc = ::poll(&pfd, 1, 30000);
+  } while (prc < 0 && errno == EINTR);
+  if (prc == 0) return Err(Error(ctx("child setup timed out"), ETIMEDOUT));
+  ChildError child_error;
+  ssize_t n = ::recv(sync_parent.get(), &child_error, sizeof(child_error), 0);
+  if (n == static_cast<ssize_t>(sizeof(child_error))) {
+    return Err(Error(ctx(std::string("setup step \"") + StepName(child_error.step) + "\" failed"),
+                     child_error.err));
+  }
+  if (n != 0) return Err(Error::FromErrno(ctx("read setup result")));
+
+  Record record;
+  record.name = name;
+  record.pid = pid;
+  record.start_time = TRY_CTX(StartTime(pid), ctx("read init start time"));
+  record.disposable = spec.disposable;
+  record.cgroups = cgroups->dirs();
+  TRY_CTX(WriteRecord(scratch + "/" + kRecordFile, record), ctx("write record"));
+
+  kill_child.Dismiss();
+  undo.Dismiss();
+  Cell cell;
+  cell.layout_ = layout;
+  cell.name_ = name;
+  cell.control_path_ = control_path;
+  cell.cgroup_dirs_ = cgroups->dirs();
+  cell.disposable_ = spec.disposable;
+  cell.is_child_ = true;
+  cell.init_pid_ = pid;
+  cell.pidfd_ = std::move(pidfd);
+  Log(LogLevel::kDebug, "cell started", {{"qube", name}, {"pid", std::to_string(pid)}});
+  return cell;
+}
+
+Result<Cell> Cell::Adopt(const storage::Layout& layout, const std::string& name) {
+  TRY(CheckName(name));
+  std::string scratch = layout.ScratchDir(name);
+  Record record = TRY(ReadRecord(scratch + "/" + kRecordFile));
+  if (record.name != name || record.pid <= 1) {
+    return Err(Error("cell record of " + name + " names another cell", EPROTO));
+  }
+  UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, record.pid, 0)));
+  if (!pidfd) return Err(Error::FromErrno("cell " + name + ": init is gone"));
+  // Start time checked after the pidfd is held: if it matches now, the pidfd
+  // refers to the cell's init and cannot be recycled later.
+  auto start = StartTime(record.pid);
+  if (!start || *start != record.start_time) {
+    return Err(Error("cell " + name + ": init is gone (pid reused)", ESRCH));
+  }
+  if (PidfdExited(pidfd.get(), 0)) return Err(Error("cell " + name + ": init has exited", ESRCH));
+  CellCgroups cg = TRY(CellCgroups::ForQube(layout.runtime_dir, name));
+  Cell cell;
+  cell.layout_ = layout;
+  cell.name_ = name;
+  cell.control_path_ = scratch + "/" + kControlSocket;
+  cell.cgroup_dirs_ = cg.dirs();
+  cell.disposable_ = record.disposable;
+  // A child of ours only if we started it (same process, e.g. tests).
+  cell.is_child_ = false;
+  cell.init_pid_ = record.pid;
+  cell.pidfd_ = std::move(pidfd);
+  return cell;
+}
+
+Status Cell::Cleanup(const storage::Layout& layout, const std::string& name) {
+  TRY(CheckName(name));
+  bool disposable = false;
+  if (auto record = ReadRecord(layout.ScratchDir(name) + "/" + kRecordFile); record) {
+    disposable = record->disposable;
+    UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, record->pid, 0)));
+    auto start = StartTime(record->pid);
+    if (pidfd && start && *start == record->start_time) {
+      syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+      PidfdExited(pidfd.get(), 5000);
+      // Reap it if it happens to be our child; otherwise init does.
+      (void)::waitpid(record->pid, nullptr, WNOHANG | __WALL);
+    }
+  }
+  CellCgroups cg = TRY(CellCgroups::ForQube(layout.runtime_dir, name));
+  TRY(cg.KillAll());
+  TRY(cg.Remove());
+  TRY(storage::RemoveScratch(layout, name));
+  if (disposable) TRY(storage::DestroyQubeStorage(layout, name));
+  return Ok();
+}
+
+bool Cell::Running() const {
+  if (stopped_ || !pidfd_) return false;
+  return !PidfdExited(pidfd_.get(), 0);
+}
+
+Result<UniqueFd> Cell::ConnectControl() const {
+  if (stopped_) return Err(Error("cell " + name_ + " is stopped", ESRCH));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (control_path_.size() >= sizeof(addr.sun_path)) return Err(Error("control path too long", ENAMETOOLONG));
+  std::memcpy(addr.sun_path, control_path_.c_str(), control_path_.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return Err(Error::FromErrno("socket"));
+  TRY(Syscall("connect " + control_path_, [&] {
+    return ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  }));
+  return fd;
+}
+
+Result<int> Cell::Exec(const ExecRequest& request) {
+  if (request.argv.empty()) return Err(Error("exec: empty argv", EINVAL));
+  UniqueFd conn = TRY_CTX(ConnectControl(), "cell " + name_ + ": connect to agent");
+  agent::ExecMessage m;
+  m.argv = request.argv;
+  m.env = request.env;
+  m.cwd = request.cwd;
+  m.user = request.user;
+  std::vector<int> fds;
+  int given[3] = {request.stdin_fd, request.stdout_fd, request.stderr_fd};
+  for (int i = 0; i < 3; ++i) {
+    if (given[i] < 0) continue;
+    auto it = std::find(fds.begin(), fds.end(), given[i]);
+    if (it == fds.end()) {
+      fds.push_back(given[i]);
+      m.stdio[i] = static_cast<int>(fds.size() - 1);
+    } else {
+      m.stdio[i] = static_cast<int>(it - fds.begin());
+    }
+  }
+  m.nfds = fds.size();
+  TRY_CTX(agent::SendFrame(conn.get(), agent::SerializeExec(m), fds), "cell " + name_ + ": exec");
+  for (;;) {
+    std::string text = TRY_CTX(agent::ReadFrame(conn.get(), nullptr), "cell " + name_ + ": agent reply");
+    agent::Reply reply = TRY_CTX(agent::ParseReply(text), "cell " + name_);
+    switch (reply.kind) {
+      case agent::Reply::Kind::kStarted:
+        continue;
+      case agent::Reply::Kind::kExit:
+        return reply.code;
+      case agent::Reply::Kind::kError:
+        return Err(Error("cell " + name_ + ": " + reply.message,
+                         reply.code == 127 ? ENOENT : reply.code == 126 ? EACCES : EPROTO));
+    }
+  }
+}
+
+Status Cell::Stop(std::chrono::milliseconds grace) {
+  if (stopped_) return Ok();
+  if (pidfd_ && !PidfdExited(pidfd_.get(), 0)) {
+    // The agent terminates the cell's processes and exits on SIGTERM.
+    syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGTERM, nullptr, 0);
+    if (!PidfdExited(pidfd_.get(), static_cast<int>(grace.count()))) {
+      // SIGKILL to a pid namespace's init kills every process in it.
+      syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+      PidfdExited(pidfd_.get(), 5000);
+    }
+  }
+  if (is_child_ && init_pid_ > 0) {
+    while (::waitpid(init_pid_, nullptr, __WALL) < 0 && errno == EINTR) {
+    }
+  }
+  CellCgroups cg = TRY(CellCgroups::ForQube(layout_.runtime_dir, name_));
+  TRY_CTX(cg.KillAll(), "stop cell " + name_);
+  TRY_CTX(cg.Remove(), "stop cell " + name_);
+  TRY_CTX(storage::RemoveScratch(layout_, name_), "stop cell " + name_);
+  if (disposable_) TRY_CTX(storage::DestroyQubeStorage(layout_, name_), "stop cell " + name_);
+  stopped_ = true;
+  pidfd_.reset();
+  Log(LogLevel::kDebug, "cell stopped", {{"qube", name_}});
+  return Ok();
+}
+
+}  // namespace tessera::cell

@@ -1,0 +1,79 @@
+#pragma once
+// The cgroups of one cell: v2 when /sys/fs/cgroup is a unified hierarchy with
+// the memory, pids and cpu controllers available; otherwise the v1 hierarchies
+// /sys/fs/cgroup/{memory,pids,cpu,freezer}. The path of a cell's cgroup is a
+// pure function of the runtime dir and the qube name, so a crashed run can be
+// found and cleaned without any record:
+//   <hierarchy>/tessera/<hash of runtime dir>/<qube>
+//
+//   CellCgroups cg = TRY(CellCgroups::Create(runtime_dir, "work", limits));
+//   TRY(cg.Attach(child_pid));      // before the child execs anything
+//   TRY(cg.KillAll());              // at stop
+//   TRY(cg.Remove());
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+
+namespace tessera::cell {
+
+enum class CgroupVersion { kV1, kV2 };
+
+struct CgroupLimits {
+  uint64_t memory_bytes = 0;  // 0 = unlimited
+  uint32_t pids_max = 0;      // 0 = unlimited
+  uint32_t cpu_weight = 100;  // 1..10000
+  uint32_t cpus = 0;          // quota in cpus, 0 = none
+};
+
+// The hierarchy root (default /sys/fs/cgroup; TESSERA_CGROUP_ROOT overrides
+// for tests of the v1/v2 detection).
+struct CgroupSystem {
+  CgroupVersion version = CgroupVersion::kV1;
+  std::string root;
+  static Result<CgroupSystem> Detect();
+};
+
+class CellCgroups {
+ public:
+  // Creates the cell's cgroup(s) and writes the limits. A leftover of the same
+  // name is killed and removed first.
+  static Result<CellCgroups> Create(const std::string& runtime_dir, const std::string& qube,
+                                    const CgroupLimits& limits);
+  // The cgroups of `qube` whether or not they exist (for Cleanup / Adopt).
+  static Result<CellCgroups> ForQube(const std::string& runtime_dir, const std::string& qube);
+
+  Status Attach(pid_t pid) const;
+  // SIGKILLs every process in the cgroups until none is left (v2: cgroup.kill;
+  // v1: freeze, kill each task, thaw, repeat).
+  Status KillAll(std::chrono::milliseconds timeout = std::chrono::seconds(5)) const;
+  // rmdir of the cell's cgroups (and of the empty per-instance parent).
+  Status Remove() const;
+  // Pids (host view) in the cell's cgroup.
+  Result<std::vector<pid_t>> Pids() const;
+  // "oom_kill" count of the memory controller (memory.events on v2,
+  // memory.oom_control on v1).
+  Result<uint64_t> OomKills() const;
+  // Memory charged to the cell (memory.current / memory.usage_in_bytes).
+  Result<uint64_t> MemoryUsage() const;
+
+  CgroupVersion version() const { return version_; }
+  // v2: {dir}; v1: one per controller, memory first.
+  const std::vector<std::string>& dirs() const { return dirs_; }
+
+ private:
+  CgroupVersion version_ = CgroupVersion::kV1;
+  std::vector<std::string> dirs_;
+  std::string memory_dir_;
+  std::string freezer_dir_;  // v1 only, may be empty
+};
+
+// The per-instance path component (hash of the runtime dir).
+std::string InstanceTag(const std::string& runtime_dir);
+
+}  // namespace tessera::cell

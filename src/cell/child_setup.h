@@ -1,0 +1,91 @@
+#pragma once
+// The part of cell start-up that runs in the cloned child, between clone and
+// the exec of tessera-agent. Everything it needs is prepared by the parent in a
+// ChildPlan; the child only reads it. Async-signal-safe: no allocation, no
+// logging, no libc locks. A failing step writes {step, errno} to the sync socket
+// and _exits; the parent turns that into an Error naming the step.
+
+#include <linux/filter.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "cell/seccomp_filter.h"
+
+namespace tessera::cell {
+
+// The steps, in order; StepName() gives each a name for error messages.
+enum class ChildStep : int {
+  kWaitForParent = 1,
+  kChdirScratch,
+  kSetgroups,
+  kSetgid,
+  kSetuid,
+  kUnshareCgroup,
+  kMakeMountsPrivate,
+  kSetHostname,
+  kLoopbackUp,
+  kMountUpperTmpfs,
+  kMakeUpperDirs,
+  kMoveLower,
+  kMountOverlay,
+  kMoveRoot,
+  kOpenRoot,
+  kMountProc,
+  kMaskProc,
+  kMountDev,
+  kPopulateDev,
+  kBindMount,
+  kMountTmp,
+  kMountRun,
+  kMountSys,
+  kPivotRoot,
+  kDetachOldRoot,
+  kDropBoundingCaps,
+  kSetCaps,
+  kNoNewPrivs,
+  kSeccomp,
+  kStdio,
+  kExecAgent,
+};
+const char* StepName(int step);
+
+struct ChildError {
+  int step = 0;
+  int err = 0;
+};
+
+// A mount prepared by the parent (open_tree clone in the host namespace) and
+// moved into place by the child, at `target` relative to the new root.
+struct PreparedMount {
+  int fd = -1;
+  const char* target = nullptr;  // e.g. "dev/null", "home", "usr"
+  bool is_file = false;
+};
+
+struct ChildPlan {
+  int sync_fd = -1;         // SOCK_SEQPACKET to the parent (CLOEXEC)
+  const char* mnt_dir = nullptr;  // absolute R/cells/<n>/mnt (owned by the qube's root)
+  bool overlay = true;      // app/disposable; else a persistent root tree
+  int root_tree_fd = -1;    // template (idmapped after clone) or standalone root
+  const char* overlay_options = nullptr;  // "lowerdir=lower,upperdir=upper/u,..."
+  const char* upper_size = nullptr;       // tmpfs size of the upper, e.g. "512m"
+  const char* hostname = nullptr;
+  std::vector<PreparedMount> mounts;      // dev nodes, /home, /rw, host binds
+  int agent_fd = -1;
+  char* const* agent_argv = nullptr;
+  char* const* agent_envp = nullptr;
+  int control_fd = -1;      // listening socket the agent inherits
+  int cap_last = 40;        // /proc/sys/kernel/cap_last_cap
+  uint64_t drop_caps = 0;   // bit n = drop capability n
+  const SeccompProgram* seccomp = nullptr;
+};
+
+// Never returns. Runs in the child right after clone.
+[[noreturn]] void RunChild(const ChildPlan& plan);
+
+// Capabilities dropped from the bounding set (and the current sets) of every
+// cell: docs/CELL.md "Capabilities".
+uint64_t DefaultDroppedCaps();
+
+}  // namespace tessera::cell

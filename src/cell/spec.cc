@@ -1,0 +1,103 @@
+// CellSpec from the system description.
+
+#include <cstdlib>
+#include <string>
+
+#include "cell/cell.h"
+
+namespace tessera::cell {
+namespace {
+
+bool FeatureOn(const config::Qube& q, const std::string& key) {
+  auto it = q.features.find(key);
+  if (it == q.features.end()) return false;
+  return it->second == "1" || it->second == "true" || it->second == "yes" || it->second == "on";
+}
+
+Result<uint64_t> FeatureNumber(const config::Qube& q, const std::string& key, uint64_t fallback,
+                               uint64_t lo, uint64_t hi) {
+  auto it = q.features.find(key);
+  if (it == q.features.end()) return fallback;
+  const std::string& v = it->second;
+  bool digits = !v.empty() && v.size() <= 12;
+  for (char c : v) digits = digits && c >= '0' && c <= '9';
+  uint64_t n = digits ? std::strtoull(v.c_str(), nullptr, 10) : 0;
+  if (!digits || n < lo || n > hi) {
+    return Err(Error("qube " + q.name + ": feature " + key + " = \"" + v + "\": expected " +
+                         std::to_string(lo) + ".." + std::to_string(hi),
+                     EINVAL));
+  }
+  return n;
+}
+
+// Limits and features shared by a qube and the disposables made from it.
+Status FillLimits(const config::Qube& q, CellSpec* spec) {
+  if (q.backend != config::Backend::kCell) {
+    return Err(Error("qube " + q.name + ": backend is " + std::string(config::ToString(q.backend)) +
+                         ", not cell",
+                     EINVAL));
+  }
+  spec->memory_mib = q.memory_mib != 0 ? q.memory_mib : 1024;
+  spec->cpus = q.cpus;
+  spec->nested_userns = FeatureOn(q, "nested-userns");
+  spec->pids_max = static_cast<uint32_t>(TRY(FeatureNumber(q, "pids-max", 4096, 16, 1u << 22)));
+  spec->cpu_weight = static_cast<uint32_t>(TRY(FeatureNumber(q, "cpu-weight", 100, 1, 10000)));
+  spec->scratch_mib = TRY(FeatureNumber(q, "scratch-mib", 512, 1, 1u << 20));
+  return Ok();
+}
+
+}  // namespace
+
+Result<CellSpec> SpecFromConfig(const config::System& system, std::string_view qube) {
+  const config::Qube* q = system.Find(qube);
+  if (q == nullptr) return Err(Error("no qube named \"" + std::string(qube) + "\" in the system", ENOENT));
+  CellSpec spec;
+  spec.name = q->name;
+  spec.hostname = q->name;
+  spec.klass = q->klass;
+  TRY(FillLimits(*q, &spec));
+  switch (q->klass) {
+    case config::QubeClass::kTemplate:
+      spec.root = RootKind::kTemplate;
+      spec.template_name = q->name;
+      break;
+    case config::QubeClass::kStandalone:
+      spec.root = RootKind::kStandalone;
+      break;
+    case config::QubeClass::kDisposable:
+      spec.disposable = true;
+      [[fallthrough]];
+    case config::QubeClass::kApp:
+    case config::QubeClass::kDisposableTemplate:
+      spec.root = RootKind::kOverlay;
+      if (!q->template_name) return Err(Error("qube " + q->name + ": has no template", EINVAL));
+      spec.template_name = *q->template_name;
+      break;
+  }
+  return spec;
+}
+
+Result<CellSpec> DisposableSpecFromConfig(const config::System& system,
+                                          std::string_view dvm_template, const std::string& name) {
+  const config::Qube* q = system.Find(dvm_template);
+  if (q == nullptr) {
+    return Err(Error("no qube named \"" + std::string(dvm_template) + "\" in the system", ENOENT));
+  }
+  if (q->klass != config::QubeClass::kDisposableTemplate) {
+    return Err(Error("qube " + q->name + " is a " + std::string(config::ToString(q->klass)) +
+                         ", not a disposable template",
+                     EINVAL));
+  }
+  if (!q->template_name) return Err(Error("qube " + q->name + ": has no template", EINVAL));
+  CellSpec spec;
+  spec.name = name;
+  spec.hostname = name;
+  spec.klass = config::QubeClass::kDisposable;
+  spec.root = RootKind::kOverlay;
+  spec.template_name = *q->template_name;
+  spec.disposable = true;
+  TRY(FillLimits(*q, &spec));
+  return spec;
+}
+
+}  // namespace tessera::cell

@@ -1,0 +1,187 @@
+// `tessera cell run [--config FILE] [--dispvm] QUBE -- CMD [ARG...]`: the
+// low-level, daemon-less front end of the cell backend (src/cell/). Starts QUBE
+// (or, with --dispvm, a fresh disposable made from the disposable template
+// QUBE) as a cell, runs CMD inside as the qube's root with this process's
+// stdin/stdout/stderr, stops the cell and exits with CMD's status.
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cell/cell.h"
+#include "cli/command.h"
+#include "common/paths.h"
+#include "config/loader.h"
+#include "storage/storage.h"
+
+namespace tessera::cli {
+namespace {
+
+// Exit codes of `cell run` itself (CMD's own status otherwise), as in Qubes.
+constexpr int kExitFailure = 125;
+constexpr int kExitCannotRun = 126;
+constexpr int kExitNotFound = 127;
+
+struct RunArgs {
+  bool dispvm = false;
+  std::string qube;
+  std::vector<std::string> command;
+};
+
+void PrintError(const std::string& message) {
+  std::fprintf(stderr, "tessera cell run: %s\n", message.c_str());
+}
+
+Result<storage::TemplateBuildOptions> BuildOptionsFor(const std::string& source) {
+  storage::TemplateBuildOptions options;
+  if (source.empty() || source == "busybox") {
+    options.source = storage::TemplateSource::kBusybox;
+  } else if (source == "debootstrap") {
+    options.source = storage::TemplateSource::kDebootstrap;
+  } else if (source == "host") {
+    options.source = storage::TemplateSource::kHost;
+  } else if (source.rfind("dir:", 0) == 0) {
+    options.source = storage::TemplateSource::kDirectory;
+    options.directory = source.substr(4);
+  } else {
+    return Err(Error("unknown template source \"" + source + "\"", EINVAL));
+  }
+  return options;
+}
+
+// Builds the qube's template from its template qube's source if it does not
+// exist yet (a fresh state directory), and says so.
+Status EnsureTemplate(const storage::Layout& layout, const config::System& system,
+                      const cell::CellSpec& spec) {
+  if (spec.root == cell::RootKind::kStandalone) return Ok();
+  auto info = storage::ReadTemplateInfo(layout, spec.template_name);
+  if (info) return Ok();
+  if (info.error().errno_value() != ENOENT) return Err(std::move(info).error());
+  std::string source = "busybox";
+  if (const config::Qube* t = system.Find(spec.template_name); t != nullptr && !t->template_source.empty()) {
+    source = t->template_source;
+  }
+  std::fprintf(stderr, "tessera cell run: template %s does not exist yet; building it from %s\n",
+               spec.template_name.c_str(), source.c_str());
+  storage::TemplateBuildOptions options = TRY(BuildOptionsFor(source));
+  TRY_CTX(storage::BuildTemplate(layout, spec.template_name, options),
+          "build template " + spec.template_name);
+  return Ok();
+}
+
+Result<std::string> FreshDisposableName(const storage::Layout& layout) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    uint16_t r = 0;
+    if (getrandom(&r, sizeof(r), 0) != sizeof(r)) return Err(Error::FromErrno("getrandom"));
+    std::string name = "disp" + std::to_string(1000 + r % 9000);
+    struct stat st;
+    if (::stat(layout.QubeDir(name).c_str(), &st) != 0 && ::stat(layout.ScratchDir(name).c_str(), &st) != 0) {
+      return name;
+    }
+  }
+  return Err(Error("no free disposable name", EEXIST));
+}
+
+int Run(const RunArgs& args, const CliContext& ctx) {
+  auto system = config::LoadSystemFile(ConfigPath(ctx.config_flag));
+  if (!system) {
+    PrintError(system.error().ToString());
+    return kExitFailure;
+  }
+  storage::Layout layout = storage::Layout::FromEnvironment();
+  Result<cell::CellSpec> spec = Err(Error("unset"));
+  if (args.dispvm) {
+    auto name = FreshDisposableName(layout);
+    if (!name) {
+      PrintError(name.error().ToString());
+      return kExitFailure;
+    }
+    spec = cell::DisposableSpecFromConfig(*system, args.qube, *name);
+  } else {
+    spec = cell::SpecFromConfig(*system, args.qube);
+  }
+  if (!spec) {
+    PrintError(spec.error().ToString());
+    return kExitFailure;
+  }
+  if (auto st = EnsureTemplate(layout, *system, *spec); !st) {
+    PrintError(st.error().ToString());
+    return kExitFailure;
+  }
+
+  // SIGINT/SIGTERM/SIGHUP end the cell (its agent terminates CMD), then we
+  // clean up normally. Blocked before any thread exists so all inherit it.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto cell = cell::Cell::Start(layout, *spec);
+  if (!cell) {
+    PrintError(cell.error().ToString());
+    return kExitFailure;
+  }
+  pid_t init = cell->init_pid();
+  // `done` under the mutex: once set, init may be reaped and its pid reused,
+  // so the watcher must not signal it any more.
+  std::mutex mu;
+  bool done = false;
+  std::thread watcher([&stop_signals, &mu, &done, init] {
+    int sig = 0;
+    if (sigwait(&stop_signals, &sig) != 0) return;
+    std::lock_guard<std::mutex> lock(mu);
+    if (!done) ::kill(init, SIGTERM);
+  });
+  cell::ExecRequest request;
+  request.argv = args.command;
+  request.stdin_fd = STDIN_FILENO;
+  request.stdout_fd = STDOUT_FILENO;
+  request.stderr_fd = STDERR_FILENO;
+  auto code = cell->Exec(request);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    done = true;
+  }
+  pthread_kill(watcher.native_handle(), SIGTERM);  // wakes its sigwait
+  watcher.join();
+  auto stopped = cell->Stop(std::chrono::seconds(5));
+  if (!stopped) PrintError(stopped.error().ToString());
+  if (!code) {
+    PrintError(code.error().ToString());
+    int e = code.error().errno_value();
+    return e == ENOENT ? kExitNotFound : e == EACCES ? kExitCannotRun : kExitFailure;
+  }
+  return stopped ? *code : kExitFailure;
+}
+
+void Register(CLI::App& app, CliContext& ctx) {
+  auto* cell = app.add_subcommand("cell", "Low-level cell backend (runs without the daemon; root)");
+  cell->require_subcommand(1);
+  auto* run = cell->add_subcommand(
+      "run",
+      "Start QUBE as a cell, run CMD inside as its root with this terminal's stdio, stop it and "
+      "exit with CMD's status (125: cell failure, 126: cannot run, 127: not found)");
+  auto args = std::make_shared<RunArgs>();
+  run->add_flag("--dispvm", args->dispvm,
+                "QUBE is a disposable template: run CMD in a fresh disposable made from it, "
+                "destroyed afterwards");
+  run->add_option("qube", args->qube, "Qube name (from the system description)")->required();
+  run->add_option("command", args->command, "Command and arguments, after --")->required();
+  run->callback([args, &ctx] { ctx.exit_code = Run(*args, ctx); });
+}
+
+const CommandRegistration kRegistration("cell", Register);
+
+}  // namespace
+}  // namespace tessera::cli
