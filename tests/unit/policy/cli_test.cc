@@ -1,0 +1,167 @@
+// `tessera policy check|eval|explain` end to end through the built binary.
+
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+using ::testing::HasSubstr;
+using nlohmann::json;
+
+struct CliRun {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+class PolicyCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string t = (std::filesystem::temp_directory_path() / "policy-cli-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(t.data()), nullptr);
+    dir_ = t;
+    Write("etc/30-user.policy",
+          "qubes.Filecopy * work vault deny notify=no\n"
+          "qubes.Filecopy * @anyvm @anyvm ask default_target=personal\n"
+          "qubes.OpenInVM * @anyvm @dispvm allow\n"
+          "test.Echo +hi @tag:trusted @type:AppVM allow user=root\n");
+    Write("system.json", R"({"qubes": {
+      "work": {"type": "AppVM", "tags": ["trusted"], "uuid": "11111111-1111-1111-1111-111111111111",
+               "default_dispvm": "dvm", "power_state": "Running"},
+      "vault": {"type": "AppVM", "uuid": "22222222-2222-2222-2222-222222222222"},
+      "personal": {"type": "AppVM", "uuid": "33333333-3333-3333-3333-333333333333"},
+      "dvm": {"type": "AppVM", "template_for_dispvms": true,
+              "uuid": "44444444-4444-4444-4444-444444444444"}}})");
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  void Write(const std::string& rel, const std::string& text) {
+    auto p = std::filesystem::path(dir_) / rel;
+    std::filesystem::create_directories(p.parent_path());
+    std::ofstream(p) << text;
+  }
+  std::string Dirs() const {
+    return " --policy-dir " + dir_ + "/etc --runtime-dir " + dir_ + "/run --compat-dir " + dir_ +
+           "/legacy";
+  }
+  CliRun Tessera(const std::string& args) {
+    const std::string err_file = dir_ + "/stderr";
+    const std::string cmd = std::string(TESSERA_CLI) + " " + args + " 2>" + err_file;
+    CliRun run;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    if (p == nullptr) return run;
+    std::array<char, 4096> buf;
+    size_t n;
+    while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) run.out.append(buf.data(), n);
+    const int status = ::pclose(p);
+    run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    std::ifstream in(err_file);
+    run.err.assign(std::istreambuf_iterator<char>(in), {});
+    return run;
+  }
+  json Eval(const std::string& request) {
+    CliRun r = Tessera("policy eval" + Dirs() + " --system " + dir_ + "/system.json " + request);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    auto j = json::parse(r.out, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << r.out;
+    return j;
+  }
+
+  std::string dir_;
+};
+
+TEST_F(PolicyCli, CheckGoodPolicy) {
+  CliRun r = Tessera("policy check" + Dirs());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+}
+
+TEST_F(PolicyCli, CheckListsEveryErrorAsFileLine) {
+  Write("etc/40-bad.policy", "test.S * @anyvm\n\ntest.S * @anyvm @anyvm maybe\n!include nope\n");
+  CliRun r = Tessera("policy check" + Dirs());
+  EXPECT_EQ(r.exit_code, 1);
+  const std::string file = dir_ + "/etc/40-bad.policy";
+  EXPECT_THAT(r.err, HasSubstr(file + ":1: wrong number of fields\n"));
+  EXPECT_THAT(r.err, HasSubstr(file + ":3: invalid action: maybe\n"));
+  EXPECT_THAT(r.err, HasSubstr(file + ":4: not a file: "));
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 3);
+}
+
+TEST_F(PolicyCli, EvalDecisions) {
+  json j = Eval("qubes.Filecopy work vault");
+  EXPECT_EQ(j["result"], "deny");
+  EXPECT_EQ(j["notify"], false);
+  EXPECT_EQ(j["rule"], json({{"file", "30-user.policy"}, {"line", 1}}));
+
+  j = Eval("qubes.Filecopy work @default");
+  EXPECT_EQ(j["result"], "ask");
+  EXPECT_EQ(j["target"], nullptr);
+  EXPECT_EQ(j["targets_for_ask"], json({"@dispvm:dvm", "dvm", "personal"}));
+  EXPECT_EQ(j["default_target"], "personal");
+
+  j = Eval("qubes.OpenInVM+x work @dispvm");
+  EXPECT_EQ(j["result"], "allow");
+  EXPECT_EQ(j["target"], "@dispvm:dvm");
+  EXPECT_EQ(j["autostart"], true);
+
+  j = Eval("test.Echo+hi work vault");
+  EXPECT_EQ(j["result"], "allow");
+  EXPECT_EQ(j["user"], "root");
+
+  j = Eval("test.Echo+hi work work");  // loopback
+  EXPECT_EQ(j["result"], "deny");
+
+  j = Eval("no.Such work vault");
+  EXPECT_EQ(j["result"], "deny");
+  EXPECT_EQ(j["rule"], nullptr);
+  EXPECT_EQ(j["reason"], "no matching rule found");
+}
+
+TEST_F(PolicyCli, EvalRuntimeDirWins) {
+  Write("run/30-user.policy", "qubes.Filecopy * work vault allow\n");
+  json j = Eval("qubes.Filecopy work vault");
+  EXPECT_EQ(j["result"], "allow");
+  EXPECT_EQ(j["rule"]["file"], "run:30-user.policy");
+}
+
+TEST_F(PolicyCli, EvalWithBrokenPolicyDeniesAndExitsZero) {
+  Write("etc/10-broken.policy", "qubes.Filecopy * @anyvm @anyvm allow notify=maybe\n");
+  json j = Eval("qubes.Filecopy work vault");
+  EXPECT_EQ(j["result"], "deny");
+  EXPECT_EQ(j["rule"], nullptr);
+}
+
+TEST_F(PolicyCli, UsageErrorsExitTwo) {
+  EXPECT_EQ(Tessera("policy eval" + Dirs() + " --system " + dir_ + "/missing.json a b c").exit_code, 2);
+  Write("bad.json", "{\"qubes\": {\"x\": {\"type\": \"Nope\"}}}");
+  CliRun r = Tessera("policy eval" + Dirs() + " --system " + dir_ + "/bad.json a b c");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr("qube 'x'"));
+  EXPECT_EQ(Tessera("policy eval" + Dirs() + " --system " + dir_ + "/system.json a b").exit_code, 2);
+  EXPECT_EQ(Tessera("policy frob").exit_code, 2);
+}
+
+TEST_F(PolicyCli, ExplainShowsRulesAndDecision) {
+  CliRun r = Tessera("policy explain" + Dirs() + " --system " + dir_ + "/system.json qubes.Filecopy work vault");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("30-user.policy:1"));
+  EXPECT_THAT(r.out, HasSubstr("MATCHES"));
+  EXPECT_THAT(r.out, HasSubstr("decision: deny"));
+  r = Tessera("policy explain" + Dirs() + " --system " + dir_ + "/system.json qubes.Filecopy vault work");
+  EXPECT_THAT(r.out, HasSubstr("source 'vault' does not match 'work'"));
+  EXPECT_THAT(r.out, HasSubstr("decision: ask"));
+}
+
+}  // namespace
