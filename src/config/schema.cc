@@ -127,6 +127,7 @@ struct Draft {
   std::optional<Ref> netvm_ref;
   std::optional<Ref> dispvm_ref;
   bool dispvm_none = false;
+  bool class_valid = true;  // an invalid class skips the class rules (no follow-on errors)
   std::optional<Ref> source;  // name = the source text
   std::optional<Ref> idle_timeout;
   std::optional<Ref> uuid;
@@ -159,10 +160,14 @@ class Builder {
     }
     CrossCheck();
 
-    // Report in document order (stable: ties keep the order they were found in).
+    // Report in document order; without positions (Nix), in path order. Stable,
+    // so ties keep the order they were found in.
     std::stable_sort(diagnostics_.begin() + static_cast<std::ptrdiff_t>(first_),
                      diagnostics_.end(), [](const Diagnostic& a, const Diagnostic& b) {
-                       return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+                       if (a.line != b.line || a.column != b.column) {
+                         return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+                       }
+                       return a.line == 0 && a.path < b.path;
                      });
     if (diagnostics_.size() != first_) return std::nullopt;
 
@@ -288,7 +293,11 @@ class Builder {
       const Node& value = field->value;
       const std::string& key = field->key;
       if (key == "class") {
-        if (auto text = GetChoice(value, path, kClasses)) qube.klass = *ParseQubeClass(*text);
+        if (auto text = GetChoice(value, path, kClasses)) {
+          qube.klass = *ParseQubeClass(*text);
+        } else {
+          draft.class_valid = false;
+        }
       } else if (key == "template") {
         if (auto name = GetString(value, path)) draft.template_ref = Ref{*name, value.location, path};
       } else if (key == "netvm") {
@@ -536,7 +545,10 @@ class Builder {
       const bool needs_template = klass == QubeClass::kApp ||
                                   klass == QubeClass::kDisposableTemplate ||
                                   klass == QubeClass::kDisposable;
-      if (draft.template_ref && !needs_template) {
+      if (!draft.class_valid) {
+        // Reported already; only check that a named template exists.
+        if (draft.template_ref) Resolve(*draft.template_ref);
+      } else if (draft.template_ref && !needs_template) {
         Report(draft.template_ref->location, draft.template_ref->path,
                ClassPhrase(klass) + " has no template (remove this key)");
       } else if (!draft.template_ref && needs_template) {
@@ -558,14 +570,14 @@ class Builder {
         }
       }
 
-      if (draft.source && klass != QubeClass::kTemplate) {
+      if (draft.source && klass != QubeClass::kTemplate && draft.class_valid) {
         Report(draft.source->location, draft.source->path,
                "source applies only to template qubes (this is " + ClassPhrase(klass) + ")");
       }
       if (klass == QubeClass::kTemplate) {
         qube.template_source = draft.source ? draft.source->name : "busybox";
       }
-      if (draft.idle_timeout && klass != QubeClass::kDisposable &&
+      if (draft.idle_timeout && draft.class_valid && klass != QubeClass::kDisposable &&
           klass != QubeClass::kDisposableTemplate) {
         Report(draft.idle_timeout->location, draft.idle_timeout->path,
                "idle_timeout applies only to disposable and disposable-template qubes");

@@ -76,12 +76,62 @@ Node Convert(const toml::node& in, int depth, bool& too_deep) {
   return out;
 }
 
+// toml++ limits inline nesting (TOML_MAX_NESTED_VALUES) but not dotted keys:
+// "a.a.a...= 1" with tens of thousands of parts nests tables so deep that
+// building or destroying them overflows the stack. Dotted keys and headers
+// never span lines, so capping the dots per line (outside strings and comments)
+// caps that nesting. Returns the first offending line, or 0.
+constexpr int kMaxDotsPerLine = 64;
+
+int FindOverDottedLine(std::string_view text) {
+  int line = 1;
+  int dots = 0;
+  size_t i = 0;
+  auto starts = [&](std::string_view token) { return text.substr(i, token.size()) == token; };
+  while (i < text.size()) {
+    char c = text[i];
+    if (c == '\n') {
+      ++line;
+      dots = 0;
+      ++i;
+    } else if (c == '#') {
+      while (i < text.size() && text[i] != '\n') ++i;
+    } else if (starts("\"\"\"") || starts("'''")) {
+      std::string_view close = text.substr(i, 3);
+      bool basic = c == '"';
+      i += 3;
+      while (i < text.size() && !starts(close)) {
+        if (text[i] == '\n') ++line;
+        i += (basic && text[i] == '\\') ? 2 : 1;
+      }
+      dots = 0;  // the line changed (or the string ended the document)
+      i += 3;
+    } else if (c == '"' || c == '\'') {
+      ++i;
+      while (i < text.size() && text[i] != c && text[i] != '\n') {
+        i += (c == '"' && text[i] == '\\') ? 2 : 1;
+      }
+      if (i < text.size() && text[i] == c) ++i;
+    } else {
+      if (c == '.' && ++dots > kMaxDotsPerLine) return line;
+      ++i;
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 std::optional<Node> ReadToml(std::string_view text, const SourceInfo& source,
                              std::vector<Diagnostic>& diagnostics) {
   if (text.size() > kMaxDocumentBytes) {
     diagnostics.push_back({source.file, 0, 0, "", "document is larger than 4 MiB"});
+    return std::nullopt;
+  }
+  if (int line = FindOverDottedLine(text); line > 0) {
+    diagnostics.push_back({source.file, line, 0, "",
+                           "more than " + std::to_string(kMaxDotsPerLine) +
+                               " dots on one line (dotted keys nest too deep)"});
     return std::nullopt;
   }
   toml::parse_result result = toml::parse(text, source.file);
