@@ -12,6 +12,7 @@
 #include "cli/command.h"
 #include "common/fs.h"
 #include "common/paths.h"
+#include "config/loader.h"
 #include "policy/holder.h"
 #include "policy/loader.h"
 #include "policy/policy.h"
@@ -89,13 +90,17 @@ std::unique_ptr<policy::SystemInfo> LoadSystem(const PolicyOptions& opts, const 
     }
     return std::make_unique<policy::SystemInfo>(std::move(*sys));
   }
-  // FIXME: read the qubes from the system description once config::LoadSystemFile
-  // (src/config/loader.h) exists; policy::SystemFromConfig does the conversion.
-  std::fprintf(stderr,
-               "tessera policy: reading qubes from the system description (%s) is not "
-               "available yet; pass --system FILE\n",
-               ConfigPath(ctx.config_flag).c_str());
-  return nullptr;
+  // The qubes of the system description. Power states are not known here
+  // (the daemon supplies them), so every qube but dom0 counts as Halted.
+  const std::string path = ConfigPath(ctx.config_flag);
+  config::LoadOutcome outcome = config::LoadSystem(path);
+  if (!outcome.system) {
+    std::fprintf(stderr, "tessera policy: system description %s is not usable (use --system FILE "
+                 "or --config FILE):\n", path.c_str());
+    for (const auto& d : outcome.diagnostics) std::fprintf(stderr, "%s\n", d.ToString().c_str());
+    return nullptr;
+  }
+  return std::make_unique<policy::SystemInfo>(policy::SystemFromConfig(*outcome.system));
 }
 
 json Nullable(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }

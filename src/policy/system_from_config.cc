@@ -15,7 +15,8 @@ SystemInfo SystemFromConfig(const config::System& system,
     info.uuid = q.uuid;
     info.tags = q.tags;
     info.template_for_dispvms = q.klass == config::QubeClass::kDisposableTemplate;
-    info.default_dispvm = q.default_dispvm ? q.default_dispvm : system.default_dispvm;
+    // The loader already filled in the system-wide default; nullopt means "none".
+    info.default_dispvm = q.default_dispvm;
     info.running = is_running ? is_running(q.name) : false;
     out.Add(std::move(info));
   }
