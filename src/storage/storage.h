@@ -107,8 +107,8 @@ Status RemoveTemplate(const Layout& layout, const std::string& name);
 // Creates the private volume directory tree (home/user, rw) if missing; never
 // touches existing content.
 // Created directories belong to the qube's mapped ids (see docs/STORAGE.md):
-// private/home and private/rw to its root (range base), home/user to its
-// uid/gid 1000. This overload allocates/looks up the range itself.
+// private/, private/home and private/rw to its root (range base), home/user to
+// its uid/gid 1000. This overload allocates/looks up the range itself.
 Status EnsurePrivateVolume(const Layout& layout, const std::string& qube);
 Status EnsurePrivateVolume(const Layout& layout, const std::string& qube, const IdRange& ids);
 

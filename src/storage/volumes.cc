@@ -46,12 +46,12 @@ Status EnsurePrivateVolume(const Layout& layout, const std::string& qube, const 
   TRY(internal::EnsureDirAt(qubes_fd.get(), qube, 0700, 0, 0, qube_dir));
   UniqueFd qube_fd = TRY(internal::OpenDirAt(qubes_fd.get(), qube, qube_dir));
 
-  std::string priv = layout.PrivateVolume(qube);
-  TRY(internal::EnsureDirAt(qube_fd.get(), "private", 0700, 0, 0, priv));
-  UniqueFd priv_fd = TRY(internal::OpenDirAt(qube_fd.get(), "private", priv));
-
   uid_t root = ids.base;
   uid_t user = ids.base + kQubeUserId;
+  std::string priv = layout.PrivateVolume(qube);
+  TRY(internal::EnsureDirAt(qube_fd.get(), "private", 0700, root, root, priv));
+  UniqueFd priv_fd = TRY(internal::OpenDirAt(qube_fd.get(), "private", priv));
+
   TRY(internal::EnsureDirAt(priv_fd.get(), "home", 0755, root, root, priv + "/home"));
   TRY(internal::EnsureDirAt(priv_fd.get(), "rw", 0755, root, root, priv + "/rw"));
   // Existing content is the qube's: O_NOFOLLOW refuses a home the qube turned

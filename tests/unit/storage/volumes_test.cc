@@ -42,7 +42,9 @@ TEST(PrivateVolumeTest, CreatesTreeOwnedByTheQubesIds) {
     EXPECT_EQ(rw.st_uid, ids.base);
     EXPECT_EQ(user.st_uid, ids.base + 1000);
     EXPECT_EQ(user.st_gid, ids.base + 1000);
-    EXPECT_EQ(LStat(priv).st_uid, 0u);
+    EXPECT_EQ(LStat(priv).st_uid, ids.base);
+    EXPECT_EQ(LStat(t.layout().QubeDir("work")).st_uid, 0u);
+    EXPECT_EQ(LStat(t.layout().QubeDir("work")).st_mode & 07777, 0700u);
   }
 }
 
