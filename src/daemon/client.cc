@@ -14,6 +14,23 @@ std::string AdminSocketPath(const std::string& runtime_dir) {
   return (runtime_dir.empty() ? RuntimeDir() : runtime_dir) + "/admin.sock";
 }
 
+std::string ExplainConnectError(const Error& error, const std::string& socket_path) {
+  std::string path = socket_path.empty() ? AdminSocketPath() : socket_path;
+  switch (error.errno_value()) {
+    case ENOENT:
+    case ECONNREFUSED:
+      return "tesserad is not running (no daemon listens on " + path +
+             ").\nStart it with: sudo tessera daemon --config /etc/tessera/system.toml &\n"
+             "(or `tessera daemon --example &` for the built-in example system)";
+    case EACCES:
+    case EPERM:
+      return "permission denied: cannot connect to " + path +
+             " (tessera administration needs root or membership in the admin group)";
+    default:
+      return "cannot connect to tesserad at " + path + ": " + error.ToString();
+  }
+}
+
 Result<AdminClient> AdminClient::Connect(const std::string& socket_path) {
   std::string path = socket_path.empty() ? AdminSocketPath() : socket_path;
   struct sockaddr_un addr = {};

@@ -25,6 +25,10 @@ struct Reply {
   std::string message;    // !ok
 };
 
+// A message for people when Connect failed: how to start the daemon, or why
+// they may not talk to it.
+std::string ExplainConnectError(const Error& error, const std::string& socket_path = "");
+
 class AdminClient {
  public:
   // Fails with ENOENT/ECONNREFUSED when no daemon listens (callers explain how

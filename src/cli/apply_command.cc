@@ -1,0 +1,139 @@
+// `tessera apply FILE [--dry-run|--yes]`: moves the running system to the
+// description in FILE, like `nixos-rebuild switch`. The file is validated here
+// (so errors name file:line) and again by the daemon; an invalid file changes
+// nothing. Without --yes the plan is shown and confirmed on a terminal; with no
+// terminal nothing changes.
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "cli/command.h"
+#include "config/loader.h"
+#include "daemon/client.h"
+
+namespace tessera::cli {
+namespace {
+
+using nlohmann::json;
+
+void PrintPlan(const json& result, const std::string& file) {
+  const json& diff = result["diff"];
+  std::map<std::string, std::string> action_of;
+  for (const auto& a : result["actions"]) action_of[a.value("qube", "")] = a.value("action", "");
+  if (diff["qubes"].empty() && diff["system"].empty()) {
+    std::printf("No changes: the running system already matches %s.\n", file.c_str());
+    return;
+  }
+  std::printf("Changes to apply from %s:\n", file.c_str());
+  for (const auto& f : diff["system"]) {
+    std::printf("  ~ system %s: %s -> %s\n", f.value("field", "").c_str(),
+                f.value("before", "").c_str(), f.value("after", "").c_str());
+  }
+  for (const auto& c : diff["qubes"]) {
+    std::string name = c.value("qube", "");
+    std::string kind = c.value("change", "");
+    std::string action = action_of.count(name) ? action_of[name] : "";
+    std::string note;
+    if (action == "stop") note = " (running: will be stopped)";
+    if (action == "restart") note = " (running: will be restarted)";
+    if (action == "start") note = " (autostart: will be started)";
+    if (kind == "added") {
+      std::printf("  + qube %s%s\n", name.c_str(), note.c_str());
+    } else if (kind == "removed") {
+      std::printf("  - qube %s%s\n", name.c_str(), note.c_str());
+    } else {
+      bool restart = c.value("needs_restart", false);
+      if (note.empty() && restart) note = " (needs a restart; not running now)";
+      std::printf("  ~ qube %s%s\n", name.c_str(), note.c_str());
+      for (const auto& f : c["fields"]) {
+        std::printf("      %s: %s -> %s%s\n", f.value("field", "").c_str(),
+                    f.value("before", "").c_str(), f.value("after", "").c_str(),
+                    f.value("needs_restart", false) ? "  [restart]" : "");
+      }
+    }
+  }
+}
+
+int RunApply(const std::string& file, bool dry_run, bool yes) {
+  if (dry_run && yes) {
+    std::fprintf(stderr, "tessera apply: --dry-run and --yes exclude each other\n");
+    return kExitUsage;
+  }
+  config::LoadOutcome outcome = config::LoadSystem(file);
+  if (!outcome.system) {
+    for (const auto& d : outcome.diagnostics) std::fprintf(stderr, "%s\n", d.ToString().c_str());
+    std::fprintf(stderr, "tessera apply: %s is invalid; nothing was changed\n", file.c_str());
+    return 1;
+  }
+  std::string description = config::ToJson(*outcome.system);
+  auto client = daemon::AdminClient::Connect();
+  if (!client) {
+    std::fprintf(stderr, "%s\n", daemon::ExplainConnectError(client.error()).c_str());
+    return 1;
+  }
+  auto call = [&](bool dry) -> std::optional<json> {
+    auto reply = client->Call("system.apply",
+                              {{"description", description}, {"source", file}, {"dry_run", dry}});
+    if (!reply) {
+      std::fprintf(stderr, "tessera apply: %s\n", reply.error().ToString().c_str());
+      return std::nullopt;
+    }
+    if (!reply->ok) {
+      std::fprintf(stderr, "tessera apply: %s\nNothing was changed.\n", reply->message.c_str());
+      return std::nullopt;
+    }
+    return reply->result;
+  };
+  auto plan = call(true);
+  if (!plan) return 1;
+  PrintPlan(*plan, file);
+  bool empty = (*plan)["diff"]["qubes"].empty() && (*plan)["diff"]["system"].empty();
+  if (dry_run) return 0;
+  if (empty) return 0;
+  if (!yes) {
+    if (!::isatty(STDIN_FILENO)) {
+      std::printf("Not applied: no --yes and no terminal to confirm on. Nothing was changed.\n"
+                  "Run `tessera apply %s --yes` to carry it out.\n", file.c_str());
+      return 1;
+    }
+    std::printf("Apply these changes? [y/N] ");
+    std::fflush(stdout);
+    std::string answer;
+    std::getline(std::cin, answer);
+    if (answer != "y" && answer != "Y" && answer != "yes") {
+      std::printf("Not applied. Nothing was changed.\n");
+      return 1;
+    }
+  }
+  auto done = call(false);
+  if (!done) return 1;
+  int rc = 0;
+  for (const auto& a : (*done)["done"]) {
+    bool ok = a.value("ok", false);
+    std::printf("%s %s: %s%s\n", a.value("action", "").c_str(), a.value("qube", "").c_str(),
+                ok ? "ok" : "FAILED ", ok ? "" : a.value("error", "").c_str());
+    if (!ok) rc = 1;
+  }
+  std::printf("Applied %s.\n", file.c_str());
+  return rc;
+}
+
+void Register(CLI::App& app, CliContext& ctx) {
+  auto* cmd = app.add_subcommand(
+      "apply", "Move the running system to a new description (shows the diff first)");
+  static std::string file;
+  static bool dry_run = false;
+  static bool yes = false;
+  cmd->add_option("file", file, "System description (TOML, JSON or Nix)")->required();
+  cmd->add_flag("--dry-run", dry_run, "Only show what would change");
+  cmd->add_flag("-y,--yes", yes, "Carry it out without asking");
+  cmd->callback([&ctx] { ctx.exit_code = RunApply(file, dry_run, yes); });
+}
+
+const CommandRegistration kRegistration("apply", Register);
+
+}  // namespace
+}  // namespace tessera::cli

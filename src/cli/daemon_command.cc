@@ -1,0 +1,72 @@
+// `tessera daemon`: runs tesserad in the foreground (docs/DAEMON.md).
+
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "cli/command.h"
+#include "common/paths.h"
+#include "daemon/daemon.h"
+
+namespace tessera::cli {
+namespace {
+
+struct DaemonFlags {
+  bool example = false;
+  bool no_autostart = false;
+  std::string admin_group = "tessera";
+  std::string socket_mode = "0666";
+  unsigned stop_grace_ms = 5000;
+};
+
+int RunDaemonCommand(const CliContext& ctx, const DaemonFlags& flags) {
+  daemon::DaemonOptions options;
+  options.layout = storage::Layout::FromEnvironment();
+  options.use_example = flags.example;
+  if (!flags.example) {
+    options.config_path = ConfigPath(ctx.config_flag);
+    struct stat st;
+    if (::stat(options.config_path.c_str(), &st) != 0) {
+      std::fprintf(stderr,
+                   "tessera daemon: no system description at %s\n"
+                   "Pass --config FILE (or set TESSERA_CONFIG), or use --example for the "
+                   "built-in example system.\n",
+                   options.config_path.c_str());
+      return 1;
+    }
+  }
+  options.admin_group = flags.admin_group;
+  char* end = nullptr;
+  unsigned long mode = std::strtoul(flags.socket_mode.c_str(), &end, 8);
+  if (end == flags.socket_mode.c_str() || *end != '\0' || mode > 0777) {
+    std::fprintf(stderr, "tessera daemon: --socket-mode must be octal, e.g. 0660\n");
+    return kExitUsage;
+  }
+  options.socket_mode = static_cast<mode_t>(mode);
+  options.autostart = !flags.no_autostart;
+  options.stop_grace = std::chrono::milliseconds(flags.stop_grace_ms);
+  return daemon::RunDaemon(options);
+}
+
+void Register(CLI::App& app, CliContext& ctx) {
+  auto* cmd = app.add_subcommand(
+      "daemon", "Run tesserad in the foreground (uses --config FILE or TESSERA_CONFIG)");
+  static DaemonFlags flags;
+  cmd->add_flag("--example", flags.example, "Run the built-in example system");
+  cmd->add_flag("--no-autostart", flags.no_autostart, "Do not start autostart qubes");
+  cmd->add_option("--admin-group", flags.admin_group,
+                  "Group whose members may use the admin socket (default tessera)");
+  cmd->add_option("--socket-mode", flags.socket_mode,
+                  "Mode of R/admin.sock (default 0666: the daemon itself refuses and audits "
+                  "non-admins; 0660 adds a kernel check but refusals are not audited)");
+  cmd->add_option("--stop-grace-ms", flags.stop_grace_ms,
+                  "How long `stop` waits before killing (default 5000)");
+  cmd->callback([&ctx] { ctx.exit_code = RunDaemonCommand(ctx, flags); });
+}
+
+const CommandRegistration kRegistration("daemon", Register);
+
+}  // namespace
+}  // namespace tessera::cli
