@@ -234,8 +234,12 @@ TEST_P(PolicyCase, MatchesReference) {
                          c["source"].is_string() ? &source : nullptr),
               expect["match"].get<bool>());
   } else if (kind == "intended_target") {
-    Request req = RequestFrom({{"service", "x"}, {"target", c["target"]}});
-    auto norm = NormalizeRequest(req, sys);
+    // The token is parsed as written (an empty target is an error here; only
+    // a whole request turns "" into @default), then verified.
+    const std::string target = c["target"];
+    tl::expected<NormalizedRequest, Denial> norm =
+        target.empty() ? tl::unexpected(Denial{ErrorKind::kSyntax, "invalid empty intended target token"})
+                       : NormalizeRequest(RequestFrom({{"service", "x"}, {"target", target}}), sys);
     json got = norm ? json{{"ok", true},
                            {"normalized", norm->target},
                            {"class", std::string(TokenClassName(norm->target_class))}}
