@@ -56,7 +56,7 @@ struct Member {
 // Documents nest at most this deep (bounds recursion in every later pass).
 inline constexpr int kMaxDepth = 64;
 // Larger inputs are refused before parsing.
-inline constexpr size_t kMaxDocumentBytes = 4u << 20;
+inline constexpr size_t kMaxDocumentBytes = 1u << 20;
 
 // "string", "integer", "table", ...: the name used in "expected X, got Y".
 std::string_view KindName(const Node& node);

@@ -205,7 +205,7 @@ class Handler {
 std::optional<Node> ReadJson(std::string_view text, const SourceInfo& source,
                              std::vector<Diagnostic>& diagnostics) {
   if (text.size() > kMaxDocumentBytes) {
-    diagnostics.push_back({source.file, 0, 0, "", "document is larger than 4 MiB"});
+    diagnostics.push_back({source.file, 0, 0, "", "document is larger than 1 MiB"});
     return std::nullopt;
   }
   Handler handler(text, source, diagnostics);

@@ -521,9 +521,15 @@ class Builder {
   const Draft* Resolve(const Ref& ref) {
     auto it = by_name_.find(ref.name);
     if (it != by_name_.end()) return it->second;
-    std::vector<std::string_view> names;
-    for (const Draft& draft : drafts_) names.push_back(draft.qube.name);
-    Report(ref.location, ref.path, "no qube named " + Quote(ref.name) + DidYouMean(ref.name, names));
+    std::string hint;
+    // Hints cost an edit distance per qube; bound the total for hostile input.
+    if (suggestion_budget_ > 0 && drafts_.size() <= 1000) {
+      --suggestion_budget_;
+      std::vector<std::string_view> names;
+      for (const Draft& draft : drafts_) names.push_back(draft.qube.name);
+      hint = DidYouMean(ref.name, names);
+    }
+    Report(ref.location, ref.path, "no qube named " + Quote(ref.name) + hint);
     return nullptr;
   }
 
@@ -624,40 +630,45 @@ class Builder {
   }
 
   // Each qube has at most one netvm, so following netvm links from any qube either
-  // ends or enters a cycle. Every cycle is reported once, at its smallest name.
+  // ends or enters a cycle. One walk per qube, never revisiting a finished one
+  // (linear); every cycle is reported once, at its smallest name.
   void CheckNetvmCycles() {
-    std::map<std::string, std::string> next;
+    std::map<std::string_view, std::string_view> next;
     for (const Draft& draft : drafts_) {
       if (draft.qube.netvm) next[draft.qube.name] = *draft.qube.netvm;
     }
-    std::set<std::string> reported;
+    enum class State { kOnPath, kDone };
+    std::map<std::string_view, State> state;
     for (const auto& [start, unused] : next) {
-      std::vector<std::string> chain{start};
-      std::set<std::string> on_chain{start};
-      std::string current = start;
+      if (state.count(start) != 0) continue;
+      std::vector<std::string_view> path;
+      std::string_view current = start;
       while (true) {
+        auto seen = state.find(current);
+        if (seen != state.end()) {
+          if (seen->second == State::kOnPath) ReportCycle(path, current);
+          break;
+        }
+        state[current] = State::kOnPath;
+        path.push_back(current);
         auto it = next.find(current);
         if (it == next.end()) break;
         current = it->second;
-        if (on_chain.count(current) != 0) {
-          auto begin = std::find(chain.begin(), chain.end(), current);
-          std::vector<std::string> cycle(begin, chain.end());
-          std::string smallest = *std::min_element(cycle.begin(), cycle.end());
-          if (reported.insert(smallest).second) {
-            auto rotate = std::find(cycle.begin(), cycle.end(), smallest);
-            std::rotate(cycle.begin(), rotate, cycle.end());
-            std::string text;
-            for (const std::string& name : cycle) text += name + " -> ";
-            text += smallest;
-            const Draft* draft = by_name_[smallest];
-            Report(draft->netvm_ref->location, draft->netvm_ref->path, "netvm cycle: " + text);
-          }
-          break;
-        }
-        chain.push_back(current);
-        on_chain.insert(current);
       }
+      for (std::string_view name : path) state[name] = State::kDone;
     }
+  }
+
+  // `path` ends in a walk that came back to `entry`; the cycle is entry..end.
+  void ReportCycle(const std::vector<std::string_view>& path, std::string_view entry) {
+    std::vector<std::string_view> cycle(std::find(path.begin(), path.end(), entry), path.end());
+    auto smallest = std::min_element(cycle.begin(), cycle.end());
+    std::rotate(cycle.begin(), smallest, cycle.end());
+    std::string text;
+    for (std::string_view name : cycle) text += std::string(name) + " -> ";
+    text += std::string(cycle.front());
+    const Draft* draft = by_name_.at(std::string(cycle.front()));
+    Report(draft->netvm_ref->location, draft->netvm_ref->path, "netvm cycle: " + text);
   }
 
   const SourceInfo& source_;
@@ -667,6 +678,7 @@ class Builder {
   std::optional<Ref> system_dispvm_;
   std::vector<Draft> drafts_;
   std::map<std::string, const Draft*> by_name_;
+  int suggestion_budget_ = 50;
 };
 
 }  // namespace

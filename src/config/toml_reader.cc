@@ -125,7 +125,7 @@ int FindOverDottedLine(std::string_view text) {
 std::optional<Node> ReadToml(std::string_view text, const SourceInfo& source,
                              std::vector<Diagnostic>& diagnostics) {
   if (text.size() > kMaxDocumentBytes) {
-    diagnostics.push_back({source.file, 0, 0, "", "document is larger than 4 MiB"});
+    diagnostics.push_back({source.file, 0, 0, "", "document is larger than 1 MiB"});
     return std::nullopt;
   }
   if (int line = FindOverDottedLine(text); line > 0) {
