@@ -145,6 +145,29 @@ int RunRestart(const std::vector<std::string>& names) {
   return rc;
 }
 
+// CLI11 reorders and eats `--`, but the command line of `run` must reach the
+// qube verbatim: take it from /proc/self/cmdline, after the `run` verb (the
+// main app's only option before it is --config FILE).
+std::vector<std::string> ArgsAfterRun() {
+  std::vector<std::string> argv;
+  FILE* f = std::fopen("/proc/self/cmdline", "re");
+  if (f == nullptr) return argv;
+  std::string cur;
+  for (int c; (c = std::fgetc(f)) != EOF;) {
+    if (c == 0) {
+      argv.push_back(cur);
+      cur.clear();
+    } else {
+      cur.push_back(static_cast<char>(c));
+    }
+  }
+  std::fclose(f);
+  size_t i = 1;
+  while (i < argv.size() && argv[i] != "run") i += (argv[i] == "--config") ? 2 : 1;
+  if (i >= argv.size()) return {};
+  return std::vector<std::string>(argv.begin() + static_cast<long>(i) + 1, argv.end());
+}
+
 // `run` parses its own arguments: everything after the qube name (or after
 // `--`) belongs to the command, including things that look like options.
 int RunRun(const std::vector<std::string>& args) {
@@ -315,9 +338,19 @@ void Register(CLI::App& app, CliContext& ctx) {
   }
   {
     auto* cmd = app.add_subcommand("run", "Run a command in a qube or a disposable");
+    // Every argument after `run` is ours, also ones that look like options:
+    // no fallthrough to the main app, extras kept in order.
+    cmd->fallthrough(false);
+    cmd->allow_extras();
     cmd->prefix_command();
     cmd->set_help_flag();  // run parses -h itself (it may belong to the command)
-    cmd->callback([&ctx, cmd] { ctx.exit_code = RunRun(cmd->remaining()); });
+    // Two positionals so that CLI11 keeps everything after `--` here instead
+    // of handing it to the main app; the values themselves are unused.
+    static std::string first;
+    static std::vector<std::string> rest;
+    cmd->add_option("qube", first, "QUBE (or --dispvm[=TEMPLATE]); [--user U]");
+    cmd->add_option("command", rest, "[--] CMD [ARG...]");
+    cmd->callback([&ctx] { ctx.exit_code = RunRun(ArgsAfterRun()); });
   }
   {
     auto* cmd = app.add_subcommand("logs", "Lifecycle log of a qube (from the audit log)");

@@ -1,0 +1,210 @@
+// Unit tests of tesserad's pure parts: frames, requests, state file, apply
+// diff, authorisation decision, audit rotation.
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "common/fs.h"
+#include "config/model.h"
+#include "daemon/audit.h"
+#include "daemon/auth.h"
+#include "daemon/diff.h"
+#include "daemon/protocol.h"
+#include "daemon/state.h"
+
+namespace tessera::daemon {
+namespace {
+
+struct Pair {
+  UniqueFd a, b;
+  Pair() {
+    int fds[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    a.reset(fds[0]);
+    b.reset(fds[1]);
+  }
+};
+
+TEST(Protocol, FrameRoundTripWithFds) {
+  Pair p;
+  int pipefd[2];
+  ASSERT_EQ(::pipe2(pipefd, O_CLOEXEC), 0);
+  UniqueFd r(pipefd[0]), w(pipefd[1]);
+  int fds[1] = {w.get()};
+  ASSERT_TRUE(WriteFrame(p.a.get(), "{\"x\":1}", fds));
+  auto frame = ReadFrame(p.b.get());
+  ASSERT_TRUE(frame) << frame.error().ToString();
+  EXPECT_EQ(frame->payload, "{\"x\":1}");
+  ASSERT_EQ(frame->fds.size(), 1u);
+  // The received fd is the same pipe: data written to it arrives at r.
+  ASSERT_EQ(::write(frame->fds[0].get(), "hi", 2), 2);
+  char buf[2];
+  ASSERT_EQ(::read(r.get(), buf, 2), 2);
+  EXPECT_EQ(std::string(buf, 2), "hi");
+}
+
+TEST(Protocol, OversizedFrameRefused) {
+  Pair p;
+  unsigned char header[4] = {0x7f, 0xff, 0xff, 0xff};
+  ASSERT_EQ(::write(p.a.get(), header, 4), 4);
+  auto frame = ReadFrame(p.b.get());
+  ASSERT_FALSE(frame);
+  EXPECT_NE(frame.error().message().find("exceeds the limit"), std::string::npos);
+}
+
+TEST(Protocol, EofAndTruncation) {
+  {
+    Pair p;
+    p.a.reset();
+    auto frame = ReadFrame(p.b.get());
+    ASSERT_FALSE(frame);
+    EXPECT_EQ(frame.error().message(), "eof");
+  }
+  {
+    Pair p;
+    unsigned char header[6] = {0, 0, 0, 10, 'a', 'b'};
+    ASSERT_EQ(::write(p.a.get(), header, 6), 6);
+    p.a.reset();
+    auto frame = ReadFrame(p.b.get());
+    ASSERT_FALSE(frame);
+    EXPECT_NE(frame.error().message(), "eof");
+  }
+}
+
+TEST(Protocol, ParseRequest) {
+  auto ok = ParseRequest(R"({"v":1,"id":3,"method":"qube.start","params":{"qube":"work"}})");
+  ASSERT_TRUE(ok) << ok.error().ToString();
+  EXPECT_EQ(ok->id, 3);
+  EXPECT_EQ(ok->method, "qube.start");
+  EXPECT_EQ(ok->params["qube"], "work");
+  EXPECT_TRUE(ParseRequest(R"({"v":1,"id":1,"method":"qube.list"})"));
+  EXPECT_FALSE(ParseRequest("not json"));
+  EXPECT_FALSE(ParseRequest("[1]"));
+  EXPECT_FALSE(ParseRequest(R"({"v":2,"id":1,"method":"x"})"));
+  EXPECT_FALSE(ParseRequest(R"({"id":1,"method":"x"})"));
+  EXPECT_FALSE(ParseRequest(R"({"v":1,"method":"x"})"));
+  EXPECT_FALSE(ParseRequest(R"({"v":1,"id":1,"method":""})"));
+  EXPECT_FALSE(ParseRequest(R"({"v":1,"id":1,"method":"x","params":[1]})"));
+}
+
+TEST(Protocol, DumpNeverThrowsOnInvalidUtf8) {
+  nlohmann::json j = {{"argv", std::string("\xff\xfe")}};
+  EXPECT_FALSE(Dump(j).empty());
+}
+
+TEST(State, RoundTrip) {
+  DaemonState s;
+  s.next_disposable = 42;
+  s.qubes["work"] = {QubeState::kRunning, "", DisposableOwner::kNone, "", "t"};
+  s.qubes["disp7"] = {QubeState::kStopping, "", DisposableOwner::kRun, "default-dvm", "t2"};
+  s.qubes["vault"] = {QubeState::kFailed, "boom", DisposableOwner::kNone, "", "t3"};
+  auto back = StateFromJson(StateToJson(s));
+  ASSERT_TRUE(back) << back.error().ToString();
+  EXPECT_EQ(*back, s);
+}
+
+TEST(State, CorruptIsAnError) {
+  EXPECT_FALSE(StateFromJson("{"));
+  EXPECT_FALSE(StateFromJson(R"({"format":1,"qubes":{"a":{"state":"dancing"}}})"));
+  EXPECT_FALSE(StateFromJson(R"({"format":9,"qubes":{}})"));
+}
+
+config::Qube MakeQube(const std::string& name) {
+  config::Qube q;
+  q.name = name;
+  q.template_name = "base";
+  q.memory_mib = 512;
+  return q;
+}
+
+TEST(Diff, AddedRemovedChanged) {
+  config::System a, b;
+  a.qubes = {MakeQube("gone"), MakeQube("same"), MakeQube("work")};
+  b.qubes = {MakeQube("new"), MakeQube("same"), MakeQube("work")};
+  b.qubes[2].memory_mib = 1024;
+  b.qubes[2].label = "blue";
+  SystemDiff d = DiffSystems(a, b);
+  ASSERT_EQ(d.qubes.size(), 3u);
+  EXPECT_EQ(d.qubes[0].qube, "gone");
+  EXPECT_EQ(d.qubes[0].kind, ChangeKind::kRemoved);
+  EXPECT_EQ(d.qubes[1].qube, "new");
+  EXPECT_EQ(d.qubes[1].kind, ChangeKind::kAdded);
+  EXPECT_EQ(d.qubes[2].qube, "work");
+  EXPECT_TRUE(d.qubes[2].needs_restart);
+  ASSERT_EQ(d.qubes[2].fields.size(), 2u);
+  EXPECT_EQ(d.qubes[2].fields[0].field, "memory");
+  EXPECT_EQ(d.qubes[2].fields[0].before, "512");
+  EXPECT_EQ(d.qubes[2].fields[0].after, "1024");
+  EXPECT_TRUE(d.qubes[2].fields[0].needs_restart);
+  EXPECT_EQ(d.qubes[2].fields[1].field, "label");
+  EXPECT_FALSE(d.qubes[2].fields[1].needs_restart);
+}
+
+TEST(Diff, LabelOnlyNeedsNoRestartAndIdenticalIsEmpty) {
+  config::System a, b;
+  a.qubes = {MakeQube("work")};
+  b = a;
+  EXPECT_TRUE(DiffSystems(a, b).empty());
+  b.qubes[0].label = "green";
+  b.qubes[0].tags = {"x"};
+  SystemDiff d = DiffSystems(a, b);
+  ASSERT_EQ(d.qubes.size(), 1u);
+  EXPECT_FALSE(d.qubes[0].needs_restart);
+  b.default_dispvm = "dvm";
+  EXPECT_EQ(DiffSystems(a, b).system_fields.size(), 1u);
+}
+
+TEST(Auth, RootOrAdminGroupOnly) {
+  Peer root{1, 0, 0, {}};
+  Peer member{1, 1000, 1000, {27, 4242}};
+  Peer primary{1, 1000, 4242, {}};
+  Peer other{1, 1000, 1000, {27}};
+  EXPECT_TRUE(IsAuthorized(root, std::nullopt));
+  EXPECT_TRUE(IsAuthorized(member, 4242));
+  EXPECT_TRUE(IsAuthorized(primary, 4242));
+  EXPECT_FALSE(IsAuthorized(other, 4242));
+  EXPECT_FALSE(IsAuthorized(member, std::nullopt));  // no group configured: root only
+}
+
+TEST(Auth, PeerOfSocketpairIsUs) {
+  Pair p;
+  auto peer = GetPeer(p.a.get());
+  ASSERT_TRUE(peer) << peer.error().ToString();
+  EXPECT_EQ(peer->uid, ::getuid());
+  EXPECT_EQ(peer->pid, ::getpid());
+}
+
+TEST(Audit, WritesJsonLinesAndRotates) {
+  char tmpl[] = "/tmp/tessera-audit-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = std::string(tmpl) + "/audit";
+  AuditOptions options;
+  options.max_bytes = 400;
+  options.keep_files = 2;
+  options.journald = false;
+  auto log = AuditLog::Open(dir, options);
+  ASSERT_TRUE(log) << log.error().ToString();
+  for (int i = 0; i < 40; ++i) (*log)->Write({{"kind", "test"}, {"i", i}});
+  auto current = ReadFile(dir + "/audit.log");
+  ASSERT_TRUE(current);
+  EXPECT_LE(current->size(), 400u);
+  EXPECT_NE(current->find("\"i\":39"), std::string::npos);
+  EXPECT_TRUE(ReadFile(dir + "/audit.log.1"));
+  EXPECT_TRUE(ReadFile(dir + "/audit.log.2"));
+  EXPECT_FALSE(ReadFile(dir + "/audit.log.3"));  // oldest dropped
+  auto line = current->substr(0, current->find('\n'));
+  auto parsed = nlohmann::json::parse(line, nullptr, false);
+  ASSERT_FALSE(parsed.is_discarded());
+  EXPECT_TRUE(parsed.contains("ts"));
+  std::string cmd = std::string("rm -rf ") + tmpl;
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+}
+
+}  // namespace
+}  // namespace tessera::daemon
