@@ -1,0 +1,496 @@
+// End-to-end tests of tesserad through the real `tessera` CLI: a real daemon
+// (spawned by the test with private state and runtime directories, killed by
+// pid at the end) managing real cells.
+
+#include <fcntl.h>
+#include <glob.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "cell/cell.h"
+#include "common/fs.h"
+#include "daemon/client.h"
+#include "storage/storage.h"
+
+namespace tessera {
+namespace {
+
+using nlohmann::json;
+using ::testing::HasSubstr;
+using namespace std::chrono_literals;
+
+// Qube names are prefixed so leftover checks (cgroups) cannot confuse them
+// with cells of other tests running at the same time.
+constexpr const char* kSystem = R"(
+default_dispvm = "dt-dvm"
+
+[qubes.dt-base]
+class = "template"
+source = "busybox"
+
+[qubes.dt-net]
+class = "app"
+template = "dt-base"
+provides_network = true
+memory = 256
+
+[qubes.dt-work]
+class = "app"
+template = "dt-base"
+netvm = "dt-net"
+label = "blue"
+memory = 512
+
+[qubes.dt-vault]
+class = "app"
+template = "dt-base"
+netvm = "none"
+memory = 256
+
+[qubes.dt-dvm]
+class = "disposable-template"
+template = "dt-base"
+netvm = "none"
+memory = 256
+)";
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string ReadAllFd(int fd) {
+  std::string s;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    s.append(buf, static_cast<size_t>(n));
+  }
+  return s;
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+std::vector<std::string> Glob(const std::string& pattern) {
+  std::vector<std::string> out;
+  glob_t g;
+  if (::glob(pattern.c_str(), 0, nullptr, &g) == 0) {
+    for (size_t i = 0; i < g.gl_pathc; ++i) out.push_back(g.gl_pathv[i]);
+  }
+  ::globfree(&g);
+  return out;
+}
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "tesserad needs root";
+    char tmpl[] = "/tmp/tessera-daemon-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    // The authorisation test connects as `nobody`: the path must be traversable.
+    ASSERT_EQ(::chmod(root_.c_str(), 0755), 0);
+    layout_.state_dir = root_ + "/state";
+    layout_.runtime_dir = root_ + "/run";
+    config_ = root_ + "/system.toml";
+    ASSERT_TRUE(WriteFileAtomic(config_, kSystem));
+    ::setenv("TESSERA_STATE_DIR", layout_.state_dir.c_str(), 1);
+    ::setenv("TESSERA_RUNTIME_DIR", layout_.runtime_dir.c_str(), 1);
+    ::setenv("TESSERA_AGENT", (std::string(TESSERA_BINARY_DIR) + "/tessera-agent").c_str(), 1);
+  }
+
+  void TearDown() override {
+    if (root_.empty()) return;
+    KillDaemon(SIGKILL);
+    // Whatever the test left: kill cells, remove cgroups and scratch.
+    for (const auto& dir : Glob(layout_.runtime_dir + "/cells/*")) {
+      std::string name = dir.substr(dir.rfind('/') + 1);
+      auto s = cell::Cell::Cleanup(layout_, name);
+      EXPECT_TRUE(s) << name << ": " << s.error().ToString();
+    }
+    std::string cmd = "rm -rf --one-file-system '" + root_ + "'";
+    EXPECT_EQ(std::system(cmd.c_str()), 0);
+  }
+
+  void StartDaemon(std::vector<std::string> extra = {}) {
+    ASSERT_EQ(daemon_pid_, -1);
+    std::string log = root_ + "/daemon.log";
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      std::vector<std::string> args = {TESSERA_CLI, "--config", config_, "daemon",
+                                       "--stop-grace-ms", "1000"};
+      args.insert(args.end(), extra.begin(), extra.end());
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    daemon_pid_ = pid;
+    for (int i = 0; i < 300; ++i) {
+      if (daemon::AdminClient::Connect(layout_.runtime_dir + "/admin.sock")) return;
+      int status;
+      if (::waitpid(pid, &status, WNOHANG) == pid) {
+        daemon_pid_ = -1;
+        FAIL() << "daemon exited: " << ReadFile(log).value_or("");
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    FAIL() << "daemon did not come up: " << ReadFile(log).value_or("");
+  }
+
+  void KillDaemon(int sig) {
+    if (daemon_pid_ <= 0) return;
+    ::kill(daemon_pid_, sig);
+    int status;
+    ::waitpid(daemon_pid_, &status, 0);
+    daemon_pid_ = -1;
+  }
+
+  CliResult Cli(std::vector<std::string> args, const std::string& input = "") {
+    int in[2], out[2], err[2];
+    EXPECT_EQ(::pipe2(in, O_CLOEXEC), 0);
+    EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
+    EXPECT_EQ(::pipe2(err, O_CLOEXEC), 0);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::dup2(in[0], 0);
+      ::dup2(out[1], 1);
+      ::dup2(err[1], 2);
+      args.insert(args.begin(), TESSERA_CLI);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    ::close(err[1]);
+    if (!input.empty()) {
+      EXPECT_EQ(::write(in[1], input.data(), input.size()), static_cast<ssize_t>(input.size()));
+    }
+    ::close(in[1]);
+    CliResult r;
+    std::string err_text;
+    std::thread t([&] { err_text = ReadAllFd(err[0]); });
+    r.out = ReadAllFd(out[0]);
+    t.join();
+    r.err = err_text;
+    ::close(out[0]);
+    ::close(err[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return r;
+  }
+
+  std::map<std::string, json> List() {
+    CliResult r = Cli({"ls", "--json"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::map<std::string, json> out;
+    json doc = json::parse(r.out, nullptr, false);
+    if (!doc.is_array()) return out;
+    for (auto& q : doc) out[q["name"].get<std::string>()] = q;
+    return out;
+  }
+  std::string StateOf(const std::string& qube) {
+    auto l = List();
+    return l.count(qube) ? l[qube].value("state", "?") : "absent";
+  }
+
+  std::string AuditText() { return ReadFile(layout_.state_dir + "/audit/audit.log").value_or(""); }
+
+  // Nothing of a halted qube is left on the host.
+  void ExpectNoLeftovers(const std::string& qube) {
+    EXPECT_FALSE(Exists(layout_.ScratchDir(qube))) << qube;
+    EXPECT_THAT(Glob("/sys/fs/cgroup/*/tessera/*/" + qube), ::testing::IsEmpty()) << qube;
+    EXPECT_THAT(Glob("/sys/fs/cgroup/tessera/*/" + qube), ::testing::IsEmpty()) << qube;
+  }
+  void ExpectNoDisposables() {
+    EXPECT_THAT(Glob(layout_.runtime_dir + "/cells/disp*"), ::testing::IsEmpty());
+    EXPECT_THAT(Glob(layout_.state_dir + "/qubes/disp*"), ::testing::IsEmpty());
+    for (const auto& [name, q] : List()) EXPECT_THAT(name, ::testing::Not(::testing::StartsWith("disp")));
+  }
+
+  // Subscribes and waits for `state` of a qube matching `prefix`, then kills
+  // the daemon with SIGKILL right away.
+  void KillDaemonWhen(const std::string& prefix, const std::string& state,
+                      std::function<void()> trigger) {
+    auto client = daemon::AdminClient::Connect(layout_.runtime_dir + "/admin.sock");
+    ASSERT_TRUE(client);
+    auto sub = client->Call("events.subscribe", json::object());
+    ASSERT_TRUE(sub && sub->ok);
+    std::thread t(trigger);
+    bool seen = false;
+    for (int i = 0; i < 200 && !seen; ++i) {
+      auto ev = client->NextEvent();
+      if (!ev) break;
+      if (ev->value("qube", "").rfind(prefix, 0) == 0 && ev->value("state", "") == state) {
+        seen = true;
+      }
+    }
+    KillDaemon(SIGKILL);
+    t.join();
+    ASSERT_TRUE(seen) << "never saw " << prefix << " " << state;
+  }
+
+  std::string root_;
+  std::string config_;
+  storage::Layout layout_;
+  pid_t daemon_pid_ = -1;
+};
+
+TEST_F(DaemonTest, LifecycleThroughCli) {
+  StartDaemon();
+  CliResult ls = Cli({"ls"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.err;
+  EXPECT_THAT(ls.out, HasSubstr("NAME"));
+  EXPECT_THAT(ls.out, HasSubstr("MEMORY"));
+  EXPECT_EQ(StateOf("dt-work"), "halted");
+
+  CliResult start = Cli({"start", "dt-work"});
+  ASSERT_EQ(start.exit_code, 0) << start.err;
+  EXPECT_EQ(StateOf("dt-work"), "running");
+  EXPECT_EQ(StateOf("dt-net"), "running") << "the netvm starts first";
+
+  CliResult run = Cli({"run", "dt-work", "--", "sh", "-c", "cat; echo err >&2; exit 3"}, "from-stdin\n");
+  EXPECT_EQ(run.exit_code, 3);
+  EXPECT_EQ(run.out, "from-stdin\n");
+  EXPECT_EQ(run.err, "err\n");
+  CliResult host = Cli({"run", "dt-work", "hostname"});
+  EXPECT_EQ(host.out, "dt-work\n");
+  EXPECT_EQ(Cli({"run", "dt-work", "no-such-command"}).exit_code, 127);
+
+  // run starts a halted qube first.
+  CliResult vault = Cli({"run", "dt-vault", "true"});
+  EXPECT_EQ(vault.exit_code, 0) << vault.err;
+  EXPECT_EQ(StateOf("dt-vault"), "running");
+
+  CliResult stop = Cli({"stop", "dt-work"});
+  EXPECT_EQ(stop.exit_code, 0) << stop.err;
+  EXPECT_EQ(StateOf("dt-work"), "halted");
+  ExpectNoLeftovers("dt-work");
+  CliResult again = Cli({"stop", "dt-work"});
+  EXPECT_EQ(again.exit_code, 0);
+  EXPECT_THAT(again.out, HasSubstr("dt-work is already halted"));
+
+  CliResult unknown = Cli({"start", "dt-wrok"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_THAT(unknown.err, HasSubstr("no such qube: dt-wrok (did you mean dt-work?)"));
+
+  EXPECT_EQ(Cli({"kill", "dt-vault"}).exit_code, 0);
+  EXPECT_EQ(Cli({"restart", "dt-net"}).exit_code, 0);
+  EXPECT_EQ(StateOf("dt-net"), "running");
+
+  CliResult logs = Cli({"logs", "dt-work"});
+  EXPECT_EQ(logs.exit_code, 0) << logs.err;
+  EXPECT_THAT(logs.out, HasSubstr("starting"));
+  EXPECT_THAT(logs.out, HasSubstr("halted"));
+  EXPECT_THAT(logs.out, HasSubstr("qube.run"));
+
+  CliResult prefs = Cli({"prefs", "dt-work", "memory"});
+  EXPECT_EQ(prefs.out, "512\n");
+  CliResult set = Cli({"prefs", "dt-work", "memory", "1024"});
+  EXPECT_EQ(set.exit_code, 1);
+  EXPECT_THAT(set.err, HasSubstr("tessera apply"));
+
+  std::string audit = AuditText();
+  EXPECT_THAT(audit, HasSubstr("\"method\":\"qube.start\""));
+  EXPECT_THAT(audit, HasSubstr("\"kind\":\"lifecycle\""));
+
+  EXPECT_EQ(Cli({"stop", "--all"}).exit_code, 0);
+  for (const char* q : {"dt-net", "dt-work", "dt-vault"}) ExpectNoLeftovers(q);
+}
+
+TEST_F(DaemonTest, DisposableRunIsDestroyed) {
+  StartDaemon();
+  CliResult r = Cli({"run", "--dispvm", "--", "sh", "-c", "hostname; echo x > /home/user/f"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::StartsWith("disp"));
+  ExpectNoDisposables();
+  CliResult named = Cli({"run", "--dispvm=dt-dvm", "sh", "-c", "exit 5"});
+  EXPECT_EQ(named.exit_code, 5);
+  ExpectNoDisposables();
+  CliResult bad = Cli({"run", "--dispvm=dt-work", "true"});
+  EXPECT_EQ(bad.exit_code, 125);
+  EXPECT_THAT(bad.err, HasSubstr("not a disposable template"));
+  EXPECT_THAT(AuditText(), HasSubstr("\"state\":\"destroyed\""));
+}
+
+TEST_F(DaemonTest, ApplyShowsDiffAndCarriesItOut) {
+  StartDaemon();
+  ASSERT_EQ(Cli({"start", "dt-work"}).exit_code, 0);
+  int old_pid = List()["dt-work"].value("pid", 0);
+
+  std::string bad = root_ + "/bad.toml";
+  ASSERT_TRUE(WriteFileAtomic(bad, "[qubes.x]\nclass = \"app\"\ntemplate = \"nope\"\n"));
+  CliResult invalid = Cli({"apply", bad, "--yes"});
+  EXPECT_EQ(invalid.exit_code, 1);
+  EXPECT_THAT(invalid.err, HasSubstr("bad.toml"));
+  EXPECT_THAT(invalid.err, HasSubstr("nothing was changed"));
+  EXPECT_EQ(List()["dt-work"].value("pid", 0), old_pid);
+
+  std::string next_text = kSystem;
+  next_text.replace(next_text.find("memory = 512"), 12, "memory = 600");
+  next_text.replace(next_text.find("label = \"blue\""), 14, "label = \"green\"");
+  next_text += "\n[qubes.dt-new]\nclass = \"app\"\ntemplate = \"dt-base\"\nnetvm = \"none\"\n"
+               "autostart = true\n";
+  next_text.replace(next_text.find("[qubes.dt-vault]"), 16, "[qubes.dt-gone]");
+  std::string next = root_ + "/next.toml";
+  ASSERT_TRUE(WriteFileAtomic(next, next_text));
+
+  CliResult dry = Cli({"apply", next, "--dry-run"});
+  EXPECT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_THAT(dry.out, HasSubstr("+ qube dt-new (autostart: will be started)"));
+  EXPECT_THAT(dry.out, HasSubstr("- qube dt-vault"));
+  EXPECT_THAT(dry.out, HasSubstr("~ qube dt-work (running: will be restarted)"));
+  EXPECT_THAT(dry.out, HasSubstr("memory: 512 -> 600  [restart]"));
+  EXPECT_THAT(dry.out, HasSubstr("label: blue -> green"));
+  EXPECT_EQ(StateOf("dt-new"), "absent");
+
+  CliResult no_tty = Cli({"apply", next});
+  EXPECT_EQ(no_tty.exit_code, 1);
+  EXPECT_THAT(no_tty.out, HasSubstr("Nothing was changed"));
+  EXPECT_EQ(StateOf("dt-new"), "absent");
+
+  CliResult yes = Cli({"apply", next, "--yes"});
+  EXPECT_EQ(yes.exit_code, 0) << yes.out << yes.err;
+  auto l = List();
+  EXPECT_EQ(l["dt-new"].value("state", ""), "running");
+  EXPECT_EQ(l["dt-work"].value("state", ""), "running");
+  EXPECT_NE(l["dt-work"].value("pid", 0), old_pid) << "restarted for the memory change";
+  EXPECT_EQ(l["dt-work"].value("memory", 0), 600);
+  EXPECT_EQ(l.count("dt-vault"), 0u);
+  EXPECT_THAT(Cli({"apply", next, "--dry-run"}).out, HasSubstr("No changes"));
+  EXPECT_EQ(Cli({"stop", "--all"}).exit_code, 0);
+}
+
+TEST_F(DaemonTest, ClearErrorsAndSingleInstance) {
+  CliResult none = Cli({"ls"});
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_THAT(none.err, HasSubstr("tesserad is not running"));
+  EXPECT_THAT(none.err, HasSubstr("tessera daemon"));
+  StartDaemon({"--no-autostart"});
+  CliResult second = Cli({"--config", config_, "daemon"});
+  EXPECT_EQ(second.exit_code, 3);
+  EXPECT_THAT(second.err, HasSubstr("already running"));
+  // The running daemon is unaffected.
+  EXPECT_EQ(Cli({"ls"}).exit_code, 0);
+}
+
+TEST_F(DaemonTest, NonAdminIsRefusedAndAudited) {
+  StartDaemon({"--admin-group", "tessera-test-no-such-group"});
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(pipefd[0]);
+    gid_t nogroup = 65534;
+    if (::setgroups(0, nullptr) != 0 || ::setgid(nogroup) != 0 || ::setuid(65534) != 0) _exit(10);
+    auto client = daemon::AdminClient::Connect(layout_.runtime_dir + "/admin.sock");
+    if (!client) _exit(11);
+    auto reply = client->Call("qube.start", {{"qube", "dt-work"}});
+    std::string code = reply ? reply->code : "transport";
+    (void)!::write(pipefd[1], code.data(), code.size());
+    _exit(reply && !reply->ok ? 0 : 12);
+  }
+  ::close(pipefd[1]);
+  std::string code = ReadAllFd(pipefd[0]);
+  ::close(pipefd[0]);
+  int status;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(code, "permission_denied");
+  EXPECT_EQ(StateOf("dt-work"), "halted");
+  std::string audit = AuditText();
+  EXPECT_THAT(audit, HasSubstr("\"result\":\"denied\""));
+  EXPECT_THAT(audit, HasSubstr("\"uid\":65534"));
+  EXPECT_THAT(audit, HasSubstr("\"method\":\"qube.start\""));
+}
+
+// SIGKILL of the daemon in the middle of start, run, stop and disposable
+// teardown; after each restart the host must be consistent.
+TEST_F(DaemonTest, CrashRecovery) {
+  StartDaemon({"--no-autostart"});
+  ASSERT_EQ(Cli({"run", "dt-vault", "sh", "-c", "echo keep > /home/user/marker"}).exit_code, 0);
+  std::string marker = layout_.PrivateVolume("dt-vault") + "/home/user/marker";
+  ASSERT_TRUE(Exists(marker));
+
+  // 1. During start (dt-work, whose netvm dt-net starts first).
+  KillDaemonWhen("dt-work", "starting", [&] { Cli({"start", "dt-work"}); });
+  StartDaemon({"--no-autostart"});
+  {
+    auto l = List();
+    EXPECT_EQ(l["dt-vault"].value("state", ""), "running") << "re-adopted";
+    EXPECT_NE(l["dt-work"].value("state", ""), "starting");
+    if (l["dt-work"].value("state", "") != "running") ExpectNoLeftovers("dt-work");
+    CliResult r = Cli({"run", "dt-vault", "cat", "/home/user/marker"});
+    EXPECT_EQ(r.out, "keep\n") << "re-adopted qube usable: " << r.err;
+  }
+
+  // 2. During run.
+  {
+    std::thread runner([&] { Cli({"run", "dt-vault", "sleep", "2"}); });
+    std::this_thread::sleep_for(300ms);
+    KillDaemon(SIGKILL);
+    runner.join();
+    StartDaemon({"--no-autostart"});
+    EXPECT_EQ(StateOf("dt-vault"), "running");
+    EXPECT_EQ(Cli({"run", "dt-vault", "true"}).exit_code, 0);
+  }
+
+  // 3. During stop.
+  KillDaemonWhen("dt-vault", "stopping", [&] { Cli({"stop", "dt-vault"}); });
+  StartDaemon({"--no-autostart"});
+  EXPECT_EQ(StateOf("dt-vault"), "halted");
+  ExpectNoLeftovers("dt-vault");
+  EXPECT_TRUE(Exists(marker)) << "private volume kept";
+
+  // 4. During disposable teardown, and during a disposable's command.
+  KillDaemonWhen("disp", "stopping", [&] { Cli({"run", "--dispvm", "true"}); });
+  StartDaemon({"--no-autostart"});
+  ExpectNoDisposables();
+  KillDaemonWhen("disp", "running", [&] { Cli({"run", "--dispvm", "sleep", "1"}); });
+  StartDaemon({"--no-autostart"});
+  ExpectNoDisposables();
+
+  // Everything still works, and stops cleanly.
+  EXPECT_EQ(Cli({"run", "dt-vault", "cat", "/home/user/marker"}).out, "keep\n");
+  EXPECT_EQ(Cli({"stop", "--all"}).exit_code, 0);
+  for (const char* q : {"dt-net", "dt-work", "dt-vault"}) ExpectNoLeftovers(q);
+  EXPECT_TRUE(Exists(marker));
+  EXPECT_THAT(AuditText(), HasSubstr("\"kind\":\"recovery\""));
+}
+
+}  // namespace
+}  // namespace tessera
