@@ -22,7 +22,10 @@ using nlohmann::json;
 class Handler {
  public:
   Handler(std::string_view text, const SourceInfo& source, std::vector<Diagnostic>& diagnostics)
-      : text_(text), lines_(text), source_(source), diagnostics_(diagnostics) {}
+      : text_(text), lines_(text), source_(source), diagnostics_(diagnostics) {
+    // nlohmann skips a UTF-8 byte order mark; so must the position tracking.
+    if (text_.substr(0, 3) == "\xEF\xBB\xBF") last_end_ = 3;
+  }
 
   bool null() { return Value(Node{}); }
   bool boolean(bool value) {

@@ -248,6 +248,12 @@ TEST(ValidationTest, JsonValuePositionsAreExact) {
       << Dump(outcome.diagnostics);
 }
 
+TEST(ValidationTest, JsonPositionsSurviveAByteOrderMark) {
+  LoadOutcome outcome = LoadJson("\xEF\xBB\xBF{\"qubes\": {\"a\": {\"class\": \"standalone\", \"cpus\": 0}}}");
+  EXPECT_THAT(outcome.diagnostics, ElementsAre(DiagAt(1, 52, "qubes.a.cpus", "out of range")))
+      << Dump(outcome.diagnostics);
+}
+
 TEST(ValidationTest, JsonNullMeansNotSet) {
   LoadOutcome outcome = LoadJson(
       "{\"default_dispvm\": null, \"qubes\": {\"a\": {\"class\": \"standalone\", \"netvm\": null,"
