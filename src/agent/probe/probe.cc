@@ -18,6 +18,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -125,6 +127,8 @@ int main(int argc, char** argv) {
   if (is("forkbomb") && argc == 3) {
     // Forks until fork fails (pids.max), reports how many, then lets all go.
     long limit = std::atol(argv[2]);
+    static pid_t children[1 << 16];
+    if (limit > (1 << 16)) limit = 1 << 16;
     long count = 0;
     int err = 0;
     for (; count < limit; ++count) {
@@ -137,10 +141,12 @@ int main(int argc, char** argv) {
         pause();
         _exit(0);
       }
+      children[count] = p;
     }
     std::printf("forked=%ld errno=%d\n", count, err);
     std::fflush(stdout);
-    kill(0, SIGKILL);
+    for (long i = 0; i < count; ++i) kill(children[i], SIGKILL);
+    for (long i = 0; i < count; ++i) waitpid(children[i], nullptr, 0);
     return 0;
   }
   std::fprintf(stderr, "tessera-cell-probe: unknown probe %s\n", what);

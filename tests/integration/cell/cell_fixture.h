@@ -1,0 +1,115 @@
+#pragma once
+// Shared fixture of the cell integration tests: a fresh state and runtime dir
+// per test, a busybox template, helpers to start cells and run commands in
+// them, and cleanup of every cell even when the test fails.
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "cell/cell.h"
+#include "common/unique_fd.h"
+#include "storage/storage.h"
+
+namespace tessera::cell::testing {
+
+struct RunResult {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+inline std::string ReadAll(int fd) {
+  std::string s;
+  char buf[4096];
+  ::lseek(fd, 0, SEEK_SET);
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) s.append(buf, static_cast<size_t>(n));
+  return s;
+}
+
+class CellTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "cell tests need root (namespaces, cgroups, idmapped mounts)";
+    char dir[] = "/tmp/tessera-cell-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(dir), nullptr);
+    tmp_ = dir;
+    layout_.state_dir = tmp_ + "/state";
+    layout_.runtime_dir = tmp_ + "/run";
+    storage::TemplateBuildOptions options;
+    options.source = storage::TemplateSource::kBusybox;
+    auto built = storage::BuildTemplate(layout_, "base", options);
+    ASSERT_TRUE(built) << built.error().ToString();
+  }
+
+  void TearDown() override {
+    for (const auto& name : started_) {
+      auto st = Cell::Cleanup(layout_, name);
+      EXPECT_TRUE(st) << name << ": " << st.error().ToString();
+    }
+    if (!tmp_.empty()) {
+      (void)storage::RemoveTree(tmp_);
+    }
+  }
+
+  CellSpec Spec(const std::string& name) {
+    CellSpec spec;
+    spec.name = name;
+    spec.template_name = "base";
+    spec.memory_mib = 256;
+    spec.pids_max = 256;
+    spec.agent_path = std::string(TESSERA_BINARY_DIR) + "/tessera-agent";
+    spec.extra_ro_binds.push_back({std::string(TESSERA_BINARY_DIR) + "/tessera-cell-probe", "/probe"});
+    return spec;
+  }
+
+  Result<Cell> Start(const CellSpec& spec) {
+    started_.push_back(spec.name);
+    return Cell::Start(layout_, spec);
+  }
+
+  // Starts a cell or fails the test.
+  Cell MustStart(const CellSpec& spec) {
+    auto cell = Start(spec);
+    if (!cell) {
+      ADD_FAILURE() << "start " << spec.name << ": " << cell.error().ToString();
+      std::abort();
+    }
+    return std::move(*cell);
+  }
+
+  RunResult Run(Cell& cell, std::vector<std::string> argv, const std::string& user = "root") {
+    UniqueFd out(static_cast<int>(::memfd_create("out", MFD_CLOEXEC)));
+    UniqueFd err(static_cast<int>(::memfd_create("err", MFD_CLOEXEC)));
+    ExecRequest req;
+    req.argv = std::move(argv);
+    req.user = user;
+    req.stdout_fd = out.get();
+    req.stderr_fd = err.get();
+    RunResult r;
+    auto code = cell.Exec(req);
+    if (!code) {
+      r.code = -1;
+      r.err = code.error().ToString();
+      return r;
+    }
+    r.code = *code;
+    r.out = ReadAll(out.get());
+    r.err = ReadAll(err.get());
+    return r;
+  }
+
+  RunResult Sh(Cell& cell, const std::string& script) { return Run(cell, {"/bin/sh", "-c", script}); }
+
+  std::string tmp_;
+  storage::Layout layout_;
+  std::vector<std::string> started_;
+};
+
+}  // namespace tessera::cell::testing

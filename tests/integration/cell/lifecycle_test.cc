@@ -1,0 +1,246 @@
+// Start, stop, disposables, crash recovery (Adopt/Cleanup) and the CLI.
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "cell/cgroups.h"
+#include "common/fs.h"
+#include "integration/cell/cell_fixture.h"
+
+namespace tessera::cell::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::set<std::string> ListTree(const std::string& root) {
+  std::set<std::string> out;
+  std::error_code ec;
+  if (!std::filesystem::exists(root, ec)) return out;
+  for (auto it = std::filesystem::recursive_directory_iterator(
+           root, std::filesystem::directory_options::skip_permission_denied, ec);
+       it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    out.insert(it->path().string());
+  }
+  return out;
+}
+
+std::set<std::string> CgroupDirs() {
+  std::set<std::string> out;
+  for (const char* h : {"/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids",
+                        "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/freezer"}) {
+    std::string base = std::string(h) + "/tessera";
+    for (const auto& p : ListTree(base)) {
+      if (std::filesystem::is_directory(p)) out.insert(p);
+    }
+  }
+  return out;
+}
+
+std::string Mountinfo() { return *ReadFile("/proc/self/mountinfo"); }
+
+bool ProcessExists(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
+
+TEST_F(CellTest, DisposableLeavesNoResidue) {
+  // Everything the first run of any cell creates once (the busybox template,
+  // the state dir skeleton) exists already; the disposable must add nothing.
+  {
+    Cell warm = MustStart(Spec("warm"));
+    ASSERT_TRUE(warm.Stop());
+  }
+  auto state_before = ListTree(layout_.state_dir);
+  auto run_before = ListTree(layout_.runtime_dir);
+  auto cg_before = CgroupDirs();
+  std::string mounts_before = Mountinfo();
+
+  CellSpec spec = Spec("disp4242");
+  spec.disposable = true;
+  Cell cell = MustStart(spec);
+  EXPECT_EQ(Sh(cell, "echo data > /rw/file && echo data > /home/user/f && echo ok").out, "ok\n");
+  EXPECT_TRUE(std::filesystem::exists(layout_.PrivateVolume("disp4242")));
+  ASSERT_TRUE(cell.Stop());
+
+  EXPECT_EQ(ListTree(layout_.state_dir), state_before);
+  EXPECT_EQ(ListTree(layout_.runtime_dir), run_before);
+  EXPECT_EQ(CgroupDirs(), cg_before);
+  EXPECT_EQ(Mountinfo(), mounts_before);
+  auto idmap = ReadFile(layout_.state_dir + "/idmap.json");
+  if (idmap) {
+    EXPECT_EQ(idmap->find("disp4242"), std::string::npos) << *idmap;
+  }
+}
+
+TEST_F(CellTest, StopKillsEverythingAndRemovesCgroupsAndScratch) {
+  Cell cell = MustStart(Spec("stopper"));
+  ASSERT_EQ(Sh(cell, "for i in 1 2 3; do sleep 1000 >/dev/null 2>&1 & done; echo ok").out, "ok\n");
+  // A process that ignores SIGTERM must still die (SIGKILL after the grace).
+  ASSERT_EQ(Sh(cell, "trap '' TERM; (trap '' TERM; sleep 1000) >/dev/null 2>&1 & echo ok").out, "ok\n");
+  auto dirs = cell.cgroup_dirs();
+  ASSERT_FALSE(dirs.empty());
+  auto cg = CellCgroups::ForQube(std::filesystem::canonical(layout_.runtime_dir), "stopper");
+  ASSERT_TRUE(cg);
+  auto pids = cg->Pids();
+  ASSERT_TRUE(pids);
+  EXPECT_GE(pids->size(), 5u);
+  pid_t init = cell.init_pid();
+  ASSERT_TRUE(cell.Stop(std::chrono::milliseconds(200)));
+  for (pid_t p : *pids) EXPECT_FALSE(ProcessExists(p)) << "pid " << p << " survived";
+  EXPECT_FALSE(ProcessExists(init));
+  for (const auto& d : dirs) EXPECT_FALSE(std::filesystem::exists(d)) << d;
+  EXPECT_FALSE(std::filesystem::exists(layout_.ScratchDir("stopper")));
+  EXPECT_FALSE(cell.Running());
+  EXPECT_TRUE(cell.Stop());  // idempotent
+  // The private volume of an app qube is kept.
+  EXPECT_TRUE(std::filesystem::exists(layout_.PrivateVolume("stopper")));
+}
+
+TEST_F(CellTest, SecondStartOfRunningCellIsRefused) {
+  Cell cell = MustStart(Spec("once"));
+  auto again = Cell::Start(layout_, Spec("once"));
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().errno_value(), EBUSY);
+  EXPECT_EQ(Sh(cell, "echo still").out, "still\n");
+  ASSERT_TRUE(cell.Stop());
+}
+
+TEST_F(CellTest, AdoptAfterStarterCrash) {
+  // The starter (a forked process standing in for the daemon) is SIGKILLed
+  // after starting the cell; the cell lives on and a new process adopts it.
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  started_.push_back("survivor");
+  pid_t starter = ::fork();
+  ASSERT_GE(starter, 0);
+  if (starter == 0) {
+    ::close(ready[0]);
+    auto cell = Cell::Start(layout_, Spec("survivor"));
+    pid_t init = cell ? cell->init_pid() : -1;
+    (void)!::write(ready[1], &init, sizeof(init));
+    ::pause();
+    _exit(0);
+  }
+  ::close(ready[1]);
+  pid_t init = -1;
+  ASSERT_EQ(::read(ready[0], &init, sizeof(init)), static_cast<ssize_t>(sizeof(init)));
+  ::close(ready[0]);
+  ASSERT_GT(init, 0) << "start in the starter process failed";
+  ::kill(starter, SIGKILL);
+  ::waitpid(starter, nullptr, 0);
+  ASSERT_TRUE(ProcessExists(init));
+
+  auto cell = Cell::Adopt(layout_, "survivor");
+  ASSERT_TRUE(cell) << cell.error().ToString();
+  EXPECT_EQ(cell->init_pid(), init);
+  EXPECT_TRUE(cell->Running());
+  EXPECT_EQ(Sh(*cell, "hostname").out, "survivor\n");
+  ASSERT_TRUE(cell->Stop(std::chrono::seconds(2)));
+  EXPECT_FALSE(std::filesystem::exists(layout_.ScratchDir("survivor")));
+  // Adopting a stopped cell fails cleanly.
+  EXPECT_FALSE(Cell::Adopt(layout_, "survivor"));
+}
+
+TEST_F(CellTest, AdoptRefusesARecycledPid) {
+  Cell cell = MustStart(Spec("recycled"));
+  std::string record = layout_.ScratchDir("recycled") + "/cell.json";
+  std::string text = *ReadFile(record);
+  // Same pid, different start time: must not be taken for the cell's init.
+  size_t pos = text.find("\"start_time\": ");
+  ASSERT_NE(pos, std::string::npos) << text;
+  text.replace(pos, std::string("\"start_time\": ").size(), "\"start_time\": 1");
+  ASSERT_TRUE(WriteFileAtomic(record, text, 0600));
+  auto adopted = Cell::Adopt(layout_, "recycled");
+  ASSERT_FALSE(adopted);
+  EXPECT_EQ(adopted.error().errno_value(), ESRCH);
+  ASSERT_TRUE(cell.Stop());
+}
+
+TEST_F(CellTest, CleanupRemovesWhatACrashLeft) {
+  started_.push_back("crashed");
+  pid_t starter = ::fork();
+  ASSERT_GE(starter, 0);
+  if (starter == 0) {
+    auto cell = Cell::Start(layout_, Spec("crashed"));
+    _exit(cell ? 0 : 1);  // leaves the cell running without stopping it
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(starter, &status, 0), starter);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  auto cg = CellCgroups::ForQube(std::filesystem::canonical(layout_.runtime_dir), "crashed");
+  ASSERT_TRUE(cg);
+  ASSERT_FALSE(cg->Pids()->empty());
+  ASSERT_TRUE(Cell::Cleanup(layout_, "crashed"));
+  for (const auto& d : cg->dirs()) EXPECT_FALSE(std::filesystem::exists(d)) << d;
+  EXPECT_FALSE(std::filesystem::exists(layout_.ScratchDir("crashed")));
+  // A fresh start of the same qube works.
+  Cell cell = MustStart(Spec("crashed"));
+  EXPECT_EQ(Sh(cell, "echo fresh").out, "fresh\n");
+  ASSERT_TRUE(cell.Stop());
+}
+
+TEST_F(CellTest, ConnectControlGivesAnAsyncChannel) {
+  Cell cell = MustStart(Spec("async"));
+  auto conn = cell.ConnectControl();
+  ASSERT_TRUE(conn);
+  // Hostile bytes on the channel: the agent answers with an error and lives.
+  const char junk[] = "\xff\xff\xff\x7fgarbage";
+  ASSERT_EQ(::write(conn->get(), junk, sizeof(junk) - 1), static_cast<ssize_t>(sizeof(junk) - 1));
+  char buf[512];
+  ssize_t n = ::read(conn->get(), buf, sizeof(buf));
+  EXPECT_GT(n, 0);
+  EXPECT_EQ(Sh(cell, "echo fine").out, "fine\n");
+  ASSERT_TRUE(cell.Stop());
+}
+
+// The CLI end to end: config file, template built on demand, stdio passed
+// through, exit status, disposables destroyed.
+class CellCliTest : public CellTest {
+ protected:
+  int RunCli(const std::string& args, std::string* out) {
+    std::string config = tmp_ + "/system.toml";
+    WriteFileAtomic(config,
+                    "[qubes.fresh]\nclass = \"template\"\nsource = \"busybox\"\n"
+                    "[qubes.work]\nclass = \"app\"\ntemplate = \"fresh\"\nmemory = 128\n"
+                    "[qubes.dvm]\nclass = \"disposable-template\"\ntemplate = \"fresh\"\nmemory = 128\n",
+                    0644);
+    std::string cmd = "TESSERA_STATE_DIR=" + layout_.state_dir + " TESSERA_RUNTIME_DIR=" +
+                      layout_.runtime_dir + " TESSERA_AGENT=" + TESSERA_BINARY_DIR +
+                      "/tessera-agent " + TESSERA_CLI + " cell run --config " + config + " " + args +
+                      " 2>&1";
+    FILE* p = ::popen(cmd.c_str(), "r");
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out->append(buf, n);
+    int status = ::pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+};
+
+TEST_F(CellCliTest, RunBuildsTemplateRunsCommandAndPassesExitStatus) {
+  std::string out;
+  EXPECT_EQ(RunCli("work -- /bin/sh -c 'echo hi from $(hostname); exit 3'", &out), 3);
+  EXPECT_THAT(out, HasSubstr("template fresh does not exist yet; building it from busybox"));
+  EXPECT_THAT(out, HasSubstr("hi from work"));
+  out.clear();
+  EXPECT_EQ(RunCli("work -- /no/such/cmd", &out), 127) << out;
+  out.clear();
+  auto qubes_before = ListTree(layout_.state_dir + "/qubes");
+  EXPECT_EQ(RunCli("--dispvm dvm -- /bin/sh -c 'hostname; touch /rw/x'", &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("disp"));
+  EXPECT_EQ(ListTree(layout_.state_dir + "/qubes"), qubes_before);
+  EXPECT_TRUE(ListTree(layout_.runtime_dir + "/cells").empty());
+  out.clear();
+  EXPECT_EQ(RunCli("nosuchqube -- /bin/true", &out), 125);
+  EXPECT_THAT(out, HasSubstr("nosuchqube"));
+}
+
+}  // namespace
+}  // namespace tessera::cell::testing
