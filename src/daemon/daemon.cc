@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -119,7 +120,11 @@ class Daemon {
   ApiResult StopQube(const std::string& name, std::chrono::milliseconds grace);
   ApiResult StartDisposable(const std::string& dvm_template, DisposableOwner owner,
                             std::string* name_out);
-  ApiResult RunCommand(const json& params, std::vector<UniqueFd> fds);
+  ApiResult RunCommand(const json& params, std::vector<UniqueFd> fds,
+                       std::function<void()>* after_reply);
+  // Takes a preloaded disposable of `dvm_template` for a command, if one is ready.
+  std::string TakePreloadedLocked(const std::string& dvm_template);
+  void RefillPreloaded();
   Status EnsureTemplate(const std::string& name);
   void Recover();
   void Autostart();
@@ -135,7 +140,8 @@ class Daemon {
 
   // --- admin API ---
   void ServeConnection(UniqueFd fd);
-  ApiResult Dispatch(const Request& request, std::vector<UniqueFd> fds, const Peer& peer);
+  ApiResult Dispatch(const Request& request, std::vector<UniqueFd> fds, const Peer& peer,
+                     std::function<void()>* after_reply);
   ApiResult HandleApply(const json& params);
   ApiResult HandleLogs(const json& params);
   ApiResult HandlePrefs(const json& params);
@@ -589,7 +595,8 @@ ApiResult Daemon::StartDisposable(const std::string& dvm_template_in, Disposable
   return json{{"qube", name}, {"pid", now.cell->init_pid()}};
 }
 
-ApiResult Daemon::RunCommand(const json& params, std::vector<UniqueFd> fds) {
+ApiResult Daemon::RunCommand(const json& params, std::vector<UniqueFd> fds,
+                             std::function<void()>* after_reply) {
   cell::ExecRequest request;
   const json& argv = params.value("argv", json::array());
   if (!argv.is_array() || argv.empty()) return Fail(codes::kBadRequest, "qube.run needs argv");
@@ -622,8 +629,16 @@ ApiResult Daemon::RunCommand(const json& params, std::vector<UniqueFd> fds) {
   if (disposable) {
     const json& t = params["dispvm"];
     if (!t.is_string()) return Fail(codes::kBadRequest, "dispvm must be a string");
-    auto started = StartDisposable(t.get<std::string>(), DisposableOwner::kRun, &name);
-    if (!started) return started;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      name = TakePreloadedLocked(t.get<std::string>());
+    }
+    if (!name.empty()) {
+      housekeeping_cv_.notify_all();  // refill the pool now
+    } else {
+      auto started = StartDisposable(t.get<std::string>(), DisposableOwner::kRun, &name);
+      if (!started) return started;
+    }
   } else {
     if (!params.contains("qube") || !params["qube"].is_string()) {
       return Fail(codes::kBadRequest, "qube.run needs \"qube\" or \"dispvm\"");
@@ -660,11 +675,20 @@ ApiResult Daemon::RunCommand(const json& params, std::vector<UniqueFd> fds) {
     }
   }
   if (disposable) {
-    // The work ended: the disposable goes, whatever the command's result.
-    auto stopped = StopQube(name, std::chrono::milliseconds(0));
-    if (!stopped) {
-      Log(LogLevel::kError, "disposable teardown failed",
-          {{"qube", name}, {"error", stopped.error().message}});
+    // The work ended: the disposable goes, whatever the command's result. The
+    // caller gets its exit code first; the teardown is recorded in the state
+    // file (stopping), so a crash in between is cleaned up by Recover().
+    auto teardown = [this, name] {
+      auto stopped = StopQube(name, std::chrono::milliseconds(0));
+      if (!stopped) {
+        Log(LogLevel::kError, "disposable teardown failed",
+            {{"qube", name}, {"error", stopped.error().message}});
+      }
+    };
+    if (after_reply != nullptr) {
+      *after_reply = teardown;
+    } else {
+      teardown();
     }
   }
   if (!code) {
@@ -674,6 +698,54 @@ ApiResult Daemon::RunCommand(const json& params, std::vector<UniqueFd> fds) {
     return Fail(c, "run in " + name + ": " + code.error().ToString());
   }
   return json{{"qube", name}, {"exit_code", *code}, {"started", started_now}};
+}
+
+std::string Daemon::TakePreloadedLocked(const std::string& dvm_template_in) {
+  std::string dvm_template = dvm_template_in;
+  if (dvm_template.empty() && system_.default_dispvm) dvm_template = *system_.default_dispvm;
+  for (auto& [name, rt] : qubes_) {
+    if (rt.record.disposable == DisposableOwner::kPreload &&
+        rt.record.dvm_template == dvm_template && rt.record.state == QubeState::kRunning &&
+        rt.cell) {
+      rt.record.disposable = DisposableOwner::kRun;
+      rt.active_execs = 1;
+      PersistLocked();
+      audit_->Write({{"kind", "lifecycle"}, {"qube", name}, {"action", "taken_from_preload"}});
+      return name;
+    }
+  }
+  return "";
+}
+
+// Keeps `preload-dispvm-max` disposables running per disposable template.
+void Daemon::RefillPreloaded() {
+  std::vector<std::string> wanted;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const config::Qube& q : system_.qubes) {
+      if (q.klass != config::QubeClass::kDisposableTemplate) continue;
+      auto f = q.features.find("preload-dispvm-max");
+      if (f == q.features.end()) continue;
+      int max = std::atoi(f->second.c_str());
+      int have = 0;
+      for (const auto& [name, rt] : qubes_) {
+        if (rt.record.disposable == DisposableOwner::kPreload && rt.record.dvm_template == q.name) {
+          ++have;
+        }
+      }
+      for (int i = have; i < std::min(max, 16); ++i) wanted.push_back(q.name);
+    }
+  }
+  for (const auto& t : wanted) {
+    if (shutting_down_) return;
+    std::string name;
+    auto started = StartDisposable(t, DisposableOwner::kPreload, &name);
+    if (!started) {
+      Log(LogLevel::kWarn, "preloading a disposable failed",
+          {{"template", t}, {"error", started.error().message}});
+      return;  // retried at the next tick
+    }
+  }
 }
 
 // Brings the in-memory state in line with what is really there after a
@@ -811,6 +883,7 @@ void Daemon::Housekeeping() {
       housekeeping_cv_.wait_for(wl, options_.housekeeping_interval);
     }
     if (shutting_down_) return;
+    RefillPreloaded();
     std::vector<std::string> idle, died;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -1115,7 +1188,8 @@ json SummarizeParams(const std::string& method, const json& params) {
   return out;
 }
 
-ApiResult Daemon::Dispatch(const Request& request, std::vector<UniqueFd> fds, const Peer& peer) {
+ApiResult Daemon::Dispatch(const Request& request, std::vector<UniqueFd> fds, const Peer& peer,
+                           std::function<void()>* after_reply) {
   const json& p = request.params;
   const std::string& m = request.method;
   auto qube_param = [&]() -> tl::expected<std::string, ApiError> {
@@ -1182,7 +1256,7 @@ ApiResult Daemon::Dispatch(const Request& request, std::vector<UniqueFd> fds, co
     if (!stopped) return stopped;
     return StartQube(*q);
   }
-  if (m == "qube.run") return RunCommand(p, std::move(fds));
+  if (m == "qube.run") return RunCommand(p, std::move(fds), after_reply);
   if (m == "qube.logs") return HandleLogs(p);
   if (m == "qube.prefs") return HandlePrefs(p);
   if (m == "system.apply") return HandleApply(p);
@@ -1245,7 +1319,8 @@ void Daemon::ServeConnection(UniqueFd fd) {
       StreamEvents(fd.get());
       return;
     }
-    ApiResult result = Dispatch(*request, std::move(frame->fds), *peer);
+    std::function<void()> after_reply;
+    ApiResult result = Dispatch(*request, std::move(frame->fds), *peer, &after_reply);
     json response;
     if (result) {
       audit_entry["result"] = "ok";
@@ -1262,7 +1337,11 @@ void Daemon::ServeConnection(UniqueFd fd) {
     // Listing is frequent and read-only: audited only when it fails, so the
     // log stays about actions.
     if (request->method != "qube.list" || !result) audit_->Write(audit_entry);
-    if (!WriteFrame(fd.get(), Dump(response))) return;
+    bool sent = WriteFrame(fd.get(), Dump(response)).has_value();
+    // Work that the caller need not wait for (a disposable's teardown) runs
+    // after the reply, still on this counted connection thread.
+    if (after_reply) after_reply();
+    if (!sent) return;
   }
 }
 

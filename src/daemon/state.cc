@@ -35,6 +35,7 @@ std::string_view OwnerName(DisposableOwner owner) {
     case DisposableOwner::kNone: return "";
     case DisposableOwner::kRun: return "run";
     case DisposableOwner::kStart: return "start";
+    case DisposableOwner::kPreload: return "preload";
   }
   return "";
 }
@@ -77,6 +78,7 @@ Result<DaemonState> StateFromJson(const std::string& text) {
     std::string owner = q.value("disposable", "");
     if (owner == "run") r.disposable = DisposableOwner::kRun;
     else if (owner == "start") r.disposable = DisposableOwner::kStart;
+    else if (owner == "preload") r.disposable = DisposableOwner::kPreload;
     else if (!owner.empty()) return Err(Error("state file: qube " + name + ": bad disposable"));
     r.dvm_template = q.value("dvm_template", "");
     state.qubes[name] = std::move(r);

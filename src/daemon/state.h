@@ -25,8 +25,10 @@ std::string_view ToString(QubeState state);
 std::optional<QubeState> ParseQubeState(std::string_view text);
 
 // Why a disposable exists: `kRun` = one command (destroyed when it ends),
-// `kStart` = started explicitly (destroyed at stop or after idle_timeout).
-enum class DisposableOwner { kNone, kRun, kStart };
+// `kStart` = started explicitly (destroyed at stop or after idle_timeout),
+// `kPreload` = started ahead of time for the next `run --dispvm` (feature
+// preload-dispvm-max on the disposable template, as in Qubes 4.3).
+enum class DisposableOwner { kNone, kRun, kStart, kPreload };
 
 struct QubeRecord {
   QubeState state = QubeState::kHalted;

@@ -234,7 +234,15 @@ class DaemonTest : public ::testing::Test {
     EXPECT_THAT(Glob("/sys/fs/cgroup/*/tessera/*/" + qube), ::testing::IsEmpty()) << qube;
     EXPECT_THAT(Glob("/sys/fs/cgroup/tessera/*/" + qube), ::testing::IsEmpty()) << qube;
   }
+  // Disposables are torn down right after their command's exit code is sent,
+  // so wait (bounded) for the teardown to finish.
   void ExpectNoDisposables() {
+    for (int i = 0; i < 250; ++i) {
+      bool any = !Glob(layout_.runtime_dir + "/cells/disp*").empty() ||
+                 !Glob(layout_.state_dir + "/qubes/disp*").empty();
+      if (!any) break;
+      std::this_thread::sleep_for(20ms);
+    }
     EXPECT_THAT(Glob(layout_.runtime_dir + "/cells/disp*"), ::testing::IsEmpty());
     EXPECT_THAT(Glob(layout_.state_dir + "/qubes/disp*"), ::testing::IsEmpty());
     for (const auto& [name, q] : List()) EXPECT_THAT(name, ::testing::Not(::testing::StartsWith("disp")));
@@ -343,6 +351,41 @@ TEST_F(DaemonTest, DisposableRunIsDestroyed) {
   EXPECT_EQ(bad.exit_code, 125);
   EXPECT_THAT(bad.err, HasSubstr("not a disposable template"));
   EXPECT_THAT(AuditText(), HasSubstr("\"state\":\"destroyed\""));
+}
+
+TEST_F(DaemonTest, PreloadedDisposableIsUsedAndReplaced) {
+  std::string text = kSystem;
+  text += "\n[qubes.dt-pdvm]\nclass = \"disposable-template\"\ntemplate = \"dt-base\"\n"
+          "netvm = \"none\"\nfeatures = { \"preload-dispvm-max\" = \"1\" }\n";
+  ASSERT_TRUE(WriteFileAtomic(config_, text));
+  StartDaemon({"--no-autostart"});
+  auto preloaded = [&] {
+    for (int i = 0; i < 250; ++i) {
+      for (const auto& [name, q] : List()) {
+        if (name.rfind("disp", 0) == 0 && q.value("state", "") == "running") return name;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    return std::string();
+  };
+  std::string first = preloaded();
+  ASSERT_FALSE(first.empty()) << "a disposable is preloaded";
+  CliResult r = Cli({"run", "--dispvm=dt-pdvm", "hostname"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, first + "\n") << "the preloaded disposable ran the command";
+  std::string second;
+  for (int i = 0; i < 250 && (second.empty() || second == first); ++i) {
+    second = preloaded();
+    if (second == first) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_NE(second, first) << "used disposable destroyed, a new one preloaded";
+  for (int i = 0; i < 250 && Exists(layout_.QubeDir(first)); ++i) std::this_thread::sleep_for(20ms);
+  EXPECT_FALSE(Exists(layout_.QubeDir(first))) << "used disposable destroyed";
+  // A restart destroys preloaded disposables (they are re-made).
+  KillDaemon(SIGKILL);
+  StartDaemon({"--no-autostart"});
+  EXPECT_FALSE(Exists(layout_.QubeDir(second)));
+  EXPECT_FALSE(Exists(layout_.ScratchDir(second)));
 }
 
 TEST_F(DaemonTest, ApplyShowsDiffAndCarriesItOut) {

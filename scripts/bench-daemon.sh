@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Benchmarks of tesserad end to end through the real CLI (docs/DAEMON.md):
+#   1. `tessera run --dispvm true` vs the bwrap baseline
+#      (`bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc /bin/true`),
+#      median over N runs each, interleaved in the same run; target ratio <= 3.
+#   2. `tessera run work true` on a running qube: p50 (target < 2 ms).
+#   3. 100 running cells: `tessera ls` p99 (target < 50 ms) and host memory per
+#      cell (MemAvailable before/after starting them, divided by the count).
+# Usage: sudo scripts/bench-daemon.sh [BUILD_DIR] [N] [CELLS]
+# Runs a private daemon with temporary state/runtime dirs; stops everything it
+# started (by pid) at the end.
+set -euo pipefail
+BUILD=${1:-build}
+N=${2:-50}
+CELLS=${3:-100}
+T=$(readlink -f "$BUILD/tessera")
+[ -x "$T" ] || { echo "no tessera binary in $BUILD" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+
+ROOT=$(mktemp -d /tmp/tessera-bench-XXXXXX)
+export TESSERA_STATE_DIR=$ROOT/state TESSERA_RUNTIME_DIR=$ROOT/run
+DAEMON=
+cleanup() {
+  set +e
+  if [ -n "$DAEMON" ]; then
+    "$T" kill --all >/dev/null 2>&1
+    kill "$DAEMON" 2>/dev/null; wait "$DAEMON" 2>/dev/null
+  fi
+  rm -rf --one-file-system "$ROOT"
+}
+trap cleanup EXIT
+
+{
+  printf 'default_dispvm = "dvm"\n\n[qubes.base]\nclass = "template"\nsource = "busybox"\n\n'
+  printf '[qubes.dvm]\nclass = "disposable-template"\ntemplate = "base"\nnetvm = "none"\nmemory = 256\n\n'
+  printf '[qubes.work]\nclass = "app"\ntemplate = "base"\nnetvm = "none"\nmemory = 256\n\n'
+  for i in $(seq 1 "$CELLS"); do
+    printf '[qubes.c%03d]\nclass = "app"\ntemplate = "base"\nnetvm = "none"\nmemory = 64\n\n' "$i"
+  done
+} > "$ROOT/system.toml"
+
+"$T" --config "$ROOT/system.toml" daemon --no-autostart > "$ROOT/daemon.log" 2>&1 &
+DAEMON=$!
+for _ in $(seq 100); do "$T" ls >/dev/null 2>&1 && break; sleep 0.1; done
+
+# Milliseconds of one command, measured without forking a timer ($EPOCHREALTIME).
+ms() {
+  local t0=$EPOCHREALTIME
+  "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }
+  local t1=$EPOCHREALTIME
+  echo "$t0 $t1" | awk '{printf "%.3f\n", ($2-$1)*1000}'
+}
+stat_of() {  # percentile p of the numbers in file
+  sort -n "$1" | awk -v p="$2" '{a[NR]=$1} END {i=int((NR-1)*p+0.5)+1; printf "%.3f", a[i]}'
+}
+
+"$T" run --dispvm true  # warm up: builds the template
+: > "$ROOT/t-disp"; : > "$ROOT/t-bwrap"
+for _ in $(seq 1 "$N"); do
+  ms "$T" run --dispvm true >> "$ROOT/t-disp"
+  ms bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc /bin/true >> "$ROOT/t-bwrap"
+done
+D=$(stat_of "$ROOT/t-disp" 0.5); B=$(stat_of "$ROOT/t-bwrap" 0.5)
+echo "run --dispvm true:   median ${D} ms   bwrap baseline median ${B} ms   ratio $(awk -v d="$D" -v b="$B" 'BEGIN{printf "%.2f", d/b}') (target <= 3)"
+
+"$T" start work
+: > "$ROOT/t-run"
+for _ in $(seq 1 "$((N * 4))"); do ms "$T" run work true >> "$ROOT/t-run"; done
+echo "run work true:       p50 $(stat_of "$ROOT/t-run" 0.5) ms   p99 $(stat_of "$ROOT/t-run" 0.99) ms (target p50 < 2 ms)"
+
+avail() { awk '/MemAvailable/ {print $2}' /proc/meminfo; }
+BEFORE=$(avail)
+T0=$EPOCHREALTIME
+for i in $(seq 1 "$CELLS"); do printf 'c%03d\n' "$i"; done | xargs -P 4 -n 10 "$T" start
+T1=$EPOCHREALTIME
+AFTER=$(avail)
+RUNNING=$("$T" ls | awk '$3=="running"' | wc -l)
+echo "started $CELLS cells in $(echo "$T0 $T1" | awk '{printf "%.1f", $2-$1}') s; running qubes now: $RUNNING"
+: > "$ROOT/t-ls"
+for _ in $(seq 1 200); do ms "$T" ls >> "$ROOT/t-ls"; done
+echo "ls with $RUNNING running: p50 $(stat_of "$ROOT/t-ls" 0.5) ms   p99 $(stat_of "$ROOT/t-ls" 0.99) ms (target p99 < 50 ms)"
+echo "host memory per cell: $(( (BEFORE - AFTER) / CELLS )) KiB (MemAvailable delta / $CELLS)"
+DPID=$DAEMON
+echo "tesserad RSS: $(awk '/VmRSS/ {print $2, $3}' /proc/$DPID/status)"
