@@ -1,6 +1,5 @@
 #include "config/loader.h"
 
-#include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -94,12 +93,18 @@ LoadOutcome LoadSystem(const std::string& path) {
 LoadOutcome LoadSystemFromString(std::string_view text, Format format,
                                  const std::string& display_name) {
   if (format != Format::kNix) return FromText(text, format, SourceInfo{display_name, true});
+  // A private directory: restricted evaluation may read the file's directory,
+  // which must not be all of /tmp.
   const char* tmpdir = getenv("TMPDIR");
-  std::string temp = std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") + "/tessera-config-XXXXXX.nix";
-  int fd = mkostemps(temp.data(), 4, O_CLOEXEC);
-  if (fd < 0) return Fail(display_name, "cannot create a temporary file for nix evaluation");
-  auto remove = ScopeGuard([&] { unlink(temp.c_str()); });
-  ::close(fd);
+  std::string dir = std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") + "/tessera-config-XXXXXX";
+  if (mkdtemp(dir.data()) == nullptr) {
+    return Fail(display_name, "cannot create a temporary directory for nix evaluation");
+  }
+  const std::string temp = dir + "/system.nix";
+  auto remove = ScopeGuard([&] {
+    unlink(temp.c_str());
+    rmdir(dir.c_str());
+  });
   if (Status written = WriteFileAtomic(temp, std::string(text), 0600); !written) {
     return Fail(display_name, "cannot write " + temp + ": " + written.error().ToString());
   }
