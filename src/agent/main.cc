@@ -261,7 +261,12 @@ void ReapAll() {
     timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     if (now.tv_sec - start.tv_sec >= 3) break;
-    usleep(10000);
+    // Sleep until the next child exits (SIGCHLD is blocked, so it waits here).
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    timespec tick{0, 10 * 1000 * 1000};
+    sigtimedwait(&chld, nullptr, &tick);
   }
   ::kill(-1, SIGKILL);
   while (::waitpid(-1, nullptr, 0) > 0 || errno == EINTR) {

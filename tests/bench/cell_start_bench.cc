@@ -1,0 +1,180 @@
+// Cell start-up and idle memory, measured against bubblewrap in the same run.
+//
+//   sudo build/tests/bench/bench_cell_start
+//
+// BM_DisposableVsBwrap: each iteration creates a disposable from the busybox
+// template, starts it, runs /bin/true, stops and destroys it; and runs
+// `bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc /bin/true`.
+// Counters: medians of both (ms) and their ratio (target <= 2).
+// BM_IdleMemoryPerCell: 20 idle cells; host memory per cell = RSS and PSS of
+// the cells' processes, and the kernel's memory cgroup charge (target < 4 MiB).
+
+#include <benchmark/benchmark.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "cell/cell.h"
+#include "cell/cgroups.h"
+#include "common/fs.h"
+#include "storage/storage.h"
+
+extern char** environ;
+
+namespace tessera::cell {
+namespace {
+
+std::string AgentPath() {
+  std::string cli = TESSERA_CLI;
+  return cli.substr(0, cli.rfind('/')) + "/tessera-agent";
+}
+
+struct BenchEnv {
+  storage::Layout layout;
+  std::string tmp;
+  BenchEnv() {
+    char dir[] = "/tmp/tessera-bench-XXXXXX";
+    tmp = ::mkdtemp(dir);
+    layout.state_dir = tmp + "/state";
+    layout.runtime_dir = tmp + "/run";
+    storage::TemplateBuildOptions options;
+    (void)storage::BuildTemplate(layout, "base", options);
+  }
+  ~BenchEnv() { (void)storage::RemoveTree(tmp); }
+};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+double Ms(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+
+bool RunBwrap() {
+  const char* argv[] = {"bwrap", "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev",
+                        "--proc", "/proc", "/bin/true", nullptr};
+  pid_t pid;
+  if (posix_spawnp(&pid, "bwrap", nullptr, nullptr, const_cast<char**>(argv), environ) != 0) return false;
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+void BM_DisposableVsBwrap(benchmark::State& state) {
+  if (::geteuid() != 0) {
+    state.SkipWithError("needs root");
+    return;
+  }
+  BenchEnv env;
+  std::vector<double> cell_ms, bwrap_ms, start_ms, exec_ms, stop_ms;
+  int n = 0;
+  for (auto _ : state) {
+    CellSpec spec;
+    spec.name = "bench" + std::to_string(n++);
+    spec.template_name = "base";
+    spec.disposable = true;
+    spec.memory_mib = 256;
+    spec.agent_path = AgentPath();
+    auto t0 = std::chrono::steady_clock::now();
+    auto cell = Cell::Start(env.layout, spec);
+    if (!cell) {
+      state.SkipWithError(cell.error().ToString().c_str());
+      return;
+    }
+    ExecRequest req;
+    req.argv = {"/bin/true"};
+    auto ts = std::chrono::steady_clock::now();
+    auto code = cell->Exec(req);
+    auto te = std::chrono::steady_clock::now();
+    auto stopped = cell->Stop(std::chrono::seconds(2));
+    auto t1 = std::chrono::steady_clock::now();
+    start_ms.push_back(Ms(ts - t0));
+    exec_ms.push_back(Ms(te - ts));
+    stop_ms.push_back(Ms(t1 - te));
+    if (!code || *code != 0 || !stopped) {
+      state.SkipWithError("cell run failed");
+      return;
+    }
+    auto t2 = std::chrono::steady_clock::now();
+    if (!RunBwrap()) {
+      state.SkipWithError("bwrap failed");
+      return;
+    }
+    auto t3 = std::chrono::steady_clock::now();
+    cell_ms.push_back(Ms(t1 - t0));
+    bwrap_ms.push_back(Ms(t3 - t2));
+  }
+  double c = Median(cell_ms);
+  double b = Median(bwrap_ms);
+  state.counters["cell_median_ms"] = c;
+  state.counters["bwrap_median_ms"] = b;
+  state.counters["ratio"] = b > 0 ? c / b : 0;
+  state.counters["start_ms"] = Median(start_ms);
+  state.counters["exec_ms"] = Median(exec_ms);
+  state.counters["stop_ms"] = Median(stop_ms);
+}
+BENCHMARK(BM_DisposableVsBwrap)->Iterations(60)->Unit(benchmark::kMillisecond);
+
+// Sum of "Key: N kB" lines of /proc/<pid>/smaps_rollup.
+double SmapsKb(pid_t pid, const std::string& key) {
+  auto text = ReadFile("/proc/" + std::to_string(pid) + "/smaps_rollup", 1 << 16);
+  if (!text) return 0;
+  size_t pos = text->find("\n" + key + ":");
+  if (pos == std::string::npos) return 0;
+  return std::atof(text->c_str() + pos + key.size() + 2);
+}
+
+void BM_IdleMemoryPerCell(benchmark::State& state) {
+  if (::geteuid() != 0) {
+    state.SkipWithError("needs root");
+    return;
+  }
+  constexpr int kCells = 20;
+  BenchEnv env;
+  for (auto _ : state) {
+    std::vector<Cell> cells;
+    for (int i = 0; i < kCells; ++i) {
+      CellSpec spec;
+      spec.name = "idle" + std::to_string(i);
+      spec.template_name = "base";
+      spec.disposable = true;
+      spec.agent_path = AgentPath();
+      auto cell = Cell::Start(env.layout, spec);
+      if (!cell) {
+        state.SkipWithError(cell.error().ToString().c_str());
+        for (auto& c : cells) (void)c.Stop();
+        return;
+      }
+      cells.push_back(std::move(*cell));
+    }
+    ::usleep(200000);  // let them settle
+    double rss = 0, pss = 0, charged = 0;
+    char real[PATH_MAX];
+    ::realpath(env.layout.runtime_dir.c_str(), real);
+    for (auto& c : cells) {
+      auto cg = CellCgroups::ForQube(real, c.name());
+      if (!cg) continue;
+      for (pid_t p : cg->Pids().value_or(std::vector<pid_t>{})) {
+        rss += SmapsKb(p, "Rss");
+        pss += SmapsKb(p, "Pss");
+      }
+      charged += static_cast<double>(cg->MemoryUsage().value_or(0)) / 1024.0;
+    }
+    state.counters["rss_kib_per_cell"] = rss / kCells;
+    state.counters["pss_kib_per_cell"] = pss / kCells;
+    state.counters["cgroup_kib_per_cell"] = charged / kCells;
+    for (auto& c : cells) (void)c.Stop(std::chrono::seconds(2));
+  }
+}
+BENCHMARK(BM_IdleMemoryPerCell)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace tessera::cell
