@@ -88,6 +88,30 @@ for _ in $(seq 1 "$((N * 4))"); do
 done
 echo "run work true:       p50 $(stat_of "$ROOT/t-run" 0.5) ms   p99 $(stat_of "$ROOT/t-run" 0.99) ms (target p50 < 2 ms)"
 echo "  baseline: tessera version (CLI process start only) p50 $(stat_of "$ROOT/t-ver" 0.5) ms"
+# The daemon's share without any process start: qube.run and qube.list over
+# one admin connection (fds passed with SCM_RIGHTS, as the CLI does).
+python3 - "$TESSERA_RUNTIME_DIR/admin.sock" <<'PY'
+import array, json, os, socket, struct, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+null = os.open("/dev/null", os.O_RDWR)
+def call(i, method, params, fds=()):
+    body = json.dumps({"v": 1, "id": i, "method": method, "params": params}).encode()
+    hdr = struct.pack(">I", len(body))
+    if fds:
+        s.sendmsg([hdr], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        s.sendall(body)
+    else:
+        s.sendall(hdr + body)
+    n = struct.unpack(">I", s.recv(4, socket.MSG_WAITALL))[0]
+    r = json.loads(s.recv(n, socket.MSG_WAITALL)); assert r["ok"], r
+for method, params, fds in [("qube.run", {"qube": "work", "argv": ["true"]}, (null,) * 3),
+                            ("qube.list", {}, ())]:
+    ts = []
+    for i in range(200):
+        t0 = time.perf_counter(); call(i, method, params, fds); ts.append((time.perf_counter() - t0) * 1e3)
+    ts.sort()
+    print("  protocol only, %-9s p50 %.2f ms   p99 %.2f ms" % (method, ts[100], ts[197]))
+PY
 
 avail() { awk '/MemAvailable/ {print $2}' /proc/meminfo; }
 BEFORE=$(avail)
