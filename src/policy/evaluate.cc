@@ -151,45 +151,59 @@ tl::expected<NormalizedRequest, Denial> NormalizeRequest(const Request& request,
   return out;
 }
 
-bool MatchToken(const Token& token, std::string_view other, TokenClass other_class,
-                const SystemInfo& system, const std::string* source) {
+namespace {
+
+// The thing a token is matched against, with its qube looked up once per
+// evaluation rather than once per rule.
+struct Subject {
+  std::string_view text;
+  TokenClass cls;
+  const QubeInfo* qube;  // system.Find(text)
+};
+
+// `source` is the request's source qube (for @dispvm against @dispvm:NAME),
+// null when matching the source column itself.
+bool Match(const Token& token, const Subject& other, const SystemInfo& system,
+           const QubeInfo* source, bool have_source) {
   switch (token.cls) {
     case TokenClass::kName:
     case TokenClass::kAdminVm:
       // dom0's spellings match only each other.
-      if (IsDom0(token.text)) return IsDom0(other);
-      return MatchStrings(system, token.text, other);
+      if (token.is_dom0) return IsDom0(other.text);
+      if (std::string_view(token.text).starts_with("uuid:")) {
+        if (other.text.starts_with("uuid:")) return token.text == other.text;
+        return other.qube != nullptr && !other.qube->uuid.empty() &&
+               std::string_view(token.text).substr(5) == other.qube->uuid;
+      }
+      return MatchStrings(system, token.text, other.text);
     case TokenClass::kWildcard:
       return true;
     case TokenClass::kAnyVm:
-      return !IsDom0(other);
+      return !IsDom0(other.text);
     case TokenClass::kDefault:
-      return other == "@default";
-    case TokenClass::kType: {
-      const QubeInfo* q = system.Find(other);
-      return q != nullptr && q->type == token.value();
-    }
-    case TokenClass::kTag: {
-      const QubeInfo* q = system.Find(other);
-      return q != nullptr && q->HasTag(token.value());
-    }
+      return other.text == "@default";
+    case TokenClass::kType:
+      return other.qube != nullptr && other.qube->type == token.value();
+    case TokenClass::kTag:
+      return other.qube != nullptr && other.qube->HasTag(token.value());
     case TokenClass::kDispVm:
-      return other == "@dispvm";
+      return other.text == "@dispvm";
     case TokenClass::kDispVmTemplate:
-      if (other_class == TokenClass::kDispVm && source != nullptr) {
-        const std::string* tpl = DefaultDispVm(system, *source);
-        return tpl != nullptr && MatchStrings(system, token.text, std::string(kDispVmPrefix) + *tpl);
+      if (other.cls == TokenClass::kDispVm && have_source) {
+        // "@dispvm:NAME" against "@dispvm:" + the caller's default template:
+        // a plain comparison (no uuid aliasing), as in Qubes.
+        return source != nullptr && source->default_dispvm &&
+               token.value() == *source->default_dispvm;
       }
-      if (other_class != TokenClass::kDispVmTemplate) return false;
-      return MatchStrings(system, token.value(), other.substr(kDispVmPrefix.size()));
+      if (other.cls != TokenClass::kDispVmTemplate) return false;
+      return MatchStrings(system, token.value(), other.text.substr(kDispVmPrefix.size()));
     case TokenClass::kDispVmTag: {
       std::string_view tpl;
-      if (other_class == TokenClass::kDispVm) {
-        const std::string* def = source != nullptr ? DefaultDispVm(system, *source) : nullptr;
-        if (def == nullptr) return false;
-        tpl = *def;
-      } else if (other_class == TokenClass::kDispVmTemplate) {
-        tpl = other.substr(kDispVmPrefix.size());
+      if (other.cls == TokenClass::kDispVm) {
+        if (!have_source || source == nullptr || !source->default_dispvm) return false;
+        tpl = *source->default_dispvm;
+      } else if (other.cls == TokenClass::kDispVmTemplate) {
+        tpl = other.text.substr(kDispVmPrefix.size());
       } else {
         return false;
       }
@@ -200,16 +214,45 @@ bool MatchToken(const Token& token, std::string_view other, TokenClass other_cla
   return false;
 }
 
+// A request with its source and target qubes looked up.
+struct Resolved {
+  const NormalizedRequest& req;
+  Subject source;
+  Subject target;
+};
+
+Resolved Resolve(const NormalizedRequest& req, const SystemInfo& system) {
+  return {req,
+          {req.source, TokenClass::kName, system.Find(req.source)},
+          {req.target, req.target_class, system.Find(req.target)}};
+}
+
+bool MatchesButTarget(const Rule& rule, const Resolved& r, const SystemInfo& system) {
+  return (!rule.service || *rule.service == r.req.service) &&
+         (!rule.argument || *rule.argument == r.req.argument) &&
+         Match(rule.source, r.source, system, nullptr, false);
+}
+
+bool Matches(const Rule& rule, const Resolved& r, const SystemInfo& system) {
+  return MatchesButTarget(rule, r, system) &&
+         Match(rule.target, r.target, system, r.source.qube, true);
+}
+
+}  // namespace
+
+bool MatchToken(const Token& token, std::string_view other, TokenClass other_class,
+                const SystemInfo& system, const std::string* source) {
+  const Subject subject{other, other_class, system.Find(other)};
+  return Match(token, subject, system, source ? system.Find(*source) : nullptr, source != nullptr);
+}
+
 bool RuleMatchesButTarget(const Rule& rule, const NormalizedRequest& req,
                           const SystemInfo& system) {
-  return (!rule.service || *rule.service == req.service) &&
-         (!rule.argument || *rule.argument == req.argument) &&
-         MatchToken(rule.source, req.source, TokenClass::kName, system, nullptr);
+  return MatchesButTarget(rule, Resolve(req, system), system);
 }
 
 bool RuleMatches(const Rule& rule, const NormalizedRequest& req, const SystemInfo& system) {
-  return RuleMatchesButTarget(rule, req, system) &&
-         MatchToken(rule.target, req.target, req.target_class, system, &req.source);
+  return Matches(rule, Resolve(req, system), system);
 }
 
 std::vector<std::string> ExpandTarget(const Token& token, const SystemInfo& system) {
@@ -284,6 +327,7 @@ void Policy::ForEachCandidate(std::string_view service, Fn&& fn) const {
 int Policy::FindRule(const NormalizedRequest& req, const SystemInfo& system,
                      const TraceFn& trace) const {
   int found = -1;
+  const Resolved resolved = Resolve(req, system);
   ForEachCandidate(req.service, [&](uint32_t i) {
     const Rule& rule = rules_[i];
     if (trace) {
@@ -291,7 +335,7 @@ int Policy::FindRule(const NormalizedRequest& req, const SystemInfo& system,
       trace("  rule " + std::to_string(i) + " " + Where(rule) + ": " + rule.ToString() + "\n      " +
             (why.empty() ? "MATCHES" : "no: " + why));
       if (!why.empty()) return false;
-    } else if (!RuleMatches(rule, req, system)) {
+    } else if (!Matches(rule, resolved, system)) {
       return false;
     }
     found = static_cast<int>(i);
@@ -309,9 +353,10 @@ std::vector<std::string> Policy::CollectTargetsForAsk(const NormalizedRequest& r
     return false;
   });
   // Bottom-up, so a `deny` simply removes what later rules added.
+  const Resolved resolved = Resolve(req, system);
   for (auto it = candidates.rbegin(); it != candidates.rend(); ++it) {
     const Rule& rule = rules_[*it];
-    if (!RuleMatchesButTarget(rule, req, system)) continue;
+    if (!MatchesButTarget(rule, resolved, system)) continue;
     const Token& token =
         rule.action != Action::kDeny && rule.redirect ? *rule.redirect : rule.target;
     for (auto& t : ExpandTarget(token, system)) {

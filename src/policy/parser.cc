@@ -276,6 +276,13 @@ class PolicyBuilder {
     stack_.push_back(path);
     const std::string display = Display(path);
     const uint32_t file_index = FileIndex(display);
+    // Grow geometrically but at least to the file's line count: Rules are
+    // large, and moving them on every doubling is a visible part of a load.
+    auto& rules = policy_.rules_;
+    const size_t lines = static_cast<size_t>(std::count(text->begin(), text->end(), '\n')) + 1;
+    if (rules.capacity() < rules.size() + lines) {
+      rules.reserve(std::max(rules.capacity() * 2, rules.size() + lines));
+    }
     ForEachLine(*text, [&](std::string_view raw, int lineno) {
       if (aborted_) return false;
       std::string_view line = StripSpace(raw);
@@ -481,6 +488,7 @@ std::string Policy::Where(const Rule& rule) const {
 void Policy::BuildIndex() {
   by_service_.clear();
   any_service_.clear();
+  by_service_.reserve(rules_.size() / 2 + 1);
   for (uint32_t i = 0; i < rules_.size(); ++i) {
     if (rules_[i].service) {
       by_service_[*rules_[i].service].push_back(i);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <set>
+#include <span>
 
 namespace tessera::policy {
 namespace {
@@ -41,7 +42,7 @@ tl::unexpected<std::string> Fail(std::string message) {
 tl::expected<Rule, std::string> MakeRule(std::string_view service, std::string_view argument,
                                          std::string_view source, std::string_view target,
                                          std::string_view action,
-                                         const std::vector<std::string_view>& params) {
+                                         std::span<const std::string_view> params) {
   Rule rule;
   if (auto ok = ValidateServiceArgument(service, argument, rule.service, rule.argument); !ok) {
     return tl::unexpected(ok.error());
@@ -133,6 +134,12 @@ std::string_view ActionName(Action action) {
 
 std::vector<std::string_view> SplitFields(std::string_view line) {
   std::vector<std::string_view> out;
+  SplitFields(line, out);
+  return out;
+}
+
+void SplitFields(std::string_view line, std::vector<std::string_view>& out) {
+  out.clear();
   size_t i = 0;
   while (i < line.size()) {
     while (i < line.size() && IsSpace(line[i])) ++i;
@@ -140,7 +147,6 @@ std::vector<std::string_view> SplitFields(std::string_view line) {
     while (i < line.size() && !IsSpace(line[i])) ++i;
     if (i > start) out.push_back(line.substr(start, i - start));
   }
-  return out;
 }
 
 std::string_view StripSpace(std::string_view s) {
@@ -175,10 +181,11 @@ tl::expected<void, std::string> ValidateServiceArgument(std::string_view service
 }
 
 tl::expected<Rule, std::string> ParseRule(std::string_view line) {
-  const auto f = SplitFields(line);
+  // Reused between calls: parsing a big policy should not allocate per line.
+  thread_local std::vector<std::string_view> f;
+  SplitFields(line, f);
   if (f.size() < 5) return Fail("wrong number of fields");
-  const std::vector<std::string_view> params(f.begin() + 5, f.end());
-  return MakeRule(f[0], f[1], f[2], f[3], f[4], params);
+  return MakeRule(f[0], f[1], f[2], f[3], f[4], std::span(f).subspan(5));
 }
 
 tl::expected<Rule, std::string> ParseServiceRule(std::string_view service,
@@ -198,8 +205,7 @@ tl::expected<Rule, std::string> ParseServiceRule(std::string_view service,
     }
   }
   if (rest.empty()) return Fail("wrong number of fields");
-  const std::vector<std::string_view> params(rest.begin() + 1, rest.end());
-  return MakeRule(service, argument, f[0], f[1], rest[0], params);
+  return MakeRule(service, argument, f[0], f[1], rest[0], std::span(rest).subspan(1));
 }
 
 std::string Rule::ToString() const {

@@ -47,6 +47,7 @@ struct Rule {
 
 // Splits on runs of ASCII whitespace, as Python's str.split() does.
 std::vector<std::string_view> SplitFields(std::string_view line);
+void SplitFields(std::string_view line, std::vector<std::string_view>& out);
 std::string_view StripSpace(std::string_view s);
 
 // Checks the SERVICE and ARGUMENT columns ('*' becomes nullopt).

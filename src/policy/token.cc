@@ -85,9 +85,13 @@ tl::expected<Token, std::string> ParseToken(std::string_view text, TokenContext 
   if (text.empty()) {
     return tl::unexpected("invalid empty " + std::string(TokenContextName(ctx)) + " token");
   }
-  if (text[0] != '@' && text != "*") return Token{TokenClass::kName, std::string(text)};
+  if (text[0] != '@' && text != "*") {
+    return Token{TokenClass::kName, std::string(text), IsDom0(text)};
+  }
   for (const auto& e : kExacts) {
-    if ((e.contexts & bit) != 0 && text == e.text) return Token{e.cls, std::string(text)};
+    if ((e.contexts & bit) != 0 && text == e.text) {
+      return Token{e.cls, std::string(text), e.cls == TokenClass::kAdminVm};
+    }
   }
   for (const auto& p : kPrefixes) {
     if ((p.contexts & bit) == 0 || !text.starts_with(p.prefix)) continue;
@@ -97,7 +101,7 @@ tl::expected<Token, std::string> ParseToken(std::string_view text, TokenContext 
                             std::string(text) + "'");
     }
     if (value[0] == '@') continue;  // part of a longer prefix, or invalid
-    return Token{p.cls, std::string(text)};
+    return Token{p.cls, std::string(text), false};
   }
   return tl::unexpected("invalid " + std::string(TokenContextName(ctx)) + " token: '" +
                         std::string(text) + "'");

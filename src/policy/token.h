@@ -41,6 +41,7 @@ enum class TokenContext { kSource, kTarget, kRedirect, kIntendedTarget };
 struct Token {
   TokenClass cls = TokenClass::kName;
   std::string text;  // the token as written
+  bool is_dom0 = false;  // IsDom0(text), computed once by ParseToken
 
   // The part after the class prefix ("work" for "@tag:work"); the whole text
   // for names and exact keywords.
