@@ -299,7 +299,7 @@ void Daemon::PersistLocked() {
     }
     state.qubes[name] = rt.record;
   }
-  if (auto status = SaveState(state_path_, state); !status) {
+  if (auto status = SaveState(state_path_, state, Durability::kCrashSafe); !status) {
     Log(LogLevel::kError, "cannot write daemon state", {{"error", status.error().ToString()}});
   }
 }
