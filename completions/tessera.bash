@@ -9,7 +9,7 @@ _tessera() {
   COMPREPLY=()
   cur=${COMP_WORDS[COMP_CWORD]}
   prev=${COMP_WORDS[COMP_CWORD-1]}
-  local verbs="apply config daemon events kill logs ls policy prefs restart run start stop version"
+  local verbs="apply cell config daemon events kill logs ls policy prefs restart run start stop template version"
   verb=""
   for ((i = 1; i < COMP_CWORD; i++)); do
     case ${COMP_WORDS[i]} in
@@ -49,7 +49,7 @@ _tessera() {
     apply) COMPREPLY=($(compgen -W "--dry-run --yes" -f -- "$cur")) ;;
     daemon) COMPREPLY=($(compgen -W "--example --no-autostart --admin-group --socket-mode --stop-grace-ms" -- "$cur")) ;;
     events) COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
-    config|policy) COMPREPLY=($(compgen -f -- "$cur")) ;;
+    config|policy|cell|template) COMPREPLY=($(compgen -f -- "$cur")) ;;
   esac
 }
 complete -F _tessera tessera
