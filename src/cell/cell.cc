@@ -617,6 +617,10 @@ Status Cell::Stop(std::chrono::milliseconds grace) {
   if (is_child_ && init_pid_ > 0) {
     while (::waitpid(init_pid_, nullptr, __WALL) < 0 && errno == EINTR) {
     }
+  } else if (init_pid_ > 0) {
+    // Adopted: init is normally the host init's to reap, but if this process
+    // is its parent after all, reap it (the pidfd pins the pid until then).
+    (void)::waitpid(init_pid_, nullptr, WNOHANG | __WALL);
   }
   CellCgroups cg = TRY(CellCgroups::ForQube(layout_.runtime_dir, name_));
   TRY_CTX(cg.KillAll(), "stop cell " + name_);
