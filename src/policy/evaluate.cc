@@ -238,6 +238,13 @@ bool Matches(const Rule& rule, const Resolved& r, const SystemInfo& system) {
          Match(rule.target, r.target, system, r.source.qube, true);
 }
 
+// For candidates from the service index, whose service is known to match.
+bool CandidateMatches(const Rule& rule, const Resolved& r, const SystemInfo& system) {
+  return (!rule.argument || *rule.argument == r.req.argument) &&
+         Match(rule.source, r.source, system, nullptr, false) &&
+         Match(rule.target, r.target, system, r.source.qube, true);
+}
+
 }  // namespace
 
 bool MatchToken(const Token& token, std::string_view other, TokenClass other_class,
@@ -335,7 +342,7 @@ int Policy::FindRule(const NormalizedRequest& req, const SystemInfo& system,
       trace("  rule " + std::to_string(i) + " " + Where(rule) + ": " + rule.ToString() + "\n      " +
             (why.empty() ? "MATCHES" : "no: " + why));
       if (!why.empty()) return false;
-    } else if (!Matches(rule, resolved, system)) {
+    } else if (!CandidateMatches(rule, resolved, system)) {
       return false;
     }
     found = static_cast<int>(i);

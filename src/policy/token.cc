@@ -39,20 +39,7 @@ constexpr std::array<Prefix, 4> kPrefixes = {{
     {"@dispvm:@tag:", TokenClass::kDispVmTag, kSrc | kTgt},
 }};
 
-size_t PrefixLength(TokenClass cls) {
-  for (const auto& p : kPrefixes) {
-    if (p.cls == cls) return p.prefix.size();
-  }
-  return 0;
-}
-
 }  // namespace
-
-std::string_view Token::value() const {
-  std::string_view v = text;
-  v.remove_prefix(std::min(PrefixLength(cls), v.size()));
-  return v;
-}
 
 std::string_view TokenClassName(TokenClass cls) {
   switch (cls) {
@@ -86,11 +73,11 @@ tl::expected<Token, std::string> ParseToken(std::string_view text, TokenContext 
     return tl::unexpected("invalid empty " + std::string(TokenContextName(ctx)) + " token");
   }
   if (text[0] != '@' && text != "*") {
-    return Token{TokenClass::kName, std::string(text), IsDom0(text)};
+    return Token{TokenClass::kName, std::string(text), IsDom0(text), 0};
   }
   for (const auto& e : kExacts) {
     if ((e.contexts & bit) != 0 && text == e.text) {
-      return Token{e.cls, std::string(text), e.cls == TokenClass::kAdminVm};
+      return Token{e.cls, std::string(text), e.cls == TokenClass::kAdminVm, 0};
     }
   }
   for (const auto& p : kPrefixes) {
@@ -101,7 +88,7 @@ tl::expected<Token, std::string> ParseToken(std::string_view text, TokenContext 
                             std::string(text) + "'");
     }
     if (value[0] == '@') continue;  // part of a longer prefix, or invalid
-    return Token{p.cls, std::string(text), false};
+    return Token{p.cls, std::string(text), false, static_cast<uint8_t>(p.prefix.size())};
   }
   return tl::unexpected("invalid " + std::string(TokenContextName(ctx)) + " token: '" +
                         std::string(text) + "'");

@@ -16,6 +16,7 @@
 // Literal names are not validated: a name that names no qube simply matches
 // nothing.
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -41,11 +42,12 @@ enum class TokenContext { kSource, kTarget, kRedirect, kIntendedTarget };
 struct Token {
   TokenClass cls = TokenClass::kName;
   std::string text;  // the token as written
-  bool is_dom0 = false;  // IsDom0(text), computed once by ParseToken
+  bool is_dom0 = false;      // IsDom0(text), computed once by ParseToken
+  uint8_t prefix_size = 0;  // length of the class prefix ("@tag:" = 5)
 
   // The part after the class prefix ("work" for "@tag:work"); the whole text
   // for names and exact keywords.
-  std::string_view value() const;
+  std::string_view value() const { return std::string_view(text).substr(prefix_size); }
   bool operator==(const Token&) const = default;
 };
 
