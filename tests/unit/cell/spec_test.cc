@@ -1,0 +1,86 @@
+// CellSpec from the system description.
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "cell/cell.h"
+
+namespace tessera::cell {
+namespace {
+
+using ::testing::HasSubstr;
+
+config::System MakeSystem() {
+  config::System s;
+  config::Qube base;
+  base.name = "base";
+  base.klass = config::QubeClass::kTemplate;
+  config::Qube work;
+  work.name = "work";
+  work.klass = config::QubeClass::kApp;
+  work.template_name = "base";
+  work.memory_mib = 300;
+  work.cpus = 2;
+  work.features = {{"nested-userns", "1"}, {"pids-max", "99"}};
+  config::Qube dvm;
+  dvm.name = "dvm";
+  dvm.klass = config::QubeClass::kDisposableTemplate;
+  dvm.template_name = "base";
+  config::Qube solo;
+  solo.name = "solo";
+  solo.klass = config::QubeClass::kStandalone;
+  s.qubes = {base, dvm, solo, work};
+  return s;
+}
+
+TEST(SpecFromConfig, MapsClassesLimitsAndFeatures) {
+  config::System s = MakeSystem();
+  auto work = SpecFromConfig(s, "work");
+  ASSERT_TRUE(work) << work.error().ToString();
+  EXPECT_EQ(work->root, RootKind::kOverlay);
+  EXPECT_EQ(work->template_name, "base");
+  EXPECT_EQ(work->memory_mib, 300u);
+  EXPECT_EQ(work->cpus, 2u);
+  EXPECT_TRUE(work->nested_userns);
+  EXPECT_EQ(work->pids_max, 99u);
+  EXPECT_FALSE(work->disposable);
+  auto base = SpecFromConfig(s, "base");
+  ASSERT_TRUE(base);
+  EXPECT_EQ(base->root, RootKind::kTemplate);
+  EXPECT_EQ(base->template_name, "base");
+  EXPECT_EQ(base->memory_mib, 1024u);  // default when unset
+  EXPECT_FALSE(base->nested_userns);
+  auto solo = SpecFromConfig(s, "solo");
+  ASSERT_TRUE(solo);
+  EXPECT_EQ(solo->root, RootKind::kStandalone);
+}
+
+TEST(SpecFromConfig, DisposableFromDisposableTemplateOnly) {
+  config::System s = MakeSystem();
+  auto disp = DisposableSpecFromConfig(s, "dvm", "disp1234");
+  ASSERT_TRUE(disp);
+  EXPECT_TRUE(disp->disposable);
+  EXPECT_EQ(disp->name, "disp1234");
+  EXPECT_EQ(disp->hostname, "disp1234");
+  EXPECT_EQ(disp->template_name, "base");
+  auto not_dvm = DisposableSpecFromConfig(s, "work", "disp1");
+  ASSERT_FALSE(not_dvm);
+  EXPECT_THAT(not_dvm.error().ToString(), HasSubstr("not a disposable template"));
+}
+
+TEST(SpecFromConfig, ErrorsNameTheQubeAndField) {
+  config::System s = MakeSystem();
+  auto missing = SpecFromConfig(s, "nope");
+  ASSERT_FALSE(missing);
+  EXPECT_THAT(missing.error().ToString(), HasSubstr("nope"));
+  s.qubes[3].features["pids-max"] = "lots";
+  auto bad = SpecFromConfig(s, "work");
+  ASSERT_FALSE(bad);
+  EXPECT_THAT(bad.error().ToString(), HasSubstr("qube work: feature pids-max"));
+  s.qubes[3].features.erase("pids-max");
+  s.qubes[3].backend = config::Backend::kVm;
+  EXPECT_FALSE(SpecFromConfig(s, "work"));
+}
+
+}  // namespace
+}  // namespace tessera::cell
