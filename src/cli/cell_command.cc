@@ -12,6 +12,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -137,11 +138,15 @@ int Run(const RunArgs& args, const CliContext& ctx) {
   // so the watcher must not signal it any more.
   std::mutex mu;
   bool done = false;
-  std::thread watcher([&stop_signals, &mu, &done, init] {
+  int interrupted_by = 0;
+  std::thread watcher([&stop_signals, &mu, &done, &interrupted_by, init] {
     int sig = 0;
     if (sigwait(&stop_signals, &sig) != 0) return;
     std::lock_guard<std::mutex> lock(mu);
-    if (!done) ::kill(init, SIGTERM);
+    if (!done) {
+      interrupted_by = sig;
+      ::kill(init, SIGTERM);
+    }
   });
   cell::ExecRequest request;
   request.argv = args.command;
@@ -157,6 +162,10 @@ int Run(const RunArgs& args, const CliContext& ctx) {
   watcher.join();
   auto stopped = cell->Stop(std::chrono::seconds(5));
   if (!stopped) PrintError(stopped.error().ToString());
+  if (interrupted_by != 0) {
+    PrintError(std::string("interrupted by ") + sigabbrev_np(interrupted_by) + "; cell stopped");
+    return 128 + interrupted_by;
+  }
   if (!code) {
     PrintError(code.error().ToString());
     int e = code.error().errno_value();
