@@ -147,6 +147,12 @@ json ToJson(const Outcome& out) {
     const policy::Rule& matched = out.policy->rules()[static_cast<size_t>(r.rule_index)];
     rule = {{"file", out.policy->file_name(matched.file_index)}, {"line", matched.line}};
   }
+  std::string reason = r.reason;
+  if (reason.empty() && out.policy != nullptr && r.rule_index >= 0) {
+    reason = std::string(r.decision == policy::Decision::kAsk ? "ask the user, by policy "
+                                                               : "allowed by policy ") +
+             out.policy->Where(out.policy->rules()[static_cast<size_t>(r.rule_index)]);
+  }
   const bool allow = r.decision == policy::Decision::kAllow;
   const bool deny = r.decision == policy::Decision::kDeny;
   return {{"result", std::string(policy::DecisionName(r.decision))},
@@ -157,7 +163,7 @@ json ToJson(const Outcome& out) {
           {"notify", r.notify},
           {"autostart", deny ? false : r.autostart},
           {"rule", rule},
-          {"reason", r.reason}};
+          {"reason", reason}};
 }
 
 int RunEval(const PolicyOptions& opts, const CliContext& ctx, bool explain) {
@@ -216,7 +222,7 @@ int RunEval(const PolicyOptions& opts, const CliContext& ctx, bool explain) {
     std::replace(text.begin(), text.end(), '\t', ' ');
     std::printf("rule: %s: %s\n", out.policy->Where(rule).c_str(), text.c_str());
   }
-  std::printf("reason: %s\n", r.reason.c_str());
+  std::printf("reason: %s\n", ToJson(out)["reason"].get<std::string>().c_str());
   return 0;
 }
 

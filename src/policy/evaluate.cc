@@ -428,11 +428,12 @@ Resolution Policy::Evaluate(const NormalizedRequest& req, const SystemInfo& syst
   }
   const Rule& rule = rules_[static_cast<size_t>(index)];
   res.rule_index = index;
-  const std::string where = Where(rule);
+  // Built only where a message needs it: allowed calls are the hot path.
+  auto where = [&] { return Where(rule); };
   switch (rule.action) {
     case Action::kDeny:
       return Deny(std::move(res), Stage::kEvaluate, ErrorKind::kAccessDenied,
-                  "denied by policy " + where, rule.notify);
+                  "denied by policy " + where(), rule.notify);
 
     case Action::kAllow: {
       std::string target = rule.redirect ? rule.redirect->text : req.target;
@@ -451,7 +452,7 @@ Resolution Policy::Evaluate(const NormalizedRequest& req, const SystemInfo& syst
       }
       if (target == "@default") {
         return Deny(std::move(res), Stage::kEvaluate, ErrorKind::kAccessDenied,
-                    "policy define 'allow' action at " + where +
+                    "policy define 'allow' action at " + where() +
                         " but no target is specified by caller or policy",
                     true);
       }
@@ -459,7 +460,7 @@ Resolution Policy::Evaluate(const NormalizedRequest& req, const SystemInfo& syst
         const std::string* tpl = DefaultDispVm(system, req.source);
         if (tpl == nullptr) {
           return Deny(std::move(res), Stage::kEvaluate, ErrorKind::kAccessDenied,
-                      "policy define 'allow' action to @dispvm at " + where +
+                      "policy define 'allow' action to @dispvm at " + where() +
                           " but no DispVM base is set for this VM",
                       true);
         }
@@ -477,7 +478,6 @@ Resolution Policy::Evaluate(const NormalizedRequest& req, const SystemInfo& syst
       res.user = rule.user;
       res.notify = rule.notify;
       res.autostart = rule.autostart;
-      res.reason = "allowed by policy " + where;
       return res;
     }
 
@@ -493,7 +493,7 @@ Resolution Policy::Evaluate(const NormalizedRequest& req, const SystemInfo& syst
       }
       if (targets.empty()) {
         return Deny(std::move(res), Stage::kEvaluate, ErrorKind::kAccessDenied,
-                    "policy define 'ask' action at " + where +
+                    "policy define 'ask' action at " + where() +
                         " but no target is available to choose from",
                     true);
       }
@@ -518,7 +518,6 @@ Resolution Policy::Evaluate(const NormalizedRequest& req, const SystemInfo& syst
       res.user = rule.user;
       res.notify = rule.notify;
       res.autostart = rule.autostart;
-      res.reason = "ask the user, by policy " + where;
       return res;
     }
   }

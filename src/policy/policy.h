@@ -136,7 +136,9 @@ struct Resolution {
   // deny: where and why.
   Stage stage = Stage::kEvaluate;
   ErrorKind error = ErrorKind::kAccessDenied;
-  std::string reason;  // human-readable; for deny the reference's message
+  // Why a call is denied (the reference's message); empty for allow and ask,
+  // whose reason is the rule (Policy::Where(rules()[rule_index])).
+  std::string reason;
 };
 
 // Receives one line per step of an evaluation (`tessera policy explain`).
