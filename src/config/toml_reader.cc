@@ -76,18 +76,34 @@ Node Convert(const toml::node& in, int depth, bool& too_deep) {
   return out;
 }
 
-// toml++ limits inline nesting (TOML_MAX_NESTED_VALUES) but not dotted keys:
-// "a.a.a...= 1" with tens of thousands of parts nests tables so deep that
-// building or destroying them overflows the stack. Dotted keys and headers
-// never span lines, so capping the dots per line (outside strings and comments)
-// caps that nesting. Returns the first offending line, or 0.
+// A pre-scan with a tiny TOML lexer (strings, comments, lines) that refuses two
+// kinds of input before toml++ sees them:
+//
+// - Deep dotted keys. toml++ limits inline nesting (TOML_MAX_NESTED_VALUES) but
+//   not "a.a.a... = 1" with tens of thousands of parts, which nests tables so
+//   deep that building or destroying them overflows the stack. Dotted keys and
+//   headers never span lines, so capping the dots per line (outside strings and
+//   comments) caps that nesting.
+// - Non-ASCII characters where toml++ 3.3 asks "is this whitespace?":
+//   outside strings and comments, and after a backslash in a multi-line basic
+//   string. Its generated is_non_ascii_horizontal_whitespace() reaches
+//   __builtin_unreachable() for many code points (e.g. U+048B), which is
+//   undefined behaviour (found by tests/fuzz/config_fuzz.cc). Outside strings
+//   such characters are invalid TOML 1.0 anyway.
 constexpr int kMaxDotsPerLine = 64;
 
-int FindOverDottedLine(std::string_view text) {
+struct ScanProblem {
+  int line = 0;
+  std::string message;
+};
+
+std::optional<ScanProblem> PreScan(std::string_view text) {
   int line = 1;
   int dots = 0;
   size_t i = 0;
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") i = 3;  // byte order mark
   auto starts = [&](std::string_view token) { return text.substr(i, token.size()) == token; };
+  auto non_ascii = [](char c) { return static_cast<unsigned char>(c) >= 0x80; };
   while (i < text.size()) {
     char c = text[i];
     if (c == '\n') {
@@ -102,7 +118,22 @@ int FindOverDottedLine(std::string_view text) {
       i += 3;
       while (i < text.size() && !starts(close)) {
         if (text[i] == '\n') ++line;
-        i += (basic && text[i] == '\\') ? 2 : 1;
+        if (basic && text[i] == '\\') {
+          // Skip what toml++ would test for whitespace after the backslash.
+          size_t j = i + 1;
+          while (j < text.size() && (text[j] == ' ' || text[j] == '\t' || text[j] == '\r' ||
+                                     text[j] == '\n')) {
+            if (text[j] == '\n') ++line;
+            ++j;
+          }
+          if (j < text.size() && non_ascii(text[j])) {
+            return ScanProblem{line, "non-ASCII character after a backslash in a multi-line "
+                                     "string (put it on its own or escape it as \\uXXXX)"};
+          }
+          i = j > i + 1 ? j : i + 2;
+          continue;
+        }
+        ++i;
       }
       dots = 0;  // the line changed (or the string ended the document)
       i += 3;
@@ -112,12 +143,18 @@ int FindOverDottedLine(std::string_view text) {
         i += (c == '"' && text[i] == '\\') ? 2 : 1;
       }
       if (i < text.size() && text[i] == c) ++i;
+    } else if (non_ascii(c)) {
+      return ScanProblem{line, "non-ASCII character outside a string (TOML bare keys are "
+                               "ASCII; quote the key)"};
     } else {
-      if (c == '.' && ++dots > kMaxDotsPerLine) return line;
+      if (c == '.' && ++dots > kMaxDotsPerLine) {
+        return ScanProblem{line, "more than " + std::to_string(kMaxDotsPerLine) +
+                                     " dots on one line (dotted keys nest too deep)"};
+      }
       ++i;
     }
   }
-  return 0;
+  return std::nullopt;
 }
 
 }  // namespace
@@ -128,10 +165,8 @@ std::optional<Node> ReadToml(std::string_view text, const SourceInfo& source,
     diagnostics.push_back({source.file, 0, 0, "", "document is larger than 1 MiB"});
     return std::nullopt;
   }
-  if (int line = FindOverDottedLine(text); line > 0) {
-    diagnostics.push_back({source.file, line, 0, "",
-                           "more than " + std::to_string(kMaxDotsPerLine) +
-                               " dots on one line (dotted keys nest too deep)"});
+  if (std::optional<ScanProblem> problem = PreScan(text)) {
+    diagnostics.push_back({source.file, problem->line, 0, "", problem->message});
     return std::nullopt;
   }
   toml::parse_result result = toml::parse(text, source.file);

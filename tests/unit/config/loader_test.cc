@@ -454,6 +454,22 @@ TEST(ValidationTest, DeepNestingIsRefusedNotCrashed) {
   EXPECT_FALSE(LoadToml(inline_tables).system);
 }
 
+// toml++ 3.3 reaches __builtin_unreachable() when asked whether some non-ASCII
+// code points (U+048B here) are whitespace; such input is refused before it.
+TEST(ValidationTest, NonAsciiOutsideStringsIsRefusedBeforeTomlxx) {
+  LoadOutcome bare = LoadToml("[qubes.a]\nclass = \"standalone\"\n[qubes\xd2\x8b" "et]\n");
+  EXPECT_THAT(bare.diagnostics, ElementsAre(DiagAt(3, 0, "", "non-ASCII character outside")));
+  LoadOutcome after_value = LoadToml("x = 1\xd2\x8b\n");
+  EXPECT_THAT(after_value.diagnostics, ElementsAre(DiagAt(1, 0, "", "non-ASCII")));
+  LoadOutcome escaped = LoadToml("x = \"\"\"a\\\n   \xd2\x8b\"\"\"\n");
+  EXPECT_THAT(escaped.diagnostics, ElementsAre(DiagAt(2, 0, "", "after a backslash")));
+  // Non-ASCII inside strings and comments is fine.
+  LoadOutcome fine = LoadToml(
+      "# gr\xc3\xbc\xc3\x9f\xd2\x8b\n[qubes.a]\nclass = \"standalone\"\n"
+      "features = { \"x\" = \"\xd2\x8b\", y = \"\"\"\xd2\x8b\\u0041\"\"\", z = '\xd2\x8b' }\n");
+  EXPECT_TRUE(fine.system) << Dump(fine.diagnostics);
+}
+
 TEST(LoaderTest, FileErrors) {
   LoadOutcome missing = LoadSystem("/nonexistent/system.toml");
   EXPECT_FALSE(missing.system);
