@@ -6,6 +6,7 @@
 #define TOML_ENABLE_FORMATTERS 0
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <string>
 
 #include "config/document.h"
@@ -168,6 +169,28 @@ std::optional<Node> ReadToml(std::string_view text, const SourceInfo& source,
   if (std::optional<ScanProblem> problem = PreScan(text)) {
     diagnostics.push_back({source.file, problem->line, 0, "", problem->message});
     return std::nullopt;
+  }
+  // toml++'s whitespace test is undefined for many non-ASCII code points (see
+  // PreScan). In valid TOML they occur only inside strings and comments, where
+  // it is not asked, so first parse a copy with every non-ASCII byte replaced by
+  // '~' (legal in strings and comments, illegal everywhere else): if that copy
+  // parses, every non-ASCII byte of the original sits where toml++ never tests
+  // it for whitespace, and parsing the original is safe. The copy's error is
+  // reported otherwise (its columns count bytes for earlier non-ASCII text).
+  auto non_ascii = [](char c) { return static_cast<unsigned char>(c) >= 0x80; };
+  if (std::any_of(text.begin(), text.end(), non_ascii)) {
+    std::string ascii(text);
+    size_t start = ascii.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
+    for (size_t i = start; i < ascii.size(); ++i) {
+      if (non_ascii(ascii[i])) ascii[i] = '~';
+    }
+    toml::parse_result probe = toml::parse(std::string_view(ascii), source.file);
+    if (!probe) {
+      Location at = ToLocation(probe.error().source());
+      diagnostics.push_back({source.file, at.line, at.column, "",
+                             "TOML syntax error: " + std::string(probe.error().description())});
+      return std::nullopt;
+    }
   }
   toml::parse_result result = toml::parse(text, source.file);
   if (!result) {
