@@ -24,6 +24,8 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -333,8 +335,20 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   limits.cpus = spec.cpus;
   cgroups = TRY_CTX(CellCgroups::Create(layout.runtime_dir, name, limits), ctx("cgroups"));
 
-  SeccompProgram seccomp =
-      TRY_CTX(BuildSeccompFilter({.nested_userns = spec.nested_userns}), ctx("seccomp filter"));
+  // The filter depends only on the feature flag: compile each variant once
+  // per process (the daemon starts many cells).
+  static std::mutex seccomp_mu;
+  static std::optional<SeccompProgram> seccomp_cache[2];
+  SeccompProgram seccomp;
+  {
+    std::lock_guard<std::mutex> lock(seccomp_mu);
+    auto& cached = seccomp_cache[spec.nested_userns ? 1 : 0];
+    if (!cached) {
+      cached = TRY_CTX(BuildSeccompFilter({.nested_userns = spec.nested_userns}),
+                       ctx("seccomp filter"));
+    }
+    seccomp = *cached;
+  }
 
   std::string control_path = scratch + "/" + kControlSocket;
   UniqueFd control = TRY_CTX(MakeControlSocket(control_path), ctx("control socket"));
