@@ -34,11 +34,15 @@ std::set<std::string> ListTree(const std::string& root) {
   return out;
 }
 
-std::set<std::string> CgroupDirs() {
+// The cgroup directories of one tessera instance (tests run in parallel, so
+// other instances' cgroups come and go meanwhile and must not be compared).
+std::set<std::string> CgroupDirs(const std::string& runtime_dir) {
   std::set<std::string> out;
+  std::string tag = InstanceTag(std::filesystem::canonical(runtime_dir).string());
   for (const char* h : {"/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids",
                         "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/freezer"}) {
-    std::string base = std::string(h) + "/tessera";
+    std::string base = std::string(h) + "/tessera/" + tag;
+    if (std::filesystem::is_directory(base)) out.insert(base);
     for (const auto& p : ListTree(base)) {
       if (std::filesystem::is_directory(p)) out.insert(p);
     }
@@ -46,7 +50,15 @@ std::set<std::string> CgroupDirs() {
   return out;
 }
 
-std::string Mountinfo() { return *ReadFile("/proc/self/mountinfo"); }
+// The mountinfo lines that mention `dir` (parallel tests mount elsewhere).
+std::string MountsUnder(const std::string& dir) {
+  std::istringstream in(*ReadFile("/proc/self/mountinfo"));
+  std::string line, out;
+  while (std::getline(in, line)) {
+    if (line.find(dir) != std::string::npos) out += line + "\n";
+  }
+  return out;
+}
 
 bool ProcessExists(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
 
@@ -59,8 +71,8 @@ TEST_F(CellTest, DisposableLeavesNoResidue) {
   }
   auto state_before = ListTree(layout_.state_dir);
   auto run_before = ListTree(layout_.runtime_dir);
-  auto cg_before = CgroupDirs();
-  std::string mounts_before = Mountinfo();
+  auto cg_before = CgroupDirs(layout_.runtime_dir);
+  std::string mounts_before = MountsUnder(tmp_);
 
   CellSpec spec = Spec("disp4242");
   spec.disposable = true;
@@ -71,8 +83,8 @@ TEST_F(CellTest, DisposableLeavesNoResidue) {
 
   EXPECT_EQ(ListTree(layout_.state_dir), state_before);
   EXPECT_EQ(ListTree(layout_.runtime_dir), run_before);
-  EXPECT_EQ(CgroupDirs(), cg_before);
-  EXPECT_EQ(Mountinfo(), mounts_before);
+  EXPECT_EQ(CgroupDirs(layout_.runtime_dir), cg_before);
+  EXPECT_EQ(MountsUnder(tmp_), mounts_before);
   auto idmap = ReadFile(layout_.state_dir + "/idmap.json");
   if (idmap) {
     EXPECT_EQ(idmap->find("disp4242"), std::string::npos) << *idmap;
