@@ -24,6 +24,15 @@ Result<UniqueFd> OpenDirAt(int dir_fd, const std::string& name, const std::strin
 Result<bool> EnsureDirAt(int dir_fd, const std::string& name, mode_t mode, uid_t uid, gid_t gid,
                          const std::string& what);
 
+// Makes `path` (S/templates or S/qubes) a directory only its owner can enter:
+// created (parents 0755) or tightened to 0700 and, when running as root, owned
+// by root. Every directory directly inside it that grants group/other access
+// is tightened to drop those bits too (S/templates/<name>, S/qubes/<name>),
+// since older versions created them 0755. Returns an fd of the directory.
+// Why: template roots are idmapped, so a file a template qube makes as its
+// root is host-root owned on disk; no host user may reach it (docs/STORAGE.md).
+Result<UniqueFd> EnsurePrivateStateDir(const std::string& path);
+
 // Writes a small file below `dir_fd` (O_CREAT|O_EXCL|O_NOFOLLOW) with `mode`.
 Status WriteFileAt(int dir_fd, const std::string& name, const std::string& content, mode_t mode,
                    const std::string& what);

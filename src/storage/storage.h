@@ -112,6 +112,14 @@ Status RemoveTemplate(const Layout& layout, const std::string& name);
 Status EnsurePrivateVolume(const Layout& layout, const std::string& qube);
 Status EnsurePrivateVolume(const Layout& layout, const std::string& qube, const IdRange& ids);
 
+// Creates S/templates and S/qubes mode 0700 root, or tightens them (and any
+// S/templates/<name>, S/qubes/<name> with group/other bits) if an older
+// version made them wider. BuildTemplate and EnsurePrivateVolume do this
+// themselves; the daemon may call it once at startup. Why: a template qube's
+// root is idmapped, so files it creates as root (setuid ones too) are host
+// root on disk; no host user may be able to reach them.
+Status SecureStateDirs(const Layout& layout);
+
 // Per-run scratch directory R/cells/<name>/ (mode 0700), created fresh: a
 // leftover from a crashed run is removed first.
 Result<std::string> CreateScratch(const Layout& layout, const std::string& qube);

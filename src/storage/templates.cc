@@ -12,6 +12,9 @@
 //
 // Template files are owned by host root; a cell shows them root-owned inside
 // through an idmapped mount, so nothing here chowns into a qube's id range.
+// The flip side: what a template qube writes as its root is host root on
+// disk (setuid files included), so S/templates and each S/templates/<name>
+// are 0700 root and no host user can reach a template tree.
 
 #include <dirent.h>
 #include <elf.h>
@@ -454,7 +457,7 @@ Result<TemplateInfo> BuildTemplate(const Layout& layout, const std::string& name
                                    const TemplateBuildOptions& options) {
   TRY(ValidateName(name, "template"));
   std::string dir = TemplatesDir(layout);
-  TRY(MakeDirs(dir, 0755));
+  TRY(internal::EnsurePrivateStateDir(dir));
   UniqueFd lock = TRY(LockTemplate(layout, name));
   TRY(CleanLeftovers(layout, name));
 
@@ -477,7 +480,9 @@ Result<TemplateInfo> BuildTemplate(const Layout& layout, const std::string& name
           {{"path", tmp}, {"error", removed.error().ToString()}});
     }
   });
-  TRY(Syscall("chmod " + tmp, [&] { return ::chmod(tmp.c_str(), 0755); }));
+  // 0700 (mkdtemp's mode, made explicit): the root tree inside may hold
+  // host-root setuid files a template qube wrote; see EnsurePrivateStateDir.
+  TRY(Syscall("chmod " + tmp, [&] { return ::chmod(tmp.c_str(), 0700); }));
 
   TemplateInfo info;
   info.name = name;

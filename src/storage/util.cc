@@ -1,5 +1,6 @@
 // Small fd-relative file helpers and a process runner for src/storage.
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <spawn.h>
@@ -13,6 +14,9 @@
 #include <cstdlib>
 #include <ctime>
 
+#include <memory>
+
+#include "common/fs.h"
 #include "common/syscall.h"
 #include "storage/internal.h"
 
@@ -53,6 +57,76 @@ Result<bool> EnsureDirAt(int dir_fd, const std::string& name, mode_t mode, uid_t
   TRY(Syscall("chown " + what, [&] { return ::fchown(fd.get(), uid, gid); }));
   TRY(Syscall("chmod " + what, [&] { return ::fchmod(fd.get(), mode); }));
   return true;
+}
+
+namespace {
+
+// Drops group/other bits of an open directory and, as root, makes root its owner.
+Status Tighten(int fd, const struct stat& st, const std::string& what) {
+  if (::geteuid() == 0 && (st.st_uid != 0 || st.st_gid != 0)) {
+    TRY(Syscall("chown " + what, [&] { return ::fchown(fd, 0, 0); }));
+  }
+  if ((st.st_mode & 077) != 0 || (st.st_mode & 07000) != 0) {
+    mode_t mode = st.st_mode & 0700;
+    TRY(Syscall("chmod " + what, [&] { return ::fchmod(fd, mode); }));
+  }
+  return Ok();
+}
+
+}  // namespace
+
+Result<UniqueFd> EnsurePrivateStateDir(const std::string& path) {
+  TRY(MakeDirs(DirName(path), 0755));
+  uid_t owner = ::geteuid();
+  gid_t group = owner == 0 ? 0 : ::getegid();
+  std::string parent = DirName(path);
+  std::string base = path.substr(path.find_last_of('/') + 1);
+  UniqueFd parent_fd = TRY(OpenDir(parent));
+  TRY(EnsureDirAt(parent_fd.get(), base, 0700, owner, group, path));
+  UniqueFd fd = TRY(OpenDirAt(parent_fd.get(), base, path));
+  struct stat st {};
+  TRY(Syscall("stat " + path, [&] { return ::fstat(fd.get(), &st); }));
+  TRY(Tighten(fd.get(), st, path));
+
+  // Children: only directories with group/other bits need a look (a cheap
+  // readdir + fstatat per entry; no qube can write here).
+  int scan_fd = TRY(Syscall("open " + path, [&] {
+    return ::openat(fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  }));
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(scan_fd), ::closedir);
+  if (!dir) {
+    ::close(scan_fd);
+    return Err(Error::FromErrno("opendir " + path));
+  }
+  for (;;) {
+    errno = 0;
+    struct dirent* ent = ::readdir(dir.get());
+    if (ent == nullptr) {
+      if (errno != 0) return Err(Error::FromErrno("readdir " + path));
+      break;
+    }
+    std::string name = ent->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat child {};
+    if (::fstatat(fd.get(), name.c_str(), &child, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) continue;  // removed meanwhile
+      return Err(Error::FromErrno("stat " + path + "/" + name));
+    }
+    if (!S_ISDIR(child.st_mode) || (child.st_mode & 077) == 0) continue;
+    auto child_fd = OpenDirAt(fd.get(), name, path + "/" + name);
+    if (!child_fd) {
+      if (child_fd.error().errno_value() == ENOENT) continue;
+      return Err(std::move(child_fd).error());
+    }
+    struct stat now {};
+    TRY(Syscall("stat " + path + "/" + name, [&] { return ::fstat(child_fd->get(), &now); }));
+    // Only the mode is tightened here: the owner of a child is left alone.
+    if ((now.st_mode & 077) != 0) {
+      mode_t mode = now.st_mode & 07700;
+      TRY(Syscall("chmod " + path + "/" + name, [&] { return ::fchmod(child_fd->get(), mode); }));
+    }
+  }
+  return fd;
 }
 
 Status WriteFileAt(int dir_fd, const std::string& name, const std::string& content, mode_t mode,

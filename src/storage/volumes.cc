@@ -40,8 +40,7 @@ Status EnsurePrivateVolume(const Layout& layout, const std::string& qube, const 
     return Err(Error("qube " + qube + ": id range too small for uid 1000", EINVAL));
   }
   std::string qubes_dir = layout.state_dir + "/qubes";
-  TRY(MakeDirs(qubes_dir, 0755));
-  UniqueFd qubes_fd = TRY(internal::OpenDir(qubes_dir));
+  UniqueFd qubes_fd = TRY(internal::EnsurePrivateStateDir(qubes_dir));
   std::string qube_dir = layout.QubeDir(qube);
   TRY(internal::EnsureDirAt(qubes_fd.get(), qube, 0700, 0, 0, qube_dir));
   UniqueFd qube_fd = TRY(internal::OpenDirAt(qubes_fd.get(), qube, qube_dir));
@@ -58,6 +57,12 @@ Status EnsurePrivateVolume(const Layout& layout, const std::string& qube, const 
   // into a symlink rather than creating "user" wherever it points.
   UniqueFd home_fd = TRY(internal::OpenDirAt(priv_fd.get(), "home", priv + "/home"));
   TRY(internal::EnsureDirAt(home_fd.get(), "user", 0700, user, user, priv + "/home/user"));
+  return Ok();
+}
+
+Status SecureStateDirs(const Layout& layout) {
+  TRY(internal::EnsurePrivateStateDir(layout.state_dir + "/templates"));
+  TRY(internal::EnsurePrivateStateDir(layout.state_dir + "/qubes"));
   return Ok();
 }
 

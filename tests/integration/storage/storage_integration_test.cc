@@ -3,6 +3,7 @@
 // binary, and (opt-in) a real debootstrap.
 
 #include <fcntl.h>
+#include <grp.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sched.h>
@@ -204,6 +205,91 @@ TEST(TemplateRootTest, HostTemplateRunsHostBinariesFromABoundUsr) {
   EXPECT_FALSE(Exists("/usr/should-fail"));
   // The template tree itself holds no host files after the namespace is gone.
   EXPECT_TRUE(std::filesystem::is_empty(root + "/usr"));
+}
+
+// ---- host users cannot reach qube-made files ------------------------------------------
+
+// stat() and open() of `path` as uid/gid 65534 in a forked child; returns the
+// errno of the first that fails, 0 if both succeed, -1 if the child broke.
+int ErrnoAsNobody(const std::string& path) {
+  pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+        ::setresuid(65534, 65534, 65534) != 0) {
+      ::_exit(255);
+    }
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) ::_exit(errno);
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) ::_exit(errno);
+    ::_exit(0);
+  }
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+  int code = WEXITSTATUS(status);
+  return code == 255 ? -1 : code;
+}
+
+mode_t ModeOf(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 07777;
+}
+
+// Gap 1 of issue 4: a template qube's root is idmapped, so a setuid file it
+// plants is host-root setuid on disk. S/templates and S/qubes are 0700 root,
+// so no host user can reach (let alone run) such a file.
+TEST(StatePermissionTest, HostUsersCannotReachTemplateOrQubeFiles) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch to an unprivileged uid";
+  TempLayout t;
+  // Everything above S is open to all, so only S's own layout can stop nobody.
+  ASSERT_EQ(::chmod(t.base().c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(t.layout().state_dir.c_str(), 0755), 0);
+  ASSERT_TRUE(BuildTemplate(t.layout(), "t1", {}));
+  // What `cp /bin/busybox /bin/suidsh; chmod 4755 /bin/suidsh` in the qube leaves.
+  std::string suid = t.layout().TemplateRoot("t1") + "/bin/suidsh";
+  std::filesystem::copy_file(t.layout().TemplateRoot("t1") + "/bin/busybox", suid);
+  ASSERT_EQ(::chmod(suid.c_str(), 04755), 0);
+  ASSERT_EQ(ErrnoAsNobody(t.layout().state_dir), 0);  // the test itself is sound
+  EXPECT_EQ(ErrnoAsNobody(suid), EACCES);
+  EXPECT_EQ(ErrnoAsNobody(t.layout().TemplateRoot("t1")), EACCES);
+  EXPECT_EQ(ModeOf(t.layout().state_dir + "/templates"), 0700u);
+  EXPECT_EQ(ModeOf(t.layout().TemplateDir("t1")), 0700u);
+
+  ASSERT_TRUE(EnsurePrivateVolume(t.layout(), "q"));
+  std::string file = t.layout().PrivateVolume("q") + "/rw/f";
+  std::ofstream(file) << "x";
+  ASSERT_EQ(::chmod(file.c_str(), 0644), 0);
+  EXPECT_EQ(ErrnoAsNobody(file), EACCES);
+  EXPECT_EQ(ModeOf(t.layout().state_dir + "/qubes"), 0700u);
+  EXPECT_EQ(ModeOf(t.layout().QubeDir("q")), 0700u);
+}
+
+// Directories an older version made 0755 are tightened when the layout is used.
+TEST(StatePermissionTest, WideDirectoriesOfOlderVersionsAreTightened) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch to an unprivileged uid";
+  TempLayout t;
+  ASSERT_EQ(::chmod(t.base().c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(t.layout().state_dir.c_str(), 0755), 0);
+  const std::string& s = t.layout().state_dir;
+  std::vector<std::string> dirs = {s + "/templates", s + "/templates/old", s + "/qubes",
+                                   s + "/qubes/oldq"};
+  for (const std::string& d : dirs) {
+    ASSERT_EQ(::mkdir(d.c_str(), 0755), 0) << d;
+    ASSERT_EQ(::chmod(d.c_str(), 0755), 0) << d;
+  }
+  std::ofstream(s + "/templates/old/file") << "x";
+  ASSERT_EQ(ErrnoAsNobody(s + "/templates/old/file"), 0);
+
+  ASSERT_TRUE(BuildTemplate(t.layout(), "fresh", {}));
+  EXPECT_EQ(ModeOf(s + "/templates"), 0700u);
+  EXPECT_EQ(ModeOf(s + "/templates/old"), 0700u);
+  EXPECT_EQ(ErrnoAsNobody(s + "/templates/old/file"), EACCES);
+
+  ASSERT_TRUE(SecureStateDirs(t.layout()));
+  EXPECT_EQ(ModeOf(s + "/qubes"), 0700u);
+  EXPECT_EQ(ModeOf(s + "/qubes/oldq"), 0700u);
 }
 
 // ---- CLI ----------------------------------------------------------------------------
