@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -23,6 +24,7 @@
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -41,6 +43,25 @@
 
 namespace tessera::cell {
 namespace {
+
+// Wall time of each start-up phase, logged at debug level
+// (TESSERA_LOG_LEVEL=debug) so slow starts can be explained.
+class PhaseClock {
+ public:
+  void Mark(const char* phase) {
+    auto now = std::chrono::steady_clock::now();
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%s%s=%.2f", text_.empty() ? "" : " ", phase,
+                  std::chrono::duration<double, std::milli>(now - last_).count());
+    text_ += buf;
+    last_ = now;
+  }
+  const std::string& text() const { return text_; }
+
+ private:
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+  std::string text_;
+};
 
 using nlohmann::json;
 
@@ -72,6 +93,51 @@ Result<uint64_t> StartTime(pid_t pid) {
   }
   return std::strtoull(stat.c_str() + pos, nullptr, 10);
 }
+
+// Serialises Start, Stop and Cleanup of one qube across processes (the
+// daemon, `tessera cell run`, tests): flock on R/cells/.<name>.lock. The file
+// is unlinked when the operation ends, so no lock files pile up; a holder
+// that locked a file unlinked meanwhile notices (inode changed) and retries.
+class QubeLock {
+ public:
+  static Result<QubeLock> Acquire(const storage::Layout& layout, const std::string& name,
+                                  bool wait) {
+    TRY(MakeDirs(layout.runtime_dir + "/cells", 0700));
+    QubeLock lock;
+    lock.path_ = layout.runtime_dir + "/cells/." + name + ".lock";
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      UniqueFd fd(::open(lock.path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (!fd) return Err(Error::FromErrno("open " + lock.path_));
+      int rc;
+      do {
+        rc = ::flock(fd.get(), LOCK_EX | (wait ? 0 : LOCK_NB));
+      } while (rc != 0 && errno == EINTR);
+      if (rc != 0) {
+        if (errno == EWOULDBLOCK) {
+          return Err(Error("qube " + name + " is being started or stopped by another process", EBUSY));
+        }
+        return Err(Error::FromErrno("flock " + lock.path_));
+      }
+      struct stat held, now;
+      if (::fstat(fd.get(), &held) == 0 && ::stat(lock.path_.c_str(), &now) == 0 &&
+          held.st_ino == now.st_ino && held.st_dev == now.st_dev) {
+        lock.fd_ = std::move(fd);
+        return lock;
+      }
+    }
+    return Err(Error("could not lock " + lock.path_, EAGAIN));
+  }
+  QubeLock(QubeLock&&) = default;
+  QubeLock& operator=(QubeLock&&) = default;
+  ~QubeLock() {
+    if (fd_) (void)::unlink(path_.c_str());
+  }
+
+ private:
+  QubeLock() = default;
+  std::string path_;
+  UniqueFd fd_;
+};
 
 std::string AgentPath(const CellSpec& spec) {
   if (!spec.agent_path.empty()) return spec.agent_path;
@@ -283,13 +349,23 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   layout.runtime_dir = TRY(RealPath(layout.runtime_dir));
   const std::string& name = spec.name;
   auto ctx = [&](const std::string& what) { return "start cell " + name + ": " + what; };
+  PhaseClock clock;
 
+  // The v1 cgroup attach below waits for an RCU grace period when no attach
+  // happened lately; a no-op attach started now lets that wait overlap with
+  // the preparation.
+  std::thread attach_warmup = CellCgroups::WarmUpAttach();
+  auto join_warmup = ScopeGuard([&] {
+    if (attach_warmup.joinable()) attach_warmup.join();
+  });
+  QubeLock lock = TRY_CTX(QubeLock::Acquire(layout, name, /*wait=*/false), ctx("lock"));
   // A running cell of the same name is never replaced; a dead one's leftovers are.
   if (auto adopted = Adopt(layout, name); adopted) {
     return Err(Error(ctx("already running (init pid " + std::to_string(adopted->init_pid()) + ")"),
                      EBUSY));
   }
-  TRY_CTX(Cleanup(layout, name), ctx("clean up a previous run"));
+  TRY_CTX(CleanupLocked(layout, name), ctx("clean up a previous run"));
+  clock.Mark("leftovers");
 
   storage::IdRange ids = TRY_CTX(storage::AllocateIdRange(layout, name), ctx("id range"));
   std::string root_path;
@@ -305,6 +381,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
     root_path = layout.TemplateRoot(spec.template_name);
   }
   TRY_CTX(PreparePrivateVolume(layout, name, ids.base), ctx("private volume"));
+  clock.Mark("storage");
 
   // Everything below is undone by `undo` unless the start succeeds.
   std::string scratch = TRY_CTX(storage::CreateScratch(layout, name), ctx("scratch dir"));
@@ -334,6 +411,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   limits.cpu_weight = spec.cpu_weight;
   limits.cpus = spec.cpus;
   cgroups = TRY_CTX(CellCgroups::Create(layout.runtime_dir, name, limits), ctx("cgroups"));
+  clock.Mark("cgroups");
 
   // The filter depends only on the feature flag: compile each variant once
   // per process (the daemon starts many cells).
@@ -341,7 +419,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   static std::optional<SeccompProgram> seccomp_cache[2];
   SeccompProgram seccomp;
   {
-    std::lock_guard<std::mutex> lock(seccomp_mu);
+    std::lock_guard<std::mutex> cache_lock(seccomp_mu);
     auto& cached = seccomp_cache[spec.nested_userns ? 1 : 0];
     if (!cached) {
       cached = TRY_CTX(BuildSeccompFilter({.nested_userns = spec.nested_userns}),
@@ -406,6 +484,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
     }
   }
 
+  clock.Mark("mounts");
   // The plan: every string and array the child reads is built now.
   std::string overlay_options = "lowerdir=lower,upperdir=upper/u,workdir=upper/w,userxattr";
   std::string upper_size = std::to_string(spec.scratch_mib) + "m";
@@ -444,6 +523,9 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   plan.drop_caps = DefaultDroppedCaps();
   plan.seccomp = &seccomp;
 
+  // The warm-up thread must be gone before the clone: a thread holding a libc
+  // lock (malloc) at clone time would leave that lock held in the child.
+  if (attach_warmup.joinable()) attach_warmup.join();
   // clone3 like fork (no new stack), with a pidfd for race-free signalling.
   int pidfd_raw = -1;
   clone_args args{};
@@ -451,11 +533,24 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
                CLONE_NEWNET | CLONE_PIDFD;
   args.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
   args.exit_signal = SIGCHLD;
-  long rc = syscall(SYS_clone3, &args, sizeof(args));
+  // v2: born in its cgroup. v1 (or a kernel refusing CLONE_INTO_CGROUP): attached below.
+  bool attached = false;
+  long rc = -1;
+  if (cgroups->version() == CgroupVersion::kV2) {
+    if (auto dir = cgroups->OpenV2Dir(); dir) {
+      clone_args into = args;
+      into.flags |= CLONE_INTO_CGROUP;
+      into.cgroup = static_cast<uint64_t>(dir->get());
+      rc = syscall(SYS_clone3, &into, sizeof(into));
+      attached = rc >= 0;
+    }
+  }
+  if (rc < 0) rc = syscall(SYS_clone3, &args, sizeof(args));
   if (rc < 0) return Err(Error::FromErrno(ctx("clone3")));
   if (rc == 0) RunChild(plan);  // never returns
   pid_t pid = static_cast<pid_t>(rc);
   UniqueFd pidfd(pidfd_raw);
+  clock.Mark("clone");
   sync_child.reset();
   auto kill_child = ScopeGuard([&] { KillChild(pidfd.get(), pid); });
 
@@ -463,6 +558,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   // namespace ids and the idmapped template depend on them.
   TRY_CTX(WriteIdMap(pid, "uid_map", ids.base, ids.count), ctx("uid_map"));
   TRY_CTX(WriteIdMap(pid, "gid_map", ids.base, ids.count), ctx("gid_map"));
+  clock.Mark("maps");
   {
     std::string ns = "/proc/" + std::to_string(pid) + "/ns/user";
     UniqueFd userns(::open(ns.c_str(), O_RDONLY | O_CLOEXEC));
@@ -475,7 +571,9 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   }
   // cgroups before the child runs any setup: every page and process it makes
   // from here on is charged and limited.
-  TRY_CTX(cgroups->Attach(pid), ctx("attach to cgroups"));
+  clock.Mark("idmount");
+  if (!attached) TRY_CTX(cgroups->Attach(pid), ctx("attach to cgroups"));
+  clock.Mark("attach");
   char go = 1;
   if (::send(sync_parent.get(), &go, 1, MSG_NOSIGNAL) != 1) {
     return Err(Error::FromErrno(ctx("release child")));
@@ -495,6 +593,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
                      child_error.err));
   }
   if (n != 0) return Err(Error::FromErrno(ctx("read setup result")));
+  clock.Mark("child");
 
   Record record;
   record.name = name;
@@ -515,7 +614,9 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   cell.is_child_ = true;
   cell.init_pid_ = pid;
   cell.pidfd_ = std::move(pidfd);
-  Log(LogLevel::kDebug, "cell started", {{"qube", name}, {"pid", std::to_string(pid)}});
+  clock.Mark("record");
+  Log(LogLevel::kDebug, "cell started",
+      {{"qube", name}, {"pid", std::to_string(pid)}, {"phases_ms", clock.text()}});
   return cell;
 }
 
@@ -551,6 +652,11 @@ Result<Cell> Cell::Adopt(const storage::Layout& layout, const std::string& name)
 
 Status Cell::Cleanup(const storage::Layout& layout, const std::string& name) {
   TRY(CheckName(name));
+  QubeLock lock = TRY(QubeLock::Acquire(layout, name, /*wait=*/true));
+  return CleanupLocked(layout, name);
+}
+
+Status Cell::CleanupLocked(const storage::Layout& layout, const std::string& name) {
   bool disposable = false;
   if (auto record = ReadRecord(layout.ScratchDir(name) + "/" + kRecordFile); record) {
     disposable = record->disposable;
@@ -629,6 +735,8 @@ Result<int> Cell::Exec(const ExecRequest& request) {
 
 Status Cell::Stop(std::chrono::milliseconds grace) {
   if (stopped_) return Ok();
+  PhaseClock clock;
+  QubeLock lock = TRY_CTX(QubeLock::Acquire(layout_, name_, /*wait=*/true), "stop cell " + name_);
   if (pidfd_ && !PidfdExited(pidfd_.get(), 0)) {
     // The agent terminates the cell's processes and exits on SIGTERM.
     syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGTERM, nullptr, 0);
@@ -646,14 +754,19 @@ Status Cell::Stop(std::chrono::milliseconds grace) {
     // is its parent after all, reap it (the pidfd pins the pid until then).
     (void)::waitpid(init_pid_, nullptr, WNOHANG | __WALL);
   }
+  clock.Mark("init");
   CellCgroups cg = TRY(CellCgroups::ForQube(layout_.runtime_dir, name_));
   TRY_CTX(cg.KillAll(), "stop cell " + name_);
+  clock.Mark("kill");
   TRY_CTX(cg.Remove(), "stop cell " + name_);
+  clock.Mark("cgroups");
   TRY_CTX(storage::RemoveScratch(layout_, name_), "stop cell " + name_);
+  clock.Mark("scratch");
   if (disposable_) TRY_CTX(storage::DestroyQubeStorage(layout_, name_), "stop cell " + name_);
+  clock.Mark("storage");
   stopped_ = true;
   pidfd_.reset();
-  Log(LogLevel::kDebug, "cell stopped", {{"qube", name_}});
+  Log(LogLevel::kDebug, "cell stopped", {{"qube", name_}, {"phases_ms", clock.text()}});
   return Ok();
 }
 

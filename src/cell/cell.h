@@ -105,6 +105,8 @@ class Cell {
 
   // Removes whatever a crashed run of `name` left: kills its processes,
   // removes its cgroups, scratch directory and record. Safe when nothing is left.
+  // Start, Stop and Cleanup of one qube exclude each other across processes; a
+  // Start while another is in progress fails with EBUSY.
   static Status Cleanup(const storage::Layout& layout, const std::string& name);
 
   Cell(Cell&& other) noexcept;
@@ -135,6 +137,8 @@ class Cell {
 
  private:
   Cell() = default;
+  // Cleanup with the qube's lock already held.
+  static Status CleanupLocked(const storage::Layout& layout, const std::string& name);
 
   storage::Layout layout_;
   std::string name_;

@@ -225,6 +225,38 @@ Status CellCgroups::Attach(pid_t pid) const {
   return Ok();
 }
 
+std::thread CellCgroups::WarmUpAttach() {
+  auto sys = CgroupSystem::Detect();
+  if (!sys || sys->version != CgroupVersion::kV1) return {};
+  return std::thread([root = sys->root] {
+    auto self = ReadFile("/proc/thread-self/cgroup", 65536);
+    if (!self) return;
+    // Lines "ID:CONTROLLERS:PATH"; find the memory hierarchy's.
+    size_t pos = 0;
+    while (pos < self->size()) {
+      size_t end = self->find('\n', pos);
+      if (end == std::string::npos) end = self->size();
+      std::string line = self->substr(pos, end - pos);
+      pos = end + 1;
+      size_t a = line.find(':');
+      size_t b = a == std::string::npos ? a : line.find(':', a + 1);
+      if (b == std::string::npos) continue;
+      std::string ctrls = "," + line.substr(a + 1, b - a - 1) + ",";
+      if (ctrls.find(",memory,") == std::string::npos) continue;
+      std::string dir = root + "/memory" + line.substr(b + 1);
+      (void)WriteValue(dir + "/tasks", std::to_string(::gettid()));
+      return;
+    }
+  });
+}
+
+Result<UniqueFd> CellCgroups::OpenV2Dir() const {
+  if (version_ != CgroupVersion::kV2) return Err(Error("not a cgroup v2 cell", EINVAL));
+  UniqueFd fd(::open(dirs_[0].c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return Err(Error::FromErrno("open " + dirs_[0]));
+  return fd;
+}
+
 Result<std::vector<pid_t>> CellCgroups::Pids() const {
   std::vector<pid_t> all;
   for (const auto& d : dirs_) {

@@ -16,9 +16,11 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/error.h"
+#include "common/unique_fd.h"
 
 namespace tessera::cell {
 
@@ -49,6 +51,14 @@ class CellCgroups {
   static Result<CellCgroups> ForQube(const std::string& runtime_dir, const std::string& qube);
 
   Status Attach(pid_t pid) const;
+  // v1 only (an empty thread on v2): a thread that moves itself into the
+  // memory cgroup it is already in. A v1 attach waits for an RCU grace period
+  // unless another attach happened moments before; starting this early lets
+  // that wait overlap with the rest of a cell's start-up. Join it.
+  static std::thread WarmUpAttach();
+  // v2 only: the cell's cgroup directory, for clone3(CLONE_INTO_CGROUP), which
+  // puts the child there at creation (no attach, no grace period).
+  Result<UniqueFd> OpenV2Dir() const;
   // SIGKILLs every process in the cgroups until none is left (v2: cgroup.kill;
   // v1: freeze, kill each task, thaw, repeat).
   Status KillAll(std::chrono::milliseconds timeout = std::chrono::seconds(5)) const;

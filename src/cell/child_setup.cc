@@ -335,9 +335,13 @@ void RunChild(const ChildPlan& plan) {
 
   // 3. Become the qube's root. Host supplementary groups go first (they would
   //    still grant host group 0's access), then gid, then uid.
-  Check(plan, ChildStep::kSetgroups, ::setgroups(0, nullptr));
-  Check(plan, ChildStep::kSetgid, ::setresgid(0, 0, 0));
-  Check(plan, ChildStep::kSetuid, ::setresuid(0, 0, 0));
+  // Raw syscalls, not the libc wrappers: glibc's set*id broadcast the change to
+  // every thread it believes exists, and after a raw clone3 from a
+  // multi-threaded parent it still lists the parent's threads (and may hold
+  // their locks), which deadlocks the child.
+  Check(plan, ChildStep::kSetgroups, static_cast<int>(::syscall(SYS_setgroups, 0, nullptr)));
+  Check(plan, ChildStep::kSetgid, static_cast<int>(::syscall(SYS_setresgid, 0, 0, 0)));
+  Check(plan, ChildStep::kSetuid, static_cast<int>(::syscall(SYS_setresuid, 0, 0, 0)));
 
   // 4. A cgroup namespace rooted at the cell's cgroup: only now, after the
   //    parent moved us into it (at clone time we were still in its cgroup).

@@ -11,6 +11,8 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
+#include <optional>
 
 #include "cell/cgroups.h"
 #include "common/fs.h"
@@ -122,6 +124,37 @@ TEST_F(CellTest, SecondStartOfRunningCellIsRefused) {
   EXPECT_EQ(again.error().errno_value(), EBUSY);
   EXPECT_EQ(Sh(cell, "echo still").out, "still\n");
   ASSERT_TRUE(cell.Stop());
+}
+
+TEST_F(CellTest, ConcurrentStartsOfOneQubeYieldOneCell) {
+  // Four starters race for the same qube: exactly one cell comes up, every
+  // other starter gets EBUSY, and the winner's cell is intact.
+  constexpr int kStarters = 4;
+  std::vector<std::optional<Result<Cell>>> results(kStarters);
+  started_.push_back("contended");
+  {
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kStarters; ++i) {
+      threads.emplace_back([&, i] { results[i].emplace(Cell::Start(layout_, Spec("contended"))); });
+    }
+    for (auto& t : threads) t.join();
+  }
+  int winners = 0;
+  Cell* winner = nullptr;
+  for (auto& r : results) {
+    ASSERT_TRUE(r.has_value());
+    if (*r) {
+      ++winners;
+      winner = &**r;
+    } else {
+      EXPECT_EQ(r->error().errno_value(), EBUSY) << r->error().ToString();
+    }
+  }
+  ASSERT_EQ(winners, 1);
+  EXPECT_EQ(Sh(*winner, "hostname").out, "contended\n");
+  ASSERT_TRUE(winner->Stop());
+  // No lock file is left behind.
+  for (const auto& p : ListTree(layout_.runtime_dir)) EXPECT_EQ(p.find(".lock"), std::string::npos) << p;
 }
 
 TEST_F(CellTest, AdoptAfterStarterCrash) {
