@@ -36,10 +36,13 @@ namespace {
 // Two fds per level; the default soft limit is 1024.
 constexpr int kMaxCopyDepth = 256;
 
-enum class Ownership { kPreserve, kRoot };
+// kShift: ids below kIdsPerQube (others become 0) plus shift_base, with every
+// mode bit kept: the copy belongs to one qube's id range (a standalone root).
+enum class Ownership { kPreserve, kRoot, kShift };
 
 struct CopyContext {
   Ownership ownership = Ownership::kRoot;
+  uid_t shift_base = 0;
   bool can_chown = false;
   uint64_t source_mnt_id = 0;
   dev_t source_dev = 0;
@@ -82,6 +85,10 @@ void TargetOwner(const CopyContext& ctx, const struct stat& st, uid_t* uid, gid_
   }
   *uid = st.st_uid < kIdsPerQube ? st.st_uid : 0;
   *gid = st.st_gid < kIdsPerQube ? st.st_gid : 0;
+  if (ctx.ownership == Ownership::kShift) {
+    *uid += ctx.shift_base;
+    *gid += ctx.shift_base;
+  }
 }
 
 Status ApplyMeta(const CopyContext& ctx, int fd, const struct stat& st, const std::string& what) {
@@ -204,6 +211,83 @@ Status CopyTree(const std::string& source, int dest_fd, const std::string& dest_
   ctx.source_dev = src_id.dev;
   TRY(CopyDir(ctx, src.get(), dest_fd, source, dest_path, 0));
   // The root directory itself keeps the template's 0755 root:root.
+  return Ok();
+}
+
+Status CopyTreeShifted(const std::string& source, int dest_fd, const std::string& dest_path,
+                       uid_t base) {
+  if (::geteuid() != 0) {
+    return Err(Error("copy " + source + ": shifting ownership needs root", EPERM));
+  }
+  UniqueFd src = TRY(OpenDir(source, O_NOFOLLOW));
+  struct stat st {};
+  TRY(Syscall("stat " + source, [&] { return ::fstat(src.get(), &st); }));
+  FileId src_id = TRY(StatFd(src.get(), source));
+  CopyContext ctx;
+  ctx.ownership = Ownership::kShift;
+  ctx.shift_base = base;
+  ctx.can_chown = true;
+  ctx.source_mnt_id = src_id.mnt_id;
+  ctx.source_dev = src_id.dev;
+  TRY(CopyDir(ctx, src.get(), dest_fd, source, dest_path, 0));
+  // The top directory too: it is the qube's "/", owned by its root.
+  TRY(ApplyMeta(ctx, dest_fd, st, dest_path));
+  return Ok();
+}
+
+namespace {
+
+Status ShiftEntries(int dir_fd, uid_t base, const std::string& path, int depth) {
+  if (depth > kMaxCopyDepth) {
+    return Err(Error(path + ": deeper than " + std::to_string(kMaxCopyDepth) + " levels", ELOOP));
+  }
+  int scan_fd = TRY(Syscall("open " + path, [&] {
+    return ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  }));
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(scan_fd), ::closedir);
+  if (!dir) {
+    ::close(scan_fd);
+    return Err(Error::FromErrno("opendir " + path));
+  }
+  for (;;) {
+    errno = 0;
+    struct dirent* ent = ::readdir(dir.get());
+    if (ent == nullptr) {
+      if (errno != 0) return Err(Error::FromErrno("readdir " + path));
+      return Ok();
+    }
+    std::string name = ent->d_name;
+    if (name == "." || name == "..") continue;
+    std::string what = path + "/" + name;
+    struct stat st {};
+    TRY(Syscall("stat " + what,
+                [&] { return ::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW); }));
+    uid_t uid = (st.st_uid < kIdsPerQube ? st.st_uid : 0) + base;
+    gid_t gid = (st.st_gid < kIdsPerQube ? st.st_gid : 0) + base;
+    TRY(Syscall("chown " + what, [&] {
+      return ::fchownat(dir_fd, name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW);
+    }));
+    if (S_ISLNK(st.st_mode)) continue;
+    // chown cleared setuid/setgid bits; they are safe again with shifted ids.
+    TRY(Syscall("chmod " + what,
+                [&] { return ::fchmodat(dir_fd, name.c_str(), st.st_mode & 07777, 0); }));
+    if (S_ISDIR(st.st_mode)) {
+      UniqueFd sub = TRY(OpenDirAt(dir_fd, name, what));
+      TRY(ShiftEntries(sub.get(), base, what, depth + 1));
+    }
+  }
+}
+
+}  // namespace
+
+Status ShiftTree(int dir_fd, uid_t base, const std::string& path) {
+  struct stat st {};
+  TRY(Syscall("stat " + path, [&] { return ::fstat(dir_fd, &st); }));
+  TRY(ShiftEntries(dir_fd, base, path, 0));
+  uid_t uid = (st.st_uid < kIdsPerQube ? st.st_uid : 0) + base;
+  gid_t gid = (st.st_gid < kIdsPerQube ? st.st_gid : 0) + base;
+  TRY(Syscall("chown " + path, [&] { return ::fchown(dir_fd, uid, gid); }));
+  TRY(Syscall("chmod " + path, [&] { return ::fchmod(dir_fd, st.st_mode & 07777); }));
   return Ok();
 }
 

@@ -61,6 +61,18 @@ bool OnDifferentMount(const FileId& a, const FileId& b);
 // (see BuildTemplate kDirectory for the rules).
 Status CopyTree(const std::string& source, int dest_fd, const std::string& dest_path);
 
+// Like CopyTree, but every copy (and `dest_fd` itself, which takes the
+// source's mode) is owned by base + its uid/gid (ids >= kIdsPerQube count as
+// 0) and keeps all its mode bits: setuid files stay setuid, but only ever for
+// ids of that qube's range. Needs root.
+Status CopyTreeShifted(const std::string& source, int dest_fd, const std::string& dest_path,
+                       uid_t base);
+
+// Shifts the ownership of the tree at dir_fd (itself included) by `base` in
+// place, the same way, restoring the setuid/setgid bits chown clears. Never
+// follows symlinks. For freshly built trees that nobody else can see yet.
+Status ShiftTree(int dir_fd, uid_t base, const std::string& path);
+
 // Copies one file's content to `name` below dst_dir_fd (created, O_EXCL) with `mode`.
 Status CopyFileAt(const std::string& source, int dst_dir_fd, const std::string& name, mode_t mode,
                   const std::string& what);

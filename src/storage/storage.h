@@ -14,6 +14,7 @@
 //   S/templates/<name>/template.json    {"name", "built_from", "source", "created"}
 //   S/qubes/<name>/private/             persistent private volume (/home, /rw)
 //   S/qubes/<name>/root/                persistent root of a standalone qube
+//                                       (shifted into its id range on disk)
 //   S/idmap.json                        qube name -> host id base (stable forever)
 //   R/cells/<name>/                     per-run scratch (overlay upper/work, ...)
 //                                       removed when the qube stops
@@ -120,6 +121,19 @@ Status EnsurePrivateVolume(const Layout& layout, const std::string& qube, const 
 // root on disk; no host user may be able to reach them.
 Status SecureStateDirs(const Layout& layout);
 
+// Makes the persistent root of a standalone qube, S/qubes/<qube>/root/, if it
+// does not exist yet: a copy of template `template_name`'s root tree, or, if
+// template_name is empty, a fresh busybox tree (as `--from busybox`). Every
+// file is owned on disk by ids.base + its id (shifted like a private volume,
+// setuid bits kept only with those shifted ids), so the cell must mount it
+// WITHOUT an idmap. Atomic: built in a hidden temp directory beside it and
+// renamed into place, under a per-qube lock; a failure or crash leaves no
+// `root`. An existing root is never touched (the second call is a no-op).
+// Needs root. A template's host_ro_binds are not part of the copy: the cell
+// must still bind them (see docs/STORAGE.md).
+Status EnsureStandaloneRoot(const Layout& layout, const std::string& qube,
+                            const std::string& template_name, const IdRange& ids);
+
 // Per-run scratch directory R/cells/<name>/ (mode 0700), created fresh: a
 // leftover from a crashed run is removed first.
 Result<std::string> CreateScratch(const Layout& layout, const std::string& qube);
@@ -132,7 +146,9 @@ Status RemoveTree(const std::string& path);
 // Removes R/cells/<name>/ (RemoveTree).
 Status RemoveScratch(const Layout& layout, const std::string& qube);
 
-// Removes everything a disposable had: S/qubes/<name>/, its scratch, its id range.
+// Removes everything a qube had: S/qubes/<name>/ (private volume and
+// standalone root), its scratch, and then its id range (recycled, see
+// ReleaseIdRange).
 Status DestroyQubeStorage(const Layout& layout, const std::string& qube);
 
 }  // namespace tessera::storage

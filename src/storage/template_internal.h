@@ -8,6 +8,10 @@
 
 namespace tessera::storage::internal {
 
+// The busybox tree of `--from busybox` (default busybox lookup), made in the
+// existing empty directory root_fd; `detail` receives the busybox used.
+Status BuildBusyboxTree(int root_fd, const std::string& root_path, std::string* detail);
+
 // Fails unless `path` is a 64-bit ELF without a PT_INTERP (statically linked).
 Status CheckStaticElf(const std::string& path);
 

@@ -375,6 +375,10 @@ Status Populate(const Layout& layout, const TemplateBuildOptions& options, const
 
 namespace internal {
 
+Status BuildBusyboxTree(int root_fd, const std::string& root_path, std::string* detail) {
+  return BuildBusybox(TemplateBuildOptions{}, root_fd, root_path, detail);
+}
+
 Status CheckStaticElf(const std::string& path) {
   UniqueFd fd(TRY(Syscall("open " + path, [&] { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC); })));
   Elf64_Ehdr eh {};

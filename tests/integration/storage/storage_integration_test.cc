@@ -292,6 +292,95 @@ TEST(StatePermissionTest, WideDirectoriesOfOlderVersionsAreTightened) {
   EXPECT_EQ(ModeOf(s + "/qubes/oldq"), 0700u);
 }
 
+// ---- standalone roots -------------------------------------------------------------
+
+// Runs shell_cmd with `root` as "/" in a new user namespace whose uid/gid 0..65535
+// are host base..base+65535 (a qube's map), with no idmapped mount: what the
+// cell does with a standalone root. The root is opened by host root first
+// (S/qubes is 0700), then entered with fchdir + chroot.
+CmdResult RunInQubeUserns(const std::string& root, uid_t base, const std::string& shell_cmd) {
+  CmdResult r;
+  int out[2];
+  int go[2];
+  int ready[2];
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(go, O_CLOEXEC) != 0 ||
+      ::pipe2(ready, O_CLOEXEC) != 0) {
+    return r;
+  }
+  int root_fd = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (root_fd < 0) return r;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(out[1], 2);
+    if (::unshare(CLONE_NEWUSER) != 0) ::_exit(120);
+    char c = 'u';
+    if (::write(ready[1], &c, 1) != 1 || ::read(go[0], &c, 1) != 1 || c != 'g') ::_exit(121);
+    if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) ::_exit(122);
+    if (::unshare(CLONE_NEWNS) != 0) ::_exit(123);
+    if (::fchdir(root_fd) != 0 || ::chroot(".") != 0 || ::chdir("/") != 0) ::_exit(124);
+    ::execl("/bin/sh", "sh", "-c", shell_cmd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(root_fd);
+  ::close(out[1]);
+  char c = 0;
+  bool mapped = false;
+  if (::read(ready[0], &c, 1) == 1) {
+    std::string map = "0 " + std::to_string(base) + " 65536\n";
+    std::string proc = "/proc/" + std::to_string(pid);
+    std::ofstream(proc + "/uid_map") << map;
+    std::ofstream(proc + "/gid_map") << map;
+    mapped = true;
+  }
+  c = mapped ? 'g' : 'x';
+  (void)!::write(go[1], &c, 1);
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(out[0], buf, sizeof buf)) > 0) r.out.append(buf, static_cast<size_t>(n));
+  for (int fd : {out[0], go[0], go[1], ready[0], ready[1]}) ::close(fd);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+// Gap 2 of issue 4: a standalone root is shifted on disk, so a plain (not
+// idmapped) root in the qube's user namespace shows it root-owned; what the
+// qube writes, setuid included, belongs to its range on the host.
+TEST(StandaloneRootIntegrationTest, ShiftedRootIsRootOwnedInsideAndQubeOwnedOutside) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root for user namespaces with a foreign map";
+  TempLayout t;
+  ASSERT_TRUE(BuildTemplate(t.layout(), "tpl", {}));
+  IdRange ids = *AllocateIdRange(t.layout(), "solo");
+  auto made = EnsureStandaloneRoot(t.layout(), "solo", "tpl", ids);
+  ASSERT_TRUE(made) << made.error().ToString();
+  std::string root = t.layout().StandaloneRoot("solo");
+  CmdResult r = RunInQubeUserns(
+      root, ids.base,
+      "stat -c '%u:%g %a' / /bin/busybox /etc/passwd; cp /bin/busybox /bin/suidsh && "
+      "chmod 4755 /bin/suidsh && echo persisted > /etc/motd && echo done");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(r.out, "0:0 755\n0:0 755\n0:0 644\ndone\n");
+  struct stat st {};
+  ASSERT_EQ(::lstat((root + "/bin/suidsh").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, ids.base);  // setuid for the qube's root only, never host root
+  EXPECT_EQ(st.st_mode & 07777, 04755u);
+  // A second "start" keeps what the qube wrote.
+  ASSERT_TRUE(EnsureStandaloneRoot(t.layout(), "solo", "tpl", ids));
+  r = RunInQubeUserns(root, ids.base, "cat /etc/motd; stat -c '%u' /etc/motd");
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(r.out, "persisted\n0\n");
+  ASSERT_EQ(::lstat((root + "/etc/motd").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, ids.base);
+  // And no host user can reach it.
+  ASSERT_EQ(::chmod(t.base().c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(t.layout().state_dir.c_str(), 0755), 0);
+  EXPECT_EQ(ErrnoAsNobody(root + "/bin/suidsh"), EACCES);
+  ASSERT_TRUE(DestroyQubeStorage(t.layout(), "solo"));
+  EXPECT_FALSE(Exists(t.layout().QubeDir("solo")));
+}
+
 // ---- CLI ----------------------------------------------------------------------------
 
 TEST(TemplateCliTest, BuildListShowRemove) {
