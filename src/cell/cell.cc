@@ -371,7 +371,14 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   std::string root_path;
   std::vector<std::string> host_ro_binds;
   if (spec.root == RootKind::kStandalone) {
+    TRY_CTX(storage::EnsureStandaloneRoot(layout, name, spec.template_name, ids),
+            ctx("standalone root"));
     root_path = layout.StandaloneRoot(name);
+    if (!spec.template_name.empty()) {
+      if (auto info = storage::ReadTemplateInfo(layout, spec.template_name); info) {
+        host_ro_binds = info->host_ro_binds;
+      }
+    }
   } else {
     if (spec.template_name.empty()) return Err(Error(ctx("no template named in the spec"), EINVAL));
     storage::TemplateInfo info =
@@ -565,9 +572,14 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
     if (!userns) return Err(Error::FromErrno(ctx("open " + ns)));
     // Host-root-owned template files appear owned by the qube's root; app
     // qubes see the template read-only (their writes go to the overlay upper).
-    uint64_t attrs = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV;
-    if (spec.root == RootKind::kOverlay) attrs |= MOUNT_ATTR_RDONLY;
-    TRY_CTX(SetMountAttr(root_tree.get(), attrs, false, userns.get()), ctx("idmap root tree"));
+    // A standalone root is shifted into the qube's range on disk: no idmap.
+    if (spec.root == RootKind::kStandalone) {
+      TRY_CTX(SetMountAttr(root_tree.get(), MOUNT_ATTR_NODEV, false), ctx("standalone root tree"));
+    } else {
+      uint64_t attrs = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV;
+      if (spec.root == RootKind::kOverlay) attrs |= MOUNT_ATTR_RDONLY;
+      TRY_CTX(SetMountAttr(root_tree.get(), attrs, false, userns.get()), ctx("idmap root tree"));
+    }
   }
   // cgroups before the child runs any setup: every page and process it makes
   // from here on is charged and limited.

@@ -42,7 +42,8 @@ namespace tessera::cell {
 enum class RootKind {
   kOverlay,     // app/disposable: template (idmapped, read-only) + tmpfs upper
   kTemplate,    // template qube: S/templates/<t>/root, idmapped, read-write
-  kStandalone,  // standalone qube: S/qubes/<n>/root, idmapped, read-write
+  kStandalone,  // standalone qube: S/qubes/<n>/root (copied from template_name, or
+                //   busybox, at the first start; shifted on disk), read-write
 };
 
 // A host path bound read-only into the cell (tests bind probe binaries this
@@ -57,7 +58,7 @@ struct CellSpec {
   std::string hostname;        // defaults to name when empty
   config::QubeClass klass = config::QubeClass::kApp;
   RootKind root = RootKind::kOverlay;
-  std::string template_name;   // kOverlay and kTemplate: the template's name
+  std::string template_name;   // the template's name (kStandalone: copied from; may be empty)
   bool disposable = false;     // storage is destroyed at Stop
   uint64_t memory_mib = 1024;  // hard limit (memory.max / limit_in_bytes)
   uint32_t cpus = 1;           // cpu quota in whole cpus (0 = no quota)

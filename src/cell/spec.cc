@@ -63,6 +63,8 @@ Result<CellSpec> SpecFromConfig(const config::System& system, std::string_view q
       break;
     case config::QubeClass::kStandalone:
       spec.root = RootKind::kStandalone;
+      // The template its root is copied from at the first start (busybox if none).
+      spec.template_name = q->template_name.value_or("");
       break;
     case config::QubeClass::kDisposable:
       spec.disposable = true;

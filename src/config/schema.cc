@@ -554,7 +554,7 @@ class Builder {
       if (!draft.class_valid) {
         // Reported already; only check that a named template exists.
         if (draft.template_ref) Resolve(*draft.template_ref);
-      } else if (draft.template_ref && !needs_template) {
+      } else if (draft.template_ref && !needs_template && klass != QubeClass::kStandalone) {
         Report(draft.template_ref->location, draft.template_ref->path,
                ClassPhrase(klass) + " has no template (remove this key)");
       } else if (!draft.template_ref && needs_template) {

@@ -126,6 +126,30 @@ TEST_F(CellTest, SecondStartOfRunningCellIsRefused) {
   ASSERT_TRUE(cell.Stop());
 }
 
+TEST_F(CellTest, StandaloneRootIsCopiedOncePersistsAndIsOwnedByTheQubesRange) {
+  CellSpec spec = Spec("solo");
+  spec.root = RootKind::kStandalone;  // copied from "base" at the first start
+  {
+    Cell cell = MustStart(spec);
+    EXPECT_EQ(Sh(cell, "stat -c %u:%g /bin/busybox && echo kept > /etc/solo-mark && echo ok").out,
+              "0:0\nok\n");
+    ASSERT_TRUE(cell.Stop());
+  }
+  auto ids = storage::AllocateIdRange(layout_, "solo");
+  ASSERT_TRUE(ids) << ids.error().ToString();
+  struct stat st {};
+  ASSERT_EQ(::stat((layout_.StandaloneRoot("solo") + "/etc/solo-mark").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, ids->base);  // the qube's root, never host root
+  EXPECT_EQ(st.st_gid, ids->base);
+  // The template itself is untouched.
+  EXPECT_FALSE(std::filesystem::exists(layout_.TemplateRoot("base") + "/etc/solo-mark"));
+  {
+    Cell cell = MustStart(spec);
+    EXPECT_EQ(Sh(cell, "cat /etc/solo-mark").out, "kept\n");
+    ASSERT_TRUE(cell.Stop());
+  }
+}
+
 TEST_F(CellTest, ConcurrentStartsOfOneQubeYieldOneCell) {
   // Four starters race for the same qube: exactly one cell comes up, every
   // other starter gets EBUSY, and the winner's cell is intact.

@@ -291,7 +291,7 @@ TEST(ValidationTest, ClassRules) {
   LoadOutcome outcome = LoadToml(
       "[qubes.t]\nclass = \"template\"\ntemplate = \"t2\"\n"            // 1-3
       "[qubes.t2]\nclass = \"template\"\n"                               // 4-5
-      "[qubes.s]\nclass = \"standalone\"\ntemplate = \"t\"\n"            // 6-8
+      "[qubes.s]\nclass = \"standalone\"\ntemplate = \"i\"\n"            // 6-8
       "[qubes.app]\nclass = \"app\"\ntemplate = \"s\"\nsource = \"host\"\n"  // 9-12
       "[qubes.dvm]\nclass = \"disposable-template\"\ntemplate = \"app\"\n"  // 13-15
       "[qubes.d]\nclass = \"disposable\"\ntemplate = \"t\"\n"            // 16-18
@@ -302,7 +302,8 @@ TEST(ValidationTest, ClassRules) {
       outcome.diagnostics,
       ElementsAre(
           DiagAt(3, 12, "qubes.t.template", "a template qube has no template"),
-          DiagAt(8, 12, "qubes.s.template", "a standalone qube has no template"),
+          DiagAt(8, 12, "qubes.s.template",
+                 "'i' is an app qube; the template of a standalone qube must be a template qube"),
           DiagAt(11, 12, "qubes.app.template",
                  "'s' is a standalone qube; the template of an app qube must be a template qube"),
           DiagAt(12, 10, "qubes.app.source", "source applies only to template qubes"),
@@ -312,6 +313,16 @@ TEST(ValidationTest, ClassRules) {
           DiagAt(24, 16, "qubes.i.idle_timeout", "applies only to disposable"),
           DiagAt(26, 9, "qubes.k.class", "invalid value 'sandwich'")))
       << Dump(outcome.diagnostics);
+}
+
+TEST(ValidationTest, StandaloneMayNameTheTemplateItIsCopiedFrom) {
+  LoadOutcome outcome = LoadToml(
+      "[qubes.t]\nclass = \"template\"\n"
+      "[qubes.s]\nclass = \"standalone\"\ntemplate = \"t\"\n"
+      "[qubes.bare]\nclass = \"standalone\"\n");
+  ASSERT_TRUE(outcome.system) << Dump(outcome.diagnostics);
+  EXPECT_EQ(outcome.system->Find("s")->template_name, std::optional<std::string>("t"));
+  EXPECT_FALSE(outcome.system->Find("bare")->template_name);
 }
 
 TEST(ValidationTest, NetvmRules) {
