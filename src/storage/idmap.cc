@@ -2,19 +2,25 @@
 // S/idmap.json so the mapping (and therefore the ownership of its private
 // volume) is stable across restarts.
 //
-//   {"format": 1, "next_base": 268566528, "qubes": {"work": 268435456, ...}}
+//   {"format": 1, "next_base": 268632064, "qubes": {"work": 268435456, ...},
+//    "free": [268566528]}
 //
 // Every read-modify-write holds an exclusive flock on S/idmap.lock and writes
 // with WriteFileAtomic, so concurrent allocators (daemon, `tessera cell run`,
 // tests) never hand out the same range and a crash leaves the old or new file.
-// `next_base` only grows: a released range is never handed to another qube
-// while this file exists (a destroyed disposable's leftovers, if any survived,
-// can never become readable by a new qube).
+// Recycling: a released range goes to "free" only if the qube's storage
+// (S/qubes/<name>, R/cells/<name>) is verified gone, so no file of the old
+// owner can surface in the new one; allocation takes "free" (oldest first)
+// before growing `next_base`. Without recycling, disposables would exhaust the
+// ~61,000 ranges. "free" is a field older readers ignore (they read the file
+// fine, and merely drop the list when they rewrite it).
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -24,6 +30,7 @@
 #include <vector>
 
 #include "common/fs.h"
+#include "common/log.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
 #include "storage/idmap_internal.h"
@@ -39,6 +46,7 @@ constexpr uint64_t kLastUsableId = 0xFFFFFFFEull;  // (uid_t)-1 means "no id"
 struct IdMap {
   uint64_t next_base = kFirstHostId;
   std::vector<std::pair<std::string, uint64_t>> qubes;  // sorted by insertion/JSON order
+  std::vector<uint64_t> free;  // released ranges, oldest first
 };
 
 std::string MapPath(const Layout& layout) { return layout.state_dir + "/idmap.json"; }
@@ -92,13 +100,40 @@ Result<IdMap> ParseIdMap(const std::string& path, const std::string& text) {
     seen.push_back(base);
     map.qubes.emplace_back(it.key(), base);
   }
+  auto free = doc.find("free");
+  if (free != doc.end()) {
+    if (!free->is_array()) return Err(Error(path + ": field \"free\": expected an array", EINVAL));
+    for (size_t i = 0; i < free->size(); ++i) {
+      const json& f = (*free)[i];
+      std::string field = "field \"free[" + std::to_string(i) + "]\"";
+      if (!f.is_number_unsigned()) {
+        return Err(Error(path + ": " + field + ": expected an unsigned integer", EINVAL));
+      }
+      uint64_t base = f.get<uint64_t>();
+      if (base < kFirstHostId || (base - kFirstHostId) % kIdsPerQube != 0 ||
+          base >= map.next_base) {
+        return Err(Error(path + ": " + field + ": " + std::to_string(base) +
+                             " is not an allocated range boundary",
+                         EINVAL));
+      }
+      for (uint64_t other : seen) {
+        if (other == base) {
+          return Err(Error(path + ": " + field + ": range " + std::to_string(base) +
+                               " is both free and in use (or listed twice)",
+                           EINVAL));
+        }
+      }
+      seen.push_back(base);
+      map.free.push_back(base);
+    }
+  }
   return map;
 }
 
 std::string SerializeIdMap(const IdMap& map) {
   json qubes = json::object();
   for (const auto& [name, base] : map.qubes) qubes[name] = base;
-  json doc = {{"format", 1}, {"next_base", map.next_base}, {"qubes", qubes}};
+  json doc = {{"format", 1}, {"next_base", map.next_base}, {"qubes", qubes}, {"free", map.free}};
   return doc.dump(2) + "\n";
 }
 
@@ -197,7 +232,19 @@ Result<IdRange> AllocateIdRange(const Layout& layout, const std::string& qube) {
   for (const auto& [name, base] : map.qubes) {
     if (name == qube) return ToRange(base);
   }
-  uint64_t base = TRY(internal::NextFreeBase(map.next_base, internal::HostSubIdRanges()));
+  std::vector<internal::ReservedRange> reserved = internal::HostSubIdRanges();
+  // A released range first (oldest first), unless the host's subuid/subgid
+  // files have since claimed it; such a range simply stays in the list.
+  for (auto it = map.free.begin(); it != map.free.end(); ++it) {
+    auto usable = internal::NextFreeBase(*it, reserved);
+    if (!usable || *usable != *it) continue;
+    uint64_t base = *it;
+    map.free.erase(it);
+    map.qubes.emplace_back(qube, base);
+    TRY_CTX(StoreIdMap(layout, map), "record id range of qube " + qube);
+    return ToRange(base);
+  }
+  uint64_t base = TRY(internal::NextFreeBase(map.next_base, reserved));
   map.qubes.emplace_back(qube, base);
   map.next_base = base + kIdsPerQube;
   TRY_CTX(StoreIdMap(layout, map), "record id range of qube " + qube);
@@ -218,9 +265,23 @@ Status ReleaseIdRange(const Layout& layout, const std::string& qube) {
   TRY(ValidateName(qube));
   IdMapLock lock = TRY(IdMapLock::Acquire(layout));
   IdMap map = TRY(LoadIdMap(layout));
-  size_t before = map.qubes.size();
-  std::erase_if(map.qubes, [&](const auto& entry) { return entry.first == qube; });
-  if (map.qubes.size() == before) return Ok();  // nothing recorded: already released
+  auto it = std::find_if(map.qubes.begin(), map.qubes.end(),
+                         [&](const auto& entry) { return entry.first == qube; });
+  if (it == map.qubes.end()) return Ok();  // nothing recorded: already released
+  uint64_t base = it->second;
+  map.qubes.erase(it);
+  bool gone = true;
+  for (const std::string& path : {layout.QubeDir(qube), layout.ScratchDir(qube)}) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0 || errno != ENOENT) gone = false;
+  }
+  if (gone) {
+    map.free.push_back(base);
+  } else {
+    // Files of this range may survive: forget the name, never reuse the ids.
+    Log(LogLevel::kWarn, "id range released while the qube's storage remains; not recycling it",
+        {{"qube", qube}, {"base", std::to_string(base)}});
+  }
   return StoreIdMap(layout, map);
 }
 

@@ -58,8 +58,10 @@ inline constexpr uint32_t kIdsPerQube = 65536;
 // Returns the qube's range, allocating and persisting (atomically, under a lock)
 // a fresh one on first use. Stable across restarts and daemon crashes.
 Result<IdRange> AllocateIdRange(const Layout& layout, const std::string& qube);
-// Forgets a range (a destroyed disposable); the ids are never reused for
-// another qube within the same idmap file generation.
+// Forgets a qube's range. If its storage (S/qubes/<name>, R/cells/<name>) is
+// verified gone, the range is recycled: the next AllocateIdRange of any name
+// may get it. Otherwise it is never handed out again (files of those ids may
+// remain). DestroyQubeStorage calls this after removing the storage.
 Status ReleaseIdRange(const Layout& layout, const std::string& qube);
 // The qube's recorded range without allocating one (ENOENT if it has none).
 Result<IdRange> LookupIdRange(const Layout& layout, const std::string& qube);

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -75,17 +76,91 @@ TEST(IdRangeTest, StableUniqueAndPersistent) {
   EXPECT_EQ(doc["format"].get<int>(), 1);
 }
 
-TEST(IdRangeTest, ReleasedRangeIsNeverReused) {
+TEST(IdRangeTest, ReleasedRangeIsRecycledOnceItsStorageIsGone) {
   TempLayout t;
   IdRange a = *AllocateIdRange(t.layout(), "alpha");
+  IdRange other = *AllocateIdRange(t.layout(), "other");
   ASSERT_TRUE(ReleaseIdRange(t.layout(), "alpha"));
-  ASSERT_TRUE(ReleaseIdRange(t.layout(), "alpha"));  // idempotent
+  ASSERT_TRUE(ReleaseIdRange(t.layout(), "alpha"));  // idempotent: listed free once
+  auto doc = nlohmann::json::parse(Slurp(t.layout().state_dir + "/idmap.json"));
+  EXPECT_EQ(doc["free"], nlohmann::json::array({a.base}));
+  EXPECT_FALSE(doc["qubes"].contains("alpha"));
+  uint64_t next = doc["next_base"].get<uint64_t>();
+  // Another name gets the released base; next_base does not grow.
   IdRange b = *AllocateIdRange(t.layout(), "beta");
-  EXPECT_NE(a.base, b.base);
-  // Even the same name gets a fresh range after release.
-  IdRange a2 = *AllocateIdRange(t.layout(), "alpha");
-  EXPECT_NE(a2.base, a.base);
-  EXPECT_NE(a2.base, b.base);
+  EXPECT_EQ(b.base, a.base);
+  EXPECT_EQ(b.count, kIdsPerQube);
+  EXPECT_EQ(*LookupIdRange(t.layout(), "beta"), b);
+  doc = nlohmann::json::parse(Slurp(t.layout().state_dir + "/idmap.json"));
+  EXPECT_EQ(doc["free"], nlohmann::json::array());
+  EXPECT_EQ(doc["next_base"].get<uint64_t>(), next);
+  // With the free list empty, a new name grows next_base again.
+  IdRange c = *AllocateIdRange(t.layout(), "alpha");
+  EXPECT_EQ(c.base, next);
+  EXPECT_NE(c.base, other.base);
+  // Oldest released first.
+  ASSERT_TRUE(ReleaseIdRange(t.layout(), "other"));
+  ASSERT_TRUE(ReleaseIdRange(t.layout(), "alpha"));
+  EXPECT_EQ(AllocateIdRange(t.layout(), "d1")->base, other.base);
+  EXPECT_EQ(AllocateIdRange(t.layout(), "d2")->base, c.base);
+}
+
+TEST(IdRangeTest, RangeIsNotRecycledWhileStorageRemains) {
+  TempLayout t;
+  IdRange a = *AllocateIdRange(t.layout(), "alpha");
+  std::filesystem::create_directories(t.layout().QubeDir("alpha"));
+  ASSERT_TRUE(ReleaseIdRange(t.layout(), "alpha"));
+  EXPECT_FALSE(LookupIdRange(t.layout(), "alpha"));
+  IdRange b = *AllocateIdRange(t.layout(), "beta");
+  EXPECT_NE(b.base, a.base);
+
+  std::filesystem::create_directories(t.layout().ScratchDir("beta"));
+  ASSERT_TRUE(ReleaseIdRange(t.layout(), "beta"));
+  EXPECT_NE(AllocateIdRange(t.layout(), "gamma")->base, b.base);
+  auto doc = nlohmann::json::parse(Slurp(t.layout().state_dir + "/idmap.json"));
+  EXPECT_EQ(doc["free"], nlohmann::json::array());
+}
+
+TEST(IdRangeTest, DestroyQubeStorageRecyclesTheRange) {
+  if (::geteuid() != 0) GTEST_SKIP() << "EnsurePrivateVolume chowns into the range";
+  TempLayout t;
+  IdRange a = *AllocateIdRange(t.layout(), "disp1");
+  ASSERT_TRUE(EnsurePrivateVolume(t.layout(), "disp1", a));
+  ASSERT_TRUE(CreateScratch(t.layout(), "disp1"));
+  ASSERT_TRUE(DestroyQubeStorage(t.layout(), "disp1"));
+  EXPECT_EQ(AllocateIdRange(t.layout(), "disp2")->base, a.base);
+}
+
+TEST(IdRangeTest, ReadsFilesWithoutFreeAndKeepsTheFormat) {
+  TempLayout t;
+  // A file written before "free" existed.
+  Spit(t.layout().state_dir + "/idmap.json",
+       "{\"format\":1,\"next_base\":268566528,\"qubes\":{\"a\":268435456}}");
+  EXPECT_EQ(LookupIdRange(t.layout(), "a")->base, 268435456u);
+  EXPECT_EQ(AllocateIdRange(t.layout(), "b")->base, 268566528u);
+  // What we write stays format 1 with the fields an older reader needs.
+  auto doc = nlohmann::json::parse(Slurp(t.layout().state_dir + "/idmap.json"));
+  EXPECT_EQ(doc["format"], 1);
+  EXPECT_TRUE(doc["next_base"].is_number_unsigned());
+  EXPECT_TRUE(doc["qubes"].is_object());
+  EXPECT_TRUE(doc["free"].is_array());
+}
+
+TEST(IdRangeTest, RejectsACorruptFreeList) {
+  TempLayout t;
+  std::string path = t.layout().state_dir + "/idmap.json";
+  for (const char* bad : {
+           R"({"format":1,"next_base":268566528,"qubes":{"a":268435456},"free":[268435456]})",
+           R"({"format":1,"next_base":268566528,"qubes":{},"free":[268435456,268435456]})",
+           R"({"format":1,"next_base":268566528,"qubes":{},"free":[268566528]})",
+           R"({"format":1,"next_base":268566528,"qubes":{},"free":[5]})",
+           R"({"format":1,"next_base":268566528,"qubes":{},"free":{}})",
+       }) {
+    Spit(path, bad);
+    auto r = AllocateIdRange(t.layout(), "z");
+    ASSERT_FALSE(r) << bad;
+    EXPECT_THAT(r.error().ToString(), ::testing::HasSubstr("free")) << bad;
+  }
 }
 
 TEST(IdRangeTest, RejectsBadNameAndCorruptFile) {
