@@ -9,6 +9,8 @@
 //
 // Exit 0 on success, 1 on failure (message on stderr), 2 on usage errors.
 
+#include <sys/stat.h>
+
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -55,6 +57,16 @@ int RunBuild(const TemplateArgs& args) {
   } else if (args.from == "host") {
     options.source = storage::TemplateSource::kHost;
   } else {
+    // Anything else must name a directory; a typo ("--from busybx") is a
+    // usage error, not a missing file.
+    struct stat st {};
+    if (::stat(args.from.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      std::fprintf(stderr,
+                   "tessera template build: unknown source '%s': expected busybox, debootstrap, "
+                   "host or an existing directory\n",
+                   args.from.c_str());
+      return 2;
+    }
     options.source = storage::TemplateSource::kDirectory;
     options.directory = args.from;
   }

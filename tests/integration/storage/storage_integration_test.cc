@@ -428,6 +428,14 @@ TEST(TemplateCliTest, BuildListShowRemove) {
   r = RunShell(Env(t.layout()) + cli + " template build bb2 --from " + t.layout().TemplateRoot("bb"));
   EXPECT_EQ(r.status, 1);
   EXPECT_THAT(r.out, HasSubstr("inside the state directory"));
+  r = RunShell(Env(t.layout()) + cli + " template build t3 --from nosuch");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("unknown source 'nosuch': expected busybox, debootstrap, host or "
+                               "an existing directory"));
+  r = RunShell(Env(t.layout()) + cli + " template build t3 --from " + src + "/etc/motd");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_THAT(r.out, HasSubstr("unknown source '" + src + "/etc/motd'"));
+  EXPECT_FALSE(Exists(t.layout().TemplateDir("t3")));
   r = RunShell(Env(t.layout()) + cli + " template show nosuch");
   EXPECT_EQ(r.status, 1);
   EXPECT_THAT(r.out, HasSubstr("does not exist"));
