@@ -227,6 +227,15 @@ TEST_F(CellTest, SeccompDeniesDangerousSyscalls) {
       {{"settimeofday"}, "errno=1\n"},
       {{"clock_settime"}, "errno=1\n"},
       {{"swapon"}, "errno=1\n"},
+      {{"swapoff"}, "errno=1\n"},
+      {{"request_key"}, "errno=1\n"},
+      {{"kexec_file_load"}, "errno=1\n"},
+      {{"adjtimex"}, "errno=1\n"},
+      {{"acct"}, "errno=1\n"},
+      {{"syslog"}, "errno=1\n"},
+      {{"iopl"}, "errno=1\n"},
+      {{"fanotify_init"}, "errno=1\n"},
+      {{"io_uring_setup"}, "errno=1\n"},
       {{"personality", "0x0040000"}, "errno=1\n"},   // ADDR_NO_RANDOMIZE
       {{"personality", "0x0400000"}, "errno=1\n"},   // READ_IMPLIES_EXEC
       {{"personality", "0x80000000"}, "errno=1\n"},
@@ -240,6 +249,8 @@ TEST_F(CellTest, SeccompDeniesDangerousSyscalls) {
     EXPECT_EQ(r.out, row.expect) << "probe " << row.args[0] << ": " << r.err;
     EXPECT_EQ(r.code, 1) << row.args[0];
   }
+  // A foreign-ABI syscall (i386 int 0x80) kills the process (SIGSYS).
+  EXPECT_EQ(Run(cell, {"/probe", "int80"}).code, 128 + SIGSYS);
   // Harmless neighbours still work: the filter is not deny-everything.
   EXPECT_EQ(Run(cell, {"/probe", "personality", "0xffffffff"}).out, "ok\n");
   EXPECT_EQ(Run(cell, {"/probe", "personality", "8"}).out, "ok\n");  // PER_LINUX32
