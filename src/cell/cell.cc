@@ -496,6 +496,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   std::string overlay_options = "lowerdir=lower,upperdir=upper/u,workdir=upper/w,userxattr";
   std::string upper_size = std::to_string(spec.scratch_mib) + "m";
   std::string hostname = spec.hostname.empty() ? name : spec.hostname;
+  std::string identity_map = "0 0 " + std::to_string(ids.count) + "\n";
   std::string control_arg = "--control-fd=" + std::to_string(control.get());
   std::string argv0 = "tessera-agent";
   char* agent_argv[] = {argv0.data(), control_arg.data(), nullptr};
@@ -519,6 +520,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   plan.overlay_options = overlay_options.c_str();
   plan.upper_size = upper_size.c_str();
   plan.hostname = hostname.c_str();
+  plan.identity_map = identity_map.c_str();
   for (size_t i = 0; i < owned_mounts.size(); ++i) {
     plan.mounts.push_back({owned_mounts[i].get(), targets[i].c_str(), is_file[i]});
   }
@@ -536,8 +538,9 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   // clone3 like fork (no new stack), with a pidfd for race-free signalling.
   int pidfd_raw = -1;
   clone_args args{};
-  args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
-               CLONE_NEWNET | CLONE_PIDFD;
+  // Net, uts and ipc namespaces are made later by the child, inside the nested
+  // user namespace that locks its mounts (child_setup.cc step 12b).
+  args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_PIDFD;
   args.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
   args.exit_signal = SIGCHLD;
   // v2: born in its cgroup. v1 (or a kernel refusing CLONE_INTO_CGROUP): attached below.

@@ -4,6 +4,7 @@
 #include "cell/child_setup.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/close_range.h>
@@ -16,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -292,6 +294,7 @@ const char* StepName(int step) {
     case ChildStep::kMountSys: return "mount /sys";
     case ChildStep::kPivotRoot: return "pivot_root";
     case ChildStep::kDetachOldRoot: return "detach old root";
+    case ChildStep::kLockMounts: return "lock mounts (nested user namespace)";
     case ChildStep::kDropBoundingCaps: return "drop bounding capabilities";
     case ChildStep::kSetCaps: return "capset";
     case ChildStep::kNoNewPrivs: return "no_new_privs";
@@ -315,6 +318,65 @@ uint64_t DefaultDroppedCaps() {
   uint64_t mask = 0;
   for (int c : kDrop) mask |= uint64_t{1} << c;
   return mask;
+}
+
+// Writes `map` to /proc/1/<file> (the cell's init, seen from inside its pid
+// namespace). Returns false on any failure.
+bool WriteMapOfInit(const char* file, const char* map) {
+  char path[32] = "/proc/1/";
+  std::memcpy(path + 8, file, std::strlen(file) + 1);
+  int fd = ::open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  size_t len = std::strlen(map);
+  bool ok = ::write(fd, map, len) == static_cast<ssize_t>(len);
+  ::close(fd);
+  return ok;
+}
+
+// Moves the cell into a nested user namespace with fresh mount, network, uts
+// and ipc namespaces. The mount namespace copied into a less privileged user
+// namespace has every inherited mount locked by the kernel: the qube's root
+// can still mount new filesystems in its own namespace, but it can no longer
+// unmount a mask (/proc/sys, /proc/kcore, ...), remount a read-only bind
+// read-write, or clear nosuid/nodev/noexec. The identity map of the new
+// namespace (ids 0..65535 onto the same ids of the current one) can only be
+// written from the current namespace with CAP_SETUID there, so a helper
+// forked before the unshare writes it. Raw clone, not fork(): no libc atfork
+// handlers or locks in this child of a threaded parent.
+void EnterNestedUserNamespace(const ChildPlan& plan) {
+  // The set*id calls made us non-dumpable, which makes /proc/1/* owned by
+  // host root: unwritable for the helper. Dumpable while it works (exec
+  // recomputes the flag for the agent anyway).
+  Check(plan, ChildStep::kLockMounts, ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0));
+  int go[2];
+  Check(plan, ChildStep::kLockMounts, ::pipe2(go, O_CLOEXEC));
+  long helper = ::syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+  Check(plan, ChildStep::kLockMounts, helper);
+  if (helper == 0) {
+    ::close(go[1]);
+    char c;
+    if (::read(go[0], &c, 1) != 1) _exit(1);
+    if (!WriteMapOfInit("uid_map", plan.identity_map)) _exit(errno == 0 ? 2 : errno);
+    if (!WriteMapOfInit("gid_map", plan.identity_map)) _exit(errno == 0 ? 3 : errno);
+    _exit(0);
+  }
+  ::close(go[0]);
+  int unshared = ::unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC);
+  int unshare_errno = errno;
+  // Closing without writing tells a helper whose parent failed to give up.
+  if (unshared == 0) (void)!::write(go[1], "m", 1);
+  ::close(go[1]);
+  int status = 0;
+  long waited;
+  do {
+    waited = ::syscall(SYS_wait4, helper, &status, __WALL, nullptr);
+  } while (waited < 0 && errno == EINTR);
+  Check(plan, ChildStep::kLockMounts, ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0));
+  if (unshared != 0) Fail(plan, ChildStep::kLockMounts, unshare_errno);
+  // The helper's exit status is the errno of its failed step.
+  if (waited < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    Fail(plan, ChildStep::kLockMounts, waited < 0 || !WIFEXITED(status) ? ECHILD : WEXITSTATUS(status));
+  }
 }
 
 void RunChild(const ChildPlan& plan) {
@@ -351,18 +413,7 @@ void RunChild(const ChildPlan& plan) {
   //    already made shared mounts slaves; private is stricter).
   Check(plan, ChildStep::kMakeMountsPrivate, ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr));
 
-  // 6. Identity and network of the new uts/net namespaces.
-  Check(plan, ChildStep::kSetHostname, ::sethostname(plan.hostname, std::strlen(plan.hostname)));
-  {
-    int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    Check(plan, ChildStep::kLoopbackUp, s);
-    ifreq ifr{};
-    std::memcpy(ifr.ifr_name, "lo", 3);
-    Check(plan, ChildStep::kLoopbackUp, ::ioctl(s, SIOCGIFFLAGS, &ifr));
-    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
-    Check(plan, ChildStep::kLoopbackUp, ::ioctl(s, SIOCSIFFLAGS, &ifr));
-    ::close(s);
-  }
+  // 6. (Hostname and loopback: step 12b, in the namespaces the qube's root owns.)
 
   // 7. The root filesystem, assembled under mnt/root in our own mount namespace.
   if (plan.overlay) {
@@ -430,6 +481,21 @@ void RunChild(const ChildPlan& plan) {
   Check(plan, ChildStep::kDetachOldRoot, ::umount2(".", MNT_DETACH));
   Check(plan, ChildStep::kDetachOldRoot, ::chdir("/"));
   ::close(root_fd);
+
+  // 12b. Lock every mount made above, in new user/mount/net/uts/ipc
+  //      namespaces; then the identity and network of the new uts/net ones.
+  EnterNestedUserNamespace(plan);
+  Check(plan, ChildStep::kSetHostname, ::sethostname(plan.hostname, std::strlen(plan.hostname)));
+  {
+    int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    Check(plan, ChildStep::kLoopbackUp, s);
+    ifreq ifr{};
+    std::memcpy(ifr.ifr_name, "lo", 3);
+    Check(plan, ChildStep::kLoopbackUp, ::ioctl(s, SIOCGIFFLAGS, &ifr));
+    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+    Check(plan, ChildStep::kLoopbackUp, ::ioctl(s, SIOCSIFFLAGS, &ifr));
+    ::close(s);
+  }
 
   // 13. Privileges last-but-one: everything above needed CAP_SYS_ADMIN in the
   //     user namespace.

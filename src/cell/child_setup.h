@@ -41,6 +41,7 @@ enum class ChildStep : int {
   kMountSys,
   kPivotRoot,
   kDetachOldRoot,
+  kLockMounts,
   kDropBoundingCaps,
   kSetCaps,
   kNoNewPrivs,
@@ -71,6 +72,7 @@ struct ChildPlan {
   const char* overlay_options = nullptr;  // "lowerdir=lower,upperdir=upper/u,..."
   const char* upper_size = nullptr;       // tmpfs size of the upper, e.g. "512m"
   const char* hostname = nullptr;
+  const char* identity_map = nullptr;     // "0 0 65536\n": the nested user namespace's maps
   std::vector<PreparedMount> mounts;      // dev nodes, /home, /rw, host binds
   int agent_fd = -1;
   char* const* agent_argv = nullptr;

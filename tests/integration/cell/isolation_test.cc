@@ -355,6 +355,27 @@ TEST_F(CellTest, ForkBombIsContained) {
   ASSERT_TRUE(cell.Stop());
 }
 
+TEST_F(CellTest, InheritedMountsAreLockedButOwnMountsWork) {
+  Cell cell = MustStart(Spec("locked"));
+  // A read-only host bind cannot be remounted read-write...
+  RunResult remount = Sh(cell, "mount -o remount,rw,bind /probe 2>&1; echo rc=$?");
+  EXPECT_THAT(remount.out, ::testing::Not(HasSubstr("rc=0"))) << remount.out;
+  EXPECT_THAT(Sh(cell, "grep ' /probe ' /proc/self/mountinfo").out, HasSubstr(" ro,"));
+  // ... nor can a mask over /proc be taken away (it would reveal /proc/sys rw)
+  // or the nosuid/nodev flags of the private volume be cleared.
+  EXPECT_THAT(Sh(cell, "umount /proc/sys 2>&1; umount -l /proc/sys 2>&1; echo rc=$?").out,
+              ::testing::Not(HasSubstr("rc=0")));
+  EXPECT_THAT(Sh(cell, "grep ' /proc/sys ' /proc/self/mountinfo").out, HasSubstr(" ro,"));
+  EXPECT_THAT(Sh(cell, "mount -o remount,bind,suid,dev /rw 2>&1; echo rc=$?").out,
+              ::testing::Not(HasSubstr("rc=0")));
+  // The qube's root still mounts new filesystems in its own namespace.
+  EXPECT_EQ(Sh(cell, "mount -t tmpfs none /mnt && touch /mnt/x && umount /mnt && echo ok").out, "ok\n");
+  // And owns its uts and net namespaces.
+  EXPECT_EQ(Sh(cell, "hostname renamed && hostname && ip link set lo down && ip link set lo up && echo ok").out,
+            "renamed\nok\n");
+  ASSERT_TRUE(cell.Stop());
+}
+
 TEST_F(CellTest, DevHasOnlyAllowedNodesAndProcIsMasked) {
   Cell cell = MustStart(Spec("devs"));
   EXPECT_EQ(Sh(cell, "ls /dev | tr '\\n' ' '").out,
