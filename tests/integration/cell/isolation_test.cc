@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -352,6 +353,23 @@ TEST_F(CellTest, ForkBombIsContained) {
   ASSERT_EQ(::waitpid(p, &status, 0), p);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   EXPECT_EQ(Sh(cell, "echo alive").out, "alive\n");
+  ASSERT_TRUE(cell.Stop());
+}
+
+TEST_F(CellTest, HostTemplateShowsHostUsrRootOwnedAndLockedReadOnly) {
+  storage::TemplateBuildOptions options;
+  options.source = storage::TemplateSource::kHost;
+  auto built = storage::BuildTemplate(layout_, "hostt", options);
+  ASSERT_TRUE(built) << built.error().ToString();
+  CellSpec spec = Spec("hostapp");
+  spec.template_name = "hostt";
+  Cell cell = MustStart(spec);
+  // The host's programs run, and their files appear owned by the qube's root.
+  EXPECT_EQ(Sh(cell, "stat -c %u:%g /usr/bin/env && /usr/bin/env true && echo ran").out, "0:0\nran\n");
+  // Read-only, and the qube's root cannot make it writable.
+  EXPECT_THAT(Sh(cell, "touch /usr/tessera-x 2>&1; echo rc=$?").out, HasSubstr("rc=1"));
+  EXPECT_THAT(Sh(cell, "mount -o remount,rw,bind /usr 2>&1; echo rc=$?").out, Not(HasSubstr("rc=0")));
+  EXPECT_FALSE(std::filesystem::exists("/usr/tessera-x"));
   ASSERT_TRUE(cell.Stop());
 }
 
