@@ -309,6 +309,12 @@ int Run(int control_fd) {
       if (conn < 0) continue;
       pid_t pid = ::fork();
       if (pid == 0) {
+        // Only the agent itself is shielded from the OOM killer (the host set
+        // it to -999); its handlers and their commands are ordinary.
+        if (int adj = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); adj >= 0) {
+          (void)!::write(adj, "0", 1);
+          ::close(adj);
+        }
         ::close(control_fd);
         sfd.reset();
         sigset_t keep;

@@ -604,6 +604,19 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   // from here on is charged and limited.
   clock.Mark("idmount");
   if (!attached) TRY_CTX(cgroups->Attach(pid), ctx("attach to cgroups"));
+  // The agent is the cell's last resort for the OOM killer: an OOM inside
+  // the cell should take the process that ate the memory, not the whole cell.
+  // Its command handlers reset themselves to 0 (raising needs no privilege).
+  // Best effort: lowering the score needs CAP_SYS_RESOURCE, which some
+  // container hosts withhold even from root.
+  {
+    std::string path = "/proc/" + std::to_string(pid) + "/oom_score_adj";
+    UniqueFd adj(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!adj || ::write(adj.get(), "-999", 4) != 4) {
+      Log(LogLevel::kDebug, "agent oom_score_adj not lowered",
+          {{"qube", name}, {"errno", std::to_string(errno)}});
+    }
+  }
   clock.Mark("attach");
   char go = 1;
   if (::send(sync_parent.get(), &go, 1, MSG_NOSIGNAL) != 1) {

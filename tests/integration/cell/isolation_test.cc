@@ -3,6 +3,8 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <linux/capability.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -330,6 +332,14 @@ TEST_F(CellTest, MemoryLimitKillsOnlyTheCellsProcess) {
   // The cell (its agent) survived and still runs commands; the host too.
   EXPECT_TRUE(cell.Running());
   EXPECT_EQ(Sh(cell, "echo alive").out, "alive\n");
+  // The agent is the OOM killer's last resort (where the host may lower
+  // scores: CAP_SYS_RESOURCE); commands are ordinary.
+  if (::prctl(PR_CAPBSET_READ, CAP_SYS_RESOURCE) == 1) {
+    EXPECT_EQ(Sh(cell, "cat /proc/1/oom_score_adj").out, "-999\n");
+  } else {
+    std::printf("note: no CAP_SYS_RESOURCE on this host: agent oom_score_adj not checked\n");
+  }
+  EXPECT_EQ(Sh(cell, "cat /proc/self/oom_score_adj").out, "0\n");
   ASSERT_TRUE(cell.Stop());
 }
 
