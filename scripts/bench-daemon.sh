@@ -19,6 +19,10 @@ T=$(readlink -f "$BUILD/tessera")
 
 ROOT=$(mktemp -d /tmp/tessera-bench-XXXXXX)
 export TESSERA_STATE_DIR=$ROOT/state TESSERA_RUNTIME_DIR=$ROOT/run
+# The runtime dir on tmpfs, as /run/tessera is on real hosts.
+mkdir -p "$ROOT/run"
+RUN_TMPFS=0
+mount -t tmpfs -o mode=0755,size=512m tessera-bench "$ROOT/run" && RUN_TMPFS=1
 DAEMON=
 cleanup() {
   set +e
@@ -26,6 +30,7 @@ cleanup() {
     "$T" kill --all >/dev/null 2>&1
     kill "$DAEMON" 2>/dev/null; wait "$DAEMON" 2>/dev/null
   fi
+  [ "$RUN_TMPFS" = 1 ] && umount -l "$ROOT/run"
   rm -rf --one-file-system "$ROOT"
 }
 trap cleanup EXIT

@@ -1,14 +1,17 @@
-// `tessera daemon`: runs tesserad in the foreground (docs/DAEMON.md).
+// `tessera daemon`: runs tesserad in the foreground (docs/DAEMON.md). The
+// daemon is its own executable beside this one (it alone links libsystemd);
+// this verb execs it with the same flags.
 
-#include <sys/stat.h>
+#include <limits.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
-#include <cstdlib>
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "cli/command.h"
-#include "common/paths.h"
-#include "daemon/daemon.h"
 
 namespace tessera::cli {
 namespace {
@@ -21,33 +24,31 @@ struct DaemonFlags {
   unsigned stop_grace_ms = 5000;
 };
 
-int RunDaemonCommand(const CliContext& ctx, const DaemonFlags& flags) {
-  daemon::DaemonOptions options;
-  options.layout = storage::Layout::FromEnvironment();
-  options.use_example = flags.example;
-  if (!flags.example) {
-    options.config_path = ConfigPath(ctx.config_flag);
-    struct stat st;
-    if (::stat(options.config_path.c_str(), &st) != 0) {
-      std::fprintf(stderr,
-                   "tessera daemon: no system description at %s\n"
-                   "Pass --config FILE (or set TESSERA_CONFIG), or use --example for the "
-                   "built-in example system.\n",
-                   options.config_path.c_str());
-      return 1;
-    }
-  }
-  options.admin_group = flags.admin_group;
-  char* end = nullptr;
-  unsigned long mode = std::strtoul(flags.socket_mode.c_str(), &end, 8);
-  if (end == flags.socket_mode.c_str() || *end != '\0' || mode > 0777) {
-    std::fprintf(stderr, "tessera daemon: --socket-mode must be octal, e.g. 0660\n");
-    return kExitUsage;
-  }
-  options.socket_mode = static_cast<mode_t>(mode);
-  options.autostart = !flags.no_autostart;
-  options.stop_grace = std::chrono::milliseconds(flags.stop_grace_ms);
-  return daemon::RunDaemon(options);
+// tesserad beside this executable (build dir or install prefix).
+std::string TesseradPath() {
+  char exe[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0) return "tesserad";
+  exe[n] = '\0';
+  std::string dir(exe);
+  return dir.substr(0, dir.rfind('/')) + "/tesserad";
+}
+
+int ExecDaemon(const CliContext& ctx, const DaemonFlags& flags) {
+  std::vector<std::string> args = {"tesserad"};
+  if (!ctx.config_flag.empty()) args.insert(args.end(), {"--config", ctx.config_flag});
+  if (flags.example) args.push_back("--example");
+  if (flags.no_autostart) args.push_back("--no-autostart");
+  args.insert(args.end(), {"--admin-group", flags.admin_group, "--socket-mode", flags.socket_mode,
+                           "--stop-grace-ms", std::to_string(flags.stop_grace_ms)});
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::string path = TesseradPath();
+  std::fflush(nullptr);
+  ::execv(path.c_str(), argv.data());
+  std::fprintf(stderr, "tessera daemon: cannot run %s: %s\n", path.c_str(), std::strerror(errno));
+  return 125;
 }
 
 void Register(CLI::App& app, CliContext& ctx) {
@@ -63,7 +64,7 @@ void Register(CLI::App& app, CliContext& ctx) {
                   "non-admins; 0660 adds a kernel check but refusals are not audited)");
   cmd->add_option("--stop-grace-ms", flags.stop_grace_ms,
                   "How long `stop` waits before killing (default 5000)");
-  cmd->callback([&ctx] { ctx.exit_code = RunDaemonCommand(ctx, flags); });
+  cmd->callback([&ctx] { ctx.exit_code = ExecDaemon(ctx, flags); });
 }
 
 const CommandRegistration kRegistration("daemon", Register);

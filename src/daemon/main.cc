@@ -1,0 +1,83 @@
+// tesserad: the daemon executable. `tessera daemon` execs it with the same
+// flags, so the everyday CLI does not load libsystemd and starts faster
+// (docs/DAEMON.md "Binaries").
+
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "common/paths.h"
+#include "daemon/daemon.h"
+
+namespace {
+
+constexpr int kExitUsage = 2;
+
+struct Flags {
+  std::string config;
+  bool example = false;
+  bool no_autostart = false;
+  std::string admin_group = "tessera";
+  std::string socket_mode = "0666";
+  unsigned stop_grace_ms = 5000;
+};
+
+int Run(const Flags& flags) {
+  using namespace tessera;
+  daemon::DaemonOptions options;
+  options.layout = storage::Layout::FromEnvironment();
+  options.use_example = flags.example;
+  if (!flags.example) {
+    options.config_path = ConfigPath(flags.config);
+    struct stat st;
+    if (::stat(options.config_path.c_str(), &st) != 0) {
+      std::fprintf(stderr,
+                   "tessera daemon: no system description at %s\n"
+                   "Pass --config FILE (or set TESSERA_CONFIG), or use --example for the "
+                   "built-in example system.\n",
+                   options.config_path.c_str());
+      return 1;
+    }
+  }
+  options.admin_group = flags.admin_group;
+  char* end = nullptr;
+  unsigned long mode = std::strtoul(flags.socket_mode.c_str(), &end, 8);
+  if (end == flags.socket_mode.c_str() || *end != '\0' || mode > 0777) {
+    std::fprintf(stderr, "tessera daemon: --socket-mode must be octal, e.g. 0660\n");
+    return kExitUsage;
+  }
+  options.socket_mode = static_cast<mode_t>(mode);
+  options.autostart = !flags.no_autostart;
+  options.stop_grace = std::chrono::milliseconds(flags.stop_grace_ms);
+  return daemon::RunDaemon(options);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tesserad: owns every qube of the system description (also: `tessera daemon`)"};
+  Flags flags;
+  app.add_option("--config", flags.config,
+                 "System description (TOML, JSON or Nix); default $TESSERA_CONFIG or "
+                 "/etc/tessera/system.toml");
+  app.add_flag("--example", flags.example, "Run the built-in example system");
+  app.add_flag("--no-autostart", flags.no_autostart, "Do not start autostart qubes");
+  app.add_option("--admin-group", flags.admin_group,
+                 "Group whose members may use the admin socket (default tessera)");
+  app.add_option("--socket-mode", flags.socket_mode,
+                 "Mode of R/admin.sock (default 0666: the daemon itself refuses and audits "
+                 "non-admins; 0660 adds a kernel check but refusals are not audited)");
+  app.add_option("--stop-grace-ms", flags.stop_grace_ms,
+                 "How long `stop` waits before killing (default 5000)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : kExitUsage;
+  }
+  return Run(flags);
+}
