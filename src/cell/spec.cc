@@ -86,7 +86,7 @@ Result<CellSpec> DisposableSpecFromConfig(const config::System& system,
     return Err(Error("no qube named \"" + std::string(dvm_template) + "\" in the system", ENOENT));
   }
   if (q->klass != config::QubeClass::kDisposableTemplate) {
-    return Err(Error("qube " + q->name + " is a " + std::string(config::ToString(q->klass)) +
+    return Err(Error("qube " + q->name + " is of class " + std::string(config::ToString(q->klass)) +
                          ", not a disposable template",
                      EINVAL));
   }

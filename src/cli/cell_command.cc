@@ -63,7 +63,8 @@ Result<storage::TemplateBuildOptions> BuildOptionsFor(const std::string& source)
 // exist yet (a fresh state directory), and says so.
 Status EnsureTemplate(const storage::Layout& layout, const config::System& system,
                       const cell::CellSpec& spec) {
-  if (spec.root == cell::RootKind::kStandalone) return Ok();
+  // A standalone qube needs its template only for the first copy of its root.
+  if (spec.root == cell::RootKind::kStandalone && spec.template_name.empty()) return Ok();
   auto info = storage::ReadTemplateInfo(layout, spec.template_name);
   if (info) return Ok();
   if (info.error().errno_value() != ENOENT) return Err(std::move(info).error());
@@ -187,6 +188,10 @@ void Register(CLI::App& app, CliContext& ctx) {
                 "destroyed afterwards");
   run->add_option("qube", args->qube, "Qube name (from the system description)")->required();
   run->add_option("command", args->command, "Command and arguments, after --")->required();
+  run->footer(
+      "Usage: tessera [--config FILE] cell run [--dispvm] QUBE -- CMD [ARG...]\n"
+      "The system description comes from --config (before `cell`), else $TESSERA_CONFIG, else\n"
+      "/etc/tessera/system.toml. Put -- before CMD when it has options of its own.");
   run->callback([args, &ctx] { ctx.exit_code = Run(*args, ctx); });
 }
 
