@@ -136,6 +136,43 @@ void BM_DisposableVsBwrap(benchmark::State& state) {
 }
 BENCHMARK(BM_DisposableVsBwrap)->Iterations(60)->Unit(benchmark::kMillisecond);
 
+// `/bin/true` in an already running cell (what `tessera run work true` costs
+// below the daemon): median and p99 over 200 runs.
+void BM_ExecInRunningCell(benchmark::State& state) {
+  if (::geteuid() != 0) {
+    state.SkipWithError("needs root");
+    return;
+  }
+  BenchEnv env;
+  CellSpec spec;
+  spec.name = "execbench";
+  spec.template_name = "base";
+  spec.disposable = true;
+  spec.agent_path = AgentPath();
+  auto cell = Cell::Start(env.layout, spec);
+  if (!cell) {
+    state.SkipWithError(cell.error().ToString().c_str());
+    return;
+  }
+  std::vector<double> ms;
+  for (auto _ : state) {
+    ExecRequest req;
+    req.argv = {"/bin/true"};
+    auto t0 = std::chrono::steady_clock::now();
+    auto code = cell->Exec(req);
+    ms.push_back(Ms(std::chrono::steady_clock::now() - t0));
+    if (!code || *code != 0) {
+      state.SkipWithError("exec failed");
+      break;
+    }
+  }
+  std::sort(ms.begin(), ms.end());
+  state.counters["median_ms"] = Median(ms);
+  state.counters["p99_ms"] = ms.empty() ? 0 : ms[ms.size() * 99 / 100];
+  (void)cell->Stop(std::chrono::seconds(2));
+}
+BENCHMARK(BM_ExecInRunningCell)->Iterations(200)->Unit(benchmark::kMillisecond);
+
 // Sum of "Key: N kB" lines of /proc/<pid>/smaps_rollup.
 double SmapsKb(pid_t pid, const std::string& key) {
   auto text = ReadFile("/proc/" + std::to_string(pid) + "/smaps_rollup", 1 << 16);
