@@ -35,6 +35,9 @@ LoadSpec DirectorySpec(const PolicyDirs& dirs) {
   }
   spec.dirs.push_back({dirs.policy_dir, "", /*optional=*/false});
   spec.compat_dir = dirs.compat_dir;
+  // Legacy files are named by their SERVICE+ARG file name, as in-memory
+  // compat files are (LoadMemory).
+  if (!dirs.compat_dir.empty()) spec.extra_display_roots.push_back({dirs.compat_dir, ""});
   return spec;
 }
 
@@ -61,6 +64,37 @@ std::string_view Suffix(std::string_view name) {
   const size_t dot = name.rfind('.');
   if (dot == std::string_view::npos || dot == 0 || dot + 1 == name.size()) return {};
   return name.substr(dot);
+}
+
+// Python's str(PurePosixPath(path)): "//" and "." parts removed, ".." kept.
+std::string PurePosixPath(std::string_view path) {
+  std::string out;
+  if (path.starts_with("//") && !path.starts_with("///")) {
+    out = "//";
+  } else if (path.starts_with('/')) {
+    out = "/";
+  }
+  const size_t root = out.size();
+  size_t i = 0;
+  while (i <= path.size()) {
+    size_t j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    const std::string_view part = path.substr(i, j - i);
+    if (!part.empty() && part != ".") {
+      if (out.size() > root) out += '/';
+      out += part;
+    }
+    i = j + 1;
+  }
+  if (out.empty()) out = ".";
+  return out;
+}
+
+// The include paths Qubes' StringPolicy accepts: NAME or include/NAME.
+bool IsNameOrIncludeName(std::string_view key) {
+  const size_t slash = key.find('/');
+  if (slash == std::string_view::npos) return true;
+  return key.starts_with("include/") && key.find('/', slash + 1) == std::string_view::npos;
 }
 
 std::string JoinPath(std::string_view dir, std::string_view name) {
@@ -240,16 +274,23 @@ class PolicyBuilder {
     return true;
   }
 
+  // Calls fn(line, lineno) for each line, without its line end.
   template <class Fn>
-  static void ForEachLine(std::string_view text, Fn&& fn) {
+  void ForEachLine(std::string_view text, Fn&& fn) const {
+    const bool universal = spec_.flavor == LoadSpec::Flavor::kFilePolicy;
+    const char* ends = universal ? "\r\n" : "\n";
     int lineno = 0;
     size_t pos = 0;
     while (pos < text.size()) {
-      size_t end = text.find('\n', pos);
+      size_t end = text.find_first_of(ends, pos);
       if (end == std::string_view::npos) end = text.size();
       ++lineno;
       if (!fn(text.substr(pos, end - pos), lineno)) return;
       pos = end + 1;
+      if (universal && end < text.size() && text[end] == '\r' && pos < text.size() &&
+          text[pos] == '\n') {
+        ++pos;
+      }
     }
   }
 
@@ -258,6 +299,13 @@ class PolicyBuilder {
   std::optional<std::string> ResolveInclude(const std::string& base, std::string_view param,
                                             PolicyFileSystem::Kind want, const std::string& from,
                                             int line) {
+    if (spec_.flavor == LoadSpec::Flavor::kStringPolicy && !compat_ &&
+        want == PolicyFileSystem::Kind::kFile && !IsNameOrIncludeName(PurePosixPath(param))) {
+      AddError(ErrorKind::kSyntax, from, line,
+               "invalid path " + std::string(param) +
+                   ", only NAME and include/NAME can be included in an in-memory policy");
+      return std::nullopt;
+    }
     std::string path = fs_.Resolve(base, param);
     if (fs_.Stat(path) != want) {
       AddError(ErrorKind::kSyntax, from, line,
@@ -478,6 +526,7 @@ tl::expected<Policy, std::vector<LoadError>> Policy::LoadMemory(
   spec.entry_files = {"__main__"};
   spec.compat_dir = std::string(kCompatDir);
   spec.extra_display_roots = {{std::string(kCompatDir), ""}};
+  spec.flavor = LoadSpec::Flavor::kStringPolicy;
   return Load(fs, spec);
 }
 

@@ -82,6 +82,18 @@ struct LoadSpec {
   std::string compat_dir;
   // Display names for files outside `dirs` (e.g. compat files): prefix to strip.
   std::vector<TopDir> extra_display_roots;
+  // Which Qubes loader the reading follows.
+  enum class Flavor {
+    // FilePolicy (files on disk): lines end at "\n", "\r\n" or a lone "\r"
+    // (Python's universal newlines); any include path.
+    kFilePolicy,
+    // StringPolicy (in-memory): lines end at "\n" only; the path of !include
+    // and !include-service (outside !compat-4.0), after removing "//" and "."
+    // parts, must be a plain NAME or exactly include/NAME. ".." is not
+    // collapsed, so "a/../x" is refused too. Anything else is a syntax error.
+    kStringPolicy,
+  };
+  Flavor flavor = Flavor::kFilePolicy;
 };
 
 struct PolicyDirs {

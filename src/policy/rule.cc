@@ -8,8 +8,36 @@ namespace tessera::policy {
 namespace {
 
 // Python's str.isspace() for ASCII (str.split()/strip() use it).
-constexpr bool IsSpace(char c) {
+constexpr bool IsAsciiSpace(char c) {
   return c == ' ' || (c >= '\t' && c <= '\r') || (c >= '\x1c' && c <= '\x1f');
+}
+
+// Length of the whitespace character (Python's str.isspace()) that starts at
+// `s[i]`, written in UTF-8, or 0. Beyond ASCII: U+0085, U+00A0, U+1680,
+// U+2000..U+200A, U+2028, U+2029, U+202F, U+205F, U+3000.
+constexpr size_t SpaceAt(std::string_view s, size_t i) {
+  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = b(i);
+  if (c < 0x80) return IsAsciiSpace(static_cast<char>(c)) ? 1 : 0;
+  const size_t left = s.size() - i;
+  if (c == 0xC2 && left >= 2) return (b(i + 1) == 0x85 || b(i + 1) == 0xA0) ? 2 : 0;
+  if (left < 3) return 0;
+  const unsigned c1 = b(i + 1), c2 = b(i + 2);
+  if (c == 0xE1) return (c1 == 0x9A && c2 == 0x80) ? 3 : 0;
+  if (c == 0xE2 && c1 == 0x80) {
+    return (c2 <= 0x8A && c2 >= 0x80) || c2 == 0xA8 || c2 == 0xA9 || c2 == 0xAF ? 3 : 0;
+  }
+  if (c == 0xE2) return (c1 == 0x81 && c2 == 0x9F) ? 3 : 0;
+  if (c == 0xE3) return (c1 == 0x80 && c2 == 0x80) ? 3 : 0;
+  return 0;
+}
+
+// Length of the whitespace character that ends `s`, or 0.
+constexpr size_t SpaceAtEnd(std::string_view s) {
+  for (size_t len = 1; len <= 3 && len <= s.size(); ++len) {
+    if (SpaceAt(s, s.size() - len) == len) return len;
+  }
+  return 0;
 }
 
 bool IsRpcNameChar(char c) {
@@ -142,16 +170,18 @@ void SplitFields(std::string_view line, std::vector<std::string_view>& out) {
   out.clear();
   size_t i = 0;
   while (i < line.size()) {
-    while (i < line.size() && IsSpace(line[i])) ++i;
+    size_t n;
+    while (i < line.size() && (n = SpaceAt(line, i)) != 0) i += n;
     const size_t start = i;
-    while (i < line.size() && !IsSpace(line[i])) ++i;
+    while (i < line.size() && SpaceAt(line, i) == 0) ++i;
     if (i > start) out.push_back(line.substr(start, i - start));
   }
 }
 
 std::string_view StripSpace(std::string_view s) {
-  while (!s.empty() && IsSpace(s.front())) s.remove_prefix(1);
-  while (!s.empty() && IsSpace(s.back())) s.remove_suffix(1);
+  size_t n;
+  while (!s.empty() && (n = SpaceAt(s, 0)) != 0) s.remove_prefix(n);
+  while (!s.empty() && (n = SpaceAtEnd(s)) != 0) s.remove_suffix(n);
   return s;
 }
 

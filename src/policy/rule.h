@@ -45,7 +45,8 @@ struct Rule {
   bool operator==(const Rule&) const = default;
 };
 
-// Splits on runs of ASCII whitespace, as Python's str.split() does.
+// Splits on runs of whitespace, as Python's str.split() does (ASCII and the
+// Unicode spaces, in UTF-8); StripSpace is str.strip().
 std::vector<std::string_view> SplitFields(std::string_view line);
 void SplitFields(std::string_view line, std::vector<std::string_view>& out);
 std::string_view StripSpace(std::string_view s);

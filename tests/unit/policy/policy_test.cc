@@ -196,6 +196,33 @@ TEST(PolicyLoad, Compat40FromRealLegacyDir) {
   EXPECT_EQ(p->rules()[1].line, 0);
   EXPECT_EQ(p->rules()[2].target.text, "@adminvm");
   EXPECT_FALSE(p->rules()[3].argument.has_value());
+  // Legacy files are named relative to the legacy dir, implicit denies included.
+  EXPECT_EQ(p->Where(p->rules()[0]), "test.S+arg:1");
+  EXPECT_EQ(p->Where(p->rules()[1]), "test.S+arg:0");
+  EXPECT_EQ(p->Where(p->rules()[3]), "test.S:1");
+}
+
+TEST(PolicyLoad, LineEndsAndSpacesAsPython) {
+  TempDir t;
+  // Files on disk are read with universal newlines: a lone CR ends a line.
+  t.Write("etc/50-cr.policy", "t.A * @anyvm @anyvm deny\rt.B * @anyvm @anyvm allow\r\n"
+                              "t.C * @anyvm @anyvm deny\r");
+  // U+00A0 and U+3000 separate fields and are stripped, as str.split() does.
+  t.Write("etc/60-nbsp.policy", "\xe3\x80\x80t.D * @anyvm\xc2\xa0@anyvm allow\xc2\xa0\n");
+  auto p = LoadPolicyDirs({t.path() + "/etc", "", ""});
+  ASSERT_TRUE(p) << p.error()[0].ToString();
+  std::vector<std::string> where;
+  for (const auto& r : p->rules()) where.push_back(p->Where(r) + " " + *r.service);
+  EXPECT_THAT(where, ElementsAre("50-cr.policy:1 t.A", "50-cr.policy:2 t.B", "50-cr.policy:3 t.C",
+                                 "60-nbsp.policy:1 t.D"));
+  EXPECT_EQ(p->rules()[3].target.text, "@anyvm");
+  // In memory (StringPolicy reads through StringIO) only LF ends a line, so
+  // this is one line with too many fields.
+  EXPECT_FALSE(Policy::LoadMemory({{"__main__", "t.A * @anyvm @anyvm deny\rt.B * @anyvm @anyvm allow"}}));
+  // Other non-ASCII bytes are part of a field.
+  auto q = Policy::LoadMemory({{"__main__", "t.E * w\xe2\x80\x8bx @anyvm allow"}});
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->rules()[0].source.text, "w\xe2\x80\x8bx");
 }
 
 TEST(PolicyLoad, RejectsHugeExpansion) {
