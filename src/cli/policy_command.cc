@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,10 +24,11 @@
 namespace tessera::cli {
 namespace {
 
-using nlohmann::json;
+// `policy eval` prints its keys in the documented order (docs/POLICY.md).
+using json = nlohmann::ordered_json;
 
 struct PolicyOptions {
-  std::string policy_dir = std::string(kDefaultPolicyDir);
+  std::string policy_dir;   // default: the system description's, or /etc/tessera/policy.d
   std::string runtime_dir;  // default: $TESSERA_RUNTIME_DIR/policy.d
   std::string compat_dir = "/etc/tessera/policy";
   std::string system_file;
@@ -35,7 +38,9 @@ struct PolicyOptions {
 };
 
 void AddDirOptions(CLI::App* cmd, PolicyOptions& opts) {
-  cmd->add_option("--policy-dir", opts.policy_dir, "Policy directory (default /etc/tessera/policy.d)");
+  cmd->add_option("--policy-dir", opts.policy_dir,
+                  "Policy directory (default: policy_dir of the system description when "
+                  "--config or TESSERA_CONFIG is given, else /etc/tessera/policy.d)");
   cmd->add_option("--runtime-dir", opts.runtime_dir,
                   "Runtime policy directory, searched first (default $TESSERA_RUNTIME_DIR/policy.d, "
                   "i.e. /run/tessera/policy.d)");
@@ -54,16 +59,60 @@ void AddRequestOptions(CLI::App* cmd, PolicyOptions& opts) {
       ->required();
 }
 
-policy::PolicyDirs Dirs(const PolicyOptions& opts) {
+// The system description, loaded at most once per command.
+class ConfigCache {
+ public:
+  explicit ConfigCache(const CliContext& ctx) : ctx_(ctx) {}
+  // Whether a description was named (--config or TESSERA_CONFIG).
+  bool Given() const {
+    const char* env = std::getenv("TESSERA_CONFIG");
+    return !ctx_.config_flag.empty() || (env != nullptr && *env != '\0');
+  }
+  std::string Path() const { return ConfigPath(ctx_.config_flag); }
+  // The validated description, or nullptr after printing why not.
+  const config::System* Get() {
+    if (!outcome_) {
+      outcome_ = config::LoadSystem(Path());
+      if (!outcome_->system) {
+        std::fprintf(stderr, "tessera policy: system description %s is not usable:\n",
+                     Path().c_str());
+        for (const auto& d : outcome_->diagnostics) std::fprintf(stderr, "%s\n", d.ToString().c_str());
+      }
+    }
+    return outcome_->system ? &*outcome_->system : nullptr;
+  }
+
+ private:
+  const CliContext& ctx_;
+  std::optional<config::LoadOutcome> outcome_;
+};
+
+// The directories to read; nullopt after printing why they are not known.
+std::optional<policy::PolicyDirs> Dirs(const PolicyOptions& opts, ConfigCache& config) {
   policy::PolicyDirs dirs;
   dirs.policy_dir = opts.policy_dir;
+  if (dirs.policy_dir.empty()) {
+    if (config.Given()) {
+      const config::System* system = config.Get();
+      if (system == nullptr) {
+        std::fprintf(stderr, "tessera policy: (or give --policy-dir)\n");
+        return std::nullopt;
+      }
+      dirs.policy_dir = system->policy_dir;
+    } else {
+      dirs.policy_dir = std::string(kDefaultPolicyDir);
+    }
+  }
   dirs.runtime_dir = opts.runtime_dir.empty() ? RuntimeDir() + "/policy.d" : opts.runtime_dir;
   dirs.compat_dir = opts.compat_dir;
   return dirs;
 }
 
-int RunCheck(const PolicyOptions& opts) {
-  auto loaded = policy::LoadPolicyDirs(Dirs(opts));
+int RunCheck(const PolicyOptions& opts, const CliContext& ctx) {
+  ConfigCache config(ctx);
+  const auto dirs = Dirs(opts, config);
+  if (!dirs) return kExitUsage;
+  auto loaded = policy::LoadPolicyDirs(*dirs);
   if (!loaded) {
     for (const auto& e : loaded.error()) std::fprintf(stderr, "%s\n", e.ToPathString().c_str());
     return 1;
@@ -74,7 +123,7 @@ int RunCheck(const PolicyOptions& opts) {
 }
 
 // The qubes the request is evaluated against; nullptr after printing why.
-std::unique_ptr<policy::SystemInfo> LoadSystem(const PolicyOptions& opts, const CliContext& ctx) {
+std::unique_ptr<policy::SystemInfo> LoadSystem(const PolicyOptions& opts, ConfigCache& config) {
   if (!opts.system_file.empty()) {
     auto text = ReadFile(opts.system_file);
     if (!text) {
@@ -92,15 +141,12 @@ std::unique_ptr<policy::SystemInfo> LoadSystem(const PolicyOptions& opts, const 
   }
   // The qubes of the system description. Power states are not known here
   // (the daemon supplies them), so every qube but dom0 counts as Halted.
-  const std::string path = ConfigPath(ctx.config_flag);
-  config::LoadOutcome outcome = config::LoadSystem(path);
-  if (!outcome.system) {
-    std::fprintf(stderr, "tessera policy: system description %s is not usable (use --system FILE "
-                 "or --config FILE):\n", path.c_str());
-    for (const auto& d : outcome.diagnostics) std::fprintf(stderr, "%s\n", d.ToString().c_str());
+  const config::System* system = config.Get();
+  if (system == nullptr) {
+    std::fprintf(stderr, "tessera policy: (use --system FILE or --config FILE)\n");
     return nullptr;
   }
-  return std::make_unique<policy::SystemInfo>(policy::SystemFromConfig(*outcome.system));
+  return std::make_unique<policy::SystemInfo>(policy::SystemFromConfig(*system));
 }
 
 json Nullable(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }
@@ -167,9 +213,12 @@ json ToJson(const Outcome& out) {
 }
 
 int RunEval(const PolicyOptions& opts, const CliContext& ctx, bool explain) {
-  auto system = LoadSystem(opts, ctx);
+  ConfigCache config(ctx);
+  auto system = LoadSystem(opts, config);
   if (!system) return kExitUsage;
-  const policy::PolicyDirs dirs = Dirs(opts);
+  const auto found_dirs = Dirs(opts, config);
+  if (!found_dirs) return kExitUsage;
+  const policy::PolicyDirs& dirs = *found_dirs;
   auto loaded = policy::LoadPolicyDirs(dirs);
   if (!loaded) {
     for (const auto& e : loaded.error()) std::fprintf(stderr, "%s\n", e.ToPathString().c_str());
@@ -233,7 +282,7 @@ void Register(CLI::App& app, CliContext& ctx) {
 
   auto* check = cmd->add_subcommand("check", "Load the whole policy; list every error (FILE:LINE: message)");
   AddDirOptions(check, *opts);
-  check->callback([&ctx, opts] { ctx.exit_code = RunCheck(*opts); });
+  check->callback([&ctx, opts] { ctx.exit_code = RunCheck(*opts, ctx); });
 
   auto* eval = cmd->add_subcommand("eval", "Evaluate one call; print the decision as JSON");
   AddRequestOptions(eval, *opts);

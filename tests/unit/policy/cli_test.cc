@@ -129,6 +129,55 @@ TEST_F(PolicyCli, EvalDecisions) {
   EXPECT_EQ(j["reason"], "no matching rule found");
 }
 
+TEST_F(PolicyCli, EvalPrintsKeysInDocumentedOrder) {
+  CliRun r = Tessera("policy eval" + Dirs() + " --system " + dir_ + "/system.json qubes.Filecopy work vault");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "{\"result\":\"deny\",\"target\":null,\"targets_for_ask\":[],\"default_target\":null,"
+            "\"user\":null,\"notify\":false,\"autostart\":false,"
+            "\"rule\":{\"file\":\"30-user.policy\",\"line\":1},"
+            "\"reason\":\"denied by policy 30-user.policy:1\"}\n");
+}
+
+TEST_F(PolicyCli, EvalNamesLegacyFilesRelativeToTheLegacyDir) {
+  Write("etc/20-compat.policy", "!compat-4.0\n");
+  Write("legacy/test.Svc+arg", "work vault allow\n");
+  json j = Eval("test.Svc+arg work vault");
+  EXPECT_EQ(j["result"], "allow");
+  EXPECT_EQ(j["rule"], json({{"file", "test.Svc+arg"}, {"line", 1}}));
+  EXPECT_EQ(j["reason"], "allowed by policy test.Svc+arg:1");
+  j = Eval("test.Svc+arg vault work");  // the implicit deny after a SERVICE+ARG file
+  EXPECT_EQ(j["result"], "deny");
+  EXPECT_EQ(j["rule"], json({{"file", "test.Svc+arg"}, {"line", 0}}));
+}
+
+TEST_F(PolicyCli, PolicyDirComesFromTheSystemDescription) {
+  Write("cfg/policy.d/30-x.policy", "test.S * work vault allow\n");
+  Write("system.toml", "policy_dir = \"" + dir_ + "/cfg/policy.d\"\n"
+        "[qubes.base]\nclass = \"template\"\nsource = \"busybox\"\n"
+        "[qubes.work]\nclass = \"app\"\ntemplate = \"base\"\n"
+        "[qubes.vault]\nclass = \"app\"\ntemplate = \"base\"\n");
+  const std::string rest = " --runtime-dir " + dir_ + "/run test.S work vault";
+  CliRun r = Tessera("--config " + dir_ + "/system.toml policy eval" + rest);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  json j = json::parse(r.out, nullptr, false);
+  EXPECT_EQ(j["result"], "allow") << r.out << r.err;
+  EXPECT_EQ(j["rule"]["file"], "30-x.policy");
+  // TESSERA_CONFIG names the description too (here for `check`).
+  ::setenv("TESSERA_CONFIG", (dir_ + "/system.toml").c_str(), 1);
+  r = Tessera("policy check --runtime-dir " + dir_ + "/run");
+  ::unsetenv("TESSERA_CONFIG");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("1 rules from 1 files"));
+  // An explicit --policy-dir wins over the description.
+  r = Tessera("--config " + dir_ + "/system.toml policy eval" + Dirs() + " test.S work vault");
+  EXPECT_EQ(json::parse(r.out, nullptr, false)["result"], "deny") << r.out;
+  // An unusable description is a usage error when it is needed for the policy dir.
+  Write("broken.toml", "policy_dir = 3\n");
+  EXPECT_EQ(Tessera("--config " + dir_ + "/broken.toml policy check --runtime-dir " + dir_ + "/run")
+                .exit_code, 2);
+}
+
 TEST_F(PolicyCli, EvalRuntimeDirWins) {
   Write("run/30-user.policy", "qubes.Filecopy * work vault allow\n");
   json j = Eval("qubes.Filecopy work vault");
