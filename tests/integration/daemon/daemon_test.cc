@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <climits>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -25,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cell/cell.h"
+#include "cell/cgroups.h"
 #include "common/fs.h"
 #include "daemon/client.h"
 #include "storage/storage.h"
@@ -228,11 +230,15 @@ class DaemonTest : public ::testing::Test {
 
   std::string AuditText() { return ReadFile(layout_.state_dir + "/audit/audit.log").value_or(""); }
 
-  // Nothing of a halted qube is left on the host.
+  // Nothing of a halted qube is left on the host. Only this daemon's cgroup
+  // instance counts: other tests run daemons with the same qube names.
   void ExpectNoLeftovers(const std::string& qube) {
     EXPECT_FALSE(Exists(layout_.ScratchDir(qube))) << qube;
-    EXPECT_THAT(Glob("/sys/fs/cgroup/*/tessera/*/" + qube), ::testing::IsEmpty()) << qube;
-    EXPECT_THAT(Glob("/sys/fs/cgroup/tessera/*/" + qube), ::testing::IsEmpty()) << qube;
+    char real[PATH_MAX];
+    ASSERT_NE(::realpath(layout_.runtime_dir.c_str(), real), nullptr);
+    std::string tag = cell::InstanceTag(real);
+    EXPECT_THAT(Glob("/sys/fs/cgroup/*/tessera/" + tag + "/" + qube), ::testing::IsEmpty()) << qube;
+    EXPECT_THAT(Glob("/sys/fs/cgroup/tessera/" + tag + "/" + qube), ::testing::IsEmpty()) << qube;
   }
   // Disposables are torn down right after their command's exit code is sent,
   // so wait (bounded) for the teardown to finish.
