@@ -177,6 +177,7 @@ Outcome Evaluate(const PolicyOptions& opts, const policy::SystemInfo& system,
                                         out.res.autostart, system);
     if (!reply) {
       out.res.decision = policy::Decision::kDeny;
+      out.res.why = policy::DenyReason::kMessage;
       out.res.reason = reply.error().message;
       out.res.notify = reply.error().notify;
       out.res.target.clear();
@@ -193,7 +194,7 @@ json ToJson(const Outcome& out) {
     const policy::Rule& matched = out.policy->rules()[static_cast<size_t>(r.rule_index)];
     rule = {{"file", out.policy->file_name(matched.file_index)}, {"line", matched.line}};
   }
-  std::string reason = r.reason;
+  std::string reason = out.policy != nullptr ? out.policy->Reason(r) : r.reason;
   if (reason.empty() && out.policy != nullptr && r.rule_index >= 0) {
     reason = std::string(r.decision == policy::Decision::kAsk ? "ask the user, by policy "
                                                                : "allowed by policy ") +

@@ -40,11 +40,11 @@ bool AllowNoAutostart(const SystemInfo& system, std::string_view target) {
   return q != nullptr && q->running;
 }
 
-Resolution Deny(Resolution res, Stage stage, ErrorKind kind, std::string reason, bool notify) {
+Resolution Deny(Resolution res, Stage stage, ErrorKind kind, DenyReason why, bool notify) {
   res.decision = Decision::kDeny;
   res.stage = stage;
   res.error = kind;
-  res.reason = std::move(reason);
+  res.why = why;
   res.notify = notify;
   res.target.clear();
   res.targets_for_ask.clear();
@@ -53,22 +53,14 @@ Resolution Deny(Resolution res, Stage stage, ErrorKind kind, std::string reason,
   return res;
 }
 
-std::string Quote(std::string_view s) { return "'" + std::string(s) + "'"; }
-
-// Why a rule does not match ("" when it does); only for traces.
-std::string WhyNot(const Rule& rule, const NormalizedRequest& req, const SystemInfo& system) {
-  if (rule.service && *rule.service != req.service) return "service differs";
-  if (rule.argument && *rule.argument != req.argument) {
-    return "argument " + Quote(req.argument) + " is not " + Quote(*rule.argument);
-  }
-  if (!MatchToken(rule.source, req.source, TokenClass::kName, system, nullptr)) {
-    return "source " + Quote(req.source) + " does not match " + Quote(rule.source.text);
-  }
-  if (!MatchToken(rule.target, req.target, req.target_class, system, &req.source)) {
-    return "target " + Quote(req.target) + " does not match " + Quote(rule.target.text);
-  }
-  return {};
+// A denial whose message is known only here (rare paths).
+Resolution DenyWith(Resolution res, Stage stage, ErrorKind kind, std::string message,
+                    bool notify) {
+  res.reason = std::move(message);
+  return Deny(std::move(res), stage, kind, DenyReason::kMessage, notify);
 }
+
+std::string Quote(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 }  // namespace
 
@@ -101,34 +93,63 @@ void SplitServiceArgument(std::string_view service_and_arg, Request& request) {
   }
 }
 
-tl::expected<NormalizedRequest, Denial> NormalizeRequest(const Request& request,
-                                                         const SystemInfo& system) {
+// A request's fields as views into a Request or a NormalizedRequest.
+struct RequestView {
+  std::string_view service, argument, source, target;
+  TokenClass target_class = TokenClass::kDefault;
+};
+
+// The thing a token is matched against, with its qube looked up once per
+// evaluation rather than once per rule.
+struct EvalSubject {
+  std::string_view text;
+  TokenClass cls;
+  const QubeInfo* qube;  // system.Find(text)
+};
+
+// A request with its source and target qubes looked up.
+struct ResolvedRequest {
+  RequestView req;
+  EvalSubject source;
+  EvalSubject target;
+};
+
+namespace {
+
+// NormalizeRequest without copying: the views point into `request` (or at
+// a literal for "@default"); `target_qube` receives the target's qube.
+tl::expected<RequestView, Denial> NormalizeView(const Request& request, const SystemInfo& system,
+                                                const QubeInfo*& target_qube) {
   if (request.argument.empty() || request.argument[0] != '+') {
     return tl::unexpected(Denial{ErrorKind::kInvalidRequest,
                                  "invalid argument " + Quote(request.argument) +
                                      ": must start with +"});
   }
-  NormalizedRequest out;
-  out.service = request.service;
-  out.argument = request.argument;
-  out.source = request.source;
-  auto token = ParseToken(request.target.empty() ? "@default" : request.target,
-                          TokenContext::kIntendedTarget);
-  if (!token) return tl::unexpected(Denial{ErrorKind::kSyntax, token.error()});
-  out.target = std::move(token->text);
-  out.target_class = token->cls;
-  if (out.target_class == TokenClass::kName && system.Find(out.target) == nullptr) {
-    // An unknown target is not an error: the caller gets whatever @default gives.
-    out.target = "@default";
-    out.target_class = TokenClass::kDefault;
+  RequestView out{request.service, request.argument, request.source, {}, TokenClass::kDefault};
+  const std::string_view target =
+      request.target.empty() ? std::string_view("@default") : std::string_view(request.target);
+  auto cls = ClassifyToken(target, TokenContext::kIntendedTarget);
+  if (!cls) return tl::unexpected(Denial{ErrorKind::kSyntax, std::move(cls.error())});
+  out.target = target;
+  out.target_class = *cls;
+  target_qube = nullptr;
+  if (out.target_class == TokenClass::kName) {
+    target_qube = system.Find(out.target);
+    if (target_qube == nullptr) {
+      // An unknown target is not an error: the caller gets whatever @default gives.
+      out.target = "@default";
+      out.target_class = TokenClass::kDefault;
+    }
   } else if (out.target_class == TokenClass::kDispVmTemplate) {
-    const QubeInfo* q = system.Find(std::string_view(out.target).substr(kDispVmPrefix.size()));
+    const std::string_view name = out.target.substr(kDispVmPrefix.size());
+    const QubeInfo* q = system.Find(name);
     if (q == nullptr || !q->template_for_dispvms) {
-      return tl::unexpected(Denial{
-          ErrorKind::kAccessDenied,
-          "not a template for dispvm: " + out.target.substr(kDispVmPrefix.size())});
+      return tl::unexpected(
+          Denial{ErrorKind::kAccessDenied, "not a template for dispvm: " + std::string(name)});
     }
   }
+  // Other classes start with '@', which no qube name does (SystemInfo
+  // refuses them), so their qube stays null as Find() would return.
   if (!request.requested_source.empty()) {
     const QubeInfo* claimed = system.Find(request.requested_source);
     if (claimed == nullptr) {
@@ -144,22 +165,45 @@ tl::expected<NormalizedRequest, Denial> NormalizeRequest(const Request& request,
       return tl::unexpected(Denial{ErrorKind::kRequest, request.source + " is not a relay for " +
                                                             request.requested_source});
     }
+    out.source = request.requested_source;
+  }
+  return out;
+}
+
+RequestView ViewOf(const NormalizedRequest& req) {
+  return {req.service, req.argument, req.source, req.target, req.target_class};
+}
+
+ResolvedRequest Resolve(const RequestView& req, const SystemInfo& system) {
+  return {req,
+          {req.source, TokenClass::kName, system.Find(req.source)},
+          {req.target, req.target_class, system.Find(req.target)}};
+}
+
+}  // namespace
+
+tl::expected<NormalizedRequest, Denial> NormalizeRequest(const Request& request,
+                                                         const SystemInfo& system) {
+  const QubeInfo* target_qube = nullptr;
+  auto view = NormalizeView(request, system, target_qube);
+  if (!view) return tl::unexpected(std::move(view.error()));
+  NormalizedRequest out;
+  out.service = view->service;
+  out.argument = view->argument;
+  out.source = view->source;
+  out.target = view->target;
+  out.target_class = view->target_class;
+  if (!request.requested_source.empty()) {
     out.requested_source = request.requested_source;
     out.relayvm = request.source;
-    out.source = request.requested_source;
   }
   return out;
 }
 
 namespace {
 
-// The thing a token is matched against, with its qube looked up once per
-// evaluation rather than once per rule.
-struct Subject {
-  std::string_view text;
-  TokenClass cls;
-  const QubeInfo* qube;  // system.Find(text)
-};
+using Subject = EvalSubject;
+using Resolved = ResolvedRequest;
 
 // `source` is the request's source qube (for @dispvm against @dispvm:NAME),
 // null when matching the source column itself.
@@ -214,19 +258,6 @@ bool Match(const Token& token, const Subject& other, const SystemInfo& system,
   return false;
 }
 
-// A request with its source and target qubes looked up.
-struct Resolved {
-  const NormalizedRequest& req;
-  Subject source;
-  Subject target;
-};
-
-Resolved Resolve(const NormalizedRequest& req, const SystemInfo& system) {
-  return {req,
-          {req.source, TokenClass::kName, system.Find(req.source)},
-          {req.target, req.target_class, system.Find(req.target)}};
-}
-
 bool MatchesButTarget(const Rule& rule, const Resolved& r, const SystemInfo& system) {
   return (!rule.service || *rule.service == r.req.service) &&
          (!rule.argument || *rule.argument == r.req.argument) &&
@@ -245,6 +276,21 @@ bool CandidateMatches(const Rule& rule, const Resolved& r, const SystemInfo& sys
          Match(rule.target, r.target, system, r.source.qube, true);
 }
 
+// Why a rule does not match ("" when it does); only for traces.
+std::string WhyNot(const Rule& rule, const Resolved& r, const SystemInfo& system) {
+  if (rule.service && *rule.service != r.req.service) return "service differs";
+  if (rule.argument && *rule.argument != r.req.argument) {
+    return "argument " + Quote(r.req.argument) + " is not " + Quote(*rule.argument);
+  }
+  if (!Match(rule.source, r.source, system, nullptr, false)) {
+    return "source " + Quote(r.req.source) + " does not match " + Quote(rule.source.text);
+  }
+  if (!Match(rule.target, r.target, system, r.source.qube, true)) {
+    return "target " + Quote(r.req.target) + " does not match " + Quote(rule.target.text);
+  }
+  return {};
+}
+
 }  // namespace
 
 bool MatchToken(const Token& token, std::string_view other, TokenClass other_class,
@@ -255,11 +301,11 @@ bool MatchToken(const Token& token, std::string_view other, TokenClass other_cla
 
 bool RuleMatchesButTarget(const Rule& rule, const NormalizedRequest& req,
                           const SystemInfo& system) {
-  return MatchesButTarget(rule, Resolve(req, system), system);
+  return MatchesButTarget(rule, Resolve(ViewOf(req), system), system);
 }
 
 bool RuleMatches(const Rule& rule, const NormalizedRequest& req, const SystemInfo& system) {
-  return Matches(rule, Resolve(req, system), system);
+  return Matches(rule, Resolve(ViewOf(req), system), system);
 }
 
 std::vector<std::string> ExpandTarget(const Token& token, const SystemInfo& system) {
@@ -333,12 +379,16 @@ void Policy::ForEachCandidate(std::string_view service, Fn&& fn) const {
 
 int Policy::FindRule(const NormalizedRequest& req, const SystemInfo& system,
                      const TraceFn& trace) const {
+  return FindRule(Resolve(ViewOf(req), system), system, trace);
+}
+
+int Policy::FindRule(const ResolvedRequest& resolved, const SystemInfo& system,
+                     const TraceFn& trace) const {
   int found = -1;
-  const Resolved resolved = Resolve(req, system);
-  ForEachCandidate(req.service, [&](uint32_t i) {
+  ForEachCandidate(resolved.req.service, [&](uint32_t i) {
     const Rule& rule = rules_[i];
     if (trace) {
-      const std::string why = WhyNot(rule, req, system);
+      const std::string why = WhyNot(rule, resolved, system);
       trace("  rule " + std::to_string(i) + " " + Where(rule) + ": " + rule.ToString() + "\n      " +
             (why.empty() ? "MATCHES" : "no: " + why));
       if (!why.empty()) return false;
@@ -353,6 +403,12 @@ int Policy::FindRule(const NormalizedRequest& req, const SystemInfo& system,
 
 std::vector<std::string> Policy::CollectTargetsForAsk(const NormalizedRequest& req,
                                                       const SystemInfo& system) const {
+  return CollectTargetsForAsk(Resolve(ViewOf(req), system), system);
+}
+
+std::vector<std::string> Policy::CollectTargetsForAsk(const ResolvedRequest& resolved,
+                                                      const SystemInfo& system) const {
+  const RequestView& req = resolved.req;
   std::set<std::string> targets;
   std::vector<uint32_t> candidates;
   ForEachCandidate(req.service, [&](uint32_t i) {
@@ -360,7 +416,6 @@ std::vector<std::string> Policy::CollectTargetsForAsk(const NormalizedRequest& r
     return false;
   });
   // Bottom-up, so a `deny` simply removes what later rules added.
-  const Resolved resolved = Resolve(req, system);
   for (auto it = candidates.rbegin(); it != candidates.rend(); ++it) {
     const Rule& rule = rules_[*it];
     if (!MatchesButTarget(rule, resolved, system)) continue;
@@ -381,12 +436,12 @@ std::vector<std::string> Policy::CollectTargetsForAsk(const NormalizedRequest& r
   }
   if (targets.erase("@adminvm") > 0) targets.insert("dom0");
   // The caller itself is never a candidate (loopback calls are unsupported).
-  const QubeInfo* src = system.Find(req.source);
+  const QubeInfo* src = resolved.source.qube;
   if (src != nullptr) {
     targets.erase(src->name);
     if (!src->uuid.empty()) targets.erase("uuid:" + src->uuid);
   }
-  targets.erase(req.source);
+  targets.erase(std::string(req.source));
   std::vector<std::string> out;
   for (auto& t : targets) {
     std::string_view name = t;
@@ -400,12 +455,12 @@ std::vector<std::string> Policy::CollectTargetsForAsk(const NormalizedRequest& r
 
 Resolution Policy::Evaluate(const Request& request, const SystemInfo& system,
                             const TraceFn& trace) const {
-  auto normalized = NormalizeRequest(request, system);
+  const QubeInfo* target_qube = nullptr;
+  auto normalized = NormalizeView(request, system, target_qube);
   if (!normalized) {
-    Resolution res;
     if (trace) trace("request refused: " + normalized.error().message);
-    return Deny(std::move(res), Stage::kRequest, normalized.error().kind,
-                std::move(normalized.error().message), normalized.error().notify);
+    return DenyWith(Resolution{}, Stage::kRequest, normalized.error().kind,
+                    std::move(normalized.error().message), normalized.error().notify);
   }
   if (trace) {
     trace("request: service " + Quote(normalized->service) + " argument " +
@@ -414,29 +469,37 @@ Resolution Policy::Evaluate(const Request& request, const SystemInfo& system,
                                            ? " (normalised from " + Quote(request.target) + ")"
                                            : ""));
   }
-  return Evaluate(*normalized, system, trace);
+  const ResolvedRequest resolved{
+      *normalized,
+      {normalized->source, TokenClass::kName, system.Find(normalized->source)},
+      {normalized->target, normalized->target_class, target_qube}};
+  return Evaluate(resolved, system, trace);
 }
 
 Resolution Policy::Evaluate(const NormalizedRequest& req, const SystemInfo& system,
                             const TraceFn& trace) const {
+  return Evaluate(Resolve(ViewOf(req), system), system, trace);
+}
+
+Resolution Policy::Evaluate(const ResolvedRequest& resolved, const SystemInfo& system,
+                            const TraceFn& trace) const {
+  const RequestView& req = resolved.req;
   Resolution res;
   res.requested_target = req.target;
-  const int index = FindRule(req, system, trace);
+  const int index = FindRule(resolved, system, trace);
   if (index < 0) {
     return Deny(std::move(res), Stage::kEvaluate, ErrorKind::kAccessDenied,
-                "no matching rule found", true);
+                DenyReason::kNoMatchingRule, true);
   }
   const Rule& rule = rules_[static_cast<size_t>(index)];
   res.rule_index = index;
-  // Built only where a message needs it: allowed calls are the hot path.
-  auto where = [&] { return Where(rule); };
   switch (rule.action) {
     case Action::kDeny:
       return Deny(std::move(res), Stage::kEvaluate, ErrorKind::kAccessDenied,
-                  "denied by policy " + where(), rule.notify);
+                  DenyReason::kDeniedByRule, rule.notify);
 
     case Action::kAllow: {
-      std::string target = rule.redirect ? rule.redirect->text : req.target;
+      std::string_view target = rule.redirect ? std::string_view(rule.redirect->text) : req.target;
       TokenClass cls = rule.redirect ? rule.redirect->cls : req.target_class;
       if (rule.redirect) {
         // A redirect is checked like a requested target, not against other rules.
@@ -445,36 +508,36 @@ Resolution Policy::Evaluate(const NormalizedRequest& req, const SystemInfo& syst
         } else if (cls == TokenClass::kDispVmTemplate) {
           const QubeInfo* q = system.Find(rule.redirect->value());
           if (q == nullptr || !q->template_for_dispvms) {
-            return Deny(std::move(res), Stage::kEvaluate, ErrorKind::kAccessDenied,
-                        "not a template for dispvm: " + std::string(rule.redirect->value()), true);
+            return DenyWith(std::move(res), Stage::kEvaluate, ErrorKind::kAccessDenied,
+                            "not a template for dispvm: " + std::string(rule.redirect->value()),
+                            true);
           }
         }
       }
       if (target == "@default") {
         return Deny(std::move(res), Stage::kEvaluate, ErrorKind::kAccessDenied,
-                    "policy define 'allow' action at " + where() +
-                        " but no target is specified by caller or policy",
-                    true);
+                    DenyReason::kAllowWithoutTarget, true);
       }
       if (cls == TokenClass::kDispVm) {
-        const std::string* tpl = DefaultDispVm(system, req.source);
-        if (tpl == nullptr) {
+        const QubeInfo* src = resolved.source.qube;
+        if (src == nullptr || !src->default_dispvm) {
           return Deny(std::move(res), Stage::kEvaluate, ErrorKind::kAccessDenied,
-                      "policy define 'allow' action to @dispvm at " + where() +
-                          " but no DispVM base is set for this VM",
-                      true);
+                      DenyReason::kDispVmWithoutBase, true);
         }
-        target = std::string(kDispVmPrefix) + *tpl;
+        res.target.reserve(kDispVmPrefix.size() + src->default_dispvm->size());
+        res.target = kDispVmPrefix;
+        res.target += *src->default_dispvm;
       } else if (target == "@adminvm") {
-        target = "dom0";
+        res.target = "dom0";
+      } else {
+        res.target = target;
       }
-      if (!rule.autostart && !AllowNoAutostart(system, target)) {
-        return Deny(std::move(res), Stage::kEvaluate, ErrorKind::kAccessDenied,
-                    "target " + target + " is denied because it would require autostart",
-                    rule.notify);
+      if (!rule.autostart && !AllowNoAutostart(system, res.target)) {
+        return DenyWith(std::move(res), Stage::kEvaluate, ErrorKind::kAccessDenied,
+                        "target " + res.target + " is denied because it would require autostart",
+                        rule.notify);
       }
       res.decision = Decision::kAllow;
-      res.target = std::move(target);
       res.user = rule.user;
       res.notify = rule.notify;
       res.autostart = rule.autostart;
@@ -486,16 +549,14 @@ Resolution Policy::Evaluate(const NormalizedRequest& req, const SystemInfo& syst
       if (rule.redirect) {
         targets.push_back(IsDom0(rule.redirect->text) ? "dom0" : rule.redirect->text);
       } else {
-        targets = CollectTargetsForAsk(req, system);
+        targets = CollectTargetsForAsk(resolved, system);
       }
       if (!rule.autostart) {
         std::erase_if(targets, [&](const std::string& t) { return !AllowNoAutostart(system, t); });
       }
       if (targets.empty()) {
         return Deny(std::move(res), Stage::kEvaluate, ErrorKind::kAccessDenied,
-                    "policy define 'ask' action at " + where() +
-                        " but no target is available to choose from",
-                    true);
+                    DenyReason::kAskWithoutTargets, true);
       }
       std::sort(targets.begin(), targets.end());
       std::optional<std::string> def;
@@ -521,7 +582,30 @@ Resolution Policy::Evaluate(const NormalizedRequest& req, const SystemInfo& syst
       return res;
     }
   }
-  return Deny(std::move(res), Stage::kEvaluate, ErrorKind::kAccessDenied, "unknown action", true);
+  return DenyWith(std::move(res), Stage::kEvaluate, ErrorKind::kAccessDenied, "unknown action",
+                  true);
+}
+
+std::string Policy::Reason(const Resolution& res) const {
+  auto where = [&] {
+    return res.rule_index >= 0 ? Where(rules_[static_cast<size_t>(res.rule_index)]) : "?";
+  };
+  switch (res.why) {
+    case DenyReason::kNone: return {};
+    case DenyReason::kMessage: return res.reason;
+    case DenyReason::kNoMatchingRule: return "no matching rule found";
+    case DenyReason::kDeniedByRule: return "denied by policy " + where();
+    case DenyReason::kAllowWithoutTarget:
+      return "policy define 'allow' action at " + where() +
+             " but no target is specified by caller or policy";
+    case DenyReason::kDispVmWithoutBase:
+      return "policy define 'allow' action to @dispvm at " + where() +
+             " but no DispVM base is set for this VM";
+    case DenyReason::kAskWithoutTargets:
+      return "policy define 'ask' action at " + where() +
+             " but no target is available to choose from";
+  }
+  return res.reason;
 }
 
 tl::expected<std::string, Denial> HandleAskResponse(const Rule& rule, std::string_view where,

@@ -45,7 +45,14 @@ uint64_t PolicyHolder::generation() const {
 Resolution PolicyHolder::Evaluate(const Request& request, const SystemInfo& system) const {
   std::shared_ptr<const Policy> policy = Current();
   if (!policy) return DenyForBrokenPolicy(LastErrors());
-  return policy->Evaluate(request, system);
+  // The result outlives this policy (a reload may replace it), so the
+  // reason is formatted now.
+  Resolution res = policy->Evaluate(request, system);
+  if (res.why != DenyReason::kNone && res.why != DenyReason::kMessage) {
+    res.reason = policy->Reason(res);
+    res.why = DenyReason::kMessage;
+  }
+  return res;
 }
 
 Resolution DenyForBrokenPolicy(const std::vector<LoadError>& errors) {
@@ -53,6 +60,7 @@ Resolution DenyForBrokenPolicy(const std::vector<LoadError>& errors) {
   res.decision = Decision::kDeny;
   res.stage = Stage::kParse;
   res.notify = true;
+  res.why = DenyReason::kMessage;
   if (errors.empty()) {
     res.error = ErrorKind::kAccessDenied;
     res.reason = "no policy loaded";

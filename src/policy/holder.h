@@ -32,6 +32,8 @@ class PolicyHolder {
   uint64_t generation() const;
 
   // Evaluates against the policy in force; with none, denies (stage parse).
+  // A denial's text is in `reason` (why == kMessage): the result does not
+  // depend on the policy staying loaded.
   Resolution Evaluate(const Request& request, const SystemInfo& system) const;
 
  private:

@@ -133,6 +133,18 @@ std::string_view DecisionName(Decision decision);
 enum class Stage { kParse, kRequest, kEvaluate };
 std::string_view StageName(Stage stage);
 
+// Why a call is denied. Evaluation records only this (and the rule index);
+// Policy::Reason() formats the reference's message when someone reads it.
+enum class DenyReason : uint8_t {
+  kNone,                // allow, ask
+  kMessage,             // Resolution::reason holds the text
+  kNoMatchingRule,      // "no matching rule found"
+  kDeniedByRule,        // "denied by policy FILE:LINE"
+  kAllowWithoutTarget,  // an allow rule, but no target from the caller or the rule
+  kDispVmWithoutBase,   // allow to @dispvm, but the caller has no default_dispvm
+  kAskWithoutTargets,   // an ask rule, but no candidate
+};
+
 struct Resolution {
   Decision decision = Decision::kDeny;
   int rule_index = -1;  // matching rule, -1 = none
@@ -148,10 +160,14 @@ struct Resolution {
   // deny: where and why.
   Stage stage = Stage::kEvaluate;
   ErrorKind error = ErrorKind::kAccessDenied;
-  // Why a call is denied (the reference's message); empty for allow and ask,
-  // whose reason is the rule (Policy::Where(rules()[rule_index])).
+  // Why a call is denied: use Policy::Reason(). `reason` holds the text only
+  // when why == kMessage (request refused, policy not loaded, ...); allow and
+  // ask have no denial reason, their reason is the rule (Policy::Where).
+  DenyReason why = DenyReason::kNone;
   std::string reason;
 };
+
+struct ResolvedRequest;  // a request with its qubes looked up (evaluate.cc)
 
 // Receives one line per step of an evaluation (`tessera policy explain`).
 using TraceFn = std::function<void(std::string_view line)>;
@@ -173,6 +189,9 @@ class Policy {
   const std::vector<std::string>& files() const { return files_; }
   // "FILE:LINE" of a rule.
   std::string Where(const Rule& rule) const;
+  // The reference's message for why `res` (a result of this policy) is
+  // denied; "" for allow and ask.
+  std::string Reason(const Resolution& res) const;
 
   // The whole evaluation: normalisation, first matching rule, action.
   Resolution Evaluate(const Request& request, const SystemInfo& system,
@@ -188,6 +207,12 @@ class Policy {
 
  private:
   friend class PolicyBuilder;
+  // The evaluation proper, on views of the request's strings (no copies).
+  int FindRule(const ResolvedRequest& r, const SystemInfo& system, const TraceFn& trace) const;
+  std::vector<std::string> CollectTargetsForAsk(const ResolvedRequest& r,
+                                                const SystemInfo& system) const;
+  Resolution Evaluate(const ResolvedRequest& r, const SystemInfo& system,
+                      const TraceFn& trace) const;
   struct Hash {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }

@@ -67,18 +67,14 @@ std::string_view TokenContextName(TokenContext ctx) {
   return "?";
 }
 
-tl::expected<Token, std::string> ParseToken(std::string_view text, TokenContext ctx) {
+tl::expected<TokenClass, std::string> ClassifyToken(std::string_view text, TokenContext ctx) {
   const unsigned bit = Bit(ctx);
   if (text.empty()) {
     return tl::unexpected("invalid empty " + std::string(TokenContextName(ctx)) + " token");
   }
-  if (text[0] != '@' && text != "*") {
-    return Token{TokenClass::kName, std::string(text), IsDom0(text), 0};
-  }
+  if (text[0] != '@' && text != "*") return TokenClass::kName;
   for (const auto& e : kExacts) {
-    if ((e.contexts & bit) != 0 && text == e.text) {
-      return Token{e.cls, std::string(text), e.cls == TokenClass::kAdminVm, 0};
-    }
+    if ((e.contexts & bit) != 0 && text == e.text) return e.cls;
   }
   for (const auto& p : kPrefixes) {
     if ((p.contexts & bit) == 0 || !text.starts_with(p.prefix)) continue;
@@ -88,10 +84,24 @@ tl::expected<Token, std::string> ParseToken(std::string_view text, TokenContext 
                             std::string(text) + "'");
     }
     if (value[0] == '@') continue;  // part of a longer prefix, or invalid
-    return Token{p.cls, std::string(text), false, static_cast<uint8_t>(p.prefix.size())};
+    return p.cls;
   }
   return tl::unexpected("invalid " + std::string(TokenContextName(ctx)) + " token: '" +
                         std::string(text) + "'");
+}
+
+size_t TokenPrefixSize(TokenClass cls) {
+  for (const auto& p : kPrefixes) {
+    if (p.cls == cls) return p.prefix.size();
+  }
+  return 0;
+}
+
+tl::expected<Token, std::string> ParseToken(std::string_view text, TokenContext ctx) {
+  auto cls = ClassifyToken(text, ctx);
+  if (!cls) return tl::unexpected(std::move(cls.error()));
+  const bool dom0 = *cls == TokenClass::kAdminVm || (*cls == TokenClass::kName && IsDom0(text));
+  return Token{*cls, std::string(text), dom0, static_cast<uint8_t>(TokenPrefixSize(*cls))};
 }
 
 bool IsDom0(std::string_view token) {

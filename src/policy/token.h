@@ -58,6 +58,11 @@ std::string_view TokenContextName(TokenContext ctx);
 
 // Parses one token for `ctx`; the error is a message without location.
 tl::expected<Token, std::string> ParseToken(std::string_view text, TokenContext ctx);
+// The class ParseToken would give, without building a Token (no allocation
+// unless it fails).
+tl::expected<TokenClass, std::string> ClassifyToken(std::string_view text, TokenContext ctx);
+// Length of the class prefix of `cls` ("@tag:" = 5; 0 for names and keywords).
+size_t TokenPrefixSize(TokenClass cls);
 
 // dom0 has three spellings: dom0, @adminvm and uuid:00000000-0000-0000-0000-000000000000.
 inline constexpr std::string_view kDom0Uuid = "00000000-0000-0000-0000-000000000000";

@@ -172,7 +172,7 @@ json EvaluateJson(const Policy& policy, const Request& request, const SystemInfo
   if (r.decision == Decision::kDeny) {
     out["stage"] = std::string(StageName(r.stage));
     out["error"] = std::string(ErrorKindName(r.error));
-    out["message"] = r.reason;
+    out["message"] = policy.Reason(r);
     out["notify"] = r.notify;
     return out;
   }

@@ -266,7 +266,51 @@ TEST(PolicyEval, FirstMatchAllowAskDeny) {
   EXPECT_EQ(r.target, "dom0");
   r = p->Evaluate(Req("other.Svc", "vault", "work"), sys);
   EXPECT_EQ(r.decision, Decision::kDeny);
-  EXPECT_EQ(r.reason, "no matching rule found");
+  EXPECT_EQ(r.why, DenyReason::kNoMatchingRule);
+  EXPECT_EQ(p->Reason(r), "no matching rule found");
+}
+
+TEST(PolicyEval, DenialReasonsAreFormattedOnDemand) {
+  auto p = Policy::LoadMemory({{"__main__",
+                                "t.Deny * work vault deny\n"
+                                "t.NoTarget * work @anyvm allow target=nonexistent\n"
+                                "t.Disp * @anyvm @dispvm allow\n"
+                                "t.Ask * @anyvm @anyvm ask target=vault autostart=no\n"
+                                "t.Auto * @anyvm @anyvm allow autostart=no\n"
+                                "t.Tpl * @anyvm @anyvm allow target=@dispvm:work\n"}});
+  ASSERT_TRUE(p);
+  const SystemInfo sys = TestSystem();
+  struct Case {
+    Request req;
+    DenyReason why;
+    std::string text;
+  } cases[] = {
+      {Req("t.Deny", "work", "vault"), DenyReason::kDeniedByRule, "denied by policy __main__:1"},
+      {Req("t.NoTarget", "work", "vault"), DenyReason::kAllowWithoutTarget,
+       "policy define 'allow' action at __main__:2 but no target is specified by caller or policy"},
+      {Req("t.Disp", "vault", "@dispvm"), DenyReason::kDispVmWithoutBase,
+       "policy define 'allow' action to @dispvm at __main__:3 but no DispVM base is set for this VM"},
+      {Req("t.Ask", "work", "vault"), DenyReason::kAskWithoutTargets,
+       "policy define 'ask' action at __main__:4 but no target is available to choose from"},
+      {Req("t.Auto", "work", "vault"), DenyReason::kMessage,
+       "target vault is denied because it would require autostart"},
+      {Req("t.Tpl", "vault", "work"), DenyReason::kMessage, "not a template for dispvm: work"},
+      {Req("t.Deny", "work", "@anyvm"), DenyReason::kMessage,
+       "invalid intended target token: '@anyvm'"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.req.service);
+    Resolution r = p->Evaluate(c.req, sys);
+    EXPECT_EQ(r.decision, Decision::kDeny);
+    EXPECT_EQ(r.why, c.why);
+    EXPECT_EQ(p->Reason(r), c.text);
+  }
+  // The holder formats the text at once: its result outlives the policy.
+  PolicyHolder holder;
+  holder.Reload(std::move(p));
+  Resolution r = holder.Evaluate(Req("t.Deny", "work", "vault"), sys);
+  EXPECT_EQ(r.why, DenyReason::kMessage);
+  EXPECT_EQ(r.reason, "denied by policy __main__:1");
 }
 
 TEST(PolicyEval, RequestNormalisation) {
