@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <string>
 
 #include <gmock/gmock.h>
@@ -382,6 +383,67 @@ TEST(PolicyEval, IndexAgreesWithLinearScan) {
           EXPECT_EQ(p->FindRule(*n, sys), linear) << svc << arg << " " << src << " " << tgt;
         }
       }
+    }
+  }
+}
+
+// The reference's algorithm for `ask` candidates, on sets of strings.
+std::vector<std::string> AskModel(const Policy& p, const NormalizedRequest& n, const SystemInfo& sys) {
+  std::set<std::string> targets;
+  for (size_t i = p.rules().size(); i-- > 0;) {
+    const Rule& rule = p.rules()[i];
+    if (!RuleMatchesButTarget(rule, n, sys)) continue;
+    const Token& token = rule.action != Action::kDeny && rule.redirect ? *rule.redirect : rule.target;
+    for (auto& t : ExpandTarget(token, sys)) {
+      if (rule.action == Action::kDeny) {
+        targets.erase(t);
+      } else {
+        targets.insert(t);
+      }
+    }
+  }
+  const QubeInfo* src = sys.Find(n.source);
+  if (targets.erase("@dispvm") > 0 && src != nullptr && src->default_dispvm) {
+    targets.insert("@dispvm:" + *src->default_dispvm);
+  }
+  if (targets.erase("@adminvm") > 0) targets.insert("dom0");
+  if (src != nullptr) targets.erase(src->name);
+  targets.erase(n.source);
+  std::vector<std::string> out;
+  for (const auto& t : targets) {
+    std::string_view name = t;
+    if (name.starts_with("@dispvm:")) name.remove_prefix(8);
+    const QubeInfo* q = sys.Find(name);
+    if (q != nullptr && !q->internal) out.push_back(t);
+  }
+  return out;
+}
+
+TEST(PolicyEval, AskCandidatesAgreeWithStringSetModel) {
+  std::mt19937 rng(43);
+  const std::vector<std::string> sources = {"@anyvm", "work", "vault", "@tag:trusted", "*",
+                                            "@type:AppVM", "uuid:11111111-1111-1111-1111-111111111111"};
+  const std::vector<std::string> targets = {
+      "@anyvm", "vault", "@dispvm", "@adminvm", "*", "@dispvm:dvm", "@tag:disp", "dom0",
+      "sys-net", "@type:TemplateVM", "@dispvm:@tag:disp", "work", "uuid:22222222-2222-2222-2222-222222222222"};
+  const std::vector<std::string> redirects = {"vault", "@dispvm", "@adminvm", "@dispvm:dvm", "work"};
+  for (int round = 0; round < 20; ++round) {
+    std::string text;
+    for (int i = 0; i < 12; ++i) {
+      const std::string action = rng() % 3 == 0 ? "deny" : (rng() % 2 ? "allow" : "ask");
+      std::string params;
+      if (action != "deny" && rng() % 4 == 0) params = " target=" + redirects[rng() % redirects.size()];
+      text += "a.S * " + sources[rng() % sources.size()] + " " + targets[rng() % targets.size()] +
+              " " + action + params + "\n";
+    }
+    auto p = Policy::LoadMemory({{"__main__", text}});
+    ASSERT_TRUE(p) << p.error()[0].ToString();
+    const SystemInfo sys = TestSystem();
+    for (const std::string src : {"work", "vault", "dvm", "dom0", "sys-net", "nonexistent",
+                                  "uuid:11111111-1111-1111-1111-111111111111", "@dispvm:dvm"}) {
+      auto n = NormalizeRequest(Req("a.S", src, "@default"), sys);
+      ASSERT_TRUE(n);
+      EXPECT_EQ(p->CollectTargetsForAsk(*n, sys), AskModel(*p, *n, sys)) << text << src;
     }
   }
 }
