@@ -2,7 +2,7 @@
 // docs/POLICY.md, "Evaluation"). Pure: reads only the Policy and SystemInfo.
 
 #include <algorithm>
-#include <set>
+#include <iterator>
 
 #include "policy/policy.h"
 
@@ -489,22 +489,29 @@ class AskTargets {
     // The caller itself is never a candidate (loopback calls are unsupported).
     if (source != nullptr) flags_[static_cast<size_t>(source - qubes.data())] &= ~kName;
     std::erase(extra, req.source);
-    std::vector<std::string> out;
-    for (size_t i = 0; i < qubes.size(); ++i) {
+    // Built in order rather than sorted: names in name order, then merged
+    // with the "@dispvm:NAME" strings (the same order under a common prefix).
+    std::vector<std::string> names, dispvms;
+    names.reserve(qubes.size());
+    for (uint32_t i : system_.name_order()) {
       if (flags_[i] == 0 || qubes[i].internal) continue;  // internal qubes are never offered
-      if ((flags_[i] & kName) != 0) out.push_back(qubes[i].name);
+      if ((flags_[i] & kName) != 0) names.push_back(qubes[i].name);
       if ((flags_[i] & kDispVm) != 0) {
         std::string t(kDispVmPrefix);
         t += qubes[i].name;
-        if (t != req.source) out.push_back(std::move(t));
+        if (t != req.source) dispvms.push_back(std::move(t));
       }
     }
     for (auto& t : extra) {
       const QubeInfo* q = system_.Find(std::string_view(t).substr(kDispVmPrefix.size()));
-      if (q != nullptr && !q->internal) out.push_back(std::move(t));
+      if (q == nullptr || q->internal) continue;
+      dispvms.insert(std::lower_bound(dispvms.begin(), dispvms.end(), t), std::move(t));
     }
-    std::sort(out.begin(), out.end());
-    out.erase(std::unique(out.begin(), out.end()), out.end());
+    std::vector<std::string> out;
+    out.reserve(names.size() + dispvms.size());
+    std::merge(std::make_move_iterator(names.begin()), std::make_move_iterator(names.end()),
+               std::make_move_iterator(dispvms.begin()), std::make_move_iterator(dispvms.end()),
+               std::back_inserter(out));
     return out;
   }
 
@@ -645,7 +652,7 @@ Resolution Policy::Evaluate(const ResolvedRequest& resolved, const SystemInfo& s
         return Deny(std::move(res), Stage::kEvaluate, ErrorKind::kAccessDenied,
                     DenyReason::kAskWithoutTargets, true);
       }
-      std::sort(targets.begin(), targets.end());
+      // Sorted already: one redirect, or CollectTargetsForAsk's order.
       std::optional<std::string> def;
       if (rule.default_target) {
         if (rule.default_target->cls == TokenClass::kDispVm) {

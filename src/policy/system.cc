@@ -22,6 +22,9 @@ void SystemInfo::Add(QubeInfo qube) {
   const auto index = static_cast<uint32_t>(qubes_.size());
   by_name_.emplace(qube.name, index);
   if (!qube.uuid.empty()) by_uuid_.emplace(qube.uuid, index);
+  auto pos = std::lower_bound(name_order_.begin(), name_order_.end(), qube.name,
+                              [&](uint32_t i, const std::string& name) { return qubes_[i].name < name; });
+  name_order_.insert(pos, index);
   qubes_.push_back(std::move(qube));
 }
 

@@ -45,6 +45,8 @@ class SystemInfo {
   // Looks up a qube by name or by "uuid:UUID".
   const QubeInfo* Find(std::string_view name_or_uuid) const;
   const std::vector<QubeInfo>& qubes() const { return qubes_; }
+  // Indices into qubes(), ordered by name (byte order).
+  const std::vector<uint32_t>& name_order() const { return name_order_; }
 
   // Parses {"qubes": {NAME: {"type": .., "tags": [..], "uuid": .., "template_for_dispvms": ..,
   // "default_dispvm": ..|null, "power_state": "Running"|"Halted", "internal": ..}}}
@@ -64,6 +66,7 @@ class SystemInfo {
   std::vector<QubeInfo> qubes_;
   Index by_name_;
   Index by_uuid_;
+  std::vector<uint32_t> name_order_;
 };
 
 // The dom0 entry every tessera system has.
