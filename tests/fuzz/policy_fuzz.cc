@@ -2,11 +2,14 @@
 // policy file; it is also reachable as "inc" (so !include inc and
 // !include-service S * inc recurse into it) and as the legacy file "test.S"
 // read by !compat-4.0. Each loaded policy is evaluated for a few requests.
+// The same text is also loaded as a policy directory (FilePolicy flavour:
+// universal newlines, any include path).
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
+#include "policy/file_system.h"
 #include "policy/policy.h"
 #include "policy/system.h"
 
@@ -31,6 +34,14 @@ const tessera::policy::SystemInfo& System() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace tessera::policy;
   const std::string text(reinterpret_cast<const char*>(data), size);
+  {
+    MemoryFileSystem fs({{"d/50-x.policy", text}, {"d/inc", text}, {"c/test.S+a", text}});
+    LoadSpec spec;
+    spec.dirs = {{"d", "", false}};
+    spec.compat_dir = "c";
+    auto dir_policy = Policy::Load(fs, spec);
+    if (dir_policy) (void)dir_policy->Evaluate({"test.S", "+a", "work", "", ""}, System());
+  }
   auto policy = Policy::LoadMemory({{"__main__", text}, {"inc", text}}, {{"test.S", text}});
   for (const char* line : {"test.S * @anyvm @anyvm allow", "x"}) (void)ParseRule(line);
   if (!policy) {
@@ -45,6 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   };
   for (const auto& req : kRequests) {
     Resolution r = policy->Evaluate(req, System());
+    (void)policy->Reason(r);
     if (r.decision == Decision::kAllow) {
       auto n = NormalizeRequest(req, System());
       if (n) (void)DaemonResponse(*n, r.target, r.user, r.autostart, System());
