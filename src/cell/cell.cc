@@ -519,6 +519,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
 
   ChildPlan plan;
   plan.sync_fd = sync_child.get();
+  plan.parent_sync_fd = sync_parent.get();
   plan.mnt_dir = mnt.c_str();
   plan.overlay = spec.root == RootKind::kOverlay;
   plan.root_tree_fd = root_tree.get();
@@ -565,6 +566,11 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   if (rc == 0) RunChild(plan);  // never returns
   pid_t pid = static_cast<pid_t>(rc);
   UniqueFd pidfd(pidfd_raw);
+  // Test hook: the starter dies between clone and release (kill -9 of the
+  // daemon at the worst moment); the child must not outlive it.
+  if (const char* crash = std::getenv("TESSERA_TEST_CRASH_AFTER_CLONE"); crash && *crash == '1') {
+    ::_exit(86);
+  }
   clock.Mark("clone");
   sync_child.reset();
   auto kill_child = ScopeGuard([&] { KillChild(pidfd.get(), pid); });

@@ -383,6 +383,14 @@ void RunChild(const ChildPlan& plan) {
   // 1. Wait until the parent has written uid_map/gid_map, idmapped the
   //    template tree and put us into the cell's cgroups: before that our ids
   //    are unmapped and our allocations uncharged. EOF = the parent died.
+  // 0. The clone copied the parent's end of the sync socket too: close it, or
+  //    our recv below would never see EOF when the parent dies. Die with the
+  //    starting thread until the agent is exec'd (cleared in step 15), and
+  //    leave the starter's session and process group, so a Ctrl-C meant for
+  //    the daemon in a terminal never reaches a qube.
+  ::close(plan.parent_sync_fd);
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+  ::setsid();
   char go = 0;
   ssize_t n;
   do {
@@ -517,6 +525,8 @@ void RunChild(const ChildPlan& plan) {
   int rc = ApplySeccompProgram(*plan.seccomp);
   if (rc < 0) Fail(plan, ChildStep::kSeccomp, -rc);
 
+  // The agent outlives whoever started it.
+  ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
   syscall(SYS_execveat, plan.agent_fd, "", plan.agent_argv, plan.agent_envp, AT_EMPTY_PATH);
   Fail(plan, ChildStep::kExecAgent, errno);
 }

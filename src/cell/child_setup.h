@@ -66,6 +66,7 @@ struct PreparedMount {
 
 struct ChildPlan {
   int sync_fd = -1;         // SOCK_SEQPACKET to the parent (CLOEXEC)
+  int parent_sync_fd = -1;  // the parent's end, closed first thing in the child
   const char* mnt_dir = nullptr;  // absolute R/cells/<n>/mnt (owned by the qube's root)
   bool overlay = true;      // app/disposable; else a persistent root tree
   int root_tree_fd = -1;    // template (idmapped after clone) or standalone root

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -73,6 +74,44 @@ TEST_F(CellTest, SeesOnlyItsOwnProcesses) {
   EXPECT_THAT(host.out, Not(HasSubstr("integration_cell_test")));
   ASSERT_TRUE(a.Stop());
   ASSERT_TRUE(b.Stop());
+}
+
+TEST_F(CellTest, CannotSeeAnotherQubesFiles) {
+  Cell a = MustStart(Spec("fa"));
+  Cell b = MustStart(Spec("fb"));
+  ASSERT_EQ(Sh(b, "echo b > /rw/b-private && echo b > /home/user/b-home && echo b > /tmp/b-tmp && "
+                  "echo b > /etc/b-root && echo ok").out,
+            "ok\n");
+  EXPECT_EQ(Sh(a, "ls -A /rw /home/user /tmp | grep b-; cat /etc/b-root 2>/dev/null; echo end").out,
+            "end\n");
+  EXPECT_NE(Sh(a, "find / -xdev -name 'b-*' 2>/dev/null | grep -q b- && echo found || echo none").out,
+            "found\n");
+  ASSERT_TRUE(a.Stop());
+  ASSERT_TRUE(b.Stop());
+}
+
+TEST_F(CellTest, CpuWeightAndQuotaAreWritten) {
+  CellSpec spec = Spec("cpuq");
+  spec.cpus = 1;
+  spec.cpu_weight = 200;
+  Cell cell = MustStart(spec);
+  char real[PATH_MAX];
+  ASSERT_NE(::realpath(layout_.runtime_dir.c_str(), real), nullptr);
+  auto cg = CellCgroups::ForQube(real, "cpuq");
+  ASSERT_TRUE(cg);
+  if (cg->version() == CgroupVersion::kV2) {
+    EXPECT_EQ(*ReadFile(cg->dirs()[0] + "/cpu.weight"), "200\n");
+    EXPECT_EQ(*ReadFile(cg->dirs()[0] + "/cpu.max"), "100000 100000\n");
+  } else {
+    std::string cpu_dir = cg->dirs()[2];
+    EXPECT_EQ(*ReadFile(cpu_dir + "/cpu.shares"), "2048\n");
+    EXPECT_EQ(*ReadFile(cpu_dir + "/cpu.cfs_quota_us"), "100000\n");
+  }
+  // The cell's own processes are in it.
+  auto pids = cg->Pids();
+  ASSERT_TRUE(pids);
+  EXPECT_FALSE(pids->empty());
+  ASSERT_TRUE(cell.Stop());
 }
 
 TEST_F(CellTest, CannotSeeHostFilesOrMounts) {

@@ -181,6 +181,42 @@ TEST_F(CellTest, ConcurrentStartsOfOneQubeYieldOneCell) {
   for (const auto& p : ListTree(layout_.runtime_dir)) EXPECT_EQ(p.find(".lock"), std::string::npos) << p;
 }
 
+TEST_F(CellTest, ChildDiesWhenTheStarterDiesBeforeReleasingIt) {
+  // The starter dies right after clone (SIGKILL of the daemon at the worst
+  // moment). The half-made child must go too, not hang on to the starter's
+  // files (its qube lock, the daemon's lock and socket): a new start of the
+  // same qube must succeed promptly.
+  started_.push_back("orphan");
+  pid_t starter = ::fork();
+  ASSERT_GE(starter, 0);
+  if (starter == 0) {
+    ::setenv("TESSERA_TEST_CRASH_AFTER_CLONE", "1", 1);
+    auto cell = Cell::Start(layout_, Spec("orphan"));
+    _exit(cell ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(starter, &status, 0), starter);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 86) << status;
+  Result<Cell> cell = Err(Error("not tried", EBUSY));
+  for (int i = 0; i < 100; ++i) {
+    cell = Cell::Start(layout_, Spec("orphan"));
+    if (cell || cell.error().errno_value() != EBUSY) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(cell) << cell.error().ToString();
+  EXPECT_EQ(Sh(*cell, "hostname").out, "orphan\n");
+  ASSERT_TRUE(cell->Stop());
+}
+
+TEST_F(CellTest, CellsLeaveTheStartersSessionAndProcessGroup) {
+  Cell cell = MustStart(Spec("session"));
+  pid_t init = cell.init_pid();
+  EXPECT_EQ(::getsid(init), init);
+  EXPECT_EQ(::getpgid(init), init);
+  EXPECT_NE(::getpgid(init), ::getpgrp());
+  ASSERT_TRUE(cell.Stop());
+}
+
 TEST_F(CellTest, AdoptAfterStarterCrash) {
   // The starter (a forked process standing in for the daemon) is SIGKILLed
   // after starting the cell; the cell lives on and a new process adopts it.
