@@ -162,6 +162,7 @@ class Daemon {
   std::string config_source_;  // where the running description came from
   std::unique_ptr<AuditLog> audit_;
   UniqueFd lock_fd_;
+  UniqueFd state_lock_fd_;
   UniqueFd listen_fd_;
   std::optional<gid_t> admin_gid_;
 
@@ -227,6 +228,27 @@ Status Daemon::LoadInitialSystem() {
   return Ok();
 }
 
+// Takes the exclusive flock on `lock_path` and writes our pid into it.
+Result<UniqueFd> LockInstance(const std::string& lock_path, const char* what,
+                              const std::string& dir) {
+  UniqueFd fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) return Err(Error::FromErrno("open " + lock_path));
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    std::string holder;
+    if (auto text = ReadFile(lock_path, 64); text) holder = *text;
+    while (!holder.empty() && (holder.back() == '\n')) holder.pop_back();
+    return Err(Error("another tesserad is already running" +
+                         (holder.empty() ? std::string() : " (pid " + holder + ")") + " for " +
+                         what + " directory " + dir + " (lock " + lock_path + ")",
+                     EWOULDBLOCK));
+  }
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd.get(), 0) == 0) {
+    (void)!::pwrite(fd.get(), pid.data(), pid.size(), 0);
+  }
+  return fd;
+}
+
 Status Daemon::Init() {
   if (::geteuid() != 0) {
     return Err(Error("tesserad must run as root (it creates namespaces, cgroups and mounts)",
@@ -234,24 +256,13 @@ Status Daemon::Init() {
   }
   TRY(MakeDirs(layout_.runtime_dir, 0755));
   TRY(MakeDirs(layout_.state_dir + "/daemon", 0700));
-  // Single instance: an exclusive flock on R/tesserad.lock, held for life.
-  std::string lock_path = layout_.runtime_dir + "/tesserad.lock";
-  lock_fd_.reset(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!lock_fd_) return Err(Error::FromErrno("open " + lock_path));
-  if (::flock(lock_fd_.get(), LOCK_EX | LOCK_NB) != 0) {
-    std::string holder;
-    if (auto text = ReadFile(lock_path, 64); text) holder = *text;
-    while (!holder.empty() && (holder.back() == '\n')) holder.pop_back();
-    return Err(Error("another tesserad is already running" +
-                         (holder.empty() ? std::string() : " (pid " + holder + ")") +
-                         " for runtime directory " + layout_.runtime_dir + " (lock " +
-                         lock_path + ")",
-                     EWOULDBLOCK));
-  }
-  std::string pid = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(lock_fd_.get(), 0) == 0) {
-    (void)!::pwrite(lock_fd_.get(), pid.data(), pid.size(), 0);
-  }
+  // Single instance: exclusive flocks on R/tesserad.lock and
+  // S/daemon/tesserad.lock, held for life. Either one taken means another
+  // daemon owns these qubes (two daemons sharing a state dir with different
+  // runtime dirs would fight over state.json and the private volumes).
+  lock_fd_ = TRY(LockInstance(layout_.runtime_dir + "/tesserad.lock", "runtime", layout_.runtime_dir));
+  state_lock_fd_ =
+      TRY(LockInstance(layout_.state_dir + "/daemon/tesserad.lock", "state", layout_.state_dir));
 
   state_path_ = layout_.state_dir + "/daemon/state.json";
   applied_path_ = layout_.state_dir + "/daemon/applied.json";

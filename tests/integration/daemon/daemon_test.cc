@@ -451,6 +451,14 @@ TEST_F(DaemonTest, ClearErrorsAndSingleInstance) {
   CliResult second = Cli({"--config", config_, "daemon"});
   EXPECT_EQ(second.exit_code, 3);
   EXPECT_THAT(second.err, HasSubstr("already running"));
+  // Same state directory, other runtime directory: still refused (it would
+  // fight the running daemon over state.json and the private volumes).
+  std::string other_run = root_ + "/run2";
+  ::setenv("TESSERA_RUNTIME_DIR", other_run.c_str(), 1);
+  CliResult shared_state = Cli({"--config", config_, "daemon"});
+  ::setenv("TESSERA_RUNTIME_DIR", layout_.runtime_dir.c_str(), 1);
+  EXPECT_EQ(shared_state.exit_code, 3) << shared_state.err;
+  EXPECT_THAT(shared_state.err, HasSubstr("for state directory"));
   // The running daemon is unaffected.
   EXPECT_EQ(Cli({"ls"}).exit_code, 0);
 }
