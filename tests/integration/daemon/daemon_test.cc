@@ -143,6 +143,8 @@ class DaemonTest : public ::testing::Test {
     pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
+      // Its own process group, like a job started from a shell.
+      ::setpgid(0, 0);
       int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
@@ -461,6 +463,22 @@ TEST_F(DaemonTest, ClearErrorsAndSingleInstance) {
   EXPECT_THAT(shared_state.err, HasSubstr("for state directory"));
   // The running daemon is unaffected.
   EXPECT_EQ(Cli({"ls"}).exit_code, 0);
+}
+
+// Ctrl-C in the daemon's terminal signals its whole process group; the qubes
+// are not part of it and survive, to be re-adopted by the next daemon.
+TEST_F(DaemonTest, CtrlCOnTheDaemonLeavesQubesRunning) {
+  StartDaemon({"--no-autostart"});
+  ASSERT_EQ(Cli({"start", "dt-vault"}).exit_code, 0);
+  pid_t group = daemon_pid_;
+  ASSERT_EQ(::killpg(group, SIGINT), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(daemon_pid_, &status, 0), daemon_pid_);
+  daemon_pid_ = -1;
+  StartDaemon({"--no-autostart"});
+  EXPECT_EQ(StateOf("dt-vault"), "running");
+  EXPECT_EQ(Cli({"run", "dt-vault", "echo", "alive"}).out, "alive\n");
+  EXPECT_EQ(Cli({"stop", "dt-vault"}).exit_code, 0);
 }
 
 TEST_F(DaemonTest, NonAdminIsRefusedAndAudited) {
