@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -120,7 +121,7 @@ class Daemon {
   ApiResult StopQube(const std::string& name, std::chrono::milliseconds grace);
   ApiResult StartDisposable(const std::string& dvm_template, DisposableOwner owner,
                             std::string* name_out);
-  ApiResult RunCommand(const json& params, std::vector<UniqueFd> fds,
+  ApiResult RunCommand(const json& params, std::vector<UniqueFd> fds, int client_fd,
                        std::function<void()>* after_reply);
   // Takes a preloaded disposable of `dvm_template` for a command, if one is ready.
   std::string TakePreloadedLocked(const std::string& dvm_template);
@@ -141,7 +142,7 @@ class Daemon {
   // --- admin API ---
   void ServeConnection(UniqueFd fd);
   ApiResult Dispatch(const Request& request, std::vector<UniqueFd> fds, const Peer& peer,
-                     std::function<void()>* after_reply);
+                     int client_fd, std::function<void()>* after_reply);
   ApiResult HandleApply(const json& params);
   ApiResult HandleLogs(const json& params);
   ApiResult HandlePrefs(const json& params);
@@ -606,7 +607,7 @@ ApiResult Daemon::StartDisposable(const std::string& dvm_template_in, Disposable
   return json{{"qube", name}, {"pid", now.cell->init_pid()}};
 }
 
-ApiResult Daemon::RunCommand(const json& params, std::vector<UniqueFd> fds,
+ApiResult Daemon::RunCommand(const json& params, std::vector<UniqueFd> fds, int client_fd,
                              std::function<void()>* after_reply) {
   cell::ExecRequest request;
   const json& argv = params.value("argv", json::array());
@@ -675,7 +676,36 @@ ApiResult Daemon::RunCommand(const json& params, std::vector<UniqueFd> fds,
   }
   if (!cell) return Fail(codes::kInvalidState, name + " stopped before the command could run");
 
+  // A disposable's work also ends when its caller goes away (the CLI was
+  // killed, the terminal closed): a watcher destroys it if the client's
+  // connection hangs up while the command runs.
+  std::atomic<bool> caller_gone{false};
+  UniqueFd command_done(::eventfd(0, EFD_CLOEXEC));
+  std::thread watcher;
+  if (disposable && client_fd >= 0 && command_done) {
+    watcher = std::thread([this, name, client_fd, done = command_done.get(), &caller_gone] {
+      pollfd p[2] = {{client_fd, POLLRDHUP, 0}, {done, POLLIN, 0}};
+      int rc;
+      do {
+        rc = ::poll(p, 2, -1);
+      } while (rc < 0 && errno == EINTR);
+      if (rc <= 0 || (p[1].revents & POLLIN) != 0) return;
+      if ((p[0].revents & (POLLRDHUP | POLLHUP | POLLERR)) == 0) return;
+      caller_gone = true;
+      Log(LogLevel::kInfo, "caller went away: destroying disposable", {{"qube", name}});
+      auto stopped = StopQube(name, std::chrono::milliseconds(0));
+      if (!stopped) {
+        Log(LogLevel::kError, "disposable teardown failed",
+            {{"qube", name}, {"error", stopped.error().message}});
+      }
+    });
+  }
   auto code = cell->Exec(request);
+  if (watcher.joinable()) {
+    uint64_t one = 1;
+    (void)!::write(command_done.get(), &one, sizeof(one));
+    watcher.join();
+  }
   fds.clear();  // our copies of the client's fds: close before answering
 
   {
@@ -685,7 +715,7 @@ ApiResult Daemon::RunCommand(const json& params, std::vector<UniqueFd> fds,
       it->second.idle_since = Clock::now();
     }
   }
-  if (disposable) {
+  if (disposable && !caller_gone) {
     // The work ended: the disposable goes, whatever the command's result. The
     // caller gets its exit code first; the teardown is recorded in the state
     // file (stopping), so a crash in between is cleaned up by Recover().
@@ -1200,7 +1230,7 @@ json SummarizeParams(const std::string& method, const json& params) {
 }
 
 ApiResult Daemon::Dispatch(const Request& request, std::vector<UniqueFd> fds, const Peer& peer,
-                           std::function<void()>* after_reply) {
+                           int client_fd, std::function<void()>* after_reply) {
   const json& p = request.params;
   const std::string& m = request.method;
   auto qube_param = [&]() -> tl::expected<std::string, ApiError> {
@@ -1267,7 +1297,7 @@ ApiResult Daemon::Dispatch(const Request& request, std::vector<UniqueFd> fds, co
     if (!stopped) return stopped;
     return StartQube(*q);
   }
-  if (m == "qube.run") return RunCommand(p, std::move(fds), after_reply);
+  if (m == "qube.run") return RunCommand(p, std::move(fds), client_fd, after_reply);
   if (m == "qube.logs") return HandleLogs(p);
   if (m == "qube.prefs") return HandlePrefs(p);
   if (m == "system.apply") return HandleApply(p);
@@ -1331,7 +1361,7 @@ void Daemon::ServeConnection(UniqueFd fd) {
       return;
     }
     std::function<void()> after_reply;
-    ApiResult result = Dispatch(*request, std::move(frame->fds), *peer, &after_reply);
+    ApiResult result = Dispatch(*request, std::move(frame->fds), *peer, fd.get(), &after_reply);
     json response;
     if (result) {
       audit_entry["result"] = "ok";

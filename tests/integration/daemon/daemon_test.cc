@@ -481,6 +481,34 @@ TEST_F(DaemonTest, CtrlCOnTheDaemonLeavesQubesRunning) {
   EXPECT_EQ(Cli({"stop", "dt-vault"}).exit_code, 0);
 }
 
+// A disposable's work ends when its caller goes away: killing the CLI in the
+// middle of a long command destroys the disposable.
+TEST_F(DaemonTest, DisposableGoesWhenItsCallerGoesAway) {
+  StartDaemon({"--no-autostart"});
+  pid_t cli = ::fork();
+  ASSERT_GE(cli, 0);
+  if (cli == 0) {
+    int null_fd = ::open("/dev/null", O_RDWR);
+    ::dup2(null_fd, 0);
+    ::dup2(null_fd, 1);
+    ::dup2(null_fd, 2);
+    ::execl(TESSERA_CLI, TESSERA_CLI, "run", "--dispvm", "--", "sleep", "60", nullptr);
+    ::_exit(127);
+  }
+  bool running = false;
+  for (int i = 0; i < 250 && !running; ++i) {
+    for (const auto& [name, q] : List()) {
+      if (name.rfind("disp", 0) == 0 && q.value("state", "") == "running") running = true;
+    }
+    if (!running) std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(running) << "the disposable never ran";
+  ::kill(cli, SIGKILL);
+  ::waitpid(cli, nullptr, 0);
+  ExpectNoDisposables();
+  EXPECT_THAT(AuditText(), HasSubstr("\"destroyed\""));
+}
+
 TEST_F(DaemonTest, NonAdminIsRefusedAndAudited) {
   StartDaemon({"--admin-group", "tessera-test-no-such-group"});
   int pipefd[2];
