@@ -121,6 +121,8 @@ class Daemon {
   ApiResult StopQube(const std::string& name, std::chrono::milliseconds grace);
   ApiResult StartDisposable(const std::string& dvm_template, DisposableOwner owner,
                             std::string* name_out);
+  Result<std::shared_ptr<cell::Cell>> LaunchCell(const std::optional<std::string>& netvm,
+                                                 const cell::CellSpec& spec, int netvm_depth);
   ApiResult RunCommand(const json& params, std::vector<UniqueFd> fds, int client_fd,
                        std::function<void()>* after_reply);
   // Takes a preloaded disposable of `dvm_template` for a command, if one is ready.
@@ -455,21 +457,12 @@ ApiResult Daemon::StartQube(const std::string& name, int depth) {
     if (it != qubes_.end()) SetStateLocked(name, it->second, QubeState::kFailed, reason);
     return Fail(codes::kFailed, "cannot start " + name + ": " + reason);
   };
-  // The netvm first. Networking itself is wired by the net layer later; the
-  // ordering guarantee is already the daemon's.
-  if (netvm) {
-    auto started = StartQube(*netvm, depth + 1);
-    if (!started) return fail("netvm " + *netvm + ": " + started.error().message);
-  }
-  if (auto status = EnsureTemplate(spec->template_name); !status) {
-    return fail(status.error().ToString());
-  }
-  auto cell = cell::Cell::Start(layout_, *spec);
+  auto cell = LaunchCell(netvm, *spec, depth + 1);
   if (!cell) return fail(cell.error().ToString());
 
   lock.lock();
   auto& now = qubes_[name];
-  now.cell = std::make_shared<cell::Cell>(std::move(*cell));
+  now.cell = std::move(*cell);
   now.idle_since = Clock::now();
   SetStateLocked(name, now, QubeState::kRunning);
   return json{{"qube", name}, {"already_running", false}, {"pid", now.cell->init_pid()}};
@@ -589,22 +582,30 @@ ApiResult Daemon::StartDisposable(const std::string& dvm_template_in, Disposable
     }
     return Fail(codes::kFailed, "cannot start disposable " + name + ": " + reason);
   };
-  if (netvm) {
-    auto started = StartQube(*netvm);
-    if (!started) return fail("netvm " + *netvm + ": " + started.error().message);
-  }
-  if (auto status = EnsureTemplate(spec->template_name); !status) {
-    return fail(status.error().ToString());
-  }
-  auto cell = cell::Cell::Start(layout_, *spec);
+  auto cell = LaunchCell(netvm, *spec, 0);
   if (!cell) return fail(cell.error().ToString());
   lock.lock();
   auto& now = qubes_[name];
-  now.cell = std::make_shared<cell::Cell>(std::move(*cell));
+  now.cell = std::move(*cell);
   now.idle_since = Clock::now();
   if (owner == DisposableOwner::kRun) now.active_execs = 1;  // the caller's command
   SetStateLocked(name, now, QubeState::kRunning);
   return json{{"qube", name}, {"pid", now.cell->init_pid()}};
+}
+
+// The netvm first (networking itself is wired by the net layer later; the
+// ordering guarantee is already the daemon's), then the template, then the
+// cell. Called without mu_ held.
+Result<std::shared_ptr<cell::Cell>> Daemon::LaunchCell(const std::optional<std::string>& netvm,
+                                                       const cell::CellSpec& spec,
+                                                       int netvm_depth) {
+  if (netvm) {
+    auto started = StartQube(*netvm, netvm_depth);
+    if (!started) return Err(Error("netvm " + *netvm + ": " + started.error().message));
+  }
+  TRY(EnsureTemplate(spec.template_name));
+  cell::Cell cell = TRY(cell::Cell::Start(layout_, spec));
+  return std::make_shared<cell::Cell>(std::move(cell));
 }
 
 ApiResult Daemon::RunCommand(const json& params, std::vector<UniqueFd> fds, int client_fd,

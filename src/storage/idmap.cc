@@ -51,6 +51,26 @@ struct IdMap {
 
 std::string MapPath(const Layout& layout) { return layout.state_dir + "/idmap.json"; }
 
+
+// One range base of idmap.json (`where` names the file and field): an
+// allocated boundary below next_base, not already in `seen` (added to it).
+Result<uint64_t> CheckRangeBase(const json& value, uint64_t next_base, std::vector<uint64_t>& seen,
+                                const std::string& where, const char* duplicate_message) {
+  if (!value.is_number_unsigned()) {
+    return Err(Error(where + ": expected an unsigned integer", EINVAL));
+  }
+  uint64_t base = value.get<uint64_t>();
+  if (base < kFirstHostId || (base - kFirstHostId) % kIdsPerQube != 0 || base >= next_base) {
+    return Err(Error(where + ": " + std::to_string(base) + " is not an allocated range boundary",
+                     EINVAL));
+  }
+  if (std::find(seen.begin(), seen.end(), base) != seen.end()) {
+    return Err(Error(where + ": range " + std::to_string(base) + " " + duplicate_message, EINVAL));
+  }
+  seen.push_back(base);
+  return base;
+}
+
 Result<IdMap> ParseIdMap(const std::string& path, const std::string& text) {
   json doc = json::parse(text, nullptr, false);
   if (doc.is_discarded() || !doc.is_object()) {
@@ -80,24 +100,8 @@ Result<IdMap> ParseIdMap(const std::string& path, const std::string& text) {
     std::string field = "field \"qubes." + it.key() + "\"";
     auto name_ok = ValidateName(it.key());
     if (!name_ok) return Err(std::move(name_ok).error().Wrap(path + ": " + field));
-    if (!it->is_number_unsigned()) {
-      return Err(Error(path + ": " + field + ": expected an unsigned integer", EINVAL));
-    }
-    uint64_t base = it->get<uint64_t>();
-    if (base < kFirstHostId || (base - kFirstHostId) % kIdsPerQube != 0 ||
-        base >= map.next_base) {
-      return Err(Error(path + ": " + field + ": " + std::to_string(base) +
-                           " is not an allocated range boundary",
-                       EINVAL));
-    }
-    for (uint64_t other : seen) {
-      if (other == base) {
-        return Err(Error(path + ": " + field + ": range " + std::to_string(base) +
-                             " is given to two qubes",
-                         EINVAL));
-      }
-    }
-    seen.push_back(base);
+    uint64_t base = TRY(CheckRangeBase(*it, map.next_base, seen, path + ": " + field,
+                                       "is given to two qubes"));
     map.qubes.emplace_back(it.key(), base);
   }
   auto free = doc.find("free");
@@ -106,24 +110,8 @@ Result<IdMap> ParseIdMap(const std::string& path, const std::string& text) {
     for (size_t i = 0; i < free->size(); ++i) {
       const json& f = (*free)[i];
       std::string field = "field \"free[" + std::to_string(i) + "]\"";
-      if (!f.is_number_unsigned()) {
-        return Err(Error(path + ": " + field + ": expected an unsigned integer", EINVAL));
-      }
-      uint64_t base = f.get<uint64_t>();
-      if (base < kFirstHostId || (base - kFirstHostId) % kIdsPerQube != 0 ||
-          base >= map.next_base) {
-        return Err(Error(path + ": " + field + ": " + std::to_string(base) +
-                             " is not an allocated range boundary",
-                         EINVAL));
-      }
-      for (uint64_t other : seen) {
-        if (other == base) {
-          return Err(Error(path + ": " + field + ": range " + std::to_string(base) +
-                               " is both free and in use (or listed twice)",
-                           EINVAL));
-        }
-      }
-      seen.push_back(base);
+      uint64_t base = TRY(CheckRangeBase(f, map.next_base, seen, path + ": " + field,
+                                         "is both free and in use (or listed twice)"));
       map.free.push_back(base);
     }
   }
