@@ -49,12 +49,13 @@ trap cleanup EXIT
 DAEMON=$!
 for _ in $(seq 100); do "$T" ls >/dev/null 2>&1 && break; sleep 0.1; done
 
-# Milliseconds of one command, measured without forking a timer ($EPOCHREALTIME).
+# Milliseconds of one command from spawn to exit, timed by a spawned helper
+# (tests/bench/time_command), so the shell's own fork is not counted.
+TIMER=$(readlink -f "$BUILD/tests/bench/time_command")
+[ -x "$TIMER" ] || { echo "no $BUILD/tests/bench/time_command (build the default variant)" >&2; exit 1; }
 ms() {
-  local t0=$EPOCHREALTIME
-  "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }
-  local t1=$EPOCHREALTIME
-  echo "$t0 $t1" | awk '{printf "%.3f\n", ($2-$1)*1000}'
+  "$TIMER" --stderr "$ROOT/last.err" -- "$@" || {
+    echo "failed: $*: $(cat "$ROOT/last.err")" >&2; tail -5 "$ROOT/daemon.log" >&2; exit 1; }
 }
 stat_of() {  # percentile p of the numbers in file
   sort -n "$1" | awk -v p="$2" '{a[NR]=$1} END {i=int((NR-1)*p+0.5)+1; printf "%.3f", a[i]}'
@@ -85,14 +86,19 @@ echo "run --dispvm true (preloaded): median ${P} ms   bwrap baseline median ${B2
 
 "$T" start work
 : > "$ROOT/t-run"
-# `tessera version` beside it: the cost of starting the CLI process at all.
-: > "$ROOT/t-ver"
+# Beside it: `tessera version` (starting the CLI process at all) and a bare
+# static `true` (any process start on this machine; `run` needs two: the CLI
+# and the command in the qube).
+: > "$ROOT/t-ver"; : > "$ROOT/t-true"
+BARE_TRUE=$(command -v busybox || command -v true)
 for _ in $(seq 1 "$((N * 4))"); do
   ms "$T" run work true >> "$ROOT/t-run"
   ms "$T" version >> "$ROOT/t-ver"
+  ms "$BARE_TRUE" true >> "$ROOT/t-true"
 done
 echo "run work true:       p50 $(stat_of "$ROOT/t-run" 0.5) ms   p99 $(stat_of "$ROOT/t-run" 0.99) ms (target p50 < 2 ms)"
-echo "  baseline: tessera version (CLI process start only) p50 $(stat_of "$ROOT/t-ver" 0.5) ms"
+echo "  baselines: tessera version (CLI process start) p50 $(stat_of "$ROOT/t-ver" 0.5) ms;" \
+  "$(basename "$BARE_TRUE") true (bare process start) p50 $(stat_of "$ROOT/t-true" 0.5) ms"
 # The daemon's share without any process start: qube.run and qube.list over
 # one admin connection (fds passed with SCM_RIGHTS, as the CLI does).
 python3 - "$TESSERA_RUNTIME_DIR/admin.sock" <<'PY'

@@ -1,15 +1,20 @@
 // tessera-agent: PID 1 of every cell. It accepts connections on the control
 // socket it inherited from the host (fd given by --control-fd), runs one exec
-// request per connection in a forked handler, reaps every orphan, and on SIGTERM
+// request per connection (the command is cloned straight from PID 1, and its
+// exit is reported on that connection), reaps every orphan, and on SIGTERM
 // terminates everything in the cell and exits. Built static: templates carry no
 // libc. Protocol: agent/protocol.h, docs/CELL.md.
 
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -58,9 +64,12 @@ bool ResolveUser(const std::string& user, Credentials* creds, std::string* error
     creds->home = "/";
     return true;
   }
-  UniqueFd fd(::open("/etc/passwd", O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (!fd) {
-    *error = "no /etc/passwd in the cell to look up user " + user;
+  // The qube's root owns this file and PID 1 reads it: a FIFO or device in
+  // its place must not block or feed the agent (non-blocking, regular only).
+  UniqueFd fd(::open("/etc/passwd", O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  struct stat st;
+  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    *error = "no /etc/passwd (a regular file) in the cell to look up user " + user;
     return false;
   }
   std::string text;
@@ -94,9 +103,7 @@ bool ResolveUser(const std::string& user, Credentials* creds, std::string* error
   return false;
 }
 
-void SendReply(int conn, const Reply& reply) {
-  (void)SendFrame(conn, SerializeReply(reply));
-}
+void SendReply(int conn, const Reply& reply) { (void)SendFrame(conn, SerializeReply(reply)); }
 
 void SendError(int conn, int code, const std::string& message) {
   Reply r;
@@ -106,46 +113,120 @@ void SendError(int conn, int code, const std::string& message) {
   SendReply(conn, r);
 }
 
-// Handles one connection in a forked process and exits.
-[[noreturn]] void HandleConnection(int conn) {
+// Everything the command's child needs, prepared before it is cloned: the
+// child shares the agent's memory until it execs (CLONE_VM | CLONE_VFORK, as
+// posix_spawn does), so it only makes system calls and writes `error`.
+struct SpawnPlan {
+  std::vector<char*> argv;
+  std::vector<char*> envp;
+  std::vector<const char*> candidates;  // program paths to try, in order
+  int stdio[3] = {-1, -1, -1};          // -1 = /dev/null
+  const char* cwd = "/";
+  Credentials creds;
+  bool reset_oom_score = false;
+  int error = 0;  // set by the child when it cannot exec
+};
+
+[[noreturn]] void ChildFail(SpawnPlan* plan, int error, int code) {
+  plan->error = error != 0 ? error : EIO;
+  _exit(code);
+}
+
+// The command's side of the clone: async-signal-safe system calls only.
+int SpawnChild(void* arg) {
+  auto* plan = static_cast<SpawnPlan*>(arg);
+  // The agent keeps every signal blocked (it reads them from a signalfd); its
+  // dispositions were reset to default at start, so the mask is all to undo.
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::setsid();
+  if (plan->reset_oom_score) {
+    // Only the agent is shielded from the OOM killer; its commands are not.
+    int adj = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (adj >= 0) {
+      (void)!::write(adj, "0", 1);
+      ::close(adj);
+    }
+  }
+  int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  // Move the sources above 2 first, so dup2 never clobbers one still needed.
+  int src[3];
+  for (int i = 0; i < 3; ++i) {
+    int s = plan->stdio[i] >= 0 ? plan->stdio[i] : null_fd;
+    src[i] = s < 0 ? -1 : ::fcntl(s, F_DUPFD_CLOEXEC, 10);
+  }
+  for (int i = 0; i < 3; ++i) {
+    if (src[i] < 0 || ::dup2(src[i], i) < 0) ChildFail(plan, errno ? errno : EBADF, 125);
+  }
+  // Raw system calls: the child shares the agent's libc state.
+  if (::chdir(plan->cwd) != 0 || syscall(SYS_setgroups, 0, nullptr) != 0 ||
+      syscall(SYS_setresgid, plan->creds.gid, plan->creds.gid, plan->creds.gid) != 0 ||
+      syscall(SYS_setresuid, plan->creds.uid, plan->creds.uid, plan->creds.uid) != 0) {
+    ChildFail(plan, errno, 125);
+  }
+  int e = ENOENT;
+  for (const char* c : plan->candidates) {
+    ::execve(c, plan->argv.data(), plan->envp.data());
+    if (errno != ENOENT || e == ENOENT) e = errno;
+  }
+  ChildFail(plan, e, 127);
+}
+
+// Clones the command. Returns its pid, or -1 with plan->error set (the failed
+// child is already reaped). CLONE_VFORK: this returns once the child has
+// exec'd or exited, so `plan` is stable while the child reads it.
+pid_t Spawn(SpawnPlan* plan) {
+  alignas(64) static char stack[64 * 1024];
+  plan->error = 0;
+  pid_t pid = ::clone(SpawnChild, stack + sizeof(stack), CLONE_VM | CLONE_VFORK | SIGCHLD, plan);
+  if (pid < 0) {
+    plan->error = errno;
+    return -1;
+  }
+  if (plan->error != 0) {
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    return -1;
+  }
+  return pid;
+}
+
+// One exec request: read, validate, start the command and say so. On success
+// the connection is kept (in `running`, by the command's pid) for the exit
+// report; on any failure the caller gets an error reply and the connection is
+// closed.
+void HandleConnection(UniqueFd conn, bool reset_oom_score, std::map<pid_t, UniqueFd>* running) {
+  // The host writes a request right after connecting; never let a stalled
+  // peer hold PID 1.
+  timeval timeout{5, 0};
+  ::setsockopt(conn.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  ::setsockopt(conn.get(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
   std::vector<UniqueFd> fds;
-  auto payload = ReadFrame(conn, &fds);
-  if (!payload) {
-    SendError(conn, 125, payload.error().ToString());
-    _exit(1);
-  }
+  auto payload = ReadFrame(conn.get(), &fds);
+  if (!payload) return SendError(conn.get(), 125, payload.error().ToString());
   auto parsed = ParseExec(*payload);
-  if (!parsed) {
-    SendError(conn, 125, parsed.error().ToString());
-    _exit(1);
-  }
+  if (!parsed) return SendError(conn.get(), 125, parsed.error().ToString());
   ExecMessage& m = *parsed;
   if (fds.size() != m.nfds) {
-    SendError(conn, 125, "exec: attached fd count does not match \"nfds\"");
-    _exit(1);
+    return SendError(conn.get(), 125, "exec: attached fd count does not match \"nfds\"");
   }
-  Credentials creds;
+  SpawnPlan plan;
   std::string error;
-  if (!ResolveUser(m.user, &creds, &error)) {
-    SendError(conn, 125, error);
-    _exit(1);
-  }
-  // Everything the child needs is prepared before fork (no allocation after).
+  if (!ResolveUser(m.user, &plan.creds, &error)) return SendError(conn.get(), 125, error);
   std::vector<std::string> env = m.env;
   if (env.empty()) {
-    env = {std::string("PATH=") + kDefaultPath, "HOME=" + creds.home, "TERM=xterm"};
+    env = {std::string("PATH=") + kDefaultPath, "HOME=" + plan.creds.home, "TERM=xterm"};
   }
   std::string path = kDefaultPath;
   for (const auto& e : env) {
     if (e.rfind("PATH=", 0) == 0) path = e.substr(5);
   }
-  std::vector<char*> argv;
-  for (auto& a : m.argv) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  // Candidate program paths (PATH search done here, not with execvpe after fork).
+  for (auto& a : m.argv) plan.argv.push_back(a.data());
+  plan.argv.push_back(nullptr);
+  for (auto& e : env) plan.envp.push_back(e.data());
+  plan.envp.push_back(nullptr);
+  // PATH search done here, not with execvpe in the child.
   std::vector<std::string> candidates;
   if (m.argv[0].find('/') != std::string::npos) {
     candidates.push_back(m.argv[0]);
@@ -160,89 +241,38 @@ void SendError(int conn, int code, const std::string& message) {
       start = c + 1;
     }
   }
-  int stdio[3];
-  for (int i = 0; i < 3; ++i) stdio[i] = m.stdio[i] >= 0 ? fds[m.stdio[i]].get() : -1;
+  for (const auto& c : candidates) plan.candidates.push_back(c.c_str());
+  for (int i = 0; i < 3; ++i) plan.stdio[i] = m.stdio[i] >= 0 ? fds[m.stdio[i]].get() : -1;
+  plan.cwd = m.cwd.c_str();
+  plan.reset_oom_score = reset_oom_score;
 
-  int err_pipe[2];
-  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
-    SendError(conn, 125, std::string("pipe2: ") + std::strerror(errno));
-    _exit(1);
-  }
-  pid_t pid = ::fork();
+  pid_t pid = Spawn(&plan);
+  fds.clear();  // the command holds its own copies
   if (pid < 0) {
-    SendError(conn, 125, std::string("fork: ") + std::strerror(errno));
-    _exit(1);
-  }
-  if (pid == 0) {
-    // Child: async-signal-safe calls only.
-    sigset_t all;
-    sigemptyset(&all);
-    sigprocmask(SIG_SETMASK, &all, nullptr);
-    for (int s = 1; s < NSIG; ++s) signal(s, SIG_DFL);
-    ::setsid();
-    int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-    // Move the sources above 2 first, so dup2 never clobbers one still needed.
-    int src[3];
-    for (int i = 0; i < 3; ++i) {
-      int s = stdio[i] >= 0 ? stdio[i] : null_fd;
-      src[i] = s < 0 ? -1 : ::fcntl(s, F_DUPFD_CLOEXEC, 10);
-    }
-    for (int i = 0; i < 3; ++i) {
-      if (src[i] < 0 || ::dup2(src[i], i) < 0) {
-        int e = errno ? errno : EBADF;
-        (void)!::write(err_pipe[1], &e, sizeof(e));
-        _exit(125);
-      }
-    }
-    int e = 0;
-    if (::chdir(m.cwd.c_str()) != 0 ||
-        ::setgroups(0, nullptr) != 0 || ::setresgid(creds.gid, creds.gid, creds.gid) != 0 ||
-        ::setresuid(creds.uid, creds.uid, creds.uid) != 0) {
-      e = errno;
-      (void)!::write(err_pipe[1], &e, sizeof(e));
-      _exit(125);
-    }
-    e = ENOENT;
-    for (auto& c : candidates) {
-      ::execve(c.c_str(), argv.data(), envp.data());
-      if (errno != ENOENT || e == ENOENT) e = errno;
-    }
-    (void)!::write(err_pipe[1], &e, sizeof(e));
-    _exit(127);
-  }
-  ::close(err_pipe[1]);
-  for (auto& f : fds) f.reset();  // the command holds its own copies
-  int child_errno = 0;
-  ssize_t n;
-  do {
-    n = ::read(err_pipe[0], &child_errno, sizeof(child_errno));
-  } while (n < 0 && errno == EINTR);
-  ::close(err_pipe[0]);
-  int status = 0;
-  if (n == static_cast<ssize_t>(sizeof(child_errno))) {
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    int code = child_errno == ENOENT ? 127 : (child_errno == EACCES ? 126 : 125);
-    SendError(conn, code, "cannot run " + m.argv[0] + ": " + std::strerror(child_errno));
-    _exit(0);
+    int code = plan.error == ENOENT ? 127 : (plan.error == EACCES ? 126 : 125);
+    return SendError(conn.get(), code,
+                     "cannot run " + m.argv[0] + ": " + std::strerror(plan.error));
   }
   Reply started;
   started.kind = Reply::Kind::kStarted;
   started.pid = pid;
-  SendReply(conn, started);
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) _exit(1);
-  }
-  Reply done;
-  done.kind = Reply::Kind::kExit;
-  done.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  SendReply(conn, done);
-  _exit(0);
+  SendReply(conn.get(), started);
+  running->emplace(pid, std::move(conn));
 }
 
-void ReapAll() {
+// Reaps every exited child: a command's exit goes to its caller; orphans that
+// were reparented to PID 1 are just collected.
+void ReapAll(std::map<pid_t, UniqueFd>* running) {
   int status;
-  while (::waitpid(-1, &status, WNOHANG) > 0) {
+  pid_t pid;
+  while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+    auto it = running->find(pid);
+    if (it == running->end()) continue;
+    Reply done;
+    done.kind = Reply::Kind::kExit;
+    done.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    SendReply(it->second.get(), done);
+    running->erase(it);
   }
 }
 
@@ -278,6 +308,12 @@ int Run(int control_fd) {
   // Orphans of the cell come to us when we are PID 1; outside a pid namespace
   // (tests) the subreaper flag gives the same duty.
   ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  // Dispositions survive exec only when ignored (a host shell may have set
+  // SIGINT or SIGQUIT to SIG_IGN): reset them once here, so commands start
+  // with every signal at its default.
+  for (int s = 1; s < NSIG; ++s) {
+    if (s != SIGKILL && s != SIGSTOP) ::signal(s, SIG_DFL);
+  }
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGCHLD);
@@ -291,6 +327,14 @@ int Run(int control_fd) {
     std::fprintf(stderr, "tessera-agent: signalfd: %s\n", std::strerror(errno));
     return 1;
   }
+  // The host may shield the agent from the OOM killer (-999); its commands
+  // must not inherit that.
+  bool reset_oom_score = false;
+  if (UniqueFd adj(::open("/proc/self/oom_score_adj", O_RDONLY | O_CLOEXEC)); adj) {
+    char buf[16] = {};
+    reset_oom_score = ::read(adj.get(), buf, sizeof(buf) - 1) > 0 && std::atoi(buf) != 0;
+  }
+  std::map<pid_t, UniqueFd> running;  // command pid -> its caller's connection
   for (;;) {
     pollfd pfds[2] = {{control_fd, POLLIN, 0}, {sfd.get(), POLLIN, 0}};
     if (::poll(pfds, 2, -1) < 0) {
@@ -302,29 +346,11 @@ int Run(int control_fd) {
       while (::read(sfd.get(), &info, sizeof(info)) == static_cast<ssize_t>(sizeof(info))) {
         if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) Shutdown();
       }
-      ReapAll();
+      ReapAll(&running);
     }
     if ((pfds[0].revents & POLLIN) != 0) {
       int conn = ::accept4(control_fd, nullptr, nullptr, SOCK_CLOEXEC);
-      if (conn < 0) continue;
-      pid_t pid = ::fork();
-      if (pid == 0) {
-        // Only the agent itself is shielded from the OOM killer (the host set
-        // it to -999); its handlers and their commands are ordinary.
-        if (int adj = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC); adj >= 0) {
-          (void)!::write(adj, "0", 1);
-          ::close(adj);
-        }
-        ::close(control_fd);
-        sfd.reset();
-        sigset_t keep;
-        sigemptyset(&keep);
-        sigaddset(&keep, SIGPIPE);
-        sigprocmask(SIG_SETMASK, &keep, nullptr);
-        ::signal(SIGPIPE, SIG_IGN);
-        HandleConnection(conn);
-      }
-      ::close(conn);
+      if (conn >= 0) HandleConnection(UniqueFd(conn), reset_oom_score, &running);
     }
   }
 }

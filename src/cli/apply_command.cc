@@ -133,7 +133,7 @@ void Register(CLI::App& app, CliContext& ctx) {
   cmd->callback([&ctx] { ctx.exit_code = RunApply(file, dry_run, yes); });
 }
 
-const CommandRegistration kRegistration("apply", Register);
+const CommandRegistration kRegistration({"apply"}, Register);
 
 }  // namespace
 }  // namespace tessera::cli

@@ -195,7 +195,7 @@ void Register(CLI::App& app, CliContext& ctx) {
   run->callback([args, &ctx] { ctx.exit_code = Run(*args, ctx); });
 }
 
-const CommandRegistration kRegistration("cell", Register);
+const CommandRegistration kRegistration({"cell"}, Register);
 
 }  // namespace
 }  // namespace tessera::cli

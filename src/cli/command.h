@@ -9,11 +9,16 @@
 //     ...
 //     cmd->callback([&ctx] { ctx.exit_code = RunCheck(...); });
 //   }
-//   const CommandRegistration kRegistration("config", Register);
+//   const CommandRegistration kRegistration({"config"}, Register);
 //   }  // namespace
+//
+// The names are the verbs Register adds: main() registers only the entry that
+// owns the verb on the command line (every entry for help or an unknown verb),
+// which keeps `tessera run` from building the whole command tree each time.
 
 #include <CLI/CLI.hpp>
 
+#include <initializer_list>
 #include <string>
 
 namespace tessera::cli {
@@ -28,7 +33,7 @@ using RegisterFn = void (*)(CLI::App& app, CliContext& ctx);
 
 class CommandRegistration {
  public:
-  CommandRegistration(const char* name, RegisterFn fn);
+  CommandRegistration(std::initializer_list<const char*> verbs, RegisterFn fn);
 };
 
 // Exit code for command-line usage errors (bad flags, missing arguments).

@@ -141,7 +141,7 @@ void Register(CLI::App& app, CliContext& ctx) {
   show->callback([&ctx] { ctx.exit_code = RunShow(show_args, ctx); });
 }
 
-const CommandRegistration kRegistration("config", Register);
+const CommandRegistration kRegistration({"config"}, Register);
 
 }  // namespace
 }  // namespace tessera::cli

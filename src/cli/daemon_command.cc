@@ -67,7 +67,7 @@ void Register(CLI::App& app, CliContext& ctx) {
   cmd->callback([&ctx] { ctx.exit_code = ExecDaemon(ctx, flags); });
 }
 
-const CommandRegistration kRegistration("daemon", Register);
+const CommandRegistration kRegistration({"daemon"}, Register);
 
 }  // namespace
 }  // namespace tessera::cli

@@ -56,7 +56,7 @@ void Register(CLI::App& app, CliContext& ctx) {
   cmd->callback([&ctx] { ctx.exit_code = RunEvents(as_json); });
 }
 
-const CommandRegistration kRegistration("events", Register);
+const CommandRegistration kRegistration({"events"}, Register);
 
 }  // namespace
 }  // namespace tessera::cli

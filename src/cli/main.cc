@@ -4,15 +4,18 @@
 #include <algorithm>
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cli/command.h"
+#include "common/check.h"
+#include "config/values.h"
 
 namespace tessera::cli {
 namespace {
 
 struct Entry {
-  const char* name;
+  std::vector<const char*> verbs;
   RegisterFn fn;
 };
 
@@ -21,17 +24,76 @@ std::vector<Entry>& Registry() {
   return registry;
 }
 
+// The verb on the command line: the first word that is not a global option
+// (`--config FILE`, `--config=FILE`, `-h`, `--help`); "" if there is none.
+std::string_view VerbOf(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--") return "";
+    if (a == "--config") {
+      ++i;
+      continue;
+    }
+    if (!a.empty() && a[0] == '-') continue;
+    return a;
+  }
+  return "";
+}
+
+// Adds the entry owning `verb` and returns true; or adds every entry (help,
+// no verb, an unknown one) and returns whether `verb` was empty.
+bool RegisterVerbs(CLI::App& app, CliContext& ctx, std::string_view verb) {
+  auto& registry = Registry();
+  for (const auto& entry : registry) {
+    for (const char* v : entry.verbs) {
+      if (verb == v) {
+        entry.fn(app, ctx);
+        return true;
+      }
+    }
+  }
+  std::sort(registry.begin(), registry.end(), [](const auto& a, const auto& b) {
+    return std::string_view(a.verbs.front()) < b.verbs.front();
+  });
+  for (const auto& entry : registry) {
+    entry.fn(app, ctx);
+    // A verb missing from its entry's list would only cost time; one listed
+    // but not added would be unreachable: refuse that here, where every
+    // `tessera --help` (and the tests) pass.
+    for (const char* v : entry.verbs) {
+      auto found = app.get_subcommands([v](CLI::App* sub) { return sub->get_name() == v; });
+      TESSERA_CHECK(!found.empty());
+    }
+  }
+  return verb.empty();
+}
+
+// "unknown command X" with the nearest verb as a hint.
+void ReportUnknownVerb(std::string_view verb) {
+  std::string best;
+  size_t best_distance = 3;  // suggest only close ones
+  for (const auto& entry : Registry()) {
+    for (const char* v : entry.verbs) {
+      size_t d = config::EditDistance(verb, v);
+      if (d < best_distance) best_distance = d, best = v;
+    }
+  }
+  std::fprintf(stderr, "tessera: unknown command '%.*s'%s%s%s; `tessera --help` lists them\n",
+               static_cast<int>(verb.size()), verb.data(), best.empty() ? "" : " (did you mean '",
+               best.c_str(), best.empty() ? "" : "'?)");
+}
+
 }  // namespace
 
-CommandRegistration::CommandRegistration(const char* name, RegisterFn fn) {
-  Registry().push_back({name, fn});
+CommandRegistration::CommandRegistration(std::initializer_list<const char*> verbs, RegisterFn fn) {
+  TESSERA_CHECK(verbs.size() > 0);
+  Registry().push_back({std::vector<const char*>(verbs), fn});
 }
 
 }  // namespace tessera::cli
 
 int main(int argc, char** argv) {
   using tessera::cli::CliContext;
-  using tessera::cli::Registry;
 
   CLI::App app{
       "tessera: security by compartmentalization (Qubes OS model) for Linux.\n"
@@ -43,11 +105,11 @@ int main(int argc, char** argv) {
   app.add_option("--config", ctx.config_flag,
                  "System description (TOML, JSON or Nix); default $TESSERA_CONFIG or "
                  "/etc/tessera/system.toml");
-
-  auto& registry = Registry();
-  std::sort(registry.begin(), registry.end(),
-            [](const auto& a, const auto& b) { return std::string(a.name) < b.name; });
-  for (const auto& entry : registry) entry.fn(app, ctx);
+  std::string_view verb = tessera::cli::VerbOf(argc, argv);
+  if (!tessera::cli::RegisterVerbs(app, ctx, verb)) {
+    tessera::cli::ReportUnknownVerb(verb);
+    return tessera::cli::kExitUsage;
+  }
 
   try {
     app.parse(argc, argv);

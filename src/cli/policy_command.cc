@@ -294,7 +294,7 @@ void Register(CLI::App& app, CliContext& ctx) {
   explain->callback([&ctx, opts] { ctx.exit_code = RunEval(*opts, ctx, /*explain=*/true); });
 }
 
-const CommandRegistration kRegistration("policy", Register);
+const CommandRegistration kRegistration({"policy"}, Register);
 
 }  // namespace
 }  // namespace tessera::cli

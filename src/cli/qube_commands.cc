@@ -370,7 +370,8 @@ void Register(CLI::App& app, CliContext& ctx) {
   }
 }
 
-const CommandRegistration kRegistration("qube", Register);
+const CommandRegistration kRegistration({"ls", "start", "stop", "kill", "restart", "run", "logs", "prefs"},
+                                         Register);
 
 }  // namespace
 }  // namespace tessera::cli

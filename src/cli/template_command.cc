@@ -172,7 +172,7 @@ void Register(CLI::App& app, CliContext& ctx) {
   remove->callback([&ctx] { ctx.exit_code = RunRemove(args); });
 }
 
-const CommandRegistration kRegistration("template", Register);
+const CommandRegistration kRegistration({"template"}, Register);
 
 }  // namespace
 }  // namespace tessera::cli

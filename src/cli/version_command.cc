@@ -12,7 +12,7 @@ void Register(CLI::App& app, CliContext& /*ctx*/) {
   cmd->callback([] { std::printf("tessera 0.1.0\n"); });
 }
 
-const CommandRegistration kRegistration("version", Register);
+const CommandRegistration kRegistration({"version"}, Register);
 
 }  // namespace
 }  // namespace tessera::cli

@@ -305,6 +305,62 @@ TEST_F(CellTest, ConnectControlGivesAnAsyncChannel) {
   ASSERT_TRUE(cell.Stop());
 }
 
+// The agent clones commands straight from PID 1 and keeps one connection per
+// running command: concurrent commands each get their own exit status, in
+// whatever order they end.
+TEST_F(CellTest, ConcurrentCommandsReportTheirOwnExits) {
+  Cell cell = MustStart(Spec("concurrent"));
+  std::vector<std::thread> threads;
+  std::vector<RunResult> results(6);
+  for (int i = 0; i < 6; ++i) {
+    threads.emplace_back([&, i] {
+      // Later-started commands end first.
+      results[i] = Sh(cell, "sleep 0." + std::to_string(6 - i) + "; echo " + std::to_string(i) +
+                                "; exit " + std::to_string(10 + i));
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_EQ(results[i].code, 10 + i) << results[i].err;
+    EXPECT_EQ(results[i].out, std::to_string(i) + "\n");
+  }
+  ASSERT_TRUE(cell.Stop());
+}
+
+// Ignored signals survive exec; a starter that ignores SIGINT (a shell's
+// background job) must not pass that on to the qube's commands.
+TEST_F(CellTest, CommandsStartWithDefaultSignalsAndMask) {
+  struct sigaction old_int, old_quit, ign{};
+  ign.sa_handler = SIG_IGN;
+  ::sigaction(SIGINT, &ign, &old_int);
+  ::sigaction(SIGQUIT, &ign, &old_quit);
+  auto started = Start(Spec("signals"));
+  ::sigaction(SIGINT, &old_int, nullptr);
+  ::sigaction(SIGQUIT, &old_quit, nullptr);
+  ASSERT_TRUE(started) << started.error().ToString();
+  // Not through sh: a shell sets dispositions of its own.
+  RunResult r = Run(*started, {"grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+  ASSERT_TRUE(started->Stop());
+}
+
+// The qube's root owns /etc/passwd, which PID 1 reads to resolve a user: a
+// FIFO there is refused at once (it would block a reader forever) and the
+// agent keeps serving.
+TEST_F(CellTest, AgentRefusesAFifoAsPasswdAndKeepsServing) {
+  Cell cell = MustStart(Spec("fifo"));
+  ASSERT_EQ(Sh(cell, "rm /etc/passwd && mkfifo /etc/passwd").code, 0);
+  RunResult named = Run(cell, {"/bin/true"}, "nobody");
+  EXPECT_EQ(named.code, -1);
+  EXPECT_THAT(named.err, HasSubstr("/etc/passwd"));
+  // A numeric user needs no lookup (and the command avoids the FIFO too).
+  EXPECT_EQ(Run(cell, {"/bin/sh", "-c", "grep ^Uid: /proc/self/status"}, "1000").out,
+            "Uid:\t1000\t1000\t1000\t1000\n");
+  EXPECT_EQ(Sh(cell, "echo alive").out, "alive\n");
+  ASSERT_TRUE(cell.Stop());
+}
+
 // The CLI end to end: config file, template built on demand, stdio passed
 // through, exit status, disposables destroyed.
 class CellCliTest : public CellTest {

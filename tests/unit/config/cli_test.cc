@@ -1,13 +1,9 @@
 // `tessera config` end to end: runs the real binary (TESSERA_CLI) and checks exit
 // codes, stdout and stderr lines.
 
-#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <cstdlib>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -15,21 +11,18 @@
 #include "common/fs.h"
 #include "config/loader.h"
 #include "config_test_util.h"
+#include "support/cli_run.h"
 
 namespace tessera::config {
 namespace {
 
+using tessera::testing::CliRun;
+using tessera::testing::RunCli;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::SizeIs;
-using ::testing::StartsWith;
 using testing::SourcePath;
-
-struct CliRun {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using ::testing::StartsWith;
 
 std::vector<std::string> Lines(const std::string& text) {
   std::vector<std::string> lines;
@@ -37,41 +30,6 @@ std::vector<std::string> Lines(const std::string& text) {
   std::string line;
   while (std::getline(in, line)) lines.push_back(line);
   return lines;
-}
-
-// Runs the tessera binary with `args` (no shell); `env` entries are added to
-// the environment ("NAME=value").
-CliRun RunCli(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
-  char out_path[] = "/tmp/tessera-cli-out-XXXXXX";
-  char err_path[] = "/tmp/tessera-cli-err-XXXXXX";
-  int out_fd = mkostemp(out_path, O_CLOEXEC);
-  int err_fd = mkostemp(err_path, O_CLOEXEC);
-  CliRun run;
-  pid_t pid = fork();
-  if (pid == 0) {
-    dup2(out_fd, 1);
-    dup2(err_fd, 2);
-    std::vector<char*> argv;
-    std::string cli = TESSERA_CLI;
-    argv.push_back(cli.data());
-    std::vector<std::string> copy = args;
-    for (std::string& arg : copy) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    unsetenv("TESSERA_CONFIG");
-    for (const std::string& entry : env) putenv(const_cast<char*>(entry.c_str()));
-    execv(cli.c_str(), argv.data());
-    _exit(127);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  run.out = ReadFile(out_path).value_or("");
-  run.err = ReadFile(err_path).value_or("");
-  close(out_fd);
-  close(err_fd);
-  unlink(out_path);
-  unlink(err_path);
-  return run;
 }
 
 TEST(ConfigCliTest, CheckValidFile) {
@@ -98,7 +56,8 @@ TEST(ConfigCliTest, CheckInvalidFilePrintsOneDiagnosticPerLine) {
   EXPECT_EQ(run.out, "");
   std::vector<std::string> lines = Lines(run.err);
   ASSERT_THAT(lines, SizeIs(14)) << run.err;
-  EXPECT_EQ(lines[1], file + ":3:1: polcy_dir: unknown key 'polcy_dir'; did you mean 'policy_dir'?");
+  EXPECT_EQ(lines[1],
+            file + ":3:1: polcy_dir: unknown key 'polcy_dir'; did you mean 'policy_dir'?");
   for (const std::string& line : lines) EXPECT_THAT(line, StartsWith(file + ":"));
 }
 
