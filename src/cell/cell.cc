@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <linux/sched.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -18,19 +19,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <linux/sched.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <climits>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "agent/protocol.h"
 #include "cell/cgroups.h"
@@ -114,7 +112,8 @@ class QubeLock {
       } while (rc != 0 && errno == EINTR);
       if (rc != 0) {
         if (errno == EWOULDBLOCK) {
-          return Err(Error("qube " + name + " is being started or stopped by another process", EBUSY));
+          return Err(
+              Error("qube " + name + " is being started or stopped by another process", EBUSY));
         }
         return Err(Error::FromErrno("flock " + lock.path_));
       }
@@ -167,12 +166,14 @@ Status SetMountAttr(int fd, uint64_t set, bool recursive, int userns_fd = -1) {
   attr.attr_set = set;
   if (userns_fd >= 0) attr.userns_fd = static_cast<uint64_t>(userns_fd);
   unsigned flags = AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0);
-  TRY(Syscall("mount_setattr", [&] { return ::mount_setattr(fd, "", flags, &attr, sizeof(attr)); }));
+  TRY(Syscall("mount_setattr",
+              [&] { return ::mount_setattr(fd, "", flags, &attr, sizeof(attr)); }));
   return Ok();
 }
 
 // A detached copy (open_tree clone) of a host path.
-Result<UniqueFd> CloneTree(int dirfd, const std::string& path, bool recursive, const std::string& what) {
+Result<UniqueFd> CloneTree(int dirfd, const std::string& path, bool recursive,
+                           const std::string& what) {
   unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (recursive ? AT_RECURSIVE : 0);
   if (path.empty()) flags |= AT_EMPTY_PATH;
   int fd = ::open_tree(dirfd, path.c_str(), flags);
@@ -256,7 +257,8 @@ Result<UniqueFd> MakeControlSocket(const std::string& path) {
 }
 
 Status MakeOwnedDir(const std::string& path, uid_t owner, mode_t mode) {
-  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return Err(Error::FromErrno("mkdir " + path));
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST)
+    return Err(Error::FromErrno("mkdir " + path));
   if (::chown(path.c_str(), owner, owner) != 0) return Err(Error::FromErrno("chown " + path));
   if (::chmod(path.c_str(), mode) != 0) return Err(Error::FromErrno("chmod " + path));
   return Ok();
@@ -271,8 +273,12 @@ struct Record {
 };
 
 Status WriteRecord(const std::string& path, const Record& r) {
-  json j = {{"name", r.name},       {"init_pid", r.pid},    {"start_time", r.start_time},
-            {"disposable", r.disposable}, {"cgroups", r.cgroups}, {"format", 1}};
+  json j = {{"name", r.name},
+            {"init_pid", r.pid},
+            {"start_time", r.start_time},
+            {"disposable", r.disposable},
+            {"cgroups", r.cgroups},
+            {"format", 1}};
   // The record lives in the runtime dir, which does not survive a reboot by
   // design (tmpfs): only a crash of this process matters, and write + rename
   // is atomic against that without the cost of fsync.
@@ -381,9 +387,8 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
     }
   } else {
     if (spec.template_name.empty()) return Err(Error(ctx("no template named in the spec"), EINVAL));
-    storage::TemplateInfo info =
-        TRY_CTX(storage::ReadTemplateInfo(layout, spec.template_name),
-                ctx("template " + spec.template_name));
+    storage::TemplateInfo info = TRY_CTX(storage::ReadTemplateInfo(layout, spec.template_name),
+                                         ctx("template " + spec.template_name));
     host_ro_binds = info.host_ro_binds;
     root_path = layout.TemplateRoot(spec.template_name);
   }
@@ -429,8 +434,8 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
     std::lock_guard<std::mutex> cache_lock(seccomp_mu);
     auto& cached = seccomp_cache[spec.nested_userns ? 1 : 0];
     if (!cached) {
-      cached = TRY_CTX(BuildSeccompFilter({.nested_userns = spec.nested_userns}),
-                       ctx("seccomp filter"));
+      cached =
+          TRY_CTX(BuildSeccompFilter({.nested_userns = spec.nested_userns}), ctx("seccomp filter"));
     }
     seccomp = *cached;
   }
@@ -490,8 +495,10 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
       // The volume's content is the qube's: never follow its symlinks.
       UniqueFd src = OpenBeneath(priv_dir.get(), sub, O_PATH | O_DIRECTORY | O_NOFOLLOW);
       if (!src) return Err(Error::FromErrno(ctx(priv + "/" + sub + " (must be a real directory)")));
-      UniqueFd m = TRY_CTX(CloneTree(src.get(), "", false, priv + "/" + sub), ctx("private volume"));
-      TRY_CTX(SetMountAttr(m.get(), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, false), ctx("private volume"));
+      UniqueFd m =
+          TRY_CTX(CloneTree(src.get(), "", false, priv + "/" + sub), ctx("private volume"));
+      TRY_CTX(SetMountAttr(m.get(), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, false),
+              ctx("private volume"));
       add_mount(std::move(m), sub, false);
     }
   }
@@ -508,7 +515,8 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   std::string env_path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   char* agent_envp[] = {env_path.data(), nullptr};
   int cap_last = 40;
-  if (auto text = ReadFile("/proc/sys/kernel/cap_last_cap", 64)) cap_last = std::atoi(text->c_str());
+  if (auto text = ReadFile("/proc/sys/kernel/cap_last_cap", 64))
+    cap_last = std::atoi(text->c_str());
 
   int sync[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) != 0) {
@@ -736,7 +744,8 @@ Result<UniqueFd> Cell::ConnectControl() const {
   if (stopped_) return Err(Error("cell " + name_ + " is stopped", ESRCH));
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  if (control_path_.size() >= sizeof(addr.sun_path)) return Err(Error("control path too long", ENAMETOOLONG));
+  if (control_path_.size() >= sizeof(addr.sun_path))
+    return Err(Error("control path too long", ENAMETOOLONG));
   std::memcpy(addr.sun_path, control_path_.c_str(), control_path_.size() + 1);
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return Err(Error::FromErrno("socket"));
@@ -769,7 +778,8 @@ Result<int> Cell::Exec(const ExecRequest& request) {
   m.nfds = fds.size();
   TRY_CTX(agent::SendFrame(conn.get(), agent::SerializeExec(m), fds), "cell " + name_ + ": exec");
   for (;;) {
-    std::string text = TRY_CTX(agent::ReadFrame(conn.get(), nullptr), "cell " + name_ + ": agent reply");
+    std::string text =
+        TRY_CTX(agent::ReadFrame(conn.get(), nullptr), "cell " + name_ + ": agent reply");
     agent::Reply reply = TRY_CTX(agent::ParseReply(text), "cell " + name_);
     switch (reply.kind) {
       case agent::Reply::Kind::kStarted:

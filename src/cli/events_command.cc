@@ -37,7 +37,9 @@ int RunEvents(bool as_json) {
       return 1;
     }
     if (as_json) {
-      std::printf("%s\n", event->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+      std::printf("%s\n",
+                  event->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+      std::fflush(stdout);  // a follower: each event now, also into a pipe
       continue;
     }
     std::string line = event->value("ts", "") + "  " + event->value("event", "?");
@@ -46,6 +48,7 @@ int RunEvents(bool as_json) {
     if (event->contains("reason")) line += "  (" + event->value("reason", "") + ")";
     if (event->contains("source")) line += "  " + event->value("source", "");
     std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
   }
 }
 

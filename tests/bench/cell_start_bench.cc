@@ -49,8 +49,8 @@ struct BenchEnv {
     // The runtime dir lives on tmpfs as /run/tessera does on every real host
     // (this machine's /run and /tmp are on disk).
     ::mkdir(layout.runtime_dir.c_str(), 0755);
-    runtime_tmpfs = ::mount("tessera-bench", layout.runtime_dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV,
-                            "mode=0755,size=256m") == 0;
+    runtime_tmpfs = ::mount("tessera-bench", layout.runtime_dir.c_str(), "tmpfs",
+                            MS_NOSUID | MS_NODEV, "mode=0755,size=256m") == 0;
     storage::TemplateBuildOptions options;
     (void)storage::BuildTemplate(layout, "base", options);
   }
@@ -71,10 +71,11 @@ double Ms(std::chrono::steady_clock::duration d) {
 }
 
 bool RunBwrap() {
-  const char* argv[] = {"bwrap", "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev",
-                        "--proc", "/proc", "/bin/true", nullptr};
+  const char* argv[] = {"bwrap", "--unshare-all", "--ro-bind", "/",         "/",    "--dev",
+                        "/dev",  "--proc",        "/proc",     "/bin/true", nullptr};
   pid_t pid;
-  if (posix_spawnp(&pid, "bwrap", nullptr, nullptr, const_cast<char**>(argv), environ) != 0) return false;
+  if (posix_spawnp(&pid, "bwrap", nullptr, nullptr, const_cast<char**>(argv), environ) != 0)
+    return false;
   int status = 0;
   ::waitpid(pid, &status, 0);
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -189,6 +190,11 @@ void BM_IdleMemoryPerCell(benchmark::State& state) {
   }
   constexpr int kCells = 20;
   BenchEnv env;
+  char real[PATH_MAX];  // cgroup names derive from the canonical runtime dir
+  if (::realpath(env.layout.runtime_dir.c_str(), real) == nullptr) {
+    state.SkipWithError("realpath of the runtime dir failed");
+    return;
+  }
   for (auto _ : state) {
     std::vector<Cell> cells;
     for (int i = 0; i < kCells; ++i) {
@@ -207,8 +213,6 @@ void BM_IdleMemoryPerCell(benchmark::State& state) {
     }
     ::usleep(200000);  // let them settle
     double rss = 0, pss = 0, charged = 0;
-    char real[PATH_MAX];
-    ::realpath(env.layout.runtime_dir.c_str(), real);
     for (auto& c : cells) {
       auto cg = CellCgroups::ForQube(real, c.name());
       if (!cg) continue;

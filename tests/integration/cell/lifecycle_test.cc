@@ -9,10 +9,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
-#include <optional>
 
 #include "cell/cgroups.h"
 #include "common/fs.h"
@@ -97,7 +97,8 @@ TEST_F(CellTest, StopKillsEverythingAndRemovesCgroupsAndScratch) {
   Cell cell = MustStart(Spec("stopper"));
   ASSERT_EQ(Sh(cell, "for i in 1 2 3; do sleep 1000 >/dev/null 2>&1 & done; echo ok").out, "ok\n");
   // A process that ignores SIGTERM must still die (SIGKILL after the grace).
-  ASSERT_EQ(Sh(cell, "trap '' TERM; (trap '' TERM; sleep 1000) >/dev/null 2>&1 & echo ok").out, "ok\n");
+  ASSERT_EQ(Sh(cell, "trap '' TERM; (trap '' TERM; sleep 1000) >/dev/null 2>&1 & echo ok").out,
+            "ok\n");
   auto dirs = cell.cgroup_dirs();
   ASSERT_FALSE(dirs.empty());
   auto cg = CellCgroups::ForQube(std::filesystem::canonical(layout_.runtime_dir), "stopper");
@@ -178,7 +179,8 @@ TEST_F(CellTest, ConcurrentStartsOfOneQubeYieldOneCell) {
   EXPECT_EQ(Sh(*winner, "hostname").out, "contended\n");
   ASSERT_TRUE(winner->Stop());
   // No lock file is left behind.
-  for (const auto& p : ListTree(layout_.runtime_dir)) EXPECT_EQ(p.find(".lock"), std::string::npos) << p;
+  for (const auto& p : ListTree(layout_.runtime_dir))
+    EXPECT_EQ(p.find(".lock"), std::string::npos) << p;
 }
 
 TEST_F(CellTest, ChildDiesWhenTheStarterDiesBeforeReleasingIt) {
@@ -367,15 +369,16 @@ class CellCliTest : public CellTest {
  protected:
   int RunCli(const std::string& args, std::string* out) {
     std::string config = tmp_ + "/system.toml";
-    WriteFileAtomic(config,
-                    "[qubes.fresh]\nclass = \"template\"\nsource = \"busybox\"\n"
-                    "[qubes.work]\nclass = \"app\"\ntemplate = \"fresh\"\nmemory = 128\n"
-                    "[qubes.dvm]\nclass = \"disposable-template\"\ntemplate = \"fresh\"\nmemory = 128\n",
-                    0644);
-    std::string cmd = "TESSERA_STATE_DIR=" + layout_.state_dir + " TESSERA_RUNTIME_DIR=" +
-                      layout_.runtime_dir + " TESSERA_AGENT=" + TESSERA_BINARY_DIR +
-                      "/tessera-agent " + TESSERA_CLI + " cell run --config " + config + " " + args +
-                      " 2>&1";
+    WriteFileAtomic(
+        config,
+        "[qubes.fresh]\nclass = \"template\"\nsource = \"busybox\"\n"
+        "[qubes.work]\nclass = \"app\"\ntemplate = \"fresh\"\nmemory = 128\n"
+        "[qubes.dvm]\nclass = \"disposable-template\"\ntemplate = \"fresh\"\nmemory = 128\n",
+        0644);
+    std::string cmd = "TESSERA_STATE_DIR=" + layout_.state_dir +
+                      " TESSERA_RUNTIME_DIR=" + layout_.runtime_dir +
+                      " TESSERA_AGENT=" + TESSERA_BINARY_DIR + "/tessera-agent " + TESSERA_CLI +
+                      " cell run --config " + config + " " + args + " 2>&1";
     FILE* p = ::popen(cmd.c_str(), "r");
     char buf[4096];
     size_t n;

@@ -4,30 +4,34 @@
 
 #include <fcntl.h>
 #include <glob.h>
+#include <gmock/gmock.h>
 #include <grp.h>
+#include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
-
 #include "cell/cell.h"
 #include "cell/cgroups.h"
 #include "common/fs.h"
+#include "common/unique_fd.h"
 #include "daemon/client.h"
 #include "storage/storage.h"
 
@@ -148,8 +152,8 @@ class DaemonTest : public ::testing::Test {
       int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
-      std::vector<std::string> args = {TESSERA_CLI, "--config", config_, "daemon",
-                                       "--stop-grace-ms", "1000"};
+      std::vector<std::string> args = {TESSERA_CLI, "--config",        config_,
+                                       "daemon",    "--stop-grace-ms", "1000"};
       args.insert(args.end(), extra.begin(), extra.end());
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
@@ -253,7 +257,8 @@ class DaemonTest : public ::testing::Test {
     }
     EXPECT_THAT(Glob(layout_.runtime_dir + "/cells/disp*"), ::testing::IsEmpty());
     EXPECT_THAT(Glob(layout_.state_dir + "/qubes/disp*"), ::testing::IsEmpty());
-    for (const auto& [name, q] : List()) EXPECT_THAT(name, ::testing::Not(::testing::StartsWith("disp")));
+    for (const auto& [name, q] : List())
+      EXPECT_THAT(name, ::testing::Not(::testing::StartsWith("disp")));
   }
 
   // Subscribes and waits for `state` of a qube matching `prefix`, then kills
@@ -297,7 +302,8 @@ TEST_F(DaemonTest, LifecycleThroughCli) {
   EXPECT_EQ(StateOf("dt-work"), "running");
   EXPECT_EQ(StateOf("dt-net"), "running") << "the netvm starts first";
 
-  CliResult run = Cli({"run", "dt-work", "--", "sh", "-c", "cat; echo err >&2; exit 3"}, "from-stdin\n");
+  CliResult run =
+      Cli({"run", "dt-work", "--", "sh", "-c", "cat; echo err >&2; exit 3"}, "from-stdin\n");
   EXPECT_EQ(run.exit_code, 3);
   EXPECT_EQ(run.out, "from-stdin\n");
   EXPECT_EQ(run.err, "err\n");
@@ -363,8 +369,9 @@ TEST_F(DaemonTest, DisposableRunIsDestroyed) {
 
 TEST_F(DaemonTest, PreloadedDisposableIsUsedAndReplaced) {
   std::string text = kSystem;
-  text += "\n[qubes.dt-pdvm]\nclass = \"disposable-template\"\ntemplate = \"dt-base\"\n"
-          "netvm = \"none\"\nfeatures = { \"preload-dispvm-max\" = \"1\" }\n";
+  text +=
+      "\n[qubes.dt-pdvm]\nclass = \"disposable-template\"\ntemplate = \"dt-base\"\n"
+      "netvm = \"none\"\nfeatures = { \"preload-dispvm-max\" = \"1\" }\n";
   ASSERT_TRUE(WriteFileAtomic(config_, text));
   StartDaemon({"--no-autostart"});
   auto preloaded = [&] {
@@ -412,8 +419,9 @@ TEST_F(DaemonTest, ApplyShowsDiffAndCarriesItOut) {
   std::string next_text = kSystem;
   next_text.replace(next_text.find("memory = 512"), 12, "memory = 600");
   next_text.replace(next_text.find("label = \"blue\""), 14, "label = \"green\"");
-  next_text += "\n[qubes.dt-new]\nclass = \"app\"\ntemplate = \"dt-base\"\nnetvm = \"none\"\n"
-               "autostart = true\n";
+  next_text +=
+      "\n[qubes.dt-new]\nclass = \"app\"\ntemplate = \"dt-base\"\nnetvm = \"none\"\n"
+      "autostart = true\n";
   next_text.replace(next_text.find("[qubes.dt-vault]"), 16, "[qubes.dt-gone]");
   std::string next = root_ + "/next.toml";
   ASSERT_TRUE(WriteFileAtomic(next, next_text));
@@ -539,6 +547,177 @@ TEST_F(DaemonTest, NonAdminIsRefusedAndAudited) {
   EXPECT_THAT(audit, HasSubstr("\"result\":\"denied\""));
   EXPECT_THAT(audit, HasSubstr("\"uid\":65534"));
   EXPECT_THAT(audit, HasSubstr("\"method\":\"qube.start\""));
+}
+
+// Members of the admin group (primary or supplementary, via SO_PEERGROUPS)
+// are served like root.
+TEST_F(DaemonTest, AdminGroupMembersAreServed) {
+  StartDaemon({"--admin-group", "nogroup"});
+  for (bool supplementary : {false, true}) {
+    int pipefd[2];
+    ASSERT_EQ(::pipe(pipefd), 0);
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::close(pipefd[0]);
+      gid_t nogroup = 65534;
+      gid_t primary = supplementary ? 12345 : nogroup;
+      int groups_ok = supplementary ? ::setgroups(1, &nogroup) : ::setgroups(0, nullptr);
+      if (groups_ok != 0 || ::setgid(primary) != 0 || ::setuid(65534) != 0) _exit(10);
+      auto client = daemon::AdminClient::Connect(layout_.runtime_dir + "/admin.sock");
+      if (!client) _exit(11);
+      auto reply = client->Call("qube.list", json::object());
+      std::string code = !reply ? "transport" : reply->ok ? "ok" : reply->code;
+      (void)!::write(pipefd[1], code.data(), code.size());
+      _exit(0);
+    }
+    ::close(pipefd[1]);
+    std::string code = ReadAllFd(pipefd[0]);
+    ::close(pipefd[0]);
+    int status;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    EXPECT_EQ(code, "ok") << (supplementary ? "supplementary" : "primary") << " group member";
+  }
+  EXPECT_THAT(AuditText(), ::testing::Not(HasSubstr("\"result\":\"denied\"")));
+}
+
+// Waits (bounded) until `qube` is in `state`; true if it got there.
+bool WaitForState(const std::function<std::string()>& state_of, const std::string& state,
+                  std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (state_of() == state) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return state_of() == state;
+}
+
+TEST_F(DaemonTest, AutostartQubesStartWithTheDaemonUnlessTurnedOff) {
+  std::string system = kSystem;
+  std::string vault = "[qubes.dt-vault]\nclass = \"app\"\n";
+  system.replace(system.find(vault), vault.size(), vault + "autostart = true\n");
+  ASSERT_TRUE(WriteFileAtomic(config_, system));
+
+  StartDaemon({"--no-autostart"});
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(StateOf("dt-vault"), "halted") << "--no-autostart";
+  KillDaemon(SIGTERM);
+
+  StartDaemon();
+  EXPECT_TRUE(WaitForState([&] { return StateOf("dt-vault"); }, "running", 20s));
+  EXPECT_EQ(StateOf("dt-work"), "halted") << "only autostart qubes";
+  CliResult run = Cli({"run", "dt-vault", "hostname"});
+  EXPECT_EQ(run.out, "dt-vault\n") << run.err;
+}
+
+// A disposable made by `start --dispvm` goes after its template's
+// idle_timeout without a running command, but never during one.
+TEST_F(DaemonTest, IdleDisposableIsDestroyedAfterItsTimeout) {
+  std::string system = kSystem;
+  std::string dvm = "[qubes.dt-dvm]\nclass = \"disposable-template\"\n";
+  system.replace(system.find(dvm), dvm.size(), dvm + "idle_timeout = 1\n");
+  ASSERT_TRUE(WriteFileAtomic(config_, system));
+  StartDaemon();
+
+  CliResult start = Cli({"start", "--dispvm=dt-dvm"});
+  ASSERT_EQ(start.exit_code, 0) << start.err;
+  std::string name = start.out.substr(0, start.out.find('\n'));
+  ASSERT_THAT(name, ::testing::StartsWith("disp"));
+  // A command longer than the timeout keeps it alive...
+  CliResult busy = Cli({"run", name, "--", "sh", "-c", "sleep 3; echo still-here"});
+  EXPECT_EQ(busy.exit_code, 0) << busy.err;
+  EXPECT_EQ(busy.out, "still-here\n");
+  // ...and once idle it goes by itself, leaving nothing.
+  ExpectNoDisposables();
+  EXPECT_THAT(AuditText(), HasSubstr("\"action\":\"idle_timeout\""));
+}
+
+// `tessera events` follows the stream line by line (also into a pipe), and a
+// qube whose cell dies on its own is marked failed with the reason.
+TEST_F(DaemonTest, EventsFollowLifecycleAndADeadCellIsFailedWithAReason) {
+  StartDaemon();
+  int out[2];
+  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  pid_t events = ::fork();
+  ASSERT_GE(events, 0);
+  if (events == 0) {
+    ::dup2(out[1], 1);
+    std::string cli = TESSERA_CLI;
+    std::vector<char*> argv = {cli.data(), const_cast<char*>("events"), nullptr};
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  // Read lines until one names dt-vault in `state`, within a bound.
+  std::string seen;
+  auto wait_line = [&](const std::string& state) {
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::istringstream lines(seen);
+      for (std::string line; std::getline(lines, line);) {
+        if (line.find("dt-vault") != std::string::npos && line.find(state) != std::string::npos) {
+          return true;
+        }
+      }
+      pollfd p{out[0], POLLIN, 0};
+      if (::poll(&p, 1, 200) > 0) {
+        char buf[4096];
+        ssize_t n = ::read(out[0], buf, sizeof(buf));
+        if (n <= 0) return false;
+        seen.append(buf, static_cast<size_t>(n));
+      }
+    }
+    return false;
+  };
+  ASSERT_EQ(Cli({"start", "dt-vault"}).exit_code, 0);
+  EXPECT_TRUE(wait_line("running")) << seen;
+
+  // The cell's init dies behind the daemon's back.
+  json vault = List()["dt-vault"];
+  ASSERT_TRUE(vault.contains("pid")) << vault.dump();
+  pid_t init = vault["pid"].get<pid_t>();
+  ASSERT_EQ(::kill(init, SIGKILL), 0);
+  EXPECT_TRUE(wait_line("failed")) << seen;
+  EXPECT_THAT(seen, HasSubstr("cell exited unexpectedly"));
+  json failed = List()["dt-vault"];
+  EXPECT_EQ(failed.value("state", ""), "failed");
+  EXPECT_EQ(failed.value("reason", ""), "cell exited unexpectedly");
+  ExpectNoLeftovers("dt-vault");
+  // A failed qube starts again.
+  CliResult again = Cli({"run", "dt-vault", "true"});
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+
+  ::kill(events, SIGTERM);
+  ::waitpid(events, nullptr, 0);
+  ::close(out[0]);
+}
+
+// Under systemd (Type=notify) the daemon says READY=1 once it serves and
+// STOPPING=1 on the way out; the protocol is a datagram on $NOTIFY_SOCKET,
+// tested here with a socket of our own (no systemd on this machine).
+TEST_F(DaemonTest, ReadinessAndStoppingAreNotified) {
+  std::string path = root_ + "/notify.sock";
+  UniqueFd sock(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  ASSERT_TRUE(sock);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  ASSERT_LT(path.size(), sizeof(addr.sun_path));
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  ASSERT_EQ(::bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  timeval timeout{20, 0};
+  ::setsockopt(sock.get(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  ::setenv("NOTIFY_SOCKET", path.c_str(), 1);
+  StartDaemon();
+  ::unsetenv("NOTIFY_SOCKET");
+  auto next = [&] {
+    char buf[512];
+    ssize_t n = ::recv(sock.get(), buf, sizeof(buf), 0);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("(nothing)");
+  };
+  EXPECT_EQ(next(), "READY=1");
+  KillDaemon(SIGTERM);
+  EXPECT_EQ(next(), "STOPPING=1");
 }
 
 // SIGKILL of the daemon in the middle of start, run, stop and disposable

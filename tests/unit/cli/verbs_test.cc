@@ -2,9 +2,14 @@
 // when named, so every verb must still parse alone, help must list them all,
 // and an unknown verb must fail with a hint. Runs the real binary.
 
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -55,6 +60,53 @@ TEST(CliVerbsTest, UnknownVerbIsAUsageErrorWithAHint) {
   EXPECT_THAT(far.err, ::testing::Not(HasSubstr("did you mean")));
   CliRun none = RunCli({});
   EXPECT_EQ(none.exit_code, 2);
+}
+
+// Runs the bash completion function on COMP_WORDS = `words` (the last one is
+// being completed) and returns COMPREPLY, one word per line.
+std::string Complete(std::vector<std::string> words) {
+  std::string script = std::string("source '") + TESSERA_SOURCE_DIR +
+                       "/completions/tessera.bash' && COMP_WORDS=(\"$@\") && "
+                       "COMP_CWORD=$(($# - 1)) && _tessera && "
+                       "if [ ${#COMPREPLY[@]} -gt 0 ]; then printf '%s\\n' \"${COMPREPLY[@]}\"; fi";
+  std::vector<std::string> args = {"bash", "-c", script, "complete"};
+  args.insert(args.end(), words.begin(), words.end());
+  int out[2];
+  EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execvp("bash", argv.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string text;
+  char buf[1024];
+  ssize_t n;
+  while ((n = ::read(out[0], buf, sizeof(buf))) > 0) text.append(buf, static_cast<size_t>(n));
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  return text;
+}
+
+TEST(CliCompletionTest, CompletesExactlyTheVerbsTheCliHas) {
+  std::vector<std::string> expected = kVerbs;
+  expected.push_back("--config");
+  expected.push_back("--help");
+  std::sort(expected.begin(), expected.end());
+  std::vector<std::string> got;
+  std::istringstream lines(Complete({"tessera", ""}));
+  for (std::string line; std::getline(lines, line);) got.push_back(line);
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, expected);
+  EXPECT_EQ(Complete({"tessera", "st"}), "start\nstop\n");
+  EXPECT_EQ(Complete({"tessera", "--config", "x.toml", "ru"}), "run\n");
+  EXPECT_EQ(Complete({"tessera", "ls", "--j"}), "--json\n");
 }
 
 }  // namespace
