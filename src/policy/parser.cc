@@ -11,10 +11,14 @@ namespace tessera::policy {
 
 std::string_view ErrorKindName(ErrorKind kind) {
   switch (kind) {
-    case ErrorKind::kSyntax: return "PolicySyntaxError";
-    case ErrorKind::kAccessDenied: return "AccessDenied";
-    case ErrorKind::kRequest: return "RequestError";
-    case ErrorKind::kInvalidRequest: return "AssertionError";
+    case ErrorKind::kSyntax:
+      return "PolicySyntaxError";
+    case ErrorKind::kAccessDenied:
+      return "AccessDenied";
+    case ErrorKind::kRequest:
+      return "RequestError";
+    case ErrorKind::kInvalidRequest:
+      return "AssertionError";
   }
   return "?";
 }
@@ -55,8 +59,8 @@ bool IsPolicyFileNameChar(char c) {
 }
 
 bool IsRpcNameChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '+' || c == '-' || c == '.' || c == '_';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' ||
+         c == '-' || c == '.' || c == '_';
 }
 
 // Python's pathlib suffix: from the last '.', if it is neither first nor last.
@@ -217,7 +221,8 @@ class PolicyBuilder {
       const auto kind = fs_.Stat(dir);
       if (kind == PolicyFileSystem::Kind::kMissing && spec_.dirs[i].optional) continue;
       if (kind != PolicyFileSystem::Kind::kDirectory) {
-        AddError(ErrorKind::kAccessDenied, dir, 0, "policy directory does not exist or is not a directory");
+        AddError(ErrorKind::kAccessDenied, dir, 0,
+                 "policy directory does not exist or is not a directory");
         continue;
       }
       for (auto& name : SelectPolicyFiles(dir, "", 0)) {
@@ -265,8 +270,9 @@ class PolicyBuilder {
 
   bool AddRule(Rule rule) {
     if (policy_.rules_.size() >= kMaxRules) {
-      if (!aborted_) AddError(ErrorKind::kSyntax, policy_.files_[rule.file_index], rule.line,
-                              "policy too large (more than 1000000 rules)");
+      if (!aborted_)
+        AddError(ErrorKind::kSyntax, policy_.files_[rule.file_index], rule.line,
+                 "policy too large (more than 1000000 rules)");
       aborted_ = true;
       return false;
     }
@@ -278,12 +284,21 @@ class PolicyBuilder {
   template <class Fn>
   void ForEachLine(std::string_view text, Fn&& fn) const {
     const bool universal = spec_.flavor == LoadSpec::Flavor::kFilePolicy;
-    const char* ends = universal ? "\r\n" : "\n";
+    // The end of the line starting at `from` (not find_first_of: it calls
+    // memchr on the set for every character of the text).
+    auto line_end = [&](size_t from) {
+      if (!universal) {
+        const size_t end = text.find('\n', from);
+        return end == std::string_view::npos ? text.size() : end;
+      }
+      size_t end = from;
+      while (end < text.size() && text[end] != '\n' && text[end] != '\r') ++end;
+      return end;
+    };
     int lineno = 0;
     size_t pos = 0;
     while (pos < text.size()) {
-      size_t end = text.find_first_of(ends, pos);
-      if (end == std::string_view::npos) end = text.size();
+      size_t end = line_end(pos);
       ++lineno;
       if (!fn(text.substr(pos, end - pos), lineno)) return;
       pos = end + 1;
@@ -310,7 +325,7 @@ class PolicyBuilder {
     if (fs_.Stat(path) != want) {
       AddError(ErrorKind::kSyntax, from, line,
                std::string(want == PolicyFileSystem::Kind::kFile ? "not a file: "
-                                                                  : "not a directory: ") +
+                                                                 : "not a directory: ") +
                    path);
       return std::nullopt;
     }
@@ -392,9 +407,8 @@ class PolicyBuilder {
   }
 
   // A file in the old per-service syntax (SOURCE TARGET ACTION[,PARAMS]).
-  void LoadServiceFile(std::string_view service, std::string_view argument,
-                       const std::string& path, const std::string& base, const std::string& from,
-                       int from_line) {
+  void LoadServiceFile(std::string_view service, std::string_view argument, const std::string& path,
+                       const std::string& base, const std::string& from, int from_line) {
     auto text = Open(path, from, from_line);
     if (!text) return;
     stack_.push_back(path);
@@ -417,8 +431,8 @@ class PolicyBuilder {
           AddError(ErrorKind::kSyntax, display, lineno, "invalid directive");
         } else if (f.size() != 2) {
           AddError(ErrorKind::kSyntax, display, lineno, "invalid number of params");
-        } else if (auto inc = ResolveInclude(base, f[1], PolicyFileSystem::Kind::kFile, display,
-                                             lineno)) {
+        } else if (auto inc =
+                       ResolveInclude(base, f[1], PolicyFileSystem::Kind::kFile, display, lineno)) {
           LoadServiceFile(service, argument, *inc, base, display, lineno);
         }
         return true;

@@ -1,6 +1,7 @@
 #include "policy/rule.h"
 
 #include <algorithm>
+#include <array>
 #include <set>
 #include <span>
 
@@ -12,13 +13,21 @@ constexpr bool IsAsciiSpace(char c) {
   return c == ' ' || (c >= '\t' && c <= '\r') || (c >= '\x1c' && c <= '\x1f');
 }
 
+// Python's str.isspace() for ASCII, as a table (the parser asks per character).
+constexpr auto kAsciiSpace = [] {
+  std::array<bool, 128> t{};
+  for (int c = 0; c < 128; ++c) t[static_cast<size_t>(c)] = IsAsciiSpace(static_cast<char>(c));
+  return t;
+}();
+
 // Length of the whitespace character (Python's str.isspace()) that starts at
 // `s[i]`, written in UTF-8, or 0. Beyond ASCII: U+0085, U+00A0, U+1680,
 // U+2000..U+200A, U+2028, U+2029, U+202F, U+205F, U+3000.
 constexpr size_t SpaceAt(std::string_view s, size_t i) {
   const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
   const unsigned char c = b(i);
-  if (c < 0x80) return IsAsciiSpace(static_cast<char>(c)) ? 1 : 0;
+  if (c < 0x80) [[likely]]
+    return kAsciiSpace[c] ? 1 : 0;
   const size_t left = s.size() - i;
   if (c == 0xC2 && left >= 2) return (b(i + 1) == 0x85 || b(i + 1) == 0xA0) ? 2 : 0;
   if (left < 3) return 0;
@@ -41,8 +50,8 @@ constexpr size_t SpaceAtEnd(std::string_view s) {
 }
 
 bool IsRpcNameChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-         c == '+' || c == '-' || c == '.' || c == '_';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' ||
+         c == '-' || c == '.' || c == '_';
 }
 
 // "('+', '/')": the offending characters, sorted and unique, like the reference.
@@ -105,7 +114,8 @@ tl::expected<Rule, std::string> MakeRule(std::string_view service, std::string_v
     }
     Param param{p.substr(0, eq), p.substr(eq + 1)};
     for (const auto& seen : kv) {
-      if (seen.key == param.key) return Fail("parameter given twice: '" + std::string(param.key) + "'");
+      if (seen.key == param.key)
+        return Fail("parameter given twice: '" + std::string(param.key) + "'");
     }
     kv.push_back(param);
   }
@@ -153,9 +163,12 @@ tl::expected<Rule, std::string> MakeRule(std::string_view service, std::string_v
 
 std::string_view ActionName(Action action) {
   switch (action) {
-    case Action::kAllow: return "allow";
-    case Action::kDeny: return "deny";
-    case Action::kAsk: return "ask";
+    case Action::kAllow:
+      return "allow";
+    case Action::kDeny:
+      return "deny";
+    case Action::kAsk:
+      return "ask";
   }
   return "?";
 }
@@ -219,8 +232,7 @@ tl::expected<Rule, std::string> ParseRule(std::string_view line) {
 }
 
 tl::expected<Rule, std::string> ParseServiceRule(std::string_view service,
-                                                 std::string_view argument,
-                                                 std::string_view line) {
+                                                 std::string_view argument, std::string_view line) {
   const auto f = SplitFields(line);
   if (f.size() < 2) return Fail("wrong number of fields");
   // The action and its parameters may be separated by commas.
