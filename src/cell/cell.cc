@@ -620,7 +620,8 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   if (!attached) TRY_CTX(cgroups->Attach(pid), ctx("attach to cgroups"));
   // The agent is the cell's last resort for the OOM killer: an OOM inside
   // the cell should take the process that ate the memory, not the whole cell.
-  // Its command handlers reset themselves to 0 (raising needs no privilege).
+  // The agent reads this at start and sets each command it spawns back to 0
+  // (raising needs no privilege).
   // Best effort: lowering the score needs CAP_SYS_RESOURCE, which some
   // container hosts withhold even from root.
   {
