@@ -99,6 +99,9 @@ done
 echo "run work true:       p50 $(stat_of "$ROOT/t-run" 0.5) ms   p99 $(stat_of "$ROOT/t-run" 0.99) ms (target p50 < 2 ms)"
 echo "  baselines: tessera version (CLI process start) p50 $(stat_of "$ROOT/t-ver" 0.5) ms;" \
   "$(basename "$BARE_TRUE") true (bare process start) p50 $(stat_of "$ROOT/t-true" 0.5) ms"
+echo "  run p50 minus both baselines (what the daemon, the agent and their IPC add):" \
+  "$(awk -v r="$(stat_of "$ROOT/t-run" 0.5)" -v v="$(stat_of "$ROOT/t-ver" 0.5)" \
+       -v t="$(stat_of "$ROOT/t-true" 0.5)" 'BEGIN{printf "%.3f", r-v-t}') ms"
 # The daemon's share without any process start: qube.run and qube.list over
 # one admin connection (fds passed with SCM_RIGHTS, as the CLI does).
 python3 - "$TESSERA_RUNTIME_DIR/admin.sock" <<'PY'
