@@ -249,9 +249,11 @@ void HandleConnection(UniqueFd conn, bool reset_oom_score, std::map<pid_t, Uniqu
   pid_t pid = Spawn(&plan);
   fds.clear();  // the command holds its own copies
   if (pid < 0) {
-    int code = plan.error == ENOENT ? 127 : (plan.error == EACCES ? 126 : 125);
-    return SendError(conn.get(), code,
-                     "cannot run " + m.argv[0] + ": " + std::strerror(plan.error));
+    // 127 and 126 say the reason themselves (not found, not executable); any
+    // other failure is 125 with the reason in the text.
+    if (plan.error == ENOENT) return SendError(conn.get(), 127, "cannot run " + m.argv[0]);
+    if (plan.error == EACCES) return SendError(conn.get(), 126, "cannot run " + m.argv[0]);
+    return SendError(conn.get(), 125, "cannot run " + m.argv[0] + ": " + std::strerror(plan.error));
   }
   Reply started;
   started.kind = Reply::Kind::kStarted;

@@ -788,16 +788,10 @@ Result<int> Cell::Exec(const ExecRequest& request) {
       case agent::Reply::Kind::kExit:
         return reply.code;
       case agent::Reply::Kind::kError: {
-        int e = reply.code == 127 ? ENOENT : reply.code == 126 ? EACCES : EPROTO;
-        // The agent already names the reason; the errno (kept for callers to
-        // branch on) would say it twice.
-        std::string message = reply.message;
-        std::string reason = std::string(": ") + std::strerror(e);
-        if (message.size() >= reason.size() &&
-            message.compare(message.size() - reason.size(), reason.size(), reason) == 0) {
-          message.resize(message.size() - reason.size());
-        }
-        return Err(Error("cell " + name_ + ": " + message, e));
+        // 127/126 carry their reason as the errno (callers branch on it);
+        // for 125 the agent's text is the whole story.
+        int e = reply.code == 127 ? ENOENT : reply.code == 126 ? EACCES : 0;
+        return Err(Error("cell " + name_ + ": " + reply.message, e));
       }
     }
   }

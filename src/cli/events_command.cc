@@ -25,7 +25,7 @@ int RunEvents(bool as_json) {
     std::fprintf(stderr, "tessera events: %s\n", reply->message.c_str());
     return 1;
   }
-  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a follower: each event now, also into a pipe
   for (;;) {
     auto event = client->NextEvent();
     if (!event) {
@@ -39,7 +39,6 @@ int RunEvents(bool as_json) {
     if (as_json) {
       std::printf("%s\n",
                   event->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-      std::fflush(stdout);  // a follower: each event now, also into a pipe
       continue;
     }
     std::string line = event->value("ts", "") + "  " + event->value("event", "?");
@@ -48,7 +47,6 @@ int RunEvents(bool as_json) {
     if (event->contains("reason")) line += "  (" + event->value("reason", "") + ")";
     if (event->contains("source")) line += "  " + event->value("source", "");
     std::printf("%s\n", line.c_str());
-    std::fflush(stdout);
   }
 }
 

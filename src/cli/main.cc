@@ -40,18 +40,19 @@ std::string_view VerbOf(int argc, char** argv) {
   return "";
 }
 
-// Adds the entry owning `verb` and returns true; or adds every entry (help,
-// no verb, an unknown one) and returns whether `verb` was empty.
-bool RegisterVerbs(CLI::App& app, CliContext& ctx, std::string_view verb) {
-  auto& registry = Registry();
-  for (const auto& entry : registry) {
+// The registration that adds `verb`, or null.
+const Entry* OwnerOf(std::string_view verb) {
+  for (const auto& entry : Registry()) {
     for (const char* v : entry.verbs) {
-      if (verb == v) {
-        entry.fn(app, ctx);
-        return true;
-      }
+      if (verb == v) return &entry;
     }
   }
+  return nullptr;
+}
+
+// Every verb, in name order (help lists them as registered).
+void RegisterAll(CLI::App& app, CliContext& ctx) {
+  auto& registry = Registry();
   std::sort(registry.begin(), registry.end(), [](const auto& a, const auto& b) {
     return std::string_view(a.verbs.front()) < b.verbs.front();
   });
@@ -65,7 +66,6 @@ bool RegisterVerbs(CLI::App& app, CliContext& ctx, std::string_view verb) {
       TESSERA_CHECK(!found.empty());
     }
   }
-  return verb.empty();
 }
 
 // "unknown command X" with the nearest verb as a hint.
@@ -105,10 +105,16 @@ int main(int argc, char** argv) {
   app.add_option("--config", ctx.config_flag,
                  "System description (TOML, JSON or Nix); default $TESSERA_CONFIG or "
                  "/etc/tessera/system.toml");
+  // Only the verb typed is built: the others' options are costly to set up
+  // on every call (see command.h).
   std::string_view verb = tessera::cli::VerbOf(argc, argv);
-  if (!tessera::cli::RegisterVerbs(app, ctx, verb)) {
+  if (const auto* owner = tessera::cli::OwnerOf(verb)) {
+    owner->fn(app, ctx);
+  } else if (!verb.empty()) {
     tessera::cli::ReportUnknownVerb(verb);
     return tessera::cli::kExitUsage;
+  } else {
+    tessera::cli::RegisterAll(app, ctx);
   }
 
   try {

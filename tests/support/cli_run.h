@@ -1,7 +1,7 @@
 #pragma once
-// Runs the real `tessera` binary (TESSERA_CLI, set by tests/CMakeLists.txt)
-// without a shell and captures its exit code, stdout and stderr. For tests of
-// the command line itself.
+// Runs the real `tessera` binary (TESSERA_CLI, set by tests/CMakeLists.txt),
+// or any program, without a shell and captures its exit code, stdout and
+// stderr. For tests of the command line itself.
 //
 //   CliRun run = RunCli({"config", "check", "--example"});
 //   EXPECT_EQ(run.exit_code, 0);
@@ -24,10 +24,11 @@ struct CliRun {
   std::string err;
 };
 
-// `env` entries ("NAME=value") are added to the environment; TESSERA_CONFIG
-// is always cleared first.
-inline CliRun RunCli(const std::vector<std::string>& args,
-                     const std::vector<std::string>& env = {}) {
+// Runs `argv` (argv[0] is a path, or a name looked up in PATH) without a
+// shell. `env` entries ("NAME=value") are added to the environment;
+// TESSERA_CONFIG is always cleared first.
+inline CliRun RunProgram(std::vector<std::string> argv_in,
+                         const std::vector<std::string>& env = {}) {
   char out_path[] = "/tmp/tessera-cli-out-XXXXXX";
   char err_path[] = "/tmp/tessera-cli-err-XXXXXX";
   int out_fd = mkostemp(out_path, O_CLOEXEC);
@@ -38,14 +39,11 @@ inline CliRun RunCli(const std::vector<std::string>& args,
     dup2(out_fd, 1);
     dup2(err_fd, 2);
     std::vector<char*> argv;
-    std::string cli = TESSERA_CLI;
-    argv.push_back(cli.data());
-    std::vector<std::string> copy = args;
-    for (std::string& arg : copy) argv.push_back(arg.data());
+    for (std::string& arg : argv_in) argv.push_back(arg.data());
     argv.push_back(nullptr);
     unsetenv("TESSERA_CONFIG");
     for (const std::string& entry : env) putenv(const_cast<char*>(entry.c_str()));
-    execv(cli.c_str(), argv.data());
+    execvp(argv[0], argv.data());
     _exit(127);
   }
   int status = 0;
@@ -58,6 +56,14 @@ inline CliRun RunCli(const std::vector<std::string>& args,
   unlink(out_path);
   unlink(err_path);
   return run;
+}
+
+// The tessera binary with `args`.
+inline CliRun RunCli(const std::vector<std::string>& args,
+                     const std::vector<std::string>& env = {}) {
+  std::vector<std::string> argv = {TESSERA_CLI};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunProgram(std::move(argv), env);
 }
 
 }  // namespace tessera::testing

@@ -264,6 +264,17 @@ class DaemonTest : public ::testing::Test {
     return code;
   }
 
+  // Waits (bounded) until `qube` is in `state`; true if it got there.
+  bool WaitForState(const std::string& qube, const std::string& state,
+                    std::chrono::milliseconds limit) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (StateOf(qube) == state) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return StateOf(qube) == state;
+  }
+
   std::string AuditText() { return ReadFile(layout_.state_dir + "/audit/audit.log").value_or(""); }
 
   // Nothing of a halted qube is left on the host. Only this daemon's cgroup
@@ -575,17 +586,6 @@ TEST_F(DaemonTest, AdminGroupMembersAreServed) {
   EXPECT_EQ(denied, 1u) << "only the non-member";
 }
 
-// Waits (bounded) until `qube` is in `state`; true if it got there.
-bool WaitForState(const std::function<std::string()>& state_of, const std::string& state,
-                  std::chrono::milliseconds limit) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (state_of() == state) return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return state_of() == state;
-}
-
 TEST_F(DaemonTest, AutostartQubesStartWithTheDaemonUnlessTurnedOff) {
   std::string system = kSystem;
   std::string vault = "[qubes.dt-vault]\nclass = \"app\"\n";
@@ -598,7 +598,7 @@ TEST_F(DaemonTest, AutostartQubesStartWithTheDaemonUnlessTurnedOff) {
   KillDaemon(SIGTERM);
 
   StartDaemon();
-  EXPECT_TRUE(WaitForState([&] { return StateOf("dt-vault"); }, "running", 20s));
+  EXPECT_TRUE(WaitForState("dt-vault", "running", 20s));
   EXPECT_EQ(StateOf("dt-work"), "halted") << "only autostart qubes";
   CliResult run = Cli({"run", "dt-vault", "hostname"});
   EXPECT_EQ(run.out, "dt-vault\n") << run.err;

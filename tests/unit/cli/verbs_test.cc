@@ -2,11 +2,8 @@
 // when named, so every verb must still parse alone, help must list them all,
 // and an unknown verb must fail with a hint. Runs the real binary.
 
-#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <sstream>
@@ -20,6 +17,7 @@ namespace {
 
 using tessera::testing::CliRun;
 using tessera::testing::RunCli;
+using tessera::testing::RunProgram;
 using ::testing::HasSubstr;
 
 const std::vector<std::string> kVerbs = {"apply", "cell", "config",   "daemon", "events",  "kill",
@@ -64,34 +62,16 @@ TEST(CliVerbsTest, UnknownVerbIsAUsageErrorWithAHint) {
 
 // Runs the bash completion function on COMP_WORDS = `words` (the last one is
 // being completed) and returns COMPREPLY, one word per line.
-std::string Complete(std::vector<std::string> words) {
+std::string Complete(const std::vector<std::string>& words) {
   std::string script = std::string("source '") + TESSERA_SOURCE_DIR +
                        "/completions/tessera.bash' && COMP_WORDS=(\"$@\") && "
                        "COMP_CWORD=$(($# - 1)) && _tessera && "
                        "if [ ${#COMPREPLY[@]} -gt 0 ]; then printf '%s\\n' \"${COMPREPLY[@]}\"; fi";
-  std::vector<std::string> args = {"bash", "-c", script, "complete"};
-  args.insert(args.end(), words.begin(), words.end());
-  int out[2];
-  EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(out[1], 1);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execvp("bash", argv.data());
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  std::string text;
-  char buf[1024];
-  ssize_t n;
-  while ((n = ::read(out[0], buf, sizeof(buf))) > 0) text.append(buf, static_cast<size_t>(n));
-  ::close(out[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  return text;
+  std::vector<std::string> argv = {"bash", "-c", script, "complete"};
+  argv.insert(argv.end(), words.begin(), words.end());
+  CliRun run = RunProgram(std::move(argv));
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  return run.out;
 }
 
 TEST(CliCompletionTest, CompletesExactlyTheVerbsTheCliHas) {
