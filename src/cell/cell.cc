@@ -30,7 +30,6 @@
 #include <optional>
 #include <thread>
 
-#include "agent/protocol.h"
 #include "cell/cgroups.h"
 #include "cell/child_setup.h"
 #include "cell/seccomp_filter.h"
@@ -138,9 +137,8 @@ class QubeLock {
   UniqueFd fd_;
 };
 
-std::string AgentPath(const CellSpec& spec) {
-  if (!spec.agent_path.empty()) return spec.agent_path;
-  if (const char* env = std::getenv("TESSERA_AGENT"); env != nullptr && *env != '\0') return env;
+std::string AgentPath(const CellOptions& options) {
+  if (!options.agent_path.empty()) return options.agent_path;
   char exe[PATH_MAX];
   ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
   if (n <= 0) return "tessera-agent";
@@ -268,7 +266,6 @@ struct Record {
   std::string name;
   pid_t pid = -1;
   uint64_t start_time = 0;
-  bool disposable = false;
   std::vector<std::string> cgroups;
 };
 
@@ -276,7 +273,6 @@ Status WriteRecord(const std::string& path, const Record& r) {
   json j = {{"name", r.name},
             {"init_pid", r.pid},
             {"start_time", r.start_time},
-            {"disposable", r.disposable},
             {"cgroups", r.cgroups},
             {"format", 1}};
   // The record lives in the runtime dir, which does not survive a reboot by
@@ -297,15 +293,13 @@ Result<Record> ReadRecord(const std::string& path) {
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("name") || !j["name"].is_string() ||
       !j.contains("init_pid") || !j["init_pid"].is_number_integer() || !j.contains("start_time") ||
-      !j["start_time"].is_number_unsigned() || !j.contains("disposable") ||
-      !j["disposable"].is_boolean()) {
+      !j["start_time"].is_number_unsigned()) {
     return Err(Error(path + ": malformed cell record", EPROTO));
   }
   Record r;
   r.name = j["name"].get<std::string>();
   r.pid = j["init_pid"].get<pid_t>();
   r.start_time = j["start_time"].get<uint64_t>();
-  r.disposable = j["disposable"].get<bool>();
   return r;
 }
 
@@ -335,7 +329,6 @@ Cell& Cell::operator=(Cell&& other) noexcept {
     name_ = std::move(other.name_);
     control_path_ = std::move(other.control_path_);
     cgroup_dirs_ = std::move(other.cgroup_dirs_);
-    disposable_ = other.disposable_;
     is_child_ = other.is_child_;
     init_pid_ = std::exchange(other.init_pid_, -1);
     pidfd_ = std::move(other.pidfd_);
@@ -346,7 +339,8 @@ Cell& Cell::operator=(Cell&& other) noexcept {
 
 Cell::~Cell() = default;
 
-Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec) {
+Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
+                         const CellOptions& options) {
   TRY(CheckName(spec.name));
   storage::Layout layout = layout_in;
   TRY(MakeDirs(layout.state_dir, 0755));
@@ -404,7 +398,6 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
       (void)cgroups->Remove();
     }
     (void)storage::RemoveScratch(layout, name);
-    if (spec.disposable) (void)storage::DestroyQubeStorage(layout, name);
   });
 
   // Mount points for the child, owned by the qube's root so it can use them
@@ -443,7 +436,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   std::string control_path = scratch + "/" + kControlSocket;
   UniqueFd control = TRY_CTX(MakeControlSocket(control_path), ctx("control socket"));
 
-  std::string agent_path = AgentPath(spec);
+  std::string agent_path = AgentPath(options);
   UniqueFd agent(::open(agent_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!agent) return Err(Error::FromErrno(ctx("open agent " + agent_path)));
 
@@ -509,9 +502,24 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   std::string upper_size = std::to_string(spec.scratch_mib) + "m";
   std::string hostname = spec.hostname.empty() ? name : spec.hostname;
   std::string identity_map = "0 0 " + std::to_string(ids.count) + "\n";
+  // The child opens the qube's inner user and mount namespaces (step 12b of
+  // child_setup.cc) and hands them to the agent under these numbers, which
+  // are reserved here (as /dev/null) so the agent's argv can be built now.
+  UniqueFd inner_userns_slot(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  UniqueFd inner_mntns_slot(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (!inner_userns_slot || !inner_mntns_slot) return Err(Error::FromErrno(ctx("open /dev/null")));
   std::string control_arg = "--control-fd=" + std::to_string(control.get());
+  std::string userns_arg = "--userns-fd=" + std::to_string(inner_userns_slot.get());
+  std::string mntns_arg = "--mntns-fd=" + std::to_string(inner_mntns_slot.get());
+  // Commands join the inner user namespace with setns, which gives them a
+  // full bounding set: the agent drops the same capabilities again for them.
+  char drop_hex[32];
+  std::snprintf(drop_hex, sizeof(drop_hex), "%llx",
+                static_cast<unsigned long long>(DefaultDroppedCaps()));
+  std::string drop_arg = std::string("--drop-caps=") + drop_hex;
   std::string argv0 = "tessera-agent";
-  char* agent_argv[] = {argv0.data(), control_arg.data(), nullptr};
+  char* agent_argv[] = {argv0.data(),    control_arg.data(), userns_arg.data(),
+                        mntns_arg.data(), drop_arg.data(),    nullptr};
   std::string env_path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   char* agent_envp[] = {env_path.data(), nullptr};
   int cap_last = 40;
@@ -542,6 +550,8 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   plan.agent_argv = agent_argv;
   plan.agent_envp = agent_envp;
   plan.control_fd = control.get();
+  plan.inner_userns_fd = inner_userns_slot.get();
+  plan.inner_mntns_fd = inner_mntns_slot.get();
   plan.cap_last = cap_last;
   plan.drop_caps = DefaultDroppedCaps();
   plan.seccomp = &seccomp;
@@ -553,7 +563,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   int pidfd_raw = -1;
   clone_args args{};
   // Net, uts and ipc namespaces are made later by the child, inside the nested
-  // user namespace that locks its mounts (child_setup.cc step 12b).
+  // namespaces of the qube (child_setup.cc step 12b).
   args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_PIDFD;
   args.pidfd = reinterpret_cast<uint64_t>(&pidfd_raw);
   args.exit_signal = SIGCHLD;
@@ -576,9 +586,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   UniqueFd pidfd(pidfd_raw);
   // Test hook: the starter dies between clone and release (kill -9 of the
   // daemon at the worst moment); the child must not outlive it.
-  if (const char* crash = std::getenv("TESSERA_TEST_CRASH_AFTER_CLONE"); crash && *crash == '1') {
-    ::_exit(86);
-  }
+  if (options.test_hooks.exit_after_clone) ::_exit(86);
   clock.Mark("clone");
   sync_child.reset();
   auto kill_child = ScopeGuard([&] { KillChild(pidfd.get(), pid); });
@@ -658,7 +666,6 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   record.name = name;
   record.pid = pid;
   record.start_time = TRY_CTX(StartTime(pid), ctx("read init start time"));
-  record.disposable = spec.disposable;
   record.cgroups = cgroups->dirs();
   TRY_CTX(WriteRecord(scratch + "/" + kRecordFile, record), ctx("write record"));
 
@@ -669,7 +676,6 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   cell.name_ = name;
   cell.control_path_ = control_path;
   cell.cgroup_dirs_ = cgroups->dirs();
-  cell.disposable_ = spec.disposable;
   cell.is_child_ = true;
   cell.init_pid_ = pid;
   cell.pidfd_ = std::move(pidfd);
@@ -701,7 +707,6 @@ Result<Cell> Cell::Adopt(const storage::Layout& layout, const std::string& name)
   cell.name_ = name;
   cell.control_path_ = scratch + "/" + kControlSocket;
   cell.cgroup_dirs_ = cg.dirs();
-  cell.disposable_ = record.disposable;
   // A child of ours only if we started it (same process, e.g. tests).
   cell.is_child_ = false;
   cell.init_pid_ = record.pid;
@@ -716,9 +721,7 @@ Status Cell::Cleanup(const storage::Layout& layout, const std::string& name) {
 }
 
 Status Cell::CleanupLocked(const storage::Layout& layout, const std::string& name) {
-  bool disposable = false;
   if (auto record = ReadRecord(layout.ScratchDir(name) + "/" + kRecordFile); record) {
-    disposable = record->disposable;
     UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, record->pid, 0)));
     auto start = StartTime(record->pid);
     if (pidfd && start && *start == record->start_time) {
@@ -732,8 +735,25 @@ Status Cell::CleanupLocked(const storage::Layout& layout, const std::string& nam
   TRY(cg.KillAll());
   TRY(cg.Remove());
   TRY(storage::RemoveScratch(layout, name));
-  if (disposable) TRY(storage::DestroyQubeStorage(layout, name));
   return Ok();
+}
+
+Result<std::vector<std::string>> Cell::List(const storage::Layout& layout) {
+  std::vector<std::string> names;
+  std::string dir = layout.runtime_dir + "/cells";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) return names;
+    return Err(Error::FromErrno("open " + dir));
+  }
+  auto close_dir = ScopeGuard([&] { ::closedir(d); });
+  while (dirent* e = ::readdir(d)) {
+    // Lock files (".name.lock") and "." / ".." are not cells.
+    if (e->d_name[0] == '.' || e->d_type != DT_DIR) continue;
+    if (CheckName(e->d_name)) names.emplace_back(e->d_name);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 bool Cell::Running() const {
@@ -741,7 +761,7 @@ bool Cell::Running() const {
   return !PidfdExited(pidfd_.get(), 0);
 }
 
-Result<UniqueFd> Cell::ConnectControl() const {
+Result<UniqueFd> Cell::OpenChannel() const {
   if (stopped_) return Err(Error("cell " + name_ + " is stopped", ESRCH));
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -756,45 +776,15 @@ Result<UniqueFd> Cell::ConnectControl() const {
   return fd;
 }
 
-Result<int> Cell::Exec(const ExecRequest& request) {
-  if (request.argv.empty()) return Err(Error("exec: empty argv", EINVAL));
-  UniqueFd conn = TRY_CTX(ConnectControl(), "cell " + name_ + ": connect to agent");
-  agent::ExecMessage m;
-  m.argv = request.argv;
-  m.env = request.env;
-  m.cwd = request.cwd;
-  m.user = request.user;
-  std::vector<int> fds;
-  int given[3] = {request.stdin_fd, request.stdout_fd, request.stderr_fd};
-  for (int i = 0; i < 3; ++i) {
-    if (given[i] < 0) continue;
-    auto it = std::find(fds.begin(), fds.end(), given[i]);
-    if (it == fds.end()) {
-      fds.push_back(given[i]);
-      m.stdio[i] = static_cast<int>(fds.size() - 1);
-    } else {
-      m.stdio[i] = static_cast<int>(it - fds.begin());
-    }
-  }
-  m.nfds = fds.size();
-  TRY_CTX(agent::SendFrame(conn.get(), agent::SerializeExec(m), fds), "cell " + name_ + ": exec");
-  for (;;) {
-    std::string text =
-        TRY_CTX(agent::ReadFrame(conn.get(), nullptr), "cell " + name_ + ": agent reply");
-    agent::Reply reply = TRY_CTX(agent::ParseReply(text), "cell " + name_);
-    switch (reply.kind) {
-      case agent::Reply::Kind::kStarted:
-        continue;
-      case agent::Reply::Kind::kExit:
-        return reply.code;
-      case agent::Reply::Kind::kError: {
-        // 127/126 carry their reason as the errno (callers branch on it);
-        // for 125 the agent's text is the whole story.
-        int e = reply.code == 127 ? ENOENT : reply.code == 126 ? EACCES : 0;
-        return Err(Error("cell " + name_ + ": " + reply.message, e));
-      }
-    }
-  }
+Result<UniqueFd> Cell::OpenNetworkNamespace() const {
+  if (stopped_ || !Running()) return Err(Error("cell " + name_ + " is not running", ESRCH));
+  std::string path = "/proc/" + std::to_string(init_pid_) + "/ns/net";
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return Err(Error::FromErrno("open " + path));
+  // The pid could have been reused between the check and the open: the
+  // pidfd says whether init still is the process we opened.
+  if (PidfdExited(pidfd_.get(), 0)) return Err(Error("cell " + name_ + " exited", ESRCH));
+  return fd;
 }
 
 Status Cell::Stop(std::chrono::milliseconds grace) {
@@ -826,8 +816,6 @@ Status Cell::Stop(std::chrono::milliseconds grace) {
   clock.Mark("cgroups");
   TRY_CTX(storage::RemoveScratch(layout_, name_), "stop cell " + name_);
   clock.Mark("scratch");
-  if (disposable_) TRY_CTX(storage::DestroyQubeStorage(layout_, name_), "stop cell " + name_);
-  clock.Mark("storage");
   stopped_ = true;
   pidfd_.reset();
   Log(LogLevel::kDebug, "cell stopped", {{"qube", name_}, {"phases_ms", clock.text()}});

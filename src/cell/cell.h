@@ -4,101 +4,66 @@
 // filter and cgroup limits, with `tessera-agent` as its PID 1.
 //
 //   storage::Layout layout = storage::Layout::FromEnvironment();
-//   cell::CellSpec spec = TRY(cell::SpecFromConfig(system, "work"));
-//   cell::Cell cell = TRY(cell::Cell::Start(layout, spec));
-//   int code = TRY(cell.Exec({.argv = {"/bin/sh", "-c", "echo hi"},
-//                             .stdout_fd = STDOUT_FILENO}));
+//   backend::LaunchPlan plan = TRY(backend::PlanLaunch(system, "work"));
+//   cell::Cell cell = TRY(cell::Cell::Start(layout, plan.spec));
+//   int status = TRY(backend::Exec(cell, {.argv = {"/bin/sh", "-c", "echo hi"},
+//                                         .stdout_fd = STDOUT_FILENO},
+//                                  backend::StreamMode::kAuto, cell::CellBackend::kCapabilities));
 //   TRY(cell.Stop(std::chrono::seconds(5)));
 //
 // A cell outlives the process that started it (so the daemon can restart):
 // dropping a Cell object closes its handles but leaves the cell running; a
 // later process re-attaches with Cell::Adopt(layout, name) using the record in
 // R/cells/<name>/cell.json. Cell::Cleanup removes whatever a crashed run left.
+// Neither ever touches the qube's storage (src/backend/launcher.h owns that).
 //
 // Host-side objects of a running cell (R = runtime dir):
 //   R/cells/<name>/             scratch (storage::CreateScratch), 0700 root
 //   R/cells/<name>/control.sock listening socket of the agent (created by the
 //                               parent before clone; the agent inherits the fd)
-//   R/cells/<name>/cell.json    record: init pid + start time, cgroups, spec
+//   R/cells/<name>/cell.json    record: init pid + start time, cgroups
 //   /sys/fs/cgroup[/<ctrl>]/tessera/<runtime-dir hash>/<name>   cgroup(s)
 
 #include <sys/types.h>
 
 #include <chrono>
 #include <cstdint>
-#include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
+#include "backend/backend.h"
+#include "backend/launch_spec.h"
 #include "common/error.h"
 #include "common/unique_fd.h"
-#include "config/model.h"
 #include "storage/storage.h"
 
 namespace tessera::cell {
 
-// How the cell's root filesystem is made.
-enum class RootKind {
-  kOverlay,     // app/disposable: template (idmapped, read-only) + tmpfs upper
-  kTemplate,    // template qube: S/templates/<t>/root, idmapped, read-write
-  kStandalone,  // standalone qube: S/qubes/<n>/root (copied from template_name, or
-                //   busybox, at the first start; shifted on disk), read-write
+// The cell backend takes the backend-neutral spec as it is.
+using CellSpec = backend::LaunchSpec;
+using backend::HostBind;
+using backend::RootKind;
+
+// Failure injection for tests, passed explicitly (never read from the
+// environment by production code). Grep for CellTestHooks to audit its uses.
+struct CellTestHooks {
+  // The starter _exits(86) right after clone, before releasing the child:
+  // a kill -9 of the daemon at the worst moment.
+  bool exit_after_clone = false;
 };
 
-// A host path bound read-only into the cell (tests bind probe binaries this
-// way; templates' host_ro_binds are added by Start itself).
-struct HostBind {
-  std::string host_path;  // absolute host path (file or directory)
-  std::string cell_path;  // absolute path inside the cell
-};
-
-struct CellSpec {
-  std::string name;            // qube name; also the cell's hostname
-  std::string hostname;        // defaults to name when empty
-  config::QubeClass klass = config::QubeClass::kApp;
-  RootKind root = RootKind::kOverlay;
-  std::string template_name;   // the template's name (kStandalone: copied from; may be empty)
-  bool disposable = false;     // storage is destroyed at Stop
-  uint64_t memory_mib = 1024;  // hard limit (memory.max / limit_in_bytes)
-  uint32_t cpus = 1;           // cpu quota in whole cpus (0 = no quota)
-  uint32_t cpu_weight = 100;   // cgroup v2 weight 1..10000 (v1: shares scaled)
-  uint32_t pids_max = 4096;    // processes + threads in the cell
-  uint64_t scratch_mib = 512;  // size limit of the tmpfs overlay upper
-  bool nested_userns = false;  // feature "nested-userns": allow user namespaces inside
-  std::vector<HostBind> extra_ro_binds;
-  // The agent binary; empty = $TESSERA_AGENT, else tessera-agent next to
-  // /proc/self/exe.
+struct CellOptions {
+  // The agent binary; empty = tessera-agent next to /proc/self/exe.
   std::string agent_path;
+  CellTestHooks test_hooks;
 };
 
-// The spec of a configured qube (features: "nested-userns" = "1"/"true",
-// "pids-max" = N, "cpu-weight" = N, "scratch-mib" = N).
-Result<CellSpec> SpecFromConfig(const config::System& system, std::string_view qube);
-
-// The spec of a fresh disposable `name` made from the disposable template
-// `dvm_template` (its template, limits and features; an empty private volume).
-Result<CellSpec> DisposableSpecFromConfig(const config::System& system,
-                                          std::string_view dvm_template,
-                                          const std::string& name);
-
-// A command to run inside the cell. The fds (-1 = /dev/null inside) are passed
-// to the agent with SCM_RIGHTS, so data never flows through the caller.
-struct ExecRequest {
-  std::vector<std::string> argv;
-  std::vector<std::string> env;  // "K=V"; empty = a minimal default (PATH, HOME, TERM)
-  std::string cwd = "/";
-  std::string user = "root";     // "root", a name in the cell's /etc/passwd, or "UID[:GID]"
-  int stdin_fd = -1;
-  int stdout_fd = -1;
-  int stderr_fd = -1;
-};
-
-class Cell {
+class Cell : public backend::Instance {
  public:
   // Creates cgroups, scratch, the control socket and the namespaces, builds the
   // root filesystem and execs the agent as PID 1. On failure nothing is left.
-  static Result<Cell> Start(const storage::Layout& layout, const CellSpec& spec);
+  static Result<Cell> Start(const storage::Layout& layout, const CellSpec& spec,
+                            const CellOptions& options = {});
 
   // Re-attaches to a cell started by another (possibly killed) process.
   // Fails with ESRCH if its init is gone (pid reuse is detected by start time).
@@ -110,28 +75,29 @@ class Cell {
   // Start while another is in progress fails with EBUSY.
   static Status Cleanup(const storage::Layout& layout, const std::string& name);
 
+  // Qubes with a scratch directory in R/cells (running or left by a crash).
+  static Result<std::vector<std::string>> List(const storage::Layout& layout);
+
   Cell(Cell&& other) noexcept;
   Cell& operator=(Cell&& other) noexcept;
   Cell(const Cell&) = delete;
   Cell& operator=(const Cell&) = delete;
   // Closes handles only; the cell keeps running (see the file comment).
-  ~Cell();
+  ~Cell() override;
 
-  // Runs a command via the agent and waits for it: its exit code, or 128+signal.
-  Result<int> Exec(const ExecRequest& request);
-
-  // A fresh connection to the agent's control socket (for asynchronous callers;
-  // frames in agent/protocol.h, docs/CELL.md).
-  Result<UniqueFd> ConnectControl() const;
-
+  // backend::Instance
+  const std::string& name() const override { return name_; }
+  pid_t pid() const override { return init_pid_; }
+  int exit_fd() const override { return pidfd_.get(); }
+  bool Running() const override;
+  // A fresh connection to the agent's control socket.
+  Result<UniqueFd> OpenChannel() const override;
   // SIGTERM to init, waits up to `grace`, then SIGKILL to everything in the
-  // cell's cgroups; removes cgroups, scratch and record; a disposable's storage
-  // is destroyed. Idempotent.
-  Status Stop(std::chrono::milliseconds grace = std::chrono::seconds(5));
+  // cell's cgroups; removes cgroups, scratch and record. Idempotent.
+  Status Stop(std::chrono::milliseconds grace = std::chrono::seconds(5)) override;
+  Result<UniqueFd> OpenNetworkNamespace() const override;
 
-  bool Running() const;
   pid_t init_pid() const { return init_pid_; }
-  const std::string& name() const { return name_; }
   const std::string& control_socket_path() const { return control_path_; }
   // cgroup directories of this cell (one on v2, one per controller on v1).
   const std::vector<std::string>& cgroup_dirs() const { return cgroup_dirs_; }
@@ -145,7 +111,6 @@ class Cell {
   std::string name_;
   std::string control_path_;
   std::vector<std::string> cgroup_dirs_;
-  bool disposable_ = false;
   bool is_child_ = false;  // started by this process: reap with waitpid
   pid_t init_pid_ = -1;
   UniqueFd pidfd_;

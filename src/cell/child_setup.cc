@@ -294,7 +294,8 @@ const char* StepName(int step) {
     case ChildStep::kMountSys: return "mount /sys";
     case ChildStep::kPivotRoot: return "pivot_root";
     case ChildStep::kDetachOldRoot: return "detach old root";
-    case ChildStep::kLockMounts: return "lock mounts (nested user namespace)";
+    case ChildStep::kLockMounts: return "create the inner namespaces (locks mounts)";
+    case ChildStep::kJoinInnerNamespaces: return "join the inner network, uts and ipc namespaces";
     case ChildStep::kDropBoundingCaps: return "drop bounding capabilities";
     case ChildStep::kSetCaps: return "capset";
     case ChildStep::kNoNewPrivs: return "no_new_privs";
@@ -320,51 +321,105 @@ uint64_t DefaultDroppedCaps() {
   return mask;
 }
 
-// Writes `map` to /proc/1/<file> (the cell's init, seen from inside its pid
-// namespace). Returns false on any failure.
-bool WriteMapOfInit(const char* file, const char* map) {
-  char path[32] = "/proc/1/";
-  std::memcpy(path + 8, file, std::strlen(file) + 1);
+// "/proc/<pid>/<file>" into `buf` without allocating.
+void ProcPath(char (&buf)[64], long pid, const char* file) {
+  char digits[24];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + pid % 10);
+    pid /= 10;
+  } while (pid > 0 && n < 20);
+  size_t pos = 0;
+  for (const char* p = "/proc/"; *p != '\0'; ++p) buf[pos++] = *p;
+  while (n > 0) buf[pos++] = digits[--n];
+  buf[pos++] = '/';
+  for (const char* p = file; *p != '\0' && pos + 1 < sizeof(buf); ++p) buf[pos++] = *p;
+  buf[pos] = '\0';
+}
+
+bool WriteProcFile(long pid, const char* file, const char* text) {
+  char path[64];
+  ProcPath(path, pid, file);
   int fd = ::open(path, O_WRONLY | O_CLOEXEC);
   if (fd < 0) return false;
-  size_t len = std::strlen(map);
-  bool ok = ::write(fd, map, len) == static_cast<ssize_t>(len);
+  size_t len = std::strlen(text);
+  bool ok = ::write(fd, text, len) == static_cast<ssize_t>(len);
   ::close(fd);
   return ok;
 }
 
-// Moves the cell into a nested user namespace with fresh mount, network, uts
-// and ipc namespaces. The mount namespace copied into a less privileged user
-// namespace has every inherited mount locked by the kernel: the qube's root
-// can still mount new filesystems in its own namespace, but it can no longer
-// unmount a mask (/proc/sys, /proc/kcore, ...), remount a read-only bind
-// read-write, or clear nosuid/nodev/noexec. The identity map of the new
-// namespace (ids 0..65535 onto the same ids of the current one) can only be
-// written from the current namespace with CAP_SETUID there, so a helper
-// forked before the unshare writes it. Raw clone, not fork(): no libc atfork
-// handlers or locks in this child of a threaded parent.
-void EnterNestedUserNamespace(const ChildPlan& plan) {
-  // The set*id calls made us non-dumpable, which makes /proc/1/* owned by
-  // host root: unwritable for the helper. Dumpable while it works (exec
-  // recomputes the flag for the agent anyway).
+int OpenProcFile(long pid, const char* file) {
+  char path[64];
+  ProcPath(path, pid, file);
+  return ::open(path, O_RDONLY | O_CLOEXEC);
+}
+
+// Creates the qube's inner namespaces: a user namespace nested in the cell's
+// (identity-mapped onto it) owning fresh mount, network, uts and ipc
+// namespaces. Commands run inside it; the agent stays outside, in the outer
+// user and mount namespaces, so that its memory belongs to a namespace in
+// which the qube's root holds no capability: ptrace, process_vm_readv and
+// pidfd_getfd of PID 1 fail for it.
+//
+// The mount namespace copied into the less privileged inner user namespace
+// has every inherited mount locked by the kernel: the qube's root can still
+// mount new filesystems in its own namespace, but it can no longer unmount a
+// mask (/proc/sys, /proc/kcore, ...), remount a read-only bind read-write, or
+// clear nosuid/nodev/noexec.
+//
+// A helper (raw clone: no libc atfork handlers or locks in this child of a
+// threaded parent) unshares the namespaces; we write its identity maps from
+// the outer namespace (which holds CAP_SETUID over it), open its namespaces,
+// let it exit, then join its network, uts and ipc namespaces ourselves (the
+// agent lives in the qube's network, as the commands do) and keep the user
+// and mount namespaces open for the agent at the reserved descriptor numbers.
+void CreateInnerNamespaces(const ChildPlan& plan) {
+  // The set*id calls made us non-dumpable, which makes /proc/<pid>/* owned
+  // by host root: the helper (which inherits the flag) must be dumpable for
+  // us to write its maps. Cleared again below; exec recomputes it anyway.
   Check(plan, ChildStep::kLockMounts, ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0));
   int go[2];
+  int ready[2];
   Check(plan, ChildStep::kLockMounts, ::pipe2(go, O_CLOEXEC));
+  Check(plan, ChildStep::kLockMounts, ::pipe2(ready, O_CLOEXEC));
   long helper = ::syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
   Check(plan, ChildStep::kLockMounts, helper);
   if (helper == 0) {
     ::close(go[1]);
+    ::close(ready[0]);
+    int err = 0;
+    if (::unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC) != 0) {
+      err = errno;
+    }
+    (void)!::write(ready[1], &err, sizeof(err));
+    // Stay alive (and so keep the namespaces reachable through /proc) until
+    // the parent has opened them or given up.
     char c;
-    if (::read(go[0], &c, 1) != 1) _exit(1);
-    if (!WriteMapOfInit("uid_map", plan.identity_map)) _exit(errno == 0 ? 2 : errno);
-    if (!WriteMapOfInit("gid_map", plan.identity_map)) _exit(errno == 0 ? 3 : errno);
+    (void)!::read(go[0], &c, 1);
     _exit(0);
   }
   ::close(go[0]);
-  int unshared = ::unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC);
-  int unshare_errno = errno;
-  // Closing without writing tells a helper whose parent failed to give up.
-  if (unshared == 0) (void)!::write(go[1], "m", 1);
+  ::close(ready[1]);
+  int helper_err = ECHILD;
+  ssize_t got = ::read(ready[0], &helper_err, sizeof(helper_err));
+  ::close(ready[0]);
+  int ns[5] = {-1, -1, -1, -1, -1};  // user, mnt, net, uts, ipc
+  int err = 0;
+  if (got != static_cast<ssize_t>(sizeof(helper_err))) {
+    err = ECHILD;
+  } else if (helper_err != 0) {
+    err = helper_err;
+  } else if (!WriteProcFile(helper, "uid_map", plan.identity_map) ||
+             !WriteProcFile(helper, "gid_map", plan.identity_map)) {
+    err = errno != 0 ? errno : EIO;
+  } else {
+    static const char* const kNs[5] = {"ns/user", "ns/mnt", "ns/net", "ns/uts", "ns/ipc"};
+    for (int i = 0; i < 5 && err == 0; ++i) {
+      ns[i] = OpenProcFile(helper, kNs[i]);
+      if (ns[i] < 0) err = errno;
+    }
+  }
+  // Closing without writing tells the helper to exit either way.
   ::close(go[1]);
   int status = 0;
   long waited;
@@ -372,11 +427,13 @@ void EnterNestedUserNamespace(const ChildPlan& plan) {
     waited = ::syscall(SYS_wait4, helper, &status, __WALL, nullptr);
   } while (waited < 0 && errno == EINTR);
   Check(plan, ChildStep::kLockMounts, ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0));
-  if (unshared != 0) Fail(plan, ChildStep::kLockMounts, unshare_errno);
-  // The helper's exit status is the errno of its failed step.
-  if (waited < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    Fail(plan, ChildStep::kLockMounts, waited < 0 || !WIFEXITED(status) ? ECHILD : WEXITSTATUS(status));
-  }
+  if (err != 0) Fail(plan, ChildStep::kLockMounts, err);
+  Check(plan, ChildStep::kJoinInnerNamespaces, ::setns(ns[2], CLONE_NEWNET));
+  Check(plan, ChildStep::kJoinInnerNamespaces, ::setns(ns[3], CLONE_NEWUTS));
+  Check(plan, ChildStep::kJoinInnerNamespaces, ::setns(ns[4], CLONE_NEWIPC));
+  Check(plan, ChildStep::kJoinInnerNamespaces, ::dup3(ns[0], plan.inner_userns_fd, O_CLOEXEC));
+  Check(plan, ChildStep::kJoinInnerNamespaces, ::dup3(ns[1], plan.inner_mntns_fd, O_CLOEXEC));
+  for (int fd : ns) ::close(fd);
 }
 
 void RunChild(const ChildPlan& plan) {
@@ -490,9 +547,11 @@ void RunChild(const ChildPlan& plan) {
   Check(plan, ChildStep::kDetachOldRoot, ::chdir("/"));
   ::close(root_fd);
 
-  // 12b. Lock every mount made above, in new user/mount/net/uts/ipc
-  //      namespaces; then the identity and network of the new uts/net ones.
-  EnterNestedUserNamespace(plan);
+  // 12b. The qube's inner namespaces (user, mount: every mount made above is
+  //      locked in it; network, uts, ipc, which we join), then the identity
+  //      and loopback of the new uts/network namespaces. Commands run there;
+  //      we, the agent-to-be, stay in the outer user and mount namespaces.
+  CreateInnerNamespaces(plan);
   Check(plan, ChildStep::kSetHostname, ::sethostname(plan.hostname, std::strlen(plan.hostname)));
   {
     int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -510,8 +569,9 @@ void RunChild(const ChildPlan& plan) {
   SetCaps(plan);
   Check(plan, ChildStep::kNoNewPrivs, ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
 
-  // 14. stdio is the cell's /dev/null; only the control socket (and, until
-  //     exec, the sync socket and the agent image) stay open.
+  // 14. stdio is the cell's /dev/null; only the control socket and the inner
+  //     namespaces (and, until exec, the sync socket and the agent image)
+  //     stay open.
   {
     int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
     Check(plan, ChildStep::kStdio, null_fd);
@@ -519,6 +579,8 @@ void RunChild(const ChildPlan& plan) {
     if (null_fd > 2) ::close(null_fd);
     Check(plan, ChildStep::kStdio, ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC));
     Check(plan, ChildStep::kStdio, ::fcntl(plan.control_fd, F_SETFD, 0));
+    Check(plan, ChildStep::kStdio, ::fcntl(plan.inner_userns_fd, F_SETFD, 0));
+    Check(plan, ChildStep::kStdio, ::fcntl(plan.inner_mntns_fd, F_SETFD, 0));
   }
 
   // 15. seccomp last: the filter also constrains this setup code otherwise.

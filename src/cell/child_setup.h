@@ -42,6 +42,7 @@ enum class ChildStep : int {
   kPivotRoot,
   kDetachOldRoot,
   kLockMounts,
+  kJoinInnerNamespaces,
   kDropBoundingCaps,
   kSetCaps,
   kNoNewPrivs,
@@ -79,6 +80,10 @@ struct ChildPlan {
   char* const* agent_argv = nullptr;
   char* const* agent_envp = nullptr;
   int control_fd = -1;      // listening socket the agent inherits
+  // Descriptor numbers (reserved by the parent) under which the agent gets
+  // the inner user and mount namespaces commands run in.
+  int inner_userns_fd = -1;
+  int inner_mntns_fd = -1;
   int cap_last = 40;        // /proc/sys/kernel/cap_last_cap
   uint64_t drop_caps = 0;   // bit n = drop capability n
   const SeccompProgram* seccomp = nullptr;

@@ -12,7 +12,7 @@
 
 #include "cli/command.h"
 #include "config/loader.h"
-#include "daemon/client.h"
+#include "wire/admin_client.h"
 
 namespace tessera::cli {
 namespace {
@@ -69,9 +69,9 @@ int RunApply(const std::string& file, bool dry_run, bool yes) {
     return 1;
   }
   std::string description = config::ToJson(*outcome.system);
-  auto client = daemon::AdminClient::Connect();
+  auto client = wire::AdminClient::Connect();
   if (!client) {
-    std::fprintf(stderr, "%s\n", daemon::ExplainConnectError(client.error()).c_str());
+    std::fprintf(stderr, "%s\n", wire::ExplainConnectError(client.error()).c_str());
     return 1;
   }
   auto call = [&](bool dry) -> std::optional<json> {

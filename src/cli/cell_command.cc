@@ -18,7 +18,10 @@
 #include <thread>
 #include <vector>
 
-#include "cell/cell.h"
+#include "backend/exec.h"
+#include "backend/launcher.h"
+#include "backend/planner.h"
+#include "cell/cell_backend.h"
 #include "cli/command.h"
 #include "common/paths.h"
 #include "config/loader.h"
@@ -42,44 +45,6 @@ void PrintError(const std::string& message) {
   std::fprintf(stderr, "tessera cell run: %s\n", message.c_str());
 }
 
-Result<storage::TemplateBuildOptions> BuildOptionsFor(const std::string& source) {
-  storage::TemplateBuildOptions options;
-  if (source.empty() || source == "busybox") {
-    options.source = storage::TemplateSource::kBusybox;
-  } else if (source == "debootstrap") {
-    options.source = storage::TemplateSource::kDebootstrap;
-  } else if (source == "host") {
-    options.source = storage::TemplateSource::kHost;
-  } else if (source.rfind("dir:", 0) == 0) {
-    options.source = storage::TemplateSource::kDirectory;
-    options.directory = source.substr(4);
-  } else {
-    return Err(Error("unknown template source \"" + source + "\"", EINVAL));
-  }
-  return options;
-}
-
-// Builds the qube's template from its template qube's source if it does not
-// exist yet (a fresh state directory), and says so.
-Status EnsureTemplate(const storage::Layout& layout, const config::System& system,
-                      const cell::CellSpec& spec) {
-  // A standalone qube needs its template only for the first copy of its root.
-  if (spec.root == cell::RootKind::kStandalone && spec.template_name.empty()) return Ok();
-  auto info = storage::ReadTemplateInfo(layout, spec.template_name);
-  if (info) return Ok();
-  if (info.error().errno_value() != ENOENT) return Err(std::move(info).error());
-  std::string source = "busybox";
-  if (const config::Qube* t = system.Find(spec.template_name); t != nullptr && !t->template_source.empty()) {
-    source = t->template_source;
-  }
-  std::fprintf(stderr, "tessera cell run: template %s does not exist yet; building it from %s\n",
-               spec.template_name.c_str(), source.c_str());
-  storage::TemplateBuildOptions options = TRY(BuildOptionsFor(source));
-  TRY_CTX(storage::BuildTemplate(layout, spec.template_name, options),
-          "build template " + spec.template_name);
-  return Ok();
-}
-
 Result<std::string> FreshDisposableName(const storage::Layout& layout) {
   for (int attempt = 0; attempt < 100; ++attempt) {
     uint16_t r = 0;
@@ -100,25 +65,22 @@ int Run(const RunArgs& args, const CliContext& ctx) {
     return kExitFailure;
   }
   storage::Layout layout = storage::Layout::FromEnvironment();
-  Result<cell::CellSpec> spec = Err(Error("unset"));
+  Result<backend::LaunchPlan> plan = Err(Error("unset"));
   if (args.dispvm) {
     auto name = FreshDisposableName(layout);
     if (!name) {
       PrintError(name.error().ToString());
       return kExitFailure;
     }
-    spec = cell::DisposableSpecFromConfig(*system, args.qube, *name);
+    plan = backend::PlanDisposable(*system, args.qube, *name);
   } else {
-    spec = cell::SpecFromConfig(*system, args.qube);
+    plan = backend::PlanLaunch(*system, args.qube);
   }
-  if (!spec) {
-    PrintError(spec.error().ToString());
+  if (!plan) {
+    PrintError(plan.error().ToString());
     return kExitFailure;
   }
-  if (auto st = EnsureTemplate(layout, *system, *spec); !st) {
-    PrintError(st.error().ToString());
-    return kExitFailure;
-  }
+  bool disposable = plan->spec.disposable;
 
   // SIGINT/SIGTERM/SIGHUP end the cell (its agent terminates CMD), then we
   // clean up normally. Blocked before any thread exists so all inherit it.
@@ -129,12 +91,18 @@ int Run(const RunArgs& args, const CliContext& ctx) {
   sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  auto cell = cell::Cell::Start(layout, *spec);
-  if (!cell) {
-    PrintError(cell.error().ToString());
+  cell::CellBackend cells(layout, {});
+  auto instance = backend::Launch(cells, layout, *plan, [](const backend::TemplateNeed& need) {
+    std::fprintf(stderr, "tessera cell run: template %s does not exist yet; building it from %s\n",
+                 need.name.c_str(), need.source.empty() ? "busybox" : need.source.c_str());
+  });
+  if (!instance) {
+    // A disposable's storage is made for this run alone.
+    if (disposable) (void)storage::DestroyQubeStorage(layout, plan->spec.name);
+    PrintError(instance.error().ToString());
     return kExitFailure;
   }
-  pid_t init = cell->init_pid();
+  pid_t init = (*instance)->pid();
   // `done` under the mutex: once set, init may be reaped and its pid reused,
   // so the watcher must not signal it any more.
   std::mutex mu;
@@ -149,19 +117,19 @@ int Run(const RunArgs& args, const CliContext& ctx) {
       ::kill(init, SIGTERM);
     }
   });
-  cell::ExecRequest request;
+  backend::ExecRequest request;
   request.argv = args.command;
   request.stdin_fd = STDIN_FILENO;
   request.stdout_fd = STDOUT_FILENO;
   request.stderr_fd = STDERR_FILENO;
-  auto code = cell->Exec(request);
+  auto code = backend::Exec(**instance, request, backend::StreamMode::kAuto, cells.capabilities());
   {
     std::lock_guard<std::mutex> lock(mu);
     done = true;
   }
   pthread_kill(watcher.native_handle(), SIGTERM);  // wakes its sigwait
   watcher.join();
-  auto stopped = cell->Stop(std::chrono::seconds(5));
+  auto stopped = backend::Retire(**instance, layout, disposable, std::chrono::seconds(5));
   if (!stopped) PrintError(stopped.error().ToString());
   if (interrupted_by != 0) {
     PrintError(std::string("interrupted by ") + sigabbrev_np(interrupted_by) + "; cell stopped");

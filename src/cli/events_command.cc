@@ -5,15 +5,15 @@
 #include <string>
 
 #include "cli/command.h"
-#include "daemon/client.h"
+#include "wire/admin_client.h"
 
 namespace tessera::cli {
 namespace {
 
 int RunEvents(bool as_json) {
-  auto client = daemon::AdminClient::Connect();
+  auto client = wire::AdminClient::Connect();
   if (!client) {
-    std::fprintf(stderr, "%s\n", daemon::ExplainConnectError(client.error()).c_str());
+    std::fprintf(stderr, "%s\n", wire::ExplainConnectError(client.error()).c_str());
     return 1;
   }
   auto reply = client->Call("events.subscribe", nlohmann::json::object());
@@ -29,10 +29,8 @@ int RunEvents(bool as_json) {
   for (;;) {
     auto event = client->NextEvent();
     if (!event) {
-      if (event.error().message() == "eof") {
-        std::fprintf(stderr, "tessera events: tesserad closed the stream\n");
-        return 0;
-      }
+      // The daemon went away (stopped or crashed): the stream is over, and a
+      // follower that stops following is not a success.
       std::fprintf(stderr, "tessera events: %s\n", event.error().ToString().c_str());
       return 1;
     }

@@ -1,10 +1,9 @@
-// Daily qube verbs, thin over the admin API (daemon/client.h):
+// Daily qube verbs, thin over the admin API (cli/daemon_call.h):
 //   tessera ls [--json]            tessera start QUBE... | --dispvm[=T]
 //   tessera stop QUBE...|--all     tessera kill QUBE...    tessera restart QUBE...
-//   tessera run QUBE [--] CMD...   tessera run --dispvm[=T] [--] CMD...
 //   tessera logs QUBE [-n N]       tessera prefs QUBE [KEY [VALUE]]
-// Exit codes: 0 ok, 1 failure (message on stderr), 2 usage; `run` returns the
-// command's exit code and 125 when tessera itself failed (Qubes convention).
+// Exit codes: 0 ok, 1 failure (message on stderr), 2 usage. `run` is in
+// run_command.cc.
 
 #include <unistd.h>
 
@@ -14,37 +13,12 @@
 #include <vector>
 
 #include "cli/command.h"
-#include "daemon/client.h"
+#include "cli/daemon_call.h"
 
 namespace tessera::cli {
 namespace {
 
 using nlohmann::json;
-
-constexpr int kExitRunFailure = 125;
-
-// Connects and calls; on failure prints why (daemon not running, permission,
-// the daemon's error message) and returns nullopt.
-std::optional<json> Call(const char* verb, const std::string& method, json params,
-                         std::span<const int> fds = {}, std::string* code = nullptr) {
-  auto client = daemon::AdminClient::Connect();
-  if (!client) {
-    std::fprintf(stderr, "%s\n", daemon::ExplainConnectError(client.error()).c_str());
-    if (code) *code = "not_running";
-    return std::nullopt;
-  }
-  auto reply = client->Call(method, std::move(params), fds);
-  if (!reply) {
-    std::fprintf(stderr, "tessera %s: %s\n", verb, reply.error().ToString().c_str());
-    return std::nullopt;
-  }
-  if (!reply->ok) {
-    if (code) *code = reply->code;
-    std::fprintf(stderr, "tessera %s: %s\n", verb, reply->message.c_str());
-    return std::nullopt;
-  }
-  return reply->result;
-}
 
 std::string Str(const json& v) {
   if (v.is_string()) return v.get<std::string>();
@@ -53,7 +27,7 @@ std::string Str(const json& v) {
 }
 
 int RunLs(bool as_json) {
-  auto result = Call("ls", "qube.list", json::object());
+  auto result = CallDaemon("ls", "qube.list", json::object());
   if (!result) return 1;
   const json& qubes = (*result)["qubes"];
   if (as_json) {
@@ -91,14 +65,14 @@ int RunLs(bool as_json) {
 
 int RunStart(const std::vector<std::string>& names, const std::string* dispvm) {
   if (dispvm != nullptr) {
-    auto result = Call("start", "qube.start", {{"dispvm", *dispvm}});
+    auto result = CallDaemon("start", "qube.start", {{"dispvm", *dispvm}});
     if (!result) return 1;
     std::printf("%s\n", Str((*result)["qube"]).c_str());
     return 0;
   }
   int rc = 0;
   for (const auto& name : names) {
-    auto result = Call("start", "qube.start", {{"qube", name}});
+    auto result = CallDaemon("start", "qube.start", {{"qube", name}});
     if (!result) {
       rc = 1;
       continue;
@@ -113,7 +87,7 @@ int RunStart(const std::vector<std::string>& names, const std::string* dispvm) {
 int RunStop(const char* verb, const std::string& method, const std::vector<std::string>& names,
             bool all) {
   if (all) {
-    auto result = Call(verb, method, {{"all", true}});
+    auto result = CallDaemon(verb, method, {{"all", true}});
     if (!result) return 1;
     int rc = 0;
     for (const auto& s : (*result)["stopped"]) {
@@ -127,7 +101,7 @@ int RunStop(const char* verb, const std::string& method, const std::vector<std::
   }
   int rc = 0;
   for (const auto& name : names) {
-    auto result = Call(verb, method, {{"qube", name}});
+    auto result = CallDaemon(verb, method, {{"qube", name}});
     if (!result) {
       rc = 1;
       continue;
@@ -140,109 +114,13 @@ int RunStop(const char* verb, const std::string& method, const std::vector<std::
 int RunRestart(const std::vector<std::string>& names) {
   int rc = 0;
   for (const auto& name : names) {
-    if (!Call("restart", "qube.restart", {{"qube", name}})) rc = 1;
+    if (!CallDaemon("restart", "qube.restart", {{"qube", name}})) rc = 1;
   }
   return rc;
 }
 
-// CLI11 reorders and eats `--`, but the command line of `run` must reach the
-// qube verbatim: take it from /proc/self/cmdline, after the `run` verb (the
-// main app's only option before it is --config FILE).
-std::vector<std::string> ArgsAfterRun() {
-  std::vector<std::string> argv;
-  FILE* f = std::fopen("/proc/self/cmdline", "re");
-  if (f == nullptr) return argv;
-  std::string cur;
-  for (int c; (c = std::fgetc(f)) != EOF;) {
-    if (c == 0) {
-      argv.push_back(cur);
-      cur.clear();
-    } else {
-      cur.push_back(static_cast<char>(c));
-    }
-  }
-  std::fclose(f);
-  size_t i = 1;
-  while (i < argv.size() && argv[i] != "run") i += (argv[i] == "--config") ? 2 : 1;
-  if (i >= argv.size()) return {};
-  return std::vector<std::string>(argv.begin() + static_cast<long>(i) + 1, argv.end());
-}
-
-// `run` parses its own arguments: everything after the qube name (or after
-// `--`) belongs to the command, including things that look like options.
-int RunRun(const std::vector<std::string>& args) {
-  std::optional<std::string> dispvm;
-  std::string user;
-  std::string qube;
-  std::vector<std::string> command;
-  size_t i = 0;
-  for (; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--") {
-      ++i;
-      break;
-    }
-    if (a == "-h" || a == "--help") {
-      std::printf(
-          "Usage: tessera run [--user USER] QUBE [--] CMD [ARG...]\n"
-          "       tessera run [--user USER] --dispvm[=TEMPLATE] [--] CMD [ARG...]\n"
-          "Runs CMD in QUBE (started first if needed) with this terminal's stdin, stdout\n"
-          "and stderr; exits with CMD's exit code (125 if tessera failed, 126 not\n"
-          "executable, 127 not found). --dispvm runs it in a fresh disposable made from\n"
-          "TEMPLATE (default: the system's default_dispvm) that is destroyed afterwards.\n");
-      return 0;
-    }
-    if (a == "--dispvm") {
-      dispvm = "";
-    } else if (a.rfind("--dispvm=", 0) == 0) {
-      dispvm = a.substr(9);
-    } else if (a == "--user" || a == "-u") {
-      if (i + 1 >= args.size()) {
-        std::fprintf(stderr, "tessera run: --user needs a value\n");
-        return kExitUsage;
-      }
-      user = args[++i];
-    } else if (a.rfind("--user=", 0) == 0) {
-      user = a.substr(7);
-    } else if (!a.empty() && a[0] == '-' && qube.empty() && !dispvm) {
-      std::fprintf(stderr, "tessera run: unknown option %s (use -- before the command)\n",
-                   a.c_str());
-      return kExitUsage;
-    } else if (!dispvm && qube.empty()) {
-      qube = a;
-    } else {
-      break;  // the command starts here
-    }
-  }
-  for (; i < args.size(); ++i) command.push_back(args[i]);
-  if (!dispvm && qube.empty()) {
-    std::fprintf(stderr, "tessera run: name a qube or use --dispvm (see tessera run --help)\n");
-    return kExitUsage;
-  }
-  if (command.empty()) {
-    std::fprintf(stderr, "tessera run: no command given\n");
-    return kExitUsage;
-  }
-  json params = {{"argv", command}};
-  if (dispvm) {
-    params["dispvm"] = *dispvm;
-  } else {
-    params["qube"] = qube;
-  }
-  if (!user.empty()) params["user"] = user;
-  int fds[3] = {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO};
-  std::string code;
-  auto result = Call("run", "qube.run", params, fds, &code);
-  if (!result) {
-    if (code == "command_not_found") return 127;
-    if (code == "command_not_executable") return 126;
-    return kExitRunFailure;
-  }
-  return (*result).value("exit_code", kExitRunFailure);
-}
-
 int RunLogs(const std::string& name, unsigned lines) {
-  auto result = Call("logs", "qube.logs", {{"qube", name}, {"lines", lines}});
+  auto result = CallDaemon("logs", "qube.logs", {{"qube", name}, {"lines", lines}});
   if (!result) return 1;
   for (const auto& rec : (*result)["lines"]) {
     std::string kind = rec.value("kind", "");
@@ -276,7 +154,7 @@ int RunPrefs(const std::vector<std::string>& args) {
   json params = {{"qube", args[0]}};
   if (args.size() >= 2) params["key"] = args[1];
   if (args.size() == 3) params["value"] = args[2];
-  auto result = Call("prefs", "qube.prefs", params);
+  auto result = CallDaemon("prefs", "qube.prefs", params);
   if (!result) return 1;
   if (args.size() == 2) {
     const json& v = (*result)[args[1]];
@@ -337,22 +215,6 @@ void Register(CLI::App& app, CliContext& ctx) {
     cmd->callback([&ctx] { ctx.exit_code = RunRestart(names); });
   }
   {
-    auto* cmd = app.add_subcommand("run", "Run a command in a qube or a disposable");
-    // Every argument after `run` is ours, also ones that look like options:
-    // no fallthrough to the main app, extras kept in order.
-    cmd->fallthrough(false);
-    cmd->allow_extras();
-    cmd->prefix_command();
-    cmd->set_help_flag();  // run parses -h itself (it may belong to the command)
-    // Two positionals so that CLI11 keeps everything after `--` here instead
-    // of handing it to the main app; the values themselves are unused.
-    static std::string first;
-    static std::vector<std::string> rest;
-    cmd->add_option("qube", first, "QUBE (or --dispvm[=TEMPLATE]); [--user U]");
-    cmd->add_option("command", rest, "[--] CMD [ARG...]");
-    cmd->callback([&ctx] { ctx.exit_code = RunRun(ArgsAfterRun()); });
-  }
-  {
     auto* cmd = app.add_subcommand("logs", "Lifecycle log of a qube (from the audit log)");
     static std::string name;
     static unsigned lines = 200;
@@ -370,7 +232,7 @@ void Register(CLI::App& app, CliContext& ctx) {
   }
 }
 
-const CommandRegistration kRegistration({"ls", "start", "stop", "kill", "restart", "run", "logs", "prefs"},
+const CommandRegistration kRegistration({"ls", "start", "stop", "kill", "restart", "logs", "prefs"},
                                          Register);
 
 }  // namespace

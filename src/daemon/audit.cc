@@ -11,7 +11,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
-#include "daemon/protocol.h"
+#include "common/json_access.h"
 
 namespace tessera::daemon {
 
@@ -66,7 +66,7 @@ void AuditLog::Rotate() {
 
 void AuditLog::Write(nlohmann::json record) {
   record["ts"] = NowRfc3339();
-  std::string line = Dump(record) + "\n";
+  std::string line = DumpJson(record) + "\n";
   std::lock_guard<std::mutex> lock(mu_);
   if (size_ > 0 && size_ + line.size() > options_.max_bytes) Rotate();
   if (fd_) {

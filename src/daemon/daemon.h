@@ -6,15 +6,16 @@
 //   options.config_path = "/etc/tessera/system.toml";
 //   return RunDaemon(options);   // blocks until SIGTERM/SIGINT
 //
-// Concurrency model: the main thread runs an sd-event loop that accepts
-// connections and handles SIGTERM/SIGINT. Each accepted connection is served by
-// its own thread, because requests such as qube.run block until a command in a
-// qube ends; a housekeeping thread handles idle timeouts and cells that died on
-// their own. All lifecycle state lives in one map guarded by one mutex that is
-// never held across a slow operation (Cell::Start/Stop/Exec, template builds):
-// a qube in `starting`/`stopping` is owned by the thread that moved it there,
-// and other threads wait on a condition variable for it to settle. So one slow
-// command never blocks `ls`.
+// One concurrency model: a single event loop thread (sd-event) owns all state
+// and does all I/O — admin connections, agent channels, instance exits,
+// timers, signals — and a small worker pool runs the blocking backend work
+// (starting and stopping qubes, building templates), handing results back to
+// the loop. daemon.cc wires the components; each lives in its own file:
+// event_loop (loop, workers), admin_server (socket, auth, limits, dispatch),
+// admin_methods (the API), run_command (qube.run sessions), qube_manager
+// (state machine, persistence, observers), agent_channel (sessions on a
+// qube's channel), recovery and apply_plan (pure plans), config_store,
+// event_bus, audit, state, diff.
 
 #include <sys/types.h>
 
@@ -36,7 +37,7 @@ struct DaemonOptions {
   mode_t socket_mode = 0666;
   bool autostart = true;             // start autostart qubes at daemon start
   std::chrono::milliseconds stop_grace{5000};
-  std::chrono::milliseconds housekeeping_interval{1000};
+  std::string agent_path;            // "" = tessera-agent beside the executable
 };
 
 // Runs the daemon in the foreground; returns the process exit code.

@@ -23,7 +23,10 @@
 #include <string>
 #include <vector>
 
+#include "backend/exec.h"
+#include "backend/launcher.h"
 #include "cell/cell.h"
+#include "cell/cell_backend.h"
 #include "cell/cgroups.h"
 #include "common/fs.h"
 #include "storage/storage.h"
@@ -33,9 +36,17 @@ extern char** environ;
 namespace tessera::cell {
 namespace {
 
-std::string AgentPath() {
+CellOptions Options() {
   std::string cli = TESSERA_CLI;
-  return cli.substr(0, cli.rfind('/')) + "/tessera-agent";
+  CellOptions options;
+  options.agent_path = cli.substr(0, cli.rfind('/')) + "/tessera-agent";
+  return options;
+}
+
+Result<int> RunTrue(const Cell& cell) {
+  backend::ExecRequest req;
+  req.argv = {"/bin/true"};
+  return backend::Exec(cell, req, backend::StreamMode::kPassFds, CellBackend::kCapabilities);
 }
 
 struct BenchEnv {
@@ -95,19 +106,16 @@ void BM_DisposableVsBwrap(benchmark::State& state) {
     spec.template_name = "base";
     spec.disposable = true;
     spec.memory_mib = 256;
-    spec.agent_path = AgentPath();
     auto t0 = std::chrono::steady_clock::now();
-    auto cell = Cell::Start(env.layout, spec);
+    auto cell = Cell::Start(env.layout, spec, Options());
     if (!cell) {
       state.SkipWithError(cell.error().ToString().c_str());
       return;
     }
-    ExecRequest req;
-    req.argv = {"/bin/true"};
     auto ts = std::chrono::steady_clock::now();
-    auto code = cell->Exec(req);
+    auto code = RunTrue(*cell);
     auto te = std::chrono::steady_clock::now();
-    auto stopped = cell->Stop(std::chrono::seconds(2));
+    auto stopped = backend::Retire(*cell, env.layout, /*disposable=*/true, std::chrono::seconds(2));
     auto t1 = std::chrono::steady_clock::now();
     start_ms.push_back(Ms(ts - t0));
     exec_ms.push_back(Ms(te - ts));
@@ -150,17 +158,15 @@ void BM_ExecInRunningCell(benchmark::State& state) {
   spec.template_name = "base";
   spec.disposable = true;
   spec.agent_path = AgentPath();
-  auto cell = Cell::Start(env.layout, spec);
+  auto cell = Cell::Start(env.layout, spec, Options());
   if (!cell) {
     state.SkipWithError(cell.error().ToString().c_str());
     return;
   }
   std::vector<double> ms;
   for (auto _ : state) {
-    ExecRequest req;
-    req.argv = {"/bin/true"};
     auto t0 = std::chrono::steady_clock::now();
-    auto code = cell->Exec(req);
+    auto code = RunTrue(*cell);
     ms.push_back(Ms(std::chrono::steady_clock::now() - t0));
     if (!code || *code != 0) {
       state.SkipWithError("exec failed");
@@ -170,7 +176,7 @@ void BM_ExecInRunningCell(benchmark::State& state) {
   std::sort(ms.begin(), ms.end());
   state.counters["median_ms"] = Median(ms);
   state.counters["p99_ms"] = ms.empty() ? 0 : ms[ms.size() * 99 / 100];
-  (void)cell->Stop(std::chrono::seconds(2));
+  (void)backend::Retire(*cell, env.layout, /*disposable=*/true, std::chrono::seconds(2));
 }
 BENCHMARK(BM_ExecInRunningCell)->Iterations(200)->Unit(benchmark::kMillisecond);
 
@@ -202,11 +208,10 @@ void BM_IdleMemoryPerCell(benchmark::State& state) {
       spec.name = "idle" + std::to_string(i);
       spec.template_name = "base";
       spec.disposable = true;
-      spec.agent_path = AgentPath();
-      auto cell = Cell::Start(env.layout, spec);
+        auto cell = Cell::Start(env.layout, spec, Options());
       if (!cell) {
         state.SkipWithError(cell.error().ToString().c_str());
-        for (auto& c : cells) (void)c.Stop();
+        for (auto& c : cells) (void)backend::Retire(c, env.layout, true, std::chrono::seconds(2));
         return;
       }
       cells.push_back(std::move(*cell));
@@ -225,7 +230,7 @@ void BM_IdleMemoryPerCell(benchmark::State& state) {
     state.counters["rss_kib_per_cell"] = rss / kCells;
     state.counters["pss_kib_per_cell"] = pss / kCells;
     state.counters["cgroup_kib_per_cell"] = charged / kCells;
-    for (auto& c : cells) (void)c.Stop(std::chrono::seconds(2));
+    for (auto& c : cells) (void)backend::Retire(c, env.layout, true, std::chrono::seconds(2));
   }
 }
 BENCHMARK(BM_IdleMemoryPerCell)->Iterations(1)->Unit(benchmark::kMillisecond);

@@ -12,7 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "backend/exec.h"
+#include "backend/launcher.h"
 #include "cell/cell.h"
+#include "cell/cell_backend.h"
 #include "common/unique_fd.h"
 #include "storage/storage.h"
 
@@ -64,14 +67,21 @@ class CellTest : public ::testing::Test {
     spec.template_name = "base";
     spec.memory_mib = 256;
     spec.pids_max = 256;
-    spec.agent_path = std::string(TESSERA_BINARY_DIR) + "/tessera-agent";
     spec.extra_ro_binds.push_back({std::string(TESSERA_BINARY_DIR) + "/tessera-cell-probe", "/probe"});
     return spec;
   }
 
+  // The agent of this build (test binaries live in build/tests/, not beside it).
+  static CellOptions Options(CellTestHooks hooks = {}) {
+    CellOptions options;
+    options.agent_path = std::string(TESSERA_BINARY_DIR) + "/tessera-agent";
+    options.test_hooks = hooks;
+    return options;
+  }
+
   Result<Cell> Start(const CellSpec& spec) {
     started_.push_back(spec.name);
-    return Cell::Start(layout_, spec);
+    return Cell::Start(layout_, spec, Options());
   }
 
   // Starts a cell or fails the test.
@@ -84,16 +94,20 @@ class CellTest : public ::testing::Test {
     return std::move(*cell);
   }
 
-  RunResult Run(Cell& cell, std::vector<std::string> argv, const std::string& user = "root") {
+  // Runs argv in the cell through its agent, with stdout and stderr captured:
+  // the descriptors passed into the cell (kPassFds, the cell fast path) or
+  // relayed as frames over the channel (kRelay, what VMs do).
+  RunResult Run(Cell& cell, std::vector<std::string> argv, const std::string& user = "root",
+                backend::StreamMode mode = backend::StreamMode::kPassFds) {
     UniqueFd out(static_cast<int>(::memfd_create("out", MFD_CLOEXEC)));
     UniqueFd err(static_cast<int>(::memfd_create("err", MFD_CLOEXEC)));
-    ExecRequest req;
+    backend::ExecRequest req;
     req.argv = std::move(argv);
     req.user = user;
     req.stdout_fd = out.get();
     req.stderr_fd = err.get();
     RunResult r;
-    auto code = cell.Exec(req);
+    auto code = backend::Exec(cell, req, mode, CellBackend::kCapabilities);
     if (!code) {
       r.code = -1;
       r.err = code.error().ToString();

@@ -36,9 +36,10 @@ TEST_F(CellTest, RunsCommandsAsQubeRootWithExitStatus) {
   // Killed by a signal: 128 + signal, like a shell.
   EXPECT_EQ(Sh(cell, "kill -9 $$").code, 128 + SIGKILL);
   // A missing program is an error naming it, not a silent exit code.
-  ExecRequest missing_req;
+  backend::ExecRequest missing_req;
   missing_req.argv = {"/no/such/program"};
-  auto missing = cell.Exec(missing_req);
+  auto missing = backend::Exec(cell, missing_req, backend::StreamMode::kPassFds,
+                               CellBackend::kCapabilities);
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().errno_value(), ENOENT);
   ASSERT_TRUE(cell.Stop());

@@ -32,7 +32,7 @@
 #include "cell/cgroups.h"
 #include "common/fs.h"
 #include "common/unique_fd.h"
-#include "daemon/client.h"
+#include "wire/admin_client.h"
 #include "storage/storage.h"
 
 namespace tessera {
@@ -163,7 +163,7 @@ class DaemonTest : public ::testing::Test {
     }
     daemon_pid_ = pid;
     for (int i = 0; i < 300; ++i) {
-      if (daemon::AdminClient::Connect(layout_.runtime_dir + "/admin.sock")) return;
+      if (wire::AdminClient::Connect(layout_.runtime_dir + "/admin.sock")) return;
       int status;
       if (::waitpid(pid, &status, WNOHANG) == pid) {
         daemon_pid_ = -1;
@@ -247,7 +247,7 @@ class DaemonTest : public ::testing::Test {
       if (::setgroups(groups.size(), groups.data()) != 0 || ::setgid(gid) != 0 ||
           ::setuid(uid) != 0) {
         code = "cannot drop privileges";
-      } else if (auto client = daemon::AdminClient::Connect(layout_.runtime_dir + "/admin.sock");
+      } else if (auto client = wire::AdminClient::Connect(layout_.runtime_dir + "/admin.sock");
                  !client) {
         code = "cannot connect";
       } else {
@@ -306,7 +306,7 @@ class DaemonTest : public ::testing::Test {
   // the daemon with SIGKILL right away.
   void KillDaemonWhen(const std::string& prefix, const std::string& state,
                       std::function<void()> trigger) {
-    auto client = daemon::AdminClient::Connect(layout_.runtime_dir + "/admin.sock");
+    auto client = wire::AdminClient::Connect(layout_.runtime_dir + "/admin.sock");
     ASSERT_TRUE(client);
     auto sub = client->Call("events.subscribe", json::object());
     ASSERT_TRUE(sub && sub->ok);

@@ -1,5 +1,5 @@
-// Unit tests of tesserad's pure parts: frames, requests, state file, apply
-// diff, authorisation decision, audit rotation.
+// Unit tests of tesserad's pure parts: state file, apply diff, authorisation
+// decision, audit rotation.
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -15,88 +15,10 @@
 #include "daemon/audit.h"
 #include "daemon/auth.h"
 #include "daemon/diff.h"
-#include "daemon/protocol.h"
 #include "daemon/state.h"
 
 namespace tessera::daemon {
 namespace {
-
-struct Pair {
-  UniqueFd a, b;
-  Pair() {
-    int fds[2];
-    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
-    a.reset(fds[0]);
-    b.reset(fds[1]);
-  }
-};
-
-TEST(Protocol, FrameRoundTripWithFds) {
-  Pair p;
-  int pipefd[2];
-  ASSERT_EQ(::pipe2(pipefd, O_CLOEXEC), 0);
-  UniqueFd r(pipefd[0]), w(pipefd[1]);
-  int fds[1] = {w.get()};
-  ASSERT_TRUE(WriteFrame(p.a.get(), "{\"x\":1}", fds));
-  auto frame = ReadFrame(p.b.get());
-  ASSERT_TRUE(frame) << frame.error().ToString();
-  EXPECT_EQ(frame->payload, "{\"x\":1}");
-  ASSERT_EQ(frame->fds.size(), 1u);
-  // The received fd is the same pipe: data written to it arrives at r.
-  ASSERT_EQ(::write(frame->fds[0].get(), "hi", 2), 2);
-  char buf[2];
-  ASSERT_EQ(::read(r.get(), buf, 2), 2);
-  EXPECT_EQ(std::string(buf, 2), "hi");
-}
-
-TEST(Protocol, OversizedFrameRefused) {
-  Pair p;
-  unsigned char header[4] = {0x7f, 0xff, 0xff, 0xff};
-  ASSERT_EQ(::write(p.a.get(), header, 4), 4);
-  auto frame = ReadFrame(p.b.get());
-  ASSERT_FALSE(frame);
-  EXPECT_NE(frame.error().message().find("exceeds the limit"), std::string::npos);
-}
-
-TEST(Protocol, EofAndTruncation) {
-  {
-    Pair p;
-    p.a.reset();
-    auto frame = ReadFrame(p.b.get());
-    ASSERT_FALSE(frame);
-    EXPECT_EQ(frame.error().message(), "eof");
-  }
-  {
-    Pair p;
-    unsigned char header[6] = {0, 0, 0, 10, 'a', 'b'};
-    ASSERT_EQ(::write(p.a.get(), header, 6), 6);
-    p.a.reset();
-    auto frame = ReadFrame(p.b.get());
-    ASSERT_FALSE(frame);
-    EXPECT_NE(frame.error().message(), "eof");
-  }
-}
-
-TEST(Protocol, ParseRequest) {
-  auto ok = ParseRequest(R"({"v":1,"id":3,"method":"qube.start","params":{"qube":"work"}})");
-  ASSERT_TRUE(ok) << ok.error().ToString();
-  EXPECT_EQ(ok->id, 3);
-  EXPECT_EQ(ok->method, "qube.start");
-  EXPECT_EQ(ok->params["qube"], "work");
-  EXPECT_TRUE(ParseRequest(R"({"v":1,"id":1,"method":"qube.list"})"));
-  EXPECT_FALSE(ParseRequest("not json"));
-  EXPECT_FALSE(ParseRequest("[1]"));
-  EXPECT_FALSE(ParseRequest(R"({"v":2,"id":1,"method":"x"})"));
-  EXPECT_FALSE(ParseRequest(R"({"id":1,"method":"x"})"));
-  EXPECT_FALSE(ParseRequest(R"({"v":1,"method":"x"})"));
-  EXPECT_FALSE(ParseRequest(R"({"v":1,"id":1,"method":""})"));
-  EXPECT_FALSE(ParseRequest(R"({"v":1,"id":1,"method":"x","params":[1]})"));
-}
-
-TEST(Protocol, DumpNeverThrowsOnInvalidUtf8) {
-  nlohmann::json j = {{"argv", std::string("\xff\xfe")}};
-  EXPECT_FALSE(Dump(j).empty());
-}
 
 TEST(State, RoundTrip) {
   DaemonState s;

@@ -1,8 +1,9 @@
 #pragma once
-// The client side of the admin protocol (protocol.h), used by the `tessera` CLI.
+// The client side of the admin protocol (admin_protocol.h): the `tessera` CLI
+// and tests use it to talk to tesserad.
 //
 //   AdminClient client = TRY(AdminClient::Connect());   // R/admin.sock
-//   Reply reply = TRY(client.Call("qube.start", {{"qube", "work"}}));
+//   AdminReply reply = TRY(client.Call("qube.start", {{"qube", "work"}}));
 //   if (!reply.ok) fprintf(stderr, "%s\n", reply.message.c_str());
 
 #include <span>
@@ -12,18 +13,13 @@
 
 #include "common/error.h"
 #include "common/unique_fd.h"
+#include "wire/admin_protocol.h"
+#include "wire/frame.h"
 
-namespace tessera::daemon {
+namespace tessera::wire {
 
 // R/admin.sock for the runtime dir `runtime_dir` (default: RuntimeDir()).
 std::string AdminSocketPath(const std::string& runtime_dir = "");
-
-struct Reply {
-  bool ok = false;
-  nlohmann::json result;  // ok
-  std::string code;       // !ok: codes::k...
-  std::string message;    // !ok
-};
 
 // A message for people when Connect failed: how to start the daemon, or why
 // they may not talk to it.
@@ -36,17 +32,23 @@ class AdminClient {
   static Result<AdminClient> Connect(const std::string& socket_path = "");
 
   // One request/response exchange. `fds` ride with the request (qube.run).
-  Result<Reply> Call(const std::string& method, nlohmann::json params,
-                     std::span<const int> fds = {});
+  Result<AdminReply> Call(const std::string& method, const nlohmann::json& params,
+                          std::span<const int> fds = {});
+  // Sends a request without waiting (streaming callers read frames themselves).
+  Result<int64_t> Send(const std::string& method, const nlohmann::json& params,
+                       std::span<const int> fds = {});
+  // The next frame from tesserad (blocking); an error when it hung up.
+  Result<Frame> NextFrame();
   // After a successful events.subscribe: the next event (blocking).
   Result<nlohmann::json> NextEvent();
 
   int fd() const { return fd_.get(); }
 
  private:
-  explicit AdminClient(UniqueFd fd) : fd_(std::move(fd)) {}
+  explicit AdminClient(UniqueFd fd) : fd_(std::move(fd)), decoder_(DecoderRules::AdminClient()) {}
   UniqueFd fd_;
+  FrameDecoder decoder_;
   int64_t next_id_ = 1;
 };
 
-}  // namespace tessera::daemon
+}  // namespace tessera::wire

@@ -1,11 +1,9 @@
-// CellSpec from the system description.
+#include "backend/planner.h"
 
 #include <cstdlib>
 #include <string>
 
-#include "cell/cell.h"
-
-namespace tessera::cell {
+namespace tessera::backend {
 namespace {
 
 bool FeatureOn(const config::Qube& q, const std::string& key) {
@@ -31,11 +29,11 @@ Result<uint64_t> FeatureNumber(const config::Qube& q, const std::string& key, ui
 }
 
 // Limits and features shared by a qube and the disposables made from it.
-Status FillLimits(const config::Qube& q, CellSpec* spec) {
+Status FillLimits(const config::Qube& q, LaunchSpec* spec) {
   if (q.backend != config::Backend::kCell) {
     return Err(Error("qube " + q.name + ": backend is " + std::string(config::ToString(q.backend)) +
-                         ", not cell",
-                     EINVAL));
+                         ", which this host cannot run yet (only cell)",
+                     ENOTSUP));
   }
   spec->memory_mib = q.memory_mib != 0 ? q.memory_mib : 1024;
   spec->cpus = q.cpus;
@@ -46,12 +44,22 @@ Status FillLimits(const config::Qube& q, CellSpec* spec) {
   return Ok();
 }
 
+std::optional<TemplateNeed> NeedOf(const config::System& system, const std::string& name) {
+  if (name.empty()) return std::nullopt;
+  TemplateNeed need{name, ""};
+  if (const config::Qube* t = system.Find(name); t != nullptr) need.source = t->template_source;
+  return need;
+}
+
 }  // namespace
 
-Result<CellSpec> SpecFromConfig(const config::System& system, std::string_view qube) {
+Result<LaunchPlan> PlanLaunch(const config::System& system, std::string_view qube) {
   const config::Qube* q = system.Find(qube);
-  if (q == nullptr) return Err(Error("no qube named \"" + std::string(qube) + "\" in the system", ENOENT));
-  CellSpec spec;
+  if (q == nullptr) {
+    return Err(Error("no qube named \"" + std::string(qube) + "\" in the system", ENOENT));
+  }
+  LaunchPlan plan;
+  LaunchSpec& spec = plan.spec;
   spec.name = q->name;
   spec.hostname = q->name;
   spec.klass = q->klass;
@@ -76,11 +84,13 @@ Result<CellSpec> SpecFromConfig(const config::System& system, std::string_view q
       spec.template_name = *q->template_name;
       break;
   }
-  return spec;
+  plan.netvm = q->netvm;
+  plan.template_need = NeedOf(system, spec.template_name);
+  return plan;
 }
 
-Result<CellSpec> DisposableSpecFromConfig(const config::System& system,
-                                          std::string_view dvm_template, const std::string& name) {
+Result<LaunchPlan> PlanDisposable(const config::System& system, std::string_view dvm_template,
+                                  const std::string& name) {
   const config::Qube* q = system.Find(dvm_template);
   if (q == nullptr) {
     return Err(Error("no qube named \"" + std::string(dvm_template) + "\" in the system", ENOENT));
@@ -91,15 +101,19 @@ Result<CellSpec> DisposableSpecFromConfig(const config::System& system,
                      EINVAL));
   }
   if (!q->template_name) return Err(Error("qube " + q->name + ": has no template", EINVAL));
-  CellSpec spec;
+  LaunchPlan plan;
+  LaunchSpec& spec = plan.spec;
   spec.name = name;
   spec.hostname = name;
   spec.klass = config::QubeClass::kDisposable;
   spec.root = RootKind::kOverlay;
   spec.template_name = *q->template_name;
   spec.disposable = true;
+  spec.snapshot_from = q->name;
   TRY(FillLimits(*q, &spec));
-  return spec;
+  plan.netvm = q->netvm;
+  plan.template_need = NeedOf(system, spec.template_name);
+  return plan;
 }
 
-}  // namespace tessera::cell
+}  // namespace tessera::backend

@@ -1,11 +1,11 @@
-// CellSpec from the system description.
+// Launch plans from the system description.
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "cell/cell.h"
+#include "backend/planner.h"
 
-namespace tessera::cell {
+namespace tessera::backend {
 namespace {
 
 using ::testing::HasSubstr;
@@ -33,10 +33,11 @@ config::System MakeSystem() {
   return s;
 }
 
-TEST(SpecFromConfig, MapsClassesLimitsAndFeatures) {
+TEST(Planner, MapsClassesLimitsAndFeatures) {
   config::System s = MakeSystem();
-  auto work = SpecFromConfig(s, "work");
-  ASSERT_TRUE(work) << work.error().ToString();
+  auto plan = PlanLaunch(s, "work");
+  ASSERT_TRUE(plan) << plan.error().ToString();
+  const LaunchSpec* work = &plan->spec;
   EXPECT_EQ(work->root, RootKind::kOverlay);
   EXPECT_EQ(work->template_name, "base");
   EXPECT_EQ(work->memory_mib, 300u);
@@ -44,43 +45,46 @@ TEST(SpecFromConfig, MapsClassesLimitsAndFeatures) {
   EXPECT_TRUE(work->nested_userns);
   EXPECT_EQ(work->pids_max, 99u);
   EXPECT_FALSE(work->disposable);
-  auto base = SpecFromConfig(s, "base");
-  ASSERT_TRUE(base);
+  auto base_plan = PlanLaunch(s, "base");
+  ASSERT_TRUE(base_plan);
+  const LaunchSpec* base = &base_plan->spec;
   EXPECT_EQ(base->root, RootKind::kTemplate);
   EXPECT_EQ(base->template_name, "base");
   EXPECT_EQ(base->memory_mib, 1024u);  // default when unset
   EXPECT_FALSE(base->nested_userns);
-  auto solo = SpecFromConfig(s, "solo");
-  ASSERT_TRUE(solo);
+  auto solo_plan = PlanLaunch(s, "solo");
+  ASSERT_TRUE(solo_plan);
+  const LaunchSpec* solo = &solo_plan->spec;
   EXPECT_EQ(solo->root, RootKind::kStandalone);
 }
 
-TEST(SpecFromConfig, DisposableFromDisposableTemplateOnly) {
+TEST(Planner, DisposableFromDisposableTemplateOnly) {
   config::System s = MakeSystem();
-  auto disp = DisposableSpecFromConfig(s, "dvm", "disp1234");
-  ASSERT_TRUE(disp);
+  auto disp_plan = PlanDisposable(s, "dvm", "disp1234");
+  ASSERT_TRUE(disp_plan);
+  const LaunchSpec* disp = &disp_plan->spec;
   EXPECT_TRUE(disp->disposable);
   EXPECT_EQ(disp->name, "disp1234");
   EXPECT_EQ(disp->hostname, "disp1234");
   EXPECT_EQ(disp->template_name, "base");
-  auto not_dvm = DisposableSpecFromConfig(s, "work", "disp1");
+  auto not_dvm = PlanDisposable(s, "work", "disp1");
   ASSERT_FALSE(not_dvm);
   EXPECT_THAT(not_dvm.error().ToString(), HasSubstr("not a disposable template"));
 }
 
-TEST(SpecFromConfig, ErrorsNameTheQubeAndField) {
+TEST(Planner, ErrorsNameTheQubeAndField) {
   config::System s = MakeSystem();
-  auto missing = SpecFromConfig(s, "nope");
+  auto missing = PlanLaunch(s, "nope");
   ASSERT_FALSE(missing);
   EXPECT_THAT(missing.error().ToString(), HasSubstr("nope"));
   s.qubes[3].features["pids-max"] = "lots";
-  auto bad = SpecFromConfig(s, "work");
+  auto bad = PlanLaunch(s, "work");
   ASSERT_FALSE(bad);
   EXPECT_THAT(bad.error().ToString(), HasSubstr("qube work: feature pids-max"));
   s.qubes[3].features.erase("pids-max");
   s.qubes[3].backend = config::Backend::kVm;
-  EXPECT_FALSE(SpecFromConfig(s, "work"));
+  EXPECT_FALSE(PlanLaunch(s, "work"));
 }
 
 }  // namespace
-}  // namespace tessera::cell
+}  // namespace tessera::backend

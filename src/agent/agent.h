@@ -1,0 +1,103 @@
+#pragma once
+// tessera-agent's event loop: channels from the host on the inherited control
+// socket, exec sessions on them (wire/agent_protocol.h), reaping of every
+// process of the qube, and shutdown on the host's SIGTERM. Single threaded; one
+// poll() over every descriptor it owns.
+//
+//   Agent agent(std::move(control), namespaces, reset_oom_score);
+//   return agent.Run();   // returns only on a fatal error
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "agent/spawn.h"
+#include "common/unique_fd.h"
+#include "wire/frame.h"
+#include "wire/socket_io.h"
+
+namespace tessera::agent {
+
+inline constexpr size_t kMaxChannels = 16;
+inline constexpr size_t kMaxSessionsPerChannel = 1024;
+// After a hang-up (close frame, channel lost), how long the session's process
+// group has between SIGHUP and SIGKILL.
+inline constexpr int kHangupGraceMs = 2000;
+// A channel whose host reads nothing stops our reading of command output once
+// this much is queued for it (credits bound it anyway; this bounds control
+// frames too).
+inline constexpr size_t kMaxQueuedPerChannel = 4u << 20;
+
+class Agent {
+ public:
+  Agent(UniqueFd control, CommandNamespaces namespaces, bool reset_oom_score);
+  int Run();
+
+ private:
+  // Sessions and channels are named by serial numbers, never by pointers held
+  // across a poll round: any handler may end any of them. Ended ones are
+  // marked and swept at the end of the round.
+  struct Session {
+    uint64_t serial = 0;
+    uint32_t id = 0;           // the host's session id on its channel
+    uint64_t channel = 0;      // serial of its channel; 0 once that is gone
+    std::string program;
+    pid_t pid = -1;
+    bool started = false;      // exec succeeded and "started" was sent
+    bool exited = false;
+    bool dead = false;         // swept at the end of the round
+    int status = 0;            // exit status as a shell reports it
+    UniqueFd report;           // spawn report pipe until the exec is settled
+    UniqueFd stdin_pipe;       // relayed stdin: our write end
+    std::string stdin_pending;
+    uint64_t stdin_window = 0;    // bytes the host may still send without credit
+    uint64_t stdin_consumed = 0;  // written or dropped, not yet credited back
+    bool stdin_eof = false;       // close stdin_pipe once pending is written
+    UniqueFd out[2];              // relayed stdout, stderr: our read ends
+    uint64_t out_credit[2] = {0, 0};
+    int64_t kill_deadline_ms = -1;  // after a hang-up: SIGKILL the group then
+  };
+  struct Channel {
+    uint64_t serial = 0;
+    UniqueFd fd;
+    wire::FrameDecoder decoder{wire::DecoderRules::AgentSide()};
+    wire::OutQueue out;
+    std::map<uint32_t, uint64_t> sessions;  // host session id -> session serial
+    bool dead = false;
+  };
+
+  Session* FindSession(uint64_t serial);
+  Channel* FindChannel(uint64_t serial);
+  void Accept();
+  void ReadChannel(Channel& channel);
+  void FlushChannel(Channel& channel);
+  void DropChannel(Channel& channel);
+  bool HandleFrame(Channel& channel, wire::Frame& frame);  // false: protocol violation
+  bool Open(Channel& channel, wire::Frame& frame);
+  void SendError(Channel& channel, uint32_t id, int code, const std::string& message);
+  void Send(Session& session, wire::FrameType type, uint8_t stream, std::string_view payload);
+  void SettleSpawn(Session& session);
+  void PumpOutput(Session& session, int index);
+  void WriteStdin(Session& session);
+  void HangUp(Session& session);
+  void MaybeFinish(Session& session);
+  void EndSession(Session& session);
+  void HandleSignals();
+  void ReapChildren();
+  void Sweep();
+  [[noreturn]] void Shutdown();
+
+  UniqueFd control_;
+  UniqueFd signal_fd_;
+  CommandNamespaces namespaces_;
+  bool reset_oom_score_;
+  uint64_t next_serial_ = 1;
+  std::map<uint64_t, std::unique_ptr<Channel>> channels_;
+  std::map<uint64_t, std::unique_ptr<Session>> sessions_;
+  std::map<pid_t, uint64_t> by_pid_;  // command pid -> session serial
+};
+
+}  // namespace tessera::agent

@@ -1,0 +1,242 @@
+// The command's side of a session, between fork and exec. The agent is single
+// threaded, so the forked child may allocate; it must not return into the
+// agent's loop: every path ends in exec or _exit.
+
+#include "agent/spawn.h"
+
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace tessera::agent {
+namespace {
+
+constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+struct Credentials {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string home = "/root";
+};
+
+bool ParseId(const std::string& s, unsigned long* out) {
+  if (s.empty() || s.size() > 10) return false;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+  }
+  *out = std::strtoul(s.c_str(), nullptr, 10);
+  return *out <= 65535;
+}
+
+// "root", "UID[:GID]", or a name from the qube's own /etc/passwd (read in the
+// command's mount namespace, as the qube sees it).
+bool ResolveUser(const std::string& user, Credentials* creds, std::string* error) {
+  if (user == "root") return true;
+  unsigned long uid = 0;
+  unsigned long gid = 0;
+  size_t colon = user.find(':');
+  if (ParseId(user.substr(0, colon), &uid) &&
+      (colon == std::string::npos || ParseId(user.substr(colon + 1), &gid))) {
+    creds->uid = static_cast<uid_t>(uid);
+    creds->gid = static_cast<gid_t>(colon == std::string::npos ? uid : gid);
+    creds->home = std::string(1, '/');  // not = "/": GCC 12 -Wrestrict false positive
+    return true;
+  }
+  // The qube's root owns this file: a FIFO or device in its place must not
+  // block or feed us (non-blocking, regular files only).
+  int fd = ::open("/etc/passwd", O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  struct stat st;
+  if (fd < 0 || ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    *error = "no /etc/passwd (a regular file) in the qube to look up user " + user;
+    return false;
+  }
+  std::string text;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0 && text.size() < (1u << 20)) {
+    text.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    std::vector<std::string> fields;
+    size_t start = 0;
+    for (;;) {
+      size_t c = line.find(':', start);
+      fields.push_back(line.substr(start, c == std::string::npos ? std::string::npos : c - start));
+      if (c == std::string::npos) break;
+      start = c + 1;
+    }
+    if (fields.size() < 6 || fields[0] != user) continue;
+    if (!ParseId(fields[2], &uid) || !ParseId(fields[3], &gid)) break;
+    creds->uid = static_cast<uid_t>(uid);
+    creds->gid = static_cast<gid_t>(gid);
+    creds->home = fields[5].empty() ? "/" : fields[5];
+    return true;
+  }
+  *error = "unknown user " + user;
+  return false;
+}
+
+[[noreturn]] void Fail(int report_fd, int code, int error, const std::string& message) {
+  SpawnReport r;
+  r.code = code;
+  r.error = error;
+  std::strncpy(r.message, message.c_str(), sizeof(r.message) - 1);
+  (void)!::write(report_fd, &r, sizeof(r));
+  _exit(code);
+}
+
+// The cell's capability drop, again (setns into a user namespace restores a
+// full bounding set, as the cell's setup had before it dropped them).
+void DropCapabilities(uint64_t drop, int report_fd) {
+  for (int cap = 0; cap < 64; ++cap) {
+    if ((drop & (uint64_t{1} << cap)) == 0) continue;
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) {
+      Fail(report_fd, 125, errno, "drop capabilities");
+    }
+  }
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (syscall(SYS_capget, &header, data) != 0) Fail(report_fd, 125, errno, "capget");
+  for (int i = 0; i < 2; ++i) {
+    auto keep = static_cast<uint32_t>(~(drop >> (32 * i)));
+    data[i].effective &= keep;
+    data[i].permitted &= keep;
+    data[i].inheritable = 0;
+  }
+  if (syscall(SYS_capset, &header, data) != 0) Fail(report_fd, 125, errno, "capset");
+}
+
+[[noreturn]] void RunChild(const SpawnRequest& req, int report_fd) {
+  const wire::OpenMessage& m = *req.message;
+  // The agent reads its signals from a signalfd with everything blocked; its
+  // dispositions were reset at start, so the mask is all there is to undo.
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  // Its own session and process group: signals and hang-ups of the session
+  // reach the command and everything it starts.
+  ::setsid();
+  if (req.namespaces.user >= 0) {
+    // User namespace first: it gives us the capabilities the mount namespace
+    // (owned by it) asks for. After this the command can never reach the
+    // agent: the agent's memory belongs to the outer namespace.
+    if (::setns(req.namespaces.user, CLONE_NEWUSER) != 0) {
+      Fail(report_fd, 125, errno, "join the qube's user namespace");
+    }
+    if (::setns(req.namespaces.mount, CLONE_NEWNS) != 0) {
+      Fail(report_fd, 125, errno, "join the qube's mount namespace");
+    }
+    DropCapabilities(req.namespaces.drop_caps, report_fd);
+  }
+  if (req.reset_oom_score) {
+    int adj = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (adj >= 0) {
+      (void)!::write(adj, "0", 1);
+      ::close(adj);
+    }
+  }
+  // Move the sources above 2 first, so dup2 never clobbers one still needed.
+  int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  int src[3];
+  for (int i = 0; i < 3; ++i) {
+    int s = req.stdio[i] >= 0 ? req.stdio[i] : null_fd;
+    src[i] = s < 0 ? -1 : ::fcntl(s, F_DUPFD_CLOEXEC, 10);
+  }
+  for (int i = 0; i < 3; ++i) {
+    if (src[i] < 0 || ::dup2(src[i], i) < 0) Fail(report_fd, 125, errno ? errno : EBADF, "stdio");
+  }
+  Credentials creds;
+  std::string error;
+  if (!ResolveUser(m.user, &creds, &error)) Fail(report_fd, 125, 0, error);
+  std::vector<std::string> env = m.env;
+  if (env.empty()) {
+    env = {std::string("PATH=") + kDefaultPath, "HOME=" + creds.home, "TERM=xterm"};
+  }
+  std::string path = kDefaultPath;
+  for (const auto& e : env) {
+    if (e.rfind("PATH=", 0) == 0) path = e.substr(5);
+  }
+  if (::chdir(m.cwd.c_str()) != 0) Fail(report_fd, 125, errno, "chdir " + m.cwd);
+  if (syscall(SYS_setgroups, 0, nullptr) != 0 ||
+      syscall(SYS_setresgid, creds.gid, creds.gid, creds.gid) != 0 ||
+      syscall(SYS_setresuid, creds.uid, creds.uid, creds.uid) != 0) {
+    Fail(report_fd, 125, errno, "become user " + m.user);
+  }
+  std::vector<char*> argv;
+  for (const auto& a : m.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> candidates;
+  if (m.argv[0].find('/') != std::string::npos) {
+    candidates.push_back(m.argv[0]);
+  } else {
+    size_t start = 0;
+    for (;;) {
+      size_t c = path.find(':', start);
+      std::string dir = path.substr(start, c == std::string::npos ? std::string::npos : c - start);
+      // Appended piecewise: GCC 12 warns falsely (-Wrestrict) about a + b + c here.
+      std::string candidate = dir.empty() ? std::string(".") : dir;
+      candidate += '/';
+      candidate += m.argv[0];
+      candidates.push_back(std::move(candidate));
+      if (c == std::string::npos) break;
+      start = c + 1;
+    }
+  }
+  // As execvp: the first candidate that exists decides; "not found" only
+  // when none does.
+  int e = ENOENT;
+  for (const auto& c : candidates) {
+    ::execve(c.c_str(), argv.data(), envp.data());
+    if (errno != ENOENT || e == ENOENT) e = errno;
+  }
+  Fail(report_fd, e == ENOENT ? 127 : e == EACCES ? 126 : 125, e, "");
+}
+
+}  // namespace
+
+Result<Spawned> SpawnCommand(const SpawnRequest& request) {
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return Err(Error::FromErrno("pipe2"));
+  UniqueFd read_end(pipe_fds[0]);
+  UniqueFd write_end(pipe_fds[1]);
+  pid_t pid = ::fork();
+  if (pid < 0) return Err(Error::FromErrno("fork"));
+  if (pid == 0) {
+    read_end.reset();
+    RunChild(request, write_end.get());
+  }
+  write_end.reset();
+  return Spawned{pid, std::move(read_end)};
+}
+
+std::string DescribeReport(const SpawnReport& report, const std::string& program) {
+  std::string text = "cannot run " + program;
+  std::string detail(report.message, strnlen(report.message, sizeof(report.message)));
+  // 127 and 126 say their reason themselves (not found / not executable).
+  if (report.code == 125) {
+    if (!detail.empty()) text += ": " + detail;
+    if (report.error != 0) text += std::string(": ") + std::strerror(report.error);
+  }
+  return text;
+}
+
+}  // namespace tessera::agent

@@ -1,0 +1,84 @@
+#pragma once
+// What the daemon (and `tessera cell run`) knows of an isolation backend: it
+// starts instances from a LaunchSpec, adopts running ones after a restart,
+// stops them, reports their exit through a pollable descriptor, opens channels
+// to their agent, and lists and cleans up what a crash left. The cell backend
+// (src/cell/) implements it today; a microVM backend will, behind the same
+// interface. Storage (templates, private volumes) is not the backend's: the
+// launcher (launcher.h) prepares it before Start and retires it after Stop.
+//
+//   std::unique_ptr<Backend> backend = ...;  // e.g. cell::CellBackend
+//   std::unique_ptr<Instance> work = TRY(backend->Start(spec));
+//   UniqueFd channel = TRY(work->OpenChannel());  // exec sessions: exec.h
+//   poll(work->exit_fd()) ... ; TRY(work->Stop(std::chrono::seconds(5)));
+//
+// Start, Adopt, Stop and Cleanup block (milliseconds for a cell, longer for a
+// VM or a grace period): the daemon calls them on its worker pool. Everything
+// else is cheap and may be called from its event loop.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "backend/launch_spec.h"
+#include "common/error.h"
+#include "common/unique_fd.h"
+
+namespace tessera::backend {
+
+struct Capabilities {
+  // Exec sessions may hand a caller's descriptors straight to the command
+  // (Unix-socket channels): the data never crosses the host. Without it every
+  // stream is relayed as frames.
+  bool pass_fds = false;
+};
+
+// A running qube as its backend sees it. Destroying the object closes its
+// handles only: the qube keeps running and can be adopted again.
+class Instance {
+ public:
+  virtual ~Instance() = default;
+  virtual const std::string& name() const = 0;
+  // Host pid of the instance's init (cell) or VMM (vm), for display.
+  virtual pid_t pid() const = 0;
+  // Readable (POLLIN) once the instance has exited.
+  virtual int exit_fd() const = 0;
+  virtual bool Running() const = 0;
+  // A new connected stream to the instance's agent (wire/agent_protocol.h).
+  virtual Result<UniqueFd> OpenChannel() const = 0;
+  // Ends the instance: its agent is asked to stop, everything left is killed
+  // after `grace`; the backend's runtime state is removed. Idempotent. Never
+  // touches the qube's storage.
+  virtual Status Stop(std::chrono::milliseconds grace) = 0;
+  // The instance's network namespace (cells), for the network layer.
+  virtual Result<UniqueFd> OpenNetworkNamespace() const {
+    return Err(Error("backend has no network namespace to offer", ENOTSUP));
+  }
+  // A seccomp user-notification listener whose denials the caller reports
+  // (once; empty when the backend has none).
+  virtual UniqueFd TakeSeccompListener() { return UniqueFd(); }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+  virtual Capabilities capabilities() const = 0;
+  // Starts `spec`. On failure nothing of the instance is left running.
+  virtual Result<std::unique_ptr<Instance>> Start(const LaunchSpec& spec) = 0;
+  // Re-attaches to an instance started by an earlier (possibly killed)
+  // process. ESRCH when it is gone.
+  virtual Result<std::unique_ptr<Instance>> Adopt(const std::string& name) = 0;
+  // Names of qubes with backend runtime state on this host (running, or left
+  // by a crash): what recovery compares with its state file.
+  virtual Result<std::vector<std::string>> Leftovers() = 0;
+  // Removes whatever a crash left of `name` (processes, runtime state). Safe
+  // when nothing is left. Never touches storage.
+  virtual Status Cleanup(const std::string& name) = 0;
+};
+
+}  // namespace tessera::backend

@@ -1,0 +1,52 @@
+#pragma once
+// The launcher: the one sequence that turns a LaunchPlan into a running
+// instance — the template built if it does not exist yet, storage prepared,
+// the backend started — and that retires an instance (stop; a disposable's
+// storage destroyed). tesserad runs it on its worker pool; `tessera cell run`
+// runs it directly. Blocking.
+//
+//   LaunchPlan plan = TRY(PlanLaunch(system, "work"));
+//   std::unique_ptr<Instance> work = TRY(Launch(backend, layout, plan, on_build));
+//   ...
+//   TRY(Retire(*work, layout, plan.spec, std::chrono::seconds(5)));
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string_view>
+
+#include "backend/backend.h"
+#include "backend/planner.h"
+#include "common/error.h"
+#include "storage/storage.h"
+
+namespace tessera::backend {
+
+// How storage builds a template from a description's `source`: "busybox"
+// (also ""), "debootstrap", "host" or "dir:/absolute/path".
+Result<storage::TemplateBuildOptions> TemplateBuildOptionsFor(std::string_view source);
+
+// Called before a template is built (it may take minutes): "building
+// template T from S".
+using BuildNotice = std::function<void(const TemplateNeed& need)>;
+
+// Builds `need` unless it exists. Concurrent callers in one process build it
+// once; a build that loses a race with another process is not an error.
+Status EnsureTemplate(const storage::Layout& layout, const TemplateNeed& need,
+                      const BuildNotice& notice = nullptr);
+
+// EnsureTemplate (when the plan's root needs it), then backend.Start.
+Result<std::unique_ptr<Instance>> Launch(Backend& backend, const storage::Layout& layout,
+                                         const LaunchPlan& plan,
+                                         const BuildNotice& notice = nullptr);
+
+// Stops the instance; a disposable's storage is destroyed after it.
+Status Retire(Instance& instance, const storage::Layout& layout, bool disposable,
+              std::chrono::milliseconds grace);
+
+// What a crash left of `name`: the backend's runtime state, and a
+// disposable's storage.
+Status CleanupLeftovers(Backend& backend, const storage::Layout& layout, const std::string& name,
+                        bool disposable);
+
+}  // namespace tessera::backend

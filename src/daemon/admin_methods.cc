@@ -1,0 +1,350 @@
+#include "daemon/admin_methods.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <deque>
+#include <memory>
+
+#include "common/fs.h"
+#include "common/json_access.h"
+#include "config/loader.h"
+#include "daemon/apply_plan.h"
+#include "daemon/diff.h"
+#include "daemon/prefs.h"
+#include "daemon/recovery.h"
+
+namespace tessera::daemon {
+
+using nlohmann::json;
+using Call = AdminServer::Call;
+namespace codes = wire::codes;
+
+namespace {
+
+tl::unexpected<ApiError> BadRequest(const Error& e) {
+  return tl::unexpected<ApiError>(ApiError{codes::kBadRequest, e.message()});
+}
+
+// The "qube" parameter (and nothing else unless listed).
+ApiResult<std::string> QubeParam(const Call& call, std::initializer_list<std::string_view> keys) {
+  if (auto s = OnlyKeys(call.params, keys, call.method); !s) return BadRequest(s.error());
+  auto q = RequiredString(call.params, "qube", call.method, 64);
+  if (!q) return BadRequest(q.error());
+  return *q;
+}
+
+// Runs `steps` one after another (each calls its continuation), then `done`.
+using Step = std::function<void(std::function<void()> next)>;
+void Sequence(std::shared_ptr<std::deque<Step>> steps, std::function<void()> done) {
+  if (steps->empty()) return done();
+  Step step = std::move(steps->front());
+  steps->pop_front();
+  step([steps, done] { Sequence(steps, done); });
+}
+
+void Info(MethodContext& ctx, Call call) {
+  if (auto s = OnlyKeys(call.params, {}, call.method); !s) return ctx.server.Reply(call, BadRequest(s.error()));
+  ctx.server.Reply(call, json{{"version", "0.1.0"},
+                              {"protocol", wire::kAdminProtocolVersion},
+                              {"pid", ::getpid()},
+                              {"description", ctx.manager.config().source()},
+                              {"state_dir", ctx.layout.state_dir},
+                              {"runtime_dir", ctx.layout.runtime_dir},
+                              {"audit_log", ctx.audit.path()},
+                              {"peer_uid", call.peer.uid}});
+}
+
+void List(MethodContext& ctx, Call call) {
+  if (auto s = OnlyKeys(call.params, {}, call.method); !s) return ctx.server.Reply(call, BadRequest(s.error()));
+  json list = json::array();
+  for (const auto& name : ctx.manager.Names()) list.push_back(ctx.manager.Summary(name));
+  ctx.server.Reply(call, json{{"qubes", list}});
+}
+
+void Start(MethodContext& ctx, Call call) {
+  if (call.params.contains("dispvm")) {
+    if (auto s = OnlyKeys(call.params, {"dispvm"}, call.method); !s) {
+      return ctx.server.Reply(call, BadRequest(s.error()));
+    }
+    auto dvm = RequiredString(call.params, "dispvm", call.method, 64);
+    if (!dvm) return ctx.server.Reply(call, BadRequest(dvm.error()));
+    auto* server = &ctx.server;
+    ctx.manager.StartDisposable(*dvm, DisposableOwner::kStart,
+                                [server, call](ApiResult<std::string> name) {
+                                  if (!name) return server->Reply(call, tl::unexpected(name.error()));
+                                  server->Reply(call, json{{"qube", *name}});
+                                });
+    return;
+  }
+  auto qube = QubeParam(call, {"qube"});
+  if (!qube) return ctx.server.Reply(call, tl::unexpected(qube.error()));
+  auto* server = &ctx.server;
+  ctx.manager.Start(*qube, [server, call](ApiResult<json> r) { server->Reply(call, std::move(r)); });
+}
+
+void StopAll(MethodContext& ctx, Call call, std::chrono::milliseconds grace) {
+  std::vector<std::string> names;
+  for (const auto& [name, state] : ctx.manager.States()) {
+    if (state != QubeState::kHalted) names.push_back(name);
+  }
+  // Qubes before the netvms they use: non-network qubes first.
+  const config::System& system = ctx.manager.config().system();
+  std::stable_partition(names.begin(), names.end(), [&](const std::string& n) {
+    const config::Qube* c = system.Find(n);
+    return c == nullptr || !c->provides_network;
+  });
+  auto results = std::make_shared<json>(json::array());
+  auto steps = std::make_shared<std::deque<Step>>();
+  for (const auto& name : names) {
+    steps->push_back([&ctx, name, grace, results](std::function<void()> next) {
+      ctx.manager.Stop(name, grace, [name, results, next](ApiResult<json> r) {
+        results->push_back({{"qube", name}, {"ok", r.has_value()}});
+        next();
+      });
+    });
+  }
+  auto* server = &ctx.server;
+  Sequence(steps, [server, call, results] { server->Reply(call, json{{"stopped", *results}}); });
+}
+
+void Stop(MethodContext& ctx, Call call, std::chrono::milliseconds grace) {
+  if (auto s = OnlyKeys(call.params, {"qube", "all"}, call.method); !s) {
+    return ctx.server.Reply(call, BadRequest(s.error()));
+  }
+  auto all = BoolOr(call.params, "all", false, call.method);
+  if (!all) return ctx.server.Reply(call, BadRequest(all.error()));
+  if (*all) {
+    if (call.params.contains("qube")) {
+      return ctx.server.Reply(call, Fail(codes::kBadRequest, call.method + ": \"qube\" and \"all\" together"));
+    }
+    return StopAll(ctx, std::move(call), grace);
+  }
+  auto qube = QubeParam(call, {"qube", "all"});
+  if (!qube) return ctx.server.Reply(call, tl::unexpected(qube.error()));
+  auto* server = &ctx.server;
+  ctx.manager.Stop(*qube, grace, [server, call](ApiResult<json> r) { server->Reply(call, std::move(r)); });
+}
+
+void Restart(MethodContext& ctx, Call call) {
+  auto qube = QubeParam(call, {"qube"});
+  if (!qube) return ctx.server.Reply(call, tl::unexpected(qube.error()));
+  auto* server = &ctx.server;
+  auto* manager = &ctx.manager;
+  std::string name = *qube;
+  ctx.manager.Stop(name, ctx.stop_grace, [server, manager, call, name](ApiResult<json> stopped) {
+    if (!stopped) return server->Reply(call, std::move(stopped));
+    manager->Start(name, [server, call](ApiResult<json> r) { server->Reply(call, std::move(r)); });
+  });
+}
+
+// The qube's records from the audit log (read on a worker: it may be large).
+void Logs(MethodContext& ctx, Call call) {
+  auto qube = QubeParam(call, {"qube", "lines"});
+  if (!qube) return ctx.server.Reply(call, tl::unexpected(qube.error()));
+  auto lines = IntOr(call.params, "lines", 200, 1, 100000, call.method);
+  if (!lines) return ctx.server.Reply(call, BadRequest(lines.error()));
+  std::string name = *qube;
+  if (!ctx.manager.Exists(name) && !IsDisposableName(name)) {
+    return ctx.server.Reply(call, tl::unexpected(ctx.manager.NoSuchQube(name)));
+  }
+  std::string path = ctx.audit.path();
+  size_t limit = static_cast<size_t>(*lines);
+  auto* server = &ctx.server;
+  ctx.pool.Run<json>(
+      [path, name, limit] {
+        std::deque<json> found;
+        for (const std::string& file : {path + ".1", path}) {
+          auto text = ReadFile(file, 64u << 20);
+          if (!text) continue;
+          size_t pos = 0;
+          std::string needle = "\"" + name + "\"";
+          while (pos < text->size()) {
+            size_t end = text->find('\n', pos);
+            if (end == std::string::npos) end = text->size();
+            std::string_view line(text->data() + pos, end - pos);
+            pos = end + 1;
+            if (line.find(needle) == std::string_view::npos) continue;  // cheap filter
+            json rec = json::parse(line, nullptr, false);
+            if (!rec.is_object() || rec.value("qube", "") != name) continue;
+            if (rec.value("kind", "") == "admin" && rec.value("result", "") == "ok" &&
+                rec.value("method", "") == "qube.list") {
+              continue;
+            }
+            found.push_back(std::move(rec));
+            if (found.size() > limit) found.pop_front();
+          }
+        }
+        return json{{"qube", name}, {"lines", json(std::vector<json>(found.begin(), found.end()))}};
+      },
+      [server, call](json result) { server->Reply(call, std::move(result)); });
+}
+
+void Prefs(MethodContext& ctx, Call call) {
+  auto qube = QubeParam(call, {"qube", "key", "value"});
+  if (!qube) return ctx.server.Reply(call, tl::unexpected(qube.error()));
+  auto key = StringOr(call.params, "key", "", call.method, 128);
+  if (!key) return ctx.server.Reply(call, BadRequest(key.error()));
+  const std::string& name = *qube;
+  const config::System& system = ctx.manager.config().system();
+  const config::Qube* q = system.Find(name);
+  if (q == nullptr) {
+    const QubeRecord* record = ctx.manager.Record(name);
+    if (record == nullptr) return ctx.server.Reply(call, tl::unexpected(ctx.manager.NoSuchQube(name)));
+    return ctx.server.Reply(call, json{{"name", name},
+                                       {"class", "disposable"},
+                                       {"template", record->dvm_template},
+                                       {"source_description", ctx.manager.config().source()}});
+  }
+  json prefs = QubePrefs(*q);
+  if (key->empty()) return ctx.server.Reply(call, prefs);
+  if (!prefs.contains(*key)) return ctx.server.Reply(call, Fail(codes::kBadRequest, "no such property: " + *key));
+  if (call.params.contains("value")) {
+    // The description is declarative: every property comes from it, so an
+    // imperative write would be undone by the next apply or restart.
+    return ctx.server.Reply(
+        call, Fail(codes::kNotSupported, "property " + *key + " of " + name +
+                                             " comes from the declarative system description (" +
+                                             ctx.manager.config().source() +
+                                             "); change it there and run `tessera apply FILE`"));
+  }
+  ctx.server.Reply(call, json{{*key, prefs[*key]}});
+}
+
+void GetSystem(MethodContext& ctx, Call call) {
+  if (auto s = OnlyKeys(call.params, {}, call.method); !s) return ctx.server.Reply(call, BadRequest(s.error()));
+  ctx.server.Reply(call, json{{"source", ctx.manager.config().source()},
+                              {"description", config::ToJson(ctx.manager.config().system())}});
+}
+
+void Subscribe(MethodContext& ctx, Call call) {
+  if (auto s = OnlyKeys(call.params, {}, call.method); !s) return ctx.server.Reply(call, BadRequest(s.error()));
+  uint64_t connection = call.connection;
+  ctx.server.Reply(call, json{{"subscribed", true}});
+  auto* server = &ctx.server;
+  // The subscriber is dropped by the bus when its connection is gone or
+  // stops reading (Send fails).
+  ctx.events.Subscribe([server, connection](const std::string& event) {
+    return server->Send(connection, wire::FrameType::kEvent, 0, 0, event);
+  });
+}
+
+// system.apply: validated (again: the daemon never trusts a client's model)
+// on a worker, planned, then carried out step by step unless a dry run.
+class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
+ public:
+  ApplyRun(MethodContext& ctx, Call call) : ctx_(ctx), call_(std::move(call)) {}
+
+  void Begin() {
+    auto& p = call_.params;
+    if (auto s = OnlyKeys(p, {"description", "source", "dry_run"}, call_.method); !s) {
+      return ctx_.server.Reply(call_, BadRequest(s.error()));
+    }
+    auto description = RequiredString(p, "description", call_.method, 64u << 20);
+    auto source = StringOr(p, "source", "apply", call_.method, 4096);
+    auto dry_run = BoolOr(p, "dry_run", true, call_.method);
+    if (!description) return ctx_.server.Reply(call_, BadRequest(description.error()));
+    if (!source) return ctx_.server.Reply(call_, BadRequest(source.error()));
+    if (!dry_run) return ctx_.server.Reply(call_, BadRequest(dry_run.error()));
+    source_ = *source;
+    dry_run_ = *dry_run;
+    auto self = shared_from_this();
+    ctx_.pool.Run<config::LoadOutcome>(
+        [text = *description, src = source_] {
+          return config::LoadSystemFromString(text, config::Format::kJson, src);
+        },
+        [self](config::LoadOutcome outcome) { self->Validated(std::move(outcome)); });
+  }
+
+ private:
+  void Validated(config::LoadOutcome outcome) {
+    if (!outcome.system) {
+      std::string text;
+      for (const auto& d : outcome.diagnostics) text += (text.empty() ? "" : "\n") + d.ToString();
+      return ctx_.server.Reply(call_, Fail(codes::kInvalidConfig, text));
+    }
+    next_ = std::move(*outcome.system);
+    diff_ = DiffSystems(ctx_.manager.config().system(), next_);
+    plan_ = PlanApply(diff_, ctx_.manager.States(), next_);
+    json result = {{"diff", DiffToJson(diff_)}, {"applied", false}, {"actions", PlanToJson(plan_)}};
+    if (dry_run_) return ctx_.server.Reply(call_, result);
+    ctx_.audit.Write({{"kind", "apply"}, {"source", source_}, {"diff", DiffToJson(diff_)}});
+    auto self = shared_from_this();
+    auto steps = std::make_shared<std::deque<Step>>();
+    // 1-2: stops of removed qubes, then of those restarted, under the old description.
+    for (ApplyAction phase : {ApplyAction::kStop, ApplyAction::kRestart}) {
+      for (const ApplyStep& s : plan_) {
+        if (s.action != phase) continue;
+        steps->push_back([self, qube = s.qube](std::function<void()> next) {
+          self->ctx_.manager.Stop(qube, self->ctx_.stop_grace, [self, qube, next](ApiResult<json> r) {
+            self->Record("stop", qube, r);
+            next();
+          });
+        });
+      }
+    }
+    // 3: the new description.
+    steps->push_back([self](std::function<void()> next) {
+      self->ctx_.manager.AdoptSystem(self->next_, self->source_);
+      next();
+    });
+    // 4: restarted qubes start again, then new autostart qubes.
+    for (const ApplyStep& s : plan_) {
+      if (s.action == ApplyAction::kStop) continue;
+      steps->push_back([self, qube = s.qube](std::function<void()> next) {
+        self->ctx_.manager.Start(qube, [self, qube, next](ApiResult<json> r) {
+          self->Record("start", qube, r);
+          next();
+        });
+      });
+    }
+    Sequence(steps, [self, result]() mutable {
+      result["applied"] = true;
+      result["done"] = self->done_;
+      result["ok"] = self->ok_;
+      self->ctx_.server.Reply(self->call_, result);
+    });
+  }
+
+  void Record(const std::string& action, const std::string& qube, const ApiResult<json>& r) {
+    json entry = {{"action", action}, {"qube", qube}, {"ok", r.has_value()}};
+    if (!r) {
+      entry["error"] = r.error().message;
+      ok_ = false;
+    }
+    done_.push_back(entry);
+  }
+
+  MethodContext& ctx_;
+  Call call_;
+  std::string source_;
+  bool dry_run_ = true;
+  config::System next_;
+  SystemDiff diff_;
+  std::vector<ApplyStep> plan_;
+  json done_ = json::array();
+  bool ok_ = true;
+};
+
+}  // namespace
+
+void RegisterAdminMethods(MethodContext& ctx) {
+  AdminServer& s = ctx.server;
+  MethodContext* c = &ctx;
+  s.Register("daemon.info", {}, [c](Call call) { Info(*c, std::move(call)); });
+  s.Register("qube.list", {.audit_failures_only = true}, [c](Call call) { List(*c, std::move(call)); });
+  s.Register("qube.start", {}, [c](Call call) { Start(*c, std::move(call)); });
+  s.Register("qube.stop", {}, [c](Call call) { Stop(*c, std::move(call), c->stop_grace); });
+  s.Register("qube.kill", {}, [c](Call call) { Stop(*c, std::move(call), std::chrono::milliseconds(0)); });
+  s.Register("qube.restart", {}, [c](Call call) { Restart(*c, std::move(call)); });
+  s.Register("qube.run", {.accepts_fds = true}, [c](Call call) { c->runs.Handle(std::move(call)); });
+  s.Register("qube.logs", {}, [c](Call call) { Logs(*c, std::move(call)); });
+  s.Register("qube.prefs", {}, [c](Call call) { Prefs(*c, std::move(call)); });
+  s.Register("system.get", {}, [c](Call call) { GetSystem(*c, std::move(call)); });
+  s.Register("system.apply", {}, [c](Call call) {
+    std::make_shared<ApplyRun>(*c, std::move(call))->Begin();
+  });
+  s.Register("events.subscribe", {}, [c](Call call) { Subscribe(*c, std::move(call)); });
+}
+
+}  // namespace tessera::daemon

@@ -1,0 +1,42 @@
+#include "daemon/prefs.h"
+
+#include <string>
+
+namespace tessera::daemon {
+
+using nlohmann::json;
+
+json QubePrefs(const config::Qube& q) {
+  json fw = json::array();
+  for (const auto& r : q.firewall) {
+    json rule = {{"action", config::ToString(r.action)}};
+    if (!r.dsthost.empty()) rule["dsthost"] = r.dsthost;
+    if (r.proto != config::FirewallProto::kAny) rule["proto"] = config::ToString(r.proto);
+    if (r.dstports) {
+      rule["dstports"] = std::to_string(r.dstports->first) + "-" + std::to_string(r.dstports->last);
+    }
+    if (r.icmptype) rule["icmptype"] = *r.icmptype;
+    if (r.specialtarget_dns) rule["specialtarget"] = "dns";
+    if (!r.comment.empty()) rule["comment"] = r.comment;
+    fw.push_back(rule);
+  }
+  return {{"name", q.name},
+          {"class", config::ToString(q.klass)},
+          {"uuid", q.uuid},
+          {"template", q.template_name ? json(*q.template_name) : json(nullptr)},
+          {"netvm", q.netvm ? json(*q.netvm) : json("none")},
+          {"provides_network", q.provides_network},
+          {"label", q.label},
+          {"memory", q.memory_mib},
+          {"cpus", q.cpus},
+          {"tags", q.tags},
+          {"autostart", q.autostart},
+          {"idle_timeout", q.idle_timeout},
+          {"default_dispvm", q.default_dispvm ? json(*q.default_dispvm) : json(nullptr)},
+          {"features", q.features},
+          {"backend", config::ToString(q.backend)},
+          {"source", q.template_source},
+          {"firewall", fw}};
+}
+
+}  // namespace tessera::daemon

@@ -1,0 +1,652 @@
+#include "daemon/qube_manager.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "backend/launcher.h"
+#include "common/log.h"
+#include "config/values.h"
+#include "daemon/recovery.h"
+
+namespace tessera::daemon {
+
+using nlohmann::json;
+namespace codes = wire::codes;
+
+namespace {
+
+bool PathExists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+QubeManager::QubeManager(EventLoop& loop, WorkerPool& pool, backend::Backend& backend,
+                         storage::Layout layout, ConfigStore& config, AuditLog& audit,
+                         EventBus& events, std::string state_path, ManagerOptions options)
+    : loop_(loop),
+      pool_(pool),
+      backend_(backend),
+      layout_(std::move(layout)),
+      config_(config),
+      audit_(audit),
+      events_(events),
+      state_path_(std::move(state_path)),
+      options_(options) {}
+
+QubeManager::~QubeManager() {
+  // Channels first: their sessions' sinks may still reach into the manager.
+  for (auto& [name, entry] : qubes_) entry.channel.reset();
+}
+
+template <class T>
+void QubeManager::Work(std::function<T()> work, std::function<void(T)> done) {
+  ++in_flight_;
+  pool_.Run<T>(std::move(work), [this, done = std::move(done)](T result) {
+    --in_flight_;
+    done(std::move(result));
+  });
+}
+
+QubeManager::Entry* QubeManager::Find(const std::string& name) {
+  auto it = qubes_.find(name);
+  return it == qubes_.end() ? nullptr : &it->second;
+}
+
+const QubeManager::Entry* QubeManager::Find(const std::string& name) const {
+  auto it = qubes_.find(name);
+  return it == qubes_.end() ? nullptr : &it->second;
+}
+
+const QubeRecord* QubeManager::Record(const std::string& name) const {
+  const Entry* e = Find(name);
+  return e == nullptr ? nullptr : &e->record;
+}
+
+std::map<std::string, QubeState> QubeManager::States() const {
+  std::map<std::string, QubeState> states;
+  for (const auto& [name, e] : qubes_) states[name] = e.record.state;
+  return states;
+}
+
+std::vector<std::string> QubeManager::Names() const {
+  std::vector<std::string> names;
+  for (const auto& [name, e] : qubes_) names.push_back(name);
+  return names;
+}
+
+ApiError QubeManager::NoSuchQube(const std::string& name) const {
+  std::string message = "no such qube: " + name;
+  std::vector<std::string_view> candidates;
+  for (const auto& [known, e] : qubes_) candidates.push_back(known);
+  std::string best = config::ClosestMatch(name, candidates);
+  if (!best.empty()) message += " (did you mean " + best + "?)";
+  return {codes::kNoSuchQube, message};
+}
+
+json QubeManager::Summary(const std::string& name) const {
+  const Entry* e = Find(name);
+  if (e == nullptr) return json();
+  const QubeRecord& r = e->record;
+  json q = {{"name", name}, {"state", ToString(r.state)}, {"since", r.since}};
+  const config::System& system = config_.system();
+  auto describe = [&](const config::Qube& c, std::string_view klass, const std::string& tpl,
+                      bool autostart) {
+    q["class"] = klass;
+    q["template"] = tpl.empty() ? json(nullptr) : json(tpl);
+    q["netvm"] = c.netvm ? json(*c.netvm) : json(nullptr);
+    q["label"] = c.label;
+    q["memory"] = c.memory_mib;
+    q["autostart"] = autostart;
+  };
+  if (const config::Qube* c = system.Find(name)) {
+    describe(*c, config::ToString(c->klass), c->template_name.value_or(""), c->autostart);
+  } else if (const config::Qube* t = system.Find(r.dvm_template)) {
+    describe(*t, "disposable", r.dvm_template, false);
+  }
+  if (!r.reason.empty()) q["reason"] = r.reason;
+  if (e->instance) q["pid"] = e->instance->pid();
+  q["commands"] = e->sessions;
+  return q;
+}
+
+void QubeManager::Persist() {
+  DaemonState state;
+  state.next_disposable = next_disposable_;
+  for (const auto& [name, e] : qubes_) {
+    if (e.record.state == QubeState::kHalted && e.record.disposable == DisposableOwner::kNone) {
+      continue;
+    }
+    state.qubes[name] = e.record;
+  }
+  if (auto status = SaveState(state_path_, state, Durability::kCrashSafe); !status) {
+    Log(LogLevel::kError, "cannot write daemon state", {{"error", status.error().ToString()}});
+  }
+}
+
+void QubeManager::AuditLifecycle(const std::string& qube, std::string_view what,
+                                 const std::string& reason) {
+  json record = {{"kind", "lifecycle"}, {"qube", qube}, {"state", what}};
+  if (!reason.empty()) record["reason"] = reason;
+  audit_.Write(record);
+}
+
+void QubeManager::SetState(const std::string& name, Entry& e, QubeState state, std::string reason) {
+  bool settled_before = e.record.state != QubeState::kStarting && e.record.state != QubeState::kStopping;
+  e.record.state = state;
+  e.record.reason = std::move(reason);
+  e.record.since = NowRfc3339();
+  Persist();
+  AuditLifecycle(name, ToString(state), e.record.reason);
+  json event = {{"event", "state"}, {"qube", name}, {"state", ToString(state)}, {"ts", e.record.since}};
+  if (!e.record.reason.empty()) event["reason"] = e.record.reason;
+  events_.Emit(std::move(event));
+  Log(LogLevel::kInfo, "qube state",
+      {{"qube", name}, {"state", ToString(state)}, {"reason", e.record.reason}});
+  bool settled = state != QubeState::kStarting && state != QubeState::kStopping;
+  if (settled && !settled_before && !e.waiters.empty()) {
+    // Waiters re-evaluate from scratch, after this transition has finished.
+    loop_.Post([waiters = std::move(e.waiters)] {
+      for (const auto& w : waiters) w();
+    });
+    e.waiters.clear();
+  }
+}
+
+void QubeManager::Forget(const std::string& name) {
+  auto it = qubes_.find(name);
+  if (it == qubes_.end()) return;
+  auto waiters = std::move(it->second.waiters);
+  qubes_.erase(it);
+  Persist();
+  AuditLifecycle(name, "destroyed", "");
+  events_.Emit({{"event", "destroyed"}, {"qube", name}});
+  if (!waiters.empty()) {
+    loop_.Post([waiters = std::move(waiters)] {
+      for (const auto& w : waiters) w();
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Start
+
+void QubeManager::Start(const std::string& name, Done<json> done) { StartChecked(name, 0, std::move(done)); }
+
+void QubeManager::StartChecked(const std::string& name, int depth, Done<json> done) {
+  if (depth > 16) return done(Fail(codes::kFailed, "netvm chain too deep at " + name));
+  Entry* e = Find(name);
+  if (e == nullptr) return done(tl::unexpected(NoSuchQube(name)));
+  switch (e->record.state) {
+    case QubeState::kRunning:
+      return done(json{{"qube", name}, {"already_running", true}});
+    case QubeState::kStarting:
+    case QubeState::kStopping:
+      e->waiters.push_back([this, name, depth, done] { StartChecked(name, depth, done); });
+      return;
+    case QubeState::kHalted:
+    case QubeState::kFailed:
+      break;
+  }
+  if (shutting_down_) return done(Fail(codes::kShuttingDown, "tesserad is shutting down"));
+  if (config_.system().Find(name) == nullptr) {
+    return done(Fail(codes::kInvalidState,
+                     name + " is a disposable that is not running; start a new one with "
+                            "`tessera start --dispvm`"));
+  }
+  auto plan = backend::PlanLaunch(config_.system(), name);
+  if (!plan) return done(Fail(codes::kFailed, plan.error().ToString()));
+  SetState(name, *e, QubeState::kStarting);
+  Launch(name, std::move(*plan), depth, std::move(done));
+}
+
+// The netvm first (its networking is wired by the network layer, an
+// observer), then the launcher on a worker: template, storage, backend.
+void QubeManager::Launch(const std::string& name, backend::LaunchPlan plan, int depth,
+                         Done<json> done) {
+  auto launch = [this, name, plan, done](ApiResult<json> netvm) {
+    if (!netvm) {
+      return StartFailed(name, "netvm " + *plan.netvm + ": " + netvm.error().message, done);
+    }
+    backend::BuildNotice notice = [this](const backend::TemplateNeed& need) {
+      // On a worker: the audit log is thread-safe.
+      audit_.Write({{"kind", "template"}, {"template", need.name}, {"action", "build"},
+                    {"source", need.source.empty() ? "busybox" : need.source}});
+    };
+    Work<Result<std::unique_ptr<backend::Instance>>>(
+        [&backend = backend_, layout = layout_, plan, notice] {
+          return backend::Launch(backend, layout, plan, notice);
+        },
+        [this, name, done](Result<std::unique_ptr<backend::Instance>> instance) {
+          if (!instance) return StartFailed(name, instance.error().ToString(), done);
+          Started(name, std::move(*instance), done);
+        });
+  };
+  if (plan.netvm) {
+    StartChecked(*plan.netvm, depth + 1, launch);
+  } else {
+    launch(json::object());
+  }
+}
+
+void QubeManager::Started(const std::string& name, std::unique_ptr<backend::Instance> instance,
+                          Done<json> done) {
+  Entry* e = Find(name);
+  if (e == nullptr) {
+    // Cannot happen: a starting qube is never forgotten. Do not leak it.
+    Log(LogLevel::kError, "started qube vanished; stopping it", {{"qube", name}});
+    auto owned = std::shared_ptr<backend::Instance>(std::move(instance));
+    Work<Status>([owned] { return owned->Stop(std::chrono::milliseconds(0)); }, [](Status) {});
+    return done(Fail(codes::kFailed, "qube " + name + " vanished while it started"));
+  }
+  e->instance = std::move(instance);
+  auto watch = loop_.WatchFd(e->instance->exit_fd(), EPOLLIN, [this, name](uint32_t) { Exited(name); });
+  if (watch) {
+    e->exit_watch = std::move(*watch);
+  } else {
+    Log(LogLevel::kError, "cannot watch qube exit", {{"qube", name}, {"error", watch.error().ToString()}});
+  }
+  pid_t pid = e->instance->pid();
+  SetState(name, *e, QubeState::kRunning);
+  for (auto* o : observers_) o->OnRunning(name, *e->instance);
+  ArmIdleTimer(name, *e);
+  done(json{{"qube", name}, {"already_running", false}, {"pid", pid}});
+}
+
+void QubeManager::StartFailed(const std::string& name, std::string reason, Done<json> done) {
+  Entry* e = Find(name);
+  bool disposable = e != nullptr && e->record.disposable != DisposableOwner::kNone;
+  Work<Status>(
+      [&backend = backend_, layout = layout_, name, disposable] {
+        return backend::CleanupLeftovers(backend, layout, name, disposable);
+      },
+      [this, name, reason, done, disposable](Status cleaned) {
+        if (!cleaned) {
+          Log(LogLevel::kWarn, "cleanup after a failed start failed",
+              {{"qube", name}, {"error", cleaned.error().ToString()}});
+        }
+        if (Entry* now = Find(name)) {
+          SetState(name, *e, QubeState::kFailed, reason);
+          if (disposable) Forget(name);
+        }
+        for (auto* o : observers_) o->OnStopped(name);
+        done(Fail(codes::kFailed, "cannot start " + name + ": " + reason));
+      });
+}
+
+// ---------------------------------------------------------------------------
+// Stop
+
+void QubeManager::Stop(const std::string& name, std::chrono::milliseconds grace, Done<json> done) {
+  Entry* e = Find(name);
+  if (e == nullptr) return done(tl::unexpected(NoSuchQube(name)));
+  switch (e->record.state) {
+    case QubeState::kHalted:
+      return done(json{{"qube", name}, {"already_halted", true}});
+    case QubeState::kStopping:
+      // Someone else is stopping it: done when they are.
+      e->waiters.push_back([this, name, done] {
+        const Entry* now = Find(name);
+        if (now == nullptr || now->record.state == QubeState::kHalted) {
+          return done(json{{"qube", name}, {"already_halted", true}});
+        }
+        Stop(name, options_.stop_grace, done);
+      });
+      return;
+    case QubeState::kStarting:
+      e->waiters.push_back([this, name, grace, done] { Stop(name, grace, done); });
+      return;
+    case QubeState::kRunning:
+    case QubeState::kFailed:
+      break;
+  }
+  bool disposable = e->record.disposable != DisposableOwner::kNone;
+  for (auto* o : observers_) o->OnStopping(name);
+  SetState(name, *e, QubeState::kStopping);
+  // Its commands end with the qube: their sessions are told so now.
+  e->channel.reset();
+  e->exit_watch.Reset();
+  e->idle_timer.Reset();
+  std::shared_ptr<backend::Instance> instance(std::move(e->instance));
+  Work<Status>(
+      [&backend = backend_, layout = layout_, name, instance, disposable, grace] {
+        Status status = instance ? backend::Retire(*instance, layout, disposable, grace)
+                                 : backend::CleanupLeftovers(backend, layout, name, disposable);
+        if (!status) {
+          Log(LogLevel::kWarn, "stop failed, cleaning up",
+              {{"qube", name}, {"error", status.error().ToString()}});
+          status = backend::CleanupLeftovers(backend, layout, name, disposable);
+        }
+        return status;
+      },
+      [this, name, done, disposable](Status status) {
+        Entry* now = Find(name);
+        for (auto* o : observers_) o->OnStopped(name);
+        if (now == nullptr) return done(json{{"qube", name}, {"already_halted", false}});
+        if (!status) {
+          SetState(name, *now, QubeState::kFailed, "stop failed: " + status.error().ToString());
+          return done(Fail(codes::kFailed, "stop " + name + ": " + status.error().ToString()));
+        }
+        SetState(name, *now, QubeState::kHalted);
+        if (disposable) Forget(name);
+        done(json{{"qube", name}, {"already_halted", false}});
+        if (disposable) RefillPreloaded();
+      });
+}
+
+// The instance exited on its own (not through Stop).
+void QubeManager::Exited(const std::string& name) {
+  Entry* e = Find(name);
+  if (e == nullptr || e->record.state != QubeState::kRunning) return;
+  bool disposable = e->record.disposable != DisposableOwner::kNone;
+  for (auto* o : observers_) o->OnStopping(name);
+  e->channel.reset();
+  e->exit_watch.Reset();
+  e->idle_timer.Reset();
+  std::shared_ptr<backend::Instance> instance(std::move(e->instance));
+  SetState(name, *e, QubeState::kStopping, "exited on its own");
+  Work<Status>(
+      [layout = layout_, instance, disposable] {
+        // Reaps it and removes what it left (cgroups, runtime state).
+        return backend::Retire(*instance, layout, disposable, std::chrono::milliseconds(0));
+      },
+      [this, name, disposable](Status status) {
+        if (!status) {
+          Log(LogLevel::kWarn, "cleanup of an exited qube failed",
+              {{"qube", name}, {"error", status.error().ToString()}});
+        }
+        for (auto* o : observers_) o->OnStopped(name);
+        Entry* now = Find(name);
+        if (now == nullptr) return;
+        if (disposable) {
+          SetState(name, *now, QubeState::kHalted, "exited");
+          Forget(name);
+          RefillPreloaded();
+        } else {
+          SetState(name, *now, QubeState::kFailed, "cell exited unexpectedly");
+        }
+      });
+}
+
+// ---------------------------------------------------------------------------
+// Disposables
+
+std::string QubeManager::FreshDisposableName() {
+  auto leftovers = backend_.Leftovers();
+  for (int tries = 0; tries < 10000; ++tries) {
+    uint32_t n = next_disposable_;
+    next_disposable_ = next_disposable_ >= 9999 ? 1 : next_disposable_ + 1;
+    std::string candidate = "disp" + std::to_string(n);
+    bool taken = qubes_.count(candidate) != 0 || config_.system().Find(candidate) != nullptr ||
+                 PathExists(layout_.QubeDir(candidate)) ||
+                 (leftovers && std::find(leftovers->begin(), leftovers->end(), candidate) !=
+                                   leftovers->end());
+    if (!taken) return candidate;
+  }
+  return "";
+}
+
+void QubeManager::StartDisposable(const std::string& dvm_in, DisposableOwner owner,
+                                  Done<std::string> done) {
+  if (shutting_down_) return done(Fail(codes::kShuttingDown, "tesserad is shutting down"));
+  const config::System& system = config_.system();
+  std::string dvm = dvm_in;
+  if (dvm.empty()) {
+    if (!system.default_dispvm) {
+      return done(Fail(codes::kInvalidConfig,
+                       "no disposable template given and the system has no default_dispvm"));
+    }
+    dvm = *system.default_dispvm;
+  }
+  const config::Qube* t = system.Find(dvm);
+  if (t == nullptr) {
+    ApiError e = NoSuchQube(dvm);
+    return done(tl::unexpected(e));
+  }
+  if (t->klass != config::QubeClass::kDisposableTemplate) {
+    return done(Fail(codes::kInvalidState, dvm + " is not a disposable template (class " +
+                                               std::string(config::ToString(t->klass)) + ")"));
+  }
+  std::string name = FreshDisposableName();
+  if (name.empty()) return done(Fail(codes::kFailed, "no free disposable name"));
+  auto plan = backend::PlanDisposable(system, dvm, name);
+  if (!plan) return done(Fail(codes::kFailed, plan.error().ToString()));
+  Entry& e = qubes_[name];
+  e.record.disposable = owner;
+  e.record.dvm_template = dvm;
+  // Recorded before anything is created: a crash from here on is found and
+  // cleaned up by recovery.
+  SetState(name, e, QubeState::kStarting);
+  Launch(name, std::move(*plan), 0, [name, done](ApiResult<json> started) {
+    if (!started) {
+      return done(Fail(started.error().code, "cannot start disposable " + name + ": " +
+                                                 started.error().message));
+    }
+    done(name);
+  });
+}
+
+std::string QubeManager::TakePreloaded(const std::string& dvm_in) {
+  std::string dvm = dvm_in;
+  if (dvm.empty() && config_.system().default_dispvm) dvm = *config_.system().default_dispvm;
+  for (auto& [name, e] : qubes_) {
+    if (e.record.disposable == DisposableOwner::kPreload && e.record.dvm_template == dvm &&
+        e.record.state == QubeState::kRunning && e.instance) {
+      e.record.disposable = DisposableOwner::kRun;
+      Persist();
+      audit_.Write({{"kind", "lifecycle"}, {"qube", name}, {"action", "taken_from_preload"}});
+      std::string taken = name;
+      loop_.Post([this] { RefillPreloaded(); });
+      return taken;
+    }
+  }
+  return "";
+}
+
+void QubeManager::RefillPreloaded() {
+  if (shutting_down_ || refilling_) return;
+  for (const config::Qube& q : config_.system().qubes) {
+    if (q.klass != config::QubeClass::kDisposableTemplate) continue;
+    auto f = q.features.find("preload-dispvm-max");
+    if (f == q.features.end()) continue;
+    int max = std::min(std::atoi(f->second.c_str()), 16);
+    int have = 0;
+    for (const auto& [name, e] : qubes_) {
+      if (e.record.disposable == DisposableOwner::kPreload && e.record.dvm_template == q.name) ++have;
+    }
+    if (have >= max) continue;
+    // One at a time: the next is started when this one settles.
+    refilling_ = true;
+    StartDisposable(q.name, DisposableOwner::kPreload, [this, dvm = q.name](ApiResult<std::string> r) {
+      refilling_ = false;
+      if (!r) {
+        Log(LogLevel::kWarn, "preloading a disposable failed",
+            {{"template", dvm}, {"error", r.error().message}});
+        // Retried later rather than in a tight loop.
+        refill_retry_ = loop_.After(std::chrono::seconds(5), [this] {
+          refill_retry_.Reset();
+          RefillPreloaded();
+        });
+        return;
+      }
+      RefillPreloaded();
+    });
+    return;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Channels, sessions, idle timeouts
+
+Result<AgentChannel*> QubeManager::Channel(const std::string& name) {
+  Entry* e = Find(name);
+  if (e == nullptr || e->record.state != QubeState::kRunning || !e->instance) {
+    return Err(Error("qube " + name + " is not running", ESRCH));
+  }
+  if (!e->channel || e->channel->broken()) {
+    UniqueFd fd = TRY_CTX(e->instance->OpenChannel(), "qube " + name + ": agent channel");
+    uint64_t generation = ++e->channel_generation;
+    e->channel = TRY(AgentChannel::Create(
+        loop_, name, std::move(fd), options_.channel_limits, [this, name, generation](std::string reason) {
+          Entry* now = Find(name);
+          if (now == nullptr || now->channel_generation != generation) return;
+          audit_.Write({{"kind", "agent"}, {"qube", name}, {"action", "channel_closed"},
+                        {"reason", reason}});
+          now->channel.reset();
+        }));
+  }
+  return e->channel.get();
+}
+
+void QubeManager::SessionStarted(const std::string& name) {
+  if (Entry* e = Find(name)) {
+    ++e->sessions;
+    e->idle_timer.Reset();
+  }
+}
+
+void QubeManager::SessionEnded(const std::string& name) {
+  Entry* e = Find(name);
+  if (e == nullptr) return;
+  if (e->sessions > 0) --e->sessions;
+  if (e->sessions == 0) ArmIdleTimer(name, *e);
+}
+
+uint32_t QubeManager::IdleTimeout(const std::string& name, const Entry& e) const {
+  const config::System& system = config_.system();
+  if (e.record.disposable == DisposableOwner::kStart) {
+    const config::Qube* t = system.Find(e.record.dvm_template);
+    return t != nullptr ? t->idle_timeout : 0;
+  }
+  const config::Qube* c = system.Find(name);
+  if (c != nullptr && c->klass == config::QubeClass::kDisposable) return c->idle_timeout;
+  return 0;
+}
+
+void QubeManager::ArmIdleTimer(const std::string& name, Entry& e) {
+  e.idle_timer.Reset();
+  uint32_t timeout = IdleTimeout(name, e);
+  if (timeout == 0 || e.sessions > 0 || e.record.state != QubeState::kRunning) return;
+  e.idle_timer = loop_.After(std::chrono::seconds(timeout), [this, name] {
+    Entry* now = Find(name);
+    if (now == nullptr || now->sessions > 0 || now->record.state != QubeState::kRunning) return;
+    now->idle_timer.Reset();
+    audit_.Write({{"kind", "lifecycle"}, {"qube", name}, {"action", "idle_timeout"}});
+    Stop(name, options_.stop_grace, [](ApiResult<json>) {});
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Description changes, startup
+
+void QubeManager::AdoptSystem(config::System next, std::string source) {
+  std::vector<std::string> removed;
+  for (const auto& [name, e] : qubes_) {
+    if (e.record.disposable == DisposableOwner::kNone && next.Find(name) == nullptr &&
+        e.record.state == QubeState::kHalted) {
+      removed.push_back(name);
+    }
+  }
+  for (const auto& name : removed) qubes_.erase(name);
+  for (const config::Qube& q : next.qubes) qubes_.try_emplace(q.name);
+  config_.Adopt(std::move(next), std::move(source));
+  Persist();
+  events_.Emit({{"event", "applied"}, {"source", config_.source()}});
+  RefillPreloaded();
+}
+
+void QubeManager::Autostart() {
+  for (const config::Qube& q : config_.system().qubes) {
+    if (!q.autostart) continue;
+    Start(q.name, [name = q.name](ApiResult<json> r) {
+      if (!r) Log(LogLevel::kError, "autostart failed", {{"qube", name}, {"error", r.error().message}});
+    });
+  }
+  RefillPreloaded();
+}
+
+void QubeManager::Recover() {
+  RecoveryInput input;
+  if (auto loaded = LoadState(state_path_); loaded) {
+    input.saved = std::move(*loaded);
+  } else {
+    // A corrupt state file must not make us forget qubes: move it aside and
+    // rely on what the backend still has, which recovery finds anyway.
+    Log(LogLevel::kError, "state file unreadable; recovering from what runs",
+        {{"error", loaded.error().ToString()}});
+    ::rename(state_path_.c_str(), (state_path_ + ".corrupt").c_str());
+  }
+  next_disposable_ = input.saved.next_disposable == 0 ? 1 : input.saved.next_disposable;
+  for (const config::Qube& q : config_.system().qubes) {
+    input.configured.insert(q.name);
+    qubes_[q.name] = Entry{};
+  }
+  if (auto leftovers = backend_.Leftovers(); leftovers) input.leftovers = std::move(*leftovers);
+  if (auto storage = storage::ListQubeStorage(layout_); storage) input.storage = std::move(*storage);
+
+  auto report = [&](const std::string& name, const std::string& action, const std::string& why) {
+    audit_.Write({{"kind", "recovery"}, {"qube", name}, {"action", action}, {"reason", why}});
+    Log(LogLevel::kInfo, "recovery", {{"qube", name}, {"action", action}, {"reason", why}});
+  };
+  for (const RecoveryStep& step : PlanRecovery(input)) {
+    const std::string& name = step.qube;
+    bool disposable = step.record.disposable != DisposableOwner::kNone || IsDisposableName(name);
+    switch (step.action) {
+      case RecoveryAction::kAdopt: {
+        auto instance = backend_.Adopt(name);
+        if (instance) {
+          Entry& e = qubes_[name];
+          e.record = step.record;
+          e.instance = std::move(*instance);
+          if (auto watch = loop_.WatchFd(e.instance->exit_fd(), EPOLLIN,
+                                         [this, name](uint32_t) { Exited(name); })) {
+            e.exit_watch = std::move(*watch);
+          }
+          report(name, "adopted", step.reason);
+          for (auto* o : observers_) o->OnRunning(name, *e.instance);
+          ArmIdleTimer(name, e);
+          break;
+        }
+        (void)backend::CleanupLeftovers(backend_, layout_, name, step.record.disposable != DisposableOwner::kNone);
+        if (step.record.disposable != DisposableOwner::kNone) {
+          qubes_.erase(name);
+          report(name, "destroyed", "disposable could not be re-adopted");
+        } else {
+          Entry& e = qubes_[name];
+          e.record = step.record;
+          e.record.state = QubeState::kFailed;
+          e.record.reason = "could not re-adopt after daemon restart: " + instance.error().ToString();
+          e.record.since = NowRfc3339();
+          report(name, "failed", e.record.reason);
+        }
+        break;
+      }
+      case RecoveryAction::kCleanup: {
+        auto cleaned = backend_.Cleanup(name);
+        report(name, "halted", step.reason + (cleaned ? "" : " (cleanup failed: " + cleaned.error().ToString() + ")"));
+        break;
+      }
+      case RecoveryAction::kCleanupFailed:
+        (void)backend_.Cleanup(name);
+        qubes_[name].record = step.record;
+        break;
+      case RecoveryAction::kDestroy: {
+        auto destroyed = backend::CleanupLeftovers(backend_, layout_, name, disposable);
+        qubes_.erase(name);
+        report(name, "destroyed",
+               step.reason + (destroyed ? "" : " (destroy failed: " + destroyed.error().ToString() + ")"));
+        break;
+      }
+      case RecoveryAction::kForget:
+        (void)backend_.Cleanup(name);
+        report(name, "stopped", step.reason);
+        break;
+    }
+  }
+  Persist();
+}
+
+}  // namespace tessera::daemon

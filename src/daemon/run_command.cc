@@ -1,0 +1,270 @@
+#include "daemon/run_command.h"
+
+#include "common/json_access.h"
+#include "common/log.h"
+#include "wire/agent_protocol.h"
+
+namespace tessera::daemon {
+
+using nlohmann::json;
+using wire::FrameType;
+namespace codes = wire::codes;
+
+namespace {
+
+struct RunParams {
+  std::string qube;
+  bool disposable = false;
+  std::string dvm_template;  // disposable: "" = the default
+  wire::OpenMessage open;
+  bool relay = false;
+};
+
+ApiResult<RunParams> ParseRunParams(const json& p, size_t fds) {
+  auto bad = [](const Error& e) { return Fail(codes::kBadRequest, e.message()); };
+  if (auto s = OnlyKeys(p, {"qube", "dispvm", "argv", "env", "cwd", "user", "streams"}, "qube.run"); !s) {
+    return bad(s.error());
+  }
+  RunParams r;
+  auto argv = StringArray(p, "argv", "qube.run", {.required = true, .max_items = wire::kMaxArgs});
+  if (!argv) return bad(argv.error());
+  r.open.argv = std::move(*argv);
+  if (r.open.argv[0].empty()) return Fail(codes::kBadRequest, "qube.run: empty program name");
+  auto env = StringArray(p, "env", "qube.run", {.max_items = wire::kMaxArgs});
+  if (!env) return bad(env.error());
+  for (const auto& e : *env) {
+    if (e.find('=') == std::string::npos || e[0] == '=') {
+      return Fail(codes::kBadRequest, "qube.run: env entry without NAME=: " + e);
+    }
+  }
+  r.open.env = std::move(*env);
+  auto cwd = StringOr(p, "cwd", "/", "qube.run", 4096);
+  if (!cwd) return bad(cwd.error());
+  if (cwd->empty() || (*cwd)[0] != '/') return Fail(codes::kBadRequest, "qube.run: cwd must be absolute");
+  r.open.cwd = *cwd;
+  auto user = StringOr(p, "user", "root", "qube.run", 64);
+  if (!user) return bad(user.error());
+  if (user->empty()) return Fail(codes::kBadRequest, "qube.run: empty user");
+  r.open.user = *user;
+  auto streams = StringOr(p, "streams", fds > 0 ? "fds" : "relay", "qube.run", 16);
+  if (!streams) return bad(streams.error());
+  if (*streams != "fds" && *streams != "relay") {
+    return Fail(codes::kBadRequest, "qube.run: streams must be \"fds\" or \"relay\"");
+  }
+  r.relay = *streams == "relay";
+  if (r.relay && fds > 0) {
+    return Fail(codes::kBadRequest, "qube.run: descriptors attached to a relayed run");
+  }
+  if (fds > 3) return Fail(codes::kBadRequest, "qube.run: more than 3 descriptors");
+  bool has_qube = p.contains("qube");
+  bool has_dispvm = p.contains("dispvm");
+  if (has_qube == has_dispvm) {
+    return Fail(codes::kBadRequest, "qube.run needs exactly one of \"qube\" and \"dispvm\"");
+  }
+  if (has_qube) {
+    auto q = RequiredString(p, "qube", "qube.run", 64);
+    if (!q) return bad(q.error());
+    r.qube = *q;
+  } else {
+    auto d = RequiredString(p, "dispvm", "qube.run", 64);
+    if (!d) return bad(d.error());
+    r.disposable = true;
+    r.dvm_template = *d;
+  }
+  return r;
+}
+
+}  // namespace
+
+// One run in flight. It owns itself through RunCommands::runs_ and ends with
+// Finish, exactly once.
+class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHandler {
+ public:
+  Run(RunCommands& owner, uint64_t serial, AdminServer::Call call, RunParams params)
+      : owner_(owner), serial_(serial), call_(std::move(call)), params_(std::move(params)) {}
+
+  void Begin() {
+    owner_.server_.Attach(call_.connection, this);
+    if (params_.disposable) {
+      std::string taken = owner_.manager_.TakePreloaded(params_.dvm_template);
+      if (!taken.empty()) return Ready(taken, false);
+      owner_.manager_.StartDisposable(params_.dvm_template, DisposableOwner::kRun,
+                                      [this](ApiResult<std::string> name) {
+                                        if (!name) return Finish(tl::unexpected(name.error()));
+                                        Ready(*name, true);
+                                      });
+      return;
+    }
+    owner_.manager_.Start(params_.qube, [this](ApiResult<json> started) {
+      if (!started) return Finish(tl::unexpected(started.error()));
+      Ready(params_.qube, !started->value("already_running", true));
+    });
+  }
+
+  // AgentChannel::Sink
+  void OnStarted(uint32_t) override {
+    if (params_.relay) owner_.server_.Send(call_.connection, FrameType::kStarted, Sid(), 0, wire::EncodeU32(0));
+  }
+  void OnData(uint8_t stream, std::string data) override {
+    owner_.server_.Send(call_.connection, FrameType::kData, Sid(), stream, data);
+  }
+  void OnEof(uint8_t stream) override {
+    owner_.server_.Send(call_.connection, FrameType::kEof, Sid(), stream, {});
+  }
+  void OnStdinCredit(uint32_t bytes) override {
+    owner_.server_.Send(call_.connection, FrameType::kCredit, Sid(), wire::kStdin,
+                        wire::EncodeU32(bytes));
+  }
+  void OnExit(int status) override {
+    channel_ = nullptr;
+    Finish(json{{"qube", name_}, {"exit_code", status}, {"started", started_now_}});
+  }
+  void OnError(int code, std::string message) override {
+    channel_ = nullptr;
+    const char* c = code == 127 ? codes::kCommandNotFound
+                                : code == 126 ? codes::kCommandNotExecutable : codes::kFailed;
+    Finish(Fail(c, "run in " + name_ + ": " + message));
+  }
+  void OnLost(std::string reason) override {
+    channel_ = nullptr;
+    Finish(Fail(codes::kFailed, reason));
+  }
+
+  // AdminServer::StreamHandler: the client's frames for this run.
+  void OnClientFrame(wire::Frame& frame) override {
+    if (!params_.relay || channel_ == nullptr) return;  // nothing to relay (yet)
+    switch (frame.type) {
+      case FrameType::kData:
+        if (frame.stream != wire::kStdin || !channel_->SendStdin(session_, frame.payload)) {
+          return ClientBroke("stdin beyond the window the qube granted");
+        }
+        return;
+      case FrameType::kEof:
+        if (frame.stream == wire::kStdin) channel_->SendStdinEof(session_);
+        return;
+      case FrameType::kCredit:
+        if (auto n = wire::DecodeU32(frame); n && frame.stream != wire::kStdin) {
+          channel_->Credit(session_, frame.stream, *n);
+        }
+        return;
+      case FrameType::kSignal:
+        if (auto sig = wire::DecodeU32(frame)) channel_->Signal(session_, static_cast<int>(*sig));
+        return;
+      case FrameType::kClose:
+        channel_->HangUp(session_);
+        return;
+      default:
+        return;
+    }
+  }
+  void OnClientGone() override {
+    client_gone_ = true;
+    if (channel_ != nullptr) {
+      // Like a hung-up terminal: the command is hung up, nobody hears its end.
+      channel_->Detach(session_);
+      channel_ = nullptr;
+      Log(LogLevel::kInfo, "caller went away: command hung up", {{"qube", name_}});
+      Finish(Fail(codes::kFailed, "the caller went away"));
+    }
+    // Still starting: Ready sees client_gone_.
+  }
+
+ private:
+  uint32_t Sid() const { return static_cast<uint32_t>(call_.id); }
+
+  void Ready(const std::string& name, bool started_now) {
+    name_ = name;
+    started_now_ = started_now;
+    if (params_.disposable) disposable_ = true;
+    if (client_gone_) return Finish(Fail(codes::kFailed, "the caller went away"));
+    if (!params_.relay && !owner_.capabilities_.pass_fds) {
+      return Finish(Fail(codes::kRelayRequired,
+                         "qube " + name + " cannot take descriptors; relay the streams"));
+    }
+    auto channel = owner_.manager_.Channel(name);
+    if (!channel) return Finish(Fail(codes::kFailed, channel.error().ToString()));
+    wire::OpenMessage& open = params_.open;
+    std::vector<UniqueFd> fds;
+    for (int i = 0; i < 3; ++i) {
+      if (params_.relay) {
+        open.stdio[i] = wire::Stdio::kPipe;
+      } else if (static_cast<size_t>(i) < call_.fds->size()) {
+        open.stdio[i] = wire::Stdio::kFd;
+        fds.push_back(std::move((*call_.fds)[i]));
+      } else {
+        open.stdio[i] = wire::Stdio::kNull;  // fewer descriptors: /dev/null
+      }
+    }
+    call_.fds->clear();
+    auto session = (*channel)->Open(open, std::move(fds), this);
+    if (!session) {
+      return Finish(Fail(session.error().errno_value() == EAGAIN ? codes::kBusy : codes::kFailed,
+                         session.error().ToString()));
+    }
+    channel_ = *channel;
+    session_ = *session;
+    counted_ = true;
+    owner_.manager_.SessionStarted(name);
+  }
+
+  void ClientBroke(const std::string& why) {
+    if (channel_ != nullptr) channel_->Detach(session_);
+    channel_ = nullptr;
+    Finish(Fail(codes::kBadRequest, "qube.run: " + why));
+  }
+
+  void Finish(ApiResult<json> result) {
+    if (finished_) return;
+    finished_ = true;
+    // The caller gets its result first; the teardown of a disposable made
+    // for it follows (recorded as stopping, so a crash in between is cleaned
+    // up by recovery).
+    owner_.server_.Reply(call_, std::move(result));
+    if (counted_) owner_.manager_.SessionEnded(name_);
+    if (disposable_ && !name_.empty()) {
+      std::string name = name_;
+      owner_.manager_.Stop(name, std::chrono::milliseconds(0), [name](ApiResult<json> r) {
+        if (!r) {
+          Log(LogLevel::kError, "disposable teardown failed", {{"qube", name}, {"error", r.error().message}});
+        }
+      });
+    }
+    owner_.Finished(serial_);
+  }
+
+  RunCommands& owner_;
+  uint64_t serial_;
+  AdminServer::Call call_;
+  RunParams params_;
+  std::string name_;
+  bool started_now_ = false;
+  bool disposable_ = false;
+  bool client_gone_ = false;
+  bool finished_ = false;
+  bool counted_ = false;
+  AgentChannel* channel_ = nullptr;
+  uint32_t session_ = 0;
+};
+
+RunCommands::RunCommands(EventLoop& loop, AdminServer& server, QubeManager& manager,
+                         backend::Capabilities capabilities)
+    : loop_(loop), server_(server), manager_(manager), capabilities_(capabilities) {}
+
+RunCommands::~RunCommands() = default;
+
+void RunCommands::Handle(AdminServer::Call call) {
+  auto params = ParseRunParams(call.params, call.fds->size());
+  if (!params) return server_.Reply(call, tl::unexpected(params.error()));
+  uint64_t serial = next_serial_++;
+  auto run = std::make_unique<Run>(*this, serial, std::move(call), std::move(*params));
+  Run* r = run.get();
+  runs_.emplace(serial, std::move(run));
+  r->Begin();
+}
+
+void RunCommands::Finished(uint64_t serial) {
+  // Not from inside the run's own call stack.
+  loop_.Post([this, serial] { runs_.erase(serial); });
+}
+
+}  // namespace tessera::daemon
