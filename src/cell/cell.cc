@@ -36,6 +36,7 @@
 #include "cell/seccomp_filter.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/names.h"
 #include "common/scope_guard.h"
 #include "common/syscall.h"
 
@@ -66,16 +67,7 @@ using nlohmann::json;
 constexpr const char* kRecordFile = "cell.json";
 constexpr const char* kControlSocket = "control.sock";
 
-Status CheckName(const std::string& name) {
-  bool ok = !name.empty() && name.size() <= 31 &&
-            ((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z'));
-  for (char c : name) {
-    ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                c == '_' || c == '.' || c == '-');
-  }
-  if (!ok) return Err(Error("invalid qube name \"" + name + "\"", EINVAL));
-  return Ok();
-}
+Status CheckName(const std::string& name) { return ValidateName(name); }
 
 // Field 22 of /proc/<pid>/stat: start time in clock ticks since boot. With the
 // pid, it names a process uniquely (pids are reused, start times are not).

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <vector>
 
+#include "common/names.h"
+
 namespace tessera::config {
 namespace {
 
@@ -166,18 +168,10 @@ Result<std::string> NormaliseIpv6(std::string_view address, std::string_view pre
 }  // namespace
 
 Status CheckQubeName(std::string_view name) {
-  if (name.empty()) return Err("a qube name must not be empty");
-  if (name.size() > kMaxQubeNameLength) {
-    return Err("qube name " + Quote(name) + " is longer than 31 characters");
-  }
-  if (!IsAsciiAlpha(name[0])) {
-    return Err("qube name " + Quote(name) + " must start with a letter");
-  }
-  for (char c : name) {
-    if (!IsAsciiAlnum(c) && c != '_' && c != '.' && c != '-') {
-      return Err("qube name " + Quote(name) +
-                 " may contain only letters, digits, '_', '.' and '-'");
-    }
+  // The syntax is every module's (common/names.h); the reserved names are
+  // the description's own rule.
+  if (Status syntax = ValidateName(name, "qube"); !syntax) {
+    return Err(Error(std::move(syntax).error().message()));
   }
   std::string lower = Lower(name);
   if (lower == "none" || lower == "default" || lower == "dom0" || lower == "domain-0") {

@@ -17,9 +17,7 @@
 
 namespace tessera::config {
 
-inline constexpr size_t kMaxQubeNameLength = 31;
-
-// Qubes rules: ^[a-zA-Z][a-zA-Z0-9_.-]*$, at most 31 characters, not reserved
+// Qubes rules: the name syntax of common/names.h (ValidateName), not reserved
 // ("none", "default", "dom0", "Domain-0" in any case, "disp<digits>" which names
 // generated disposables, or ending in "-dm").
 Status CheckQubeName(std::string_view name);

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/names.h"
 
 namespace tessera::storage {
 
@@ -66,10 +67,9 @@ Status ReleaseIdRange(const Layout& layout, const std::string& qube);
 // The qube's recorded range without allocating one (ENOENT if it has none).
 Result<IdRange> LookupIdRange(const Layout& layout, const std::string& qube);
 
-// Qube and template names: ^[a-zA-Z][a-zA-Z0-9_.-]*$, at most 31 characters
-// (they become path components, hostnames and cgroup names). `what` names the
-// kind ("qube", "template") in the error.
-Status ValidateName(const std::string& name, const std::string& what = "qube");
+// Qube and template names: common/names.h. Re-exported so callers that spell
+// it storage::ValidateName keep compiling.
+using ::tessera::ValidateName;
 
 // How a template's root tree is made.
 enum class TemplateSource { kBusybox, kDebootstrap, kDirectory, kHost };

@@ -582,7 +582,7 @@ Result<std::vector<TemplateInfo>> ListTemplates(const Layout& layout) {
     while (struct dirent* ent = ::readdir(d.get())) {
       std::string n = ent->d_name;
       if (n.empty() || n[0] == '.') continue;  // builds in progress, locks
-      if (!ValidateName(n, "template")) continue;
+      if (!IsValidName(n)) continue;
       names.push_back(n);
     }
   }

@@ -424,7 +424,7 @@ TEST(TemplateCliTest, BuildListShowRemove) {
   EXPECT_EQ(r.status, 0) << r.out;
   r = RunShell(Env(t.layout()) + cli + " template build ../x --from busybox");
   EXPECT_EQ(r.status, 1);
-  EXPECT_THAT(r.out, HasSubstr("template name \"../x\""));
+  EXPECT_THAT(r.out, HasSubstr("template name '../x'"));
   r = RunShell(Env(t.layout()) + cli + " template build bb2 --from " + t.layout().TemplateRoot("bb"));
   EXPECT_EQ(r.status, 1);
   EXPECT_THAT(r.out, HasSubstr("inside the state directory"));
