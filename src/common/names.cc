@@ -3,6 +3,8 @@
 #include <cerrno>
 #include <string>
 
+#include "common/text.h"
+
 namespace tessera {
 namespace {
 
@@ -33,7 +35,9 @@ Status ValidateName(std::string_view name, std::string_view what) {
   message += " name ";
   if (!name.empty()) {
     message += "'";
-    message += name.size() > 64 ? std::string(name.substr(0, 64)) + "..." : std::string(name);
+    // A rejected name may carry anything, terminal escapes included.
+    message += EscapeControl(name.substr(0, 64), EscapeNewlines::kEscape);
+    if (name.size() > 64) message += "...";
     message += "' ";
   }
   message += why;

@@ -299,36 +299,4 @@ std::string DeriveUuid(std::string_view name) {
   return out;
 }
 
-size_t EditDistance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t above = row[j];
-      size_t substitute = diagonal + (a[i - 1] == b[j - 1] ? 0 : 1);
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, substitute});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
-
-std::string ClosestMatch(std::string_view word, std::span<const std::string_view> candidates) {
-  // Long garbage never resembles anything; skip the quadratic work.
-  if (word.size() > 64) return "";
-  std::string best;
-  size_t best_distance = 0;
-  size_t limit = std::max<size_t>(1, std::min<size_t>(3, word.size() / 3 + 1));
-  for (std::string_view candidate : candidates) {
-    size_t distance = EditDistance(Lower(word), Lower(candidate));
-    if (distance <= limit && (best.empty() || distance < best_distance)) {
-      best = std::string(candidate);
-      best_distance = distance;
-    }
-  }
-  return best;
-}
-
 }  // namespace tessera::config

@@ -46,6 +46,12 @@ TEST(NamesTest, RejectsWithWhatTheNameAndTheRule) {
   EXPECT_EQ(ValidateName("1x").error().message(), "qube name '1x' must start with a letter");
 }
 
+TEST(NamesTest, ControlBytesAreEscapedInTheMessage) {
+  Status s = ValidateName("a\x1b]52;c;x\x07\n");
+  ASSERT_FALSE(s);
+  EXPECT_THAT(s.error().message(), HasSubstr("'a\\x1b]52;c;x\\x07\\x0a'"));
+}
+
 TEST(NamesTest, LongNamesAreCutInTheMessage) {
   Status s = ValidateName(std::string(1000, 'x'));
   ASSERT_FALSE(s);

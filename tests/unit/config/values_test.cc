@@ -2,8 +2,6 @@
 
 #include <gtest/gtest.h>
 
-#include <array>
-
 namespace tessera::config {
 namespace {
 
@@ -111,16 +109,6 @@ TEST(UuidTest, NormalisesAndRejects) {
   EXPECT_FALSE(NormaliseUuid("1361ba56f2b55664b47a960c7df9fefd"));
   EXPECT_FALSE(NormaliseUuid("1361ba56-f2b5-5664-b47a-960c7df9fefg"));
   EXPECT_FALSE(NormaliseUuid("1361ba56-f2b5-5664-b47a-960c7df9fef"));
-}
-
-TEST(ClosestMatchTest, SuggestsOnlyLikelyTypos) {
-  constexpr std::array<std::string_view, 4> keys = {"memory", "netvm", "template", "label"};
-  EXPECT_EQ(ClosestMatch("memroy", keys), "memory");
-  EXPECT_EQ(ClosestMatch("netmv", keys), "netvm");
-  EXPECT_EQ(ClosestMatch("Template", keys), "template");
-  EXPECT_EQ(ClosestMatch("colour", keys), "");
-  EXPECT_EQ(ClosestMatch(std::string(100, 'm'), keys), "");
-  EXPECT_EQ(EditDistance("kitten", "sitting"), 3u);
 }
 
 }  // namespace
