@@ -37,7 +37,8 @@ Result<UniqueFd> EnsurePrivateStateDir(const std::string& path);
 Status WriteFileAt(int dir_fd, const std::string& name, const std::string& content, mode_t mode,
                    const std::string& what);
 
-// Runs argv[0] (absolute path) with argv, stdin from /dev/null; captures stdout
+// Runs argv[0] (absolute path) with argv through RunProcess (common/spawn.h:
+// clean signal state, stdin from /dev/null, only fds 0-2); captures stdout
 // (up to 16 MiB) when `capture` is non-null, otherwise inherits it. Fails with
 // the exit status or signal in the message.
 Status RunCommand(const std::vector<std::string>& argv, std::string* capture);

@@ -2,11 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,10 +14,9 @@
 #include <memory>
 
 #include "common/fs.h"
+#include "common/spawn.h"
 #include "common/syscall.h"
 #include "storage/internal.h"
-
-extern char** environ;
 
 namespace tessera::storage::internal {
 
@@ -148,55 +144,17 @@ Status WriteFileAt(int dir_fd, const std::string& name, const std::string& conte
 
 Status RunCommand(const std::vector<std::string>& argv, std::string* capture) {
   if (argv.empty()) return Err("RunCommand: empty argv");
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-
-  int pipe_fds[2] = {-1, -1};
-  if (capture != nullptr && ::pipe2(pipe_fds, O_CLOEXEC) != 0) {
-    return Err(Error::FromErrno("pipe for " + argv[0]));
+  ProcessOptions options;
+  options.argv = argv;
+  options.out = capture != nullptr ? Output::kCapture : Output::kInherit;
+  options.max_capture_bytes = 16u << 20;
+  ProcessResult result = TRY(RunProcess(options));
+  if (result.output_limit_exceeded) {
+    return Err(Error(argv[0] + ": output larger than 16 MiB", EFBIG));
   }
-  UniqueFd read_end(pipe_fds[0]);
-  UniqueFd write_end(pipe_fds[1]);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  if (capture != nullptr) posix_spawn_file_actions_adddup2(&actions, write_end.get(), 1);
-  pid_t pid = -1;
-  int rc = ::posix_spawn(&pid, argv[0].c_str(), &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return Err(Error::FromErrno("spawn " + argv[0], rc));
-  write_end.reset();
-
-  Status read_status = Ok();
-  if (capture != nullptr) {
-    capture->clear();
-    char buf[65536];
-    for (;;) {
-      ssize_t n = ::read(read_end.get(), buf, sizeof buf);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        read_status = Err(Error::FromErrno("read output of " + argv[0]));
-        break;
-      }
-      if (n == 0) break;
-      if (capture->size() + static_cast<size_t>(n) > (16u << 20)) {
-        read_status = Err(Error(argv[0] + ": output larger than 16 MiB", EFBIG));
-        break;
-      }
-      capture->append(buf, static_cast<size_t>(n));
-    }
-    read_end.reset();  // a still-writing child gets EPIPE rather than blocking forever
-  }
-  int wstatus = 0;
-  TRY(Syscall("waitpid " + argv[0], [&] { return ::waitpid(pid, &wstatus, 0); }));
-  TRY(read_status);
-  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) return Ok();
-  if (WIFEXITED(wstatus)) {
-    return Err(argv[0] + " exited with status " + std::to_string(WEXITSTATUS(wstatus)));
-  }
-  return Err(argv[0] + " killed by signal " + std::to_string(WTERMSIG(wstatus)));
+  if (!result.Succeeded()) return Err(result.Describe(argv[0]));
+  if (capture != nullptr) *capture = std::move(result.out);
+  return Ok();
 }
 
 namespace {
