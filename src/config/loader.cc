@@ -105,7 +105,8 @@ LoadOutcome LoadSystemFromString(std::string_view text, Format format,
     unlink(temp.c_str());
     rmdir(dir.c_str());
   });
-  if (Status written = WriteFileAtomic(temp, std::string(text), 0600); !written) {
+  if (Status written = WriteFileAtomic(temp, std::string(text), 0600, Durability::kCrashSafe);
+      !written) {
     return Fail(display_name, "cannot write " + temp + ": " + written.error().ToString());
   }
   return FromNixFile(temp, display_name);

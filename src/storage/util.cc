@@ -131,13 +131,7 @@ Status WriteFileAt(int dir_fd, const std::string& name, const std::string& conte
     return ::openat(dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                     mode);
   })));
-  size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = TRY(SyscallSize("write " + what, [&] {
-      return ::write(fd.get(), content.data() + done, content.size() - done);
-    }));
-    done += static_cast<size_t>(n);
-  }
+  TRY(WriteAll(fd.get(), content, what));
   TRY(Syscall("chmod " + what, [&] { return ::fchmod(fd.get(), mode); }));
   return Ok();
 }
