@@ -10,6 +10,7 @@ packages=(
   # Libraries (see ../shared/STYLE.md "Dependencies").
   libexpected-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev libfmt-dev
   libseccomp-dev libcap-dev libnftables-dev libnl-3-dev libnl-route-3-dev libsystemd-dev
+  uuid-dev
   # Tests and benchmarks.
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   # Runtime tools the tests drive for real.
