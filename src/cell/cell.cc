@@ -39,6 +39,7 @@
 #include "common/names.h"
 #include "common/scope_guard.h"
 #include "common/syscall.h"
+#include "storage/id_shift.h"
 
 namespace tessera::cell {
 namespace {
@@ -175,48 +176,10 @@ Result<UniqueFd> CloneTree(int dirfd, const std::string& path, bool recursive,
 
 // The private volume is owned on the host by the qube's own id range, so no
 // file a qube writes there (setuid binaries included) is host-root owned.
-// Storage creates it root-owned; the first start shifts it. Walks with
-// *at() calls and never follows symlinks.
-Status ShiftOwnership(int dirfd, uid_t base, int depth) {
-  if (depth > 64) return Err(Error("private volume nested too deeply", ELOOP));
-  UniqueFd dup(::fcntl(dirfd, F_DUPFD_CLOEXEC, 3));
-  DIR* dir = ::fdopendir(dup.release());
-  if (dir == nullptr) return Err(Error::FromErrno("fdopendir"));
-  auto close_dir = ScopeGuard([&] { ::closedir(dir); });
-  while (dirent* e = ::readdir(dir)) {
-    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
-    struct stat st;
-    if (::fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-    uid_t uid = st.st_uid < storage::kIdsPerQube ? base + st.st_uid : st.st_uid;
-    gid_t gid = st.st_gid < storage::kIdsPerQube ? base + st.st_gid : st.st_gid;
-    if (::fchownat(dirfd, e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) != 0) {
-      return Err(Error::FromErrno(std::string("chown ") + e->d_name));
-    }
-    if (S_ISDIR(st.st_mode)) {
-      UniqueFd sub(::openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (!sub) return Err(Error::FromErrno(std::string("open ") + e->d_name));
-      TRY(ShiftOwnership(sub.get(), base, depth + 1));
-    }
-  }
-  return Ok();
-}
-
+// storage shifts a root-owned one left by an older version.
 Status PreparePrivateVolume(const storage::Layout& layout, const std::string& name, uid_t base) {
   TRY(storage::EnsurePrivateVolume(layout, name));
-  std::string dir = layout.PrivateVolume(name);
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd) return Err(Error::FromErrno("open private volume " + dir));
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return Err(Error::FromErrno("stat " + dir));
-  if (st.st_uid == base) return Ok();
-  if (st.st_uid != 0) {
-    return Err(Error("private volume " + dir + " is owned by uid " + std::to_string(st.st_uid) +
-                         ", neither root nor the qube's id base " + std::to_string(base),
-                     EPERM));
-  }
-  TRY(ShiftOwnership(fd.get(), base, 0));
-  if (::fchown(fd.get(), base, base) != 0) return Err(Error::FromErrno("chown " + dir));
-  return Ok();
+  return storage::ShiftPrivateVolume(layout, name, storage::IdRange{base, storage::kIdsPerQube});
 }
 
 Status WriteIdMap(pid_t pid, const char* file, uid_t base, uint32_t count) {

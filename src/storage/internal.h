@@ -3,11 +3,13 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "common/error.h"
 #include "common/unique_fd.h"
+#include "storage/id_shift.h"
 
 namespace tessera::storage::internal {
 
@@ -23,6 +25,13 @@ Result<UniqueFd> OpenDirAt(int dir_fd, const std::string& name, const std::strin
 // created the directory. An existing non-directory (or symlink) is an error.
 Result<bool> EnsureDirAt(int dir_fd, const std::string& name, mode_t mode, uid_t uid, gid_t gid,
                          const std::string& what);
+
+// Calls fn(name) for each entry of the directory open as `dir_fd` but "."
+// and ".." (readdir order; the directory is read through its own fd, so
+// `dir_fd`'s offset is untouched), stopping at the first error. `path` names
+// the directory in errors.
+Status ForEachEntry(int dir_fd, const std::string& path,
+                    const std::function<Status(const std::string& name)>& fn);
 
 // Makes `path` (S/templates or S/qubes) a directory only its owner can enter:
 // created (parents 0755) or tightened to 0700 and, when running as root, owned
@@ -63,16 +72,12 @@ bool OnDifferentMount(const FileId& a, const FileId& b);
 Status CopyTree(const std::string& source, int dest_fd, const std::string& dest_path);
 
 // Like CopyTree, but every copy (and `dest_fd` itself, which takes the
-// source's mode) is owned by base + its uid/gid (ids >= kIdsPerQube count as
-// 0) and keeps all its mode bits: setuid files stay setuid, but only ever for
-// ids of that qube's range. Needs root.
+// source's mode) is owned by the ids `shift` maps the source's to
+// (id_shift.h; an id outside both ranges is an error naming the file) and
+// keeps all its mode bits: setuid files stay setuid, but only ever for ids
+// of the target range. Needs root.
 Status CopyTreeShifted(const std::string& source, int dest_fd, const std::string& dest_path,
-                       uid_t base);
-
-// Shifts the ownership of the tree at dir_fd (itself included) by `base` in
-// place, the same way, restoring the setuid/setgid bits chown clears. Never
-// follows symlinks. For freshly built trees that nobody else can see yet.
-Status ShiftTree(int dir_fd, uid_t base, const std::string& path);
+                       const IdShift& shift);
 
 // Copies one file's content to `name` below dst_dir_fd (created, O_EXCL) with `mode`.
 Status CopyFileAt(const std::string& source, int dst_dir_fd, const std::string& name, mode_t mode,

@@ -30,6 +30,7 @@
 #include "common/scope_guard.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
+#include "storage/id_shift.h"
 #include "storage/internal.h"
 #include "storage/storage.h"
 #include "storage/template_internal.h"
@@ -76,12 +77,13 @@ Status Populate(const Layout& layout, const std::string& qube, const std::string
   if (!template_name.empty()) {
     // Fails with ENOENT naming the template if it does not exist.
     TRY(ReadTemplateInfo(layout, template_name));
-    TRY(internal::CopyTreeShifted(layout.TemplateRoot(template_name), tmp_fd, tmp, ids.base));
+    TRY(internal::CopyTreeShifted(layout.TemplateRoot(template_name), tmp_fd, tmp,
+                                  IdShift{.from_base = 0, .to_base = ids.base}));
   } else {
     std::string detail;
     TRY(internal::BuildBusyboxTree(tmp_fd, tmp, &detail));
     TRY(Syscall("chmod " + tmp, [&] { return ::fchmod(tmp_fd, 0755); }));
-    TRY(internal::ShiftTree(tmp_fd, ids.base, tmp));
+    TRY(ShiftTreeOwnership(tmp_fd, tmp, IdShift{.from_base = 0, .to_base = ids.base}));
   }
   // Test hook: lets the atomicity test fail after the tree is made.
   if (const char* fail = std::getenv("TESSERA_TEST_FAIL_STANDALONE_ROOT");

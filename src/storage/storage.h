@@ -127,7 +127,8 @@ Status SecureStateDirs(const Layout& layout);
 // does not exist yet: a copy of template `template_name`'s root tree, or, if
 // template_name is empty, a fresh busybox tree (as `--from busybox`). Every
 // file is owned on disk by ids.base + its id (shifted like a private volume,
-// setuid bits kept only with those shifted ids), so the cell must mount it
+// id_shift.h: setuid bits kept only with those shifted ids; a template file
+// of an id >= 65536 is refused, EPERM), so the cell must mount it
 // WITHOUT an idmap. Atomic: built in a hidden temp directory beside it and
 // renamed into place, under a per-qube lock; a failure or crash leaves no
 // `root`. An existing root is never touched (the second call is a no-op).

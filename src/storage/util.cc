@@ -71,6 +71,29 @@ Status Tighten(int fd, const struct stat& st, const std::string& what) {
 
 }  // namespace
 
+Status ForEachEntry(int dir_fd, const std::string& path,
+                    const std::function<Status(const std::string& name)>& fn) {
+  int scan_fd = TRY(Syscall("open " + path, [&] {
+    return ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  }));
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(scan_fd), ::closedir);
+  if (!dir) {
+    ::close(scan_fd);
+    return Err(Error::FromErrno("opendir " + path));
+  }
+  for (;;) {
+    errno = 0;
+    struct dirent* ent = ::readdir(dir.get());
+    if (ent == nullptr) {
+      if (errno != 0) return Err(Error::FromErrno("readdir " + path));
+      return Ok();
+    }
+    std::string name = ent->d_name;
+    if (name == "." || name == "..") continue;
+    TRY(fn(name));
+  }
+}
+
 Result<UniqueFd> EnsurePrivateStateDir(const std::string& path) {
   TRY(MakeDirs(DirName(path), 0755));
   uid_t owner = ::geteuid();
@@ -86,32 +109,17 @@ Result<UniqueFd> EnsurePrivateStateDir(const std::string& path) {
 
   // Children: only directories with group/other bits need a look (a cheap
   // readdir + fstatat per entry; no qube can write here).
-  int scan_fd = TRY(Syscall("open " + path, [&] {
-    return ::openat(fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  }));
-  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(scan_fd), ::closedir);
-  if (!dir) {
-    ::close(scan_fd);
-    return Err(Error::FromErrno("opendir " + path));
-  }
-  for (;;) {
-    errno = 0;
-    struct dirent* ent = ::readdir(dir.get());
-    if (ent == nullptr) {
-      if (errno != 0) return Err(Error::FromErrno("readdir " + path));
-      break;
-    }
-    std::string name = ent->d_name;
-    if (name == "." || name == "..") continue;
+  // A named lambda: TRY inside a TRY argument would shadow its own temporary.
+  auto tighten_child = [&](const std::string& name) -> Status {
     struct stat child {};
     if (::fstatat(fd.get(), name.c_str(), &child, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno == ENOENT) continue;  // removed meanwhile
+      if (errno == ENOENT) return Ok();  // removed meanwhile
       return Err(Error::FromErrno("stat " + path + "/" + name));
     }
-    if (!S_ISDIR(child.st_mode) || (child.st_mode & 077) == 0) continue;
+    if (!S_ISDIR(child.st_mode) || (child.st_mode & 077) == 0) return Ok();
     auto child_fd = OpenDirAt(fd.get(), name, path + "/" + name);
     if (!child_fd) {
-      if (child_fd.error().errno_value() == ENOENT) continue;
+      if (child_fd.error().errno_value() == ENOENT) return Ok();
       return Err(std::move(child_fd).error());
     }
     struct stat now {};
@@ -121,7 +129,9 @@ Result<UniqueFd> EnsurePrivateStateDir(const std::string& path) {
       mode_t mode = now.st_mode & 07700;
       TRY(Syscall("chmod " + path + "/" + name, [&] { return ::fchmod(child_fd->get(), mode); }));
     }
-  }
+    return Ok();
+  };
+  TRY(ForEachEntry(fd.get(), path, tighten_child));
   return fd;
 }
 
