@@ -33,6 +33,23 @@ Result<bool> EnsureDirAt(int dir_fd, const std::string& name, mode_t mode, uid_t
 Status ForEachEntry(int dir_fd, const std::string& path,
                     const std::function<Status(const std::string& name)>& fn);
 
+// Removes every entry of `dir` whose name starts with one of `prefixes`
+// (hidden temporaries of an interrupted build or creation), logging each.
+Status RemoveLeftovers(const std::string& dir, const std::vector<std::string>& prefixes);
+
+// Opens (creating, mode 0600, never through a symlink) `name` below dir_fd
+// and takes an exclusive flock on it; closing the fd releases it.
+Result<UniqueFd> LockFileAt(int dir_fd, const std::string& name, const std::string& path);
+
+// Makes the directory `name` below dir_fd (the directory dir_path) once and
+// atomically (atomic_dir.cc): under a flock on .<name>.lock, removes
+// .<name>.tmp-* leftovers, calls fill on a fresh .<name>.tmp-XXXXXX (0700)
+// and renames it to `name` (RENAME_NOREPLACE). On failure the temporary
+// directory is removed. Returns false (and calls nothing) if `name` exists
+// already as a directory; anything else there is ENOTDIR.
+Result<bool> MakeDirOnce(int dir_fd, const std::string& dir_path, const std::string& name,
+                         const std::function<Status(int fd, const std::string& path)>& fill);
+
 // Makes `path` (S/templates or S/qubes) a directory only its owner can enter:
 // created (parents 0755) or tightened to 0700 and, when running as root, owned
 // by root. Every directory directly inside it that grants group/other access
