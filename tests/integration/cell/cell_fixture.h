@@ -14,6 +14,7 @@
 
 #include "cell/cell.h"
 #include "common/unique_fd.h"
+#include "storage/idmap_internal.h"
 #include "storage/storage.h"
 
 namespace tessera::cell::testing {
@@ -55,6 +56,8 @@ class CellTest : public ::testing::Test {
     }
     if (!tmp_.empty()) {
       (void)storage::RemoveTree(tmp_);
+      // Its ranges in the host registry are stale now: drop them.
+      (void)storage::internal::PruneIdRegistry(std::string(storage::kHostIdRegistryDir));
     }
   }
 

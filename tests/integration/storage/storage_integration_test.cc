@@ -22,6 +22,7 @@
 #include <string>
 
 #include "common/scope_guard.h"
+#include "storage/idmap_internal.h"
 #include "storage/storage.h"
 
 namespace tessera::storage {
@@ -41,6 +42,8 @@ class TempLayout {
   ~TempLayout() {
     std::error_code ec;
     std::filesystem::remove_all(base_, ec);
+    // Its ranges in the host registry are stale now: drop them.
+    (void)internal::PruneIdRegistry(std::string(kHostIdRegistryDir));
   }
   const Layout& layout() const { return layout_; }
   const std::string& base() const { return base_; }
