@@ -59,9 +59,11 @@ bool ResolveUser(const std::string& user, Credentials* creds, std::string* error
   size_t colon = user.find(':');
   if (ParseId(user.substr(0, colon), &uid) &&
       (colon == std::string::npos || ParseId(user.substr(colon + 1), &gid))) {
-    creds->uid = static_cast<uid_t>(uid);
-    creds->gid = static_cast<gid_t>(colon == std::string::npos ? uid : gid);
-    creds->home = "/";
+    // Built whole, not assigned field by field: GCC 12 -O3 takes `home = "/"`
+    // for an overlapping memcpy (-Wrestrict, a false positive).
+    *creds = Credentials{.uid = static_cast<uid_t>(uid),
+                         .gid = static_cast<gid_t>(colon == std::string::npos ? uid : gid),
+                         .home = "/"};
     return true;
   }
   // The qube's root owns this file and PID 1 reads it: a FIFO or device in
@@ -235,8 +237,9 @@ void HandleConnection(UniqueFd conn, bool reset_oom_score, std::map<pid_t, Uniqu
     for (;;) {
       size_t c = path.find(':', start);
       std::string dir = path.substr(start, c == std::string::npos ? std::string::npos : c - start);
-      if (dir.empty()) dir = ".";
-      candidates.push_back(dir + "/" + m.argv[0]);
+      // An empty entry is the current directory (not `dir = "."`: GCC 12 -O3
+      // takes that assignment for an overlapping memcpy, -Wrestrict).
+      candidates.push_back((dir.empty() ? std::string(".") : std::move(dir)) + "/" + m.argv[0]);
       if (c == std::string::npos) break;
       start = c + 1;
     }
