@@ -5,10 +5,11 @@
 // to their agent, and lists and cleans up what a crash left. The cell backend
 // (src/cell/) implements it today; a microVM backend will, behind the same
 // interface. Storage (templates, private volumes) is not the backend's: the
-// launcher (launcher.h) prepares it before Start and retires it after Stop.
+// launcher (launcher.h) has storage prepare it before Start and destroy a
+// disposable's after Stop.
 //
 //   std::unique_ptr<Backend> backend = ...;  // e.g. cell::CellBackend
-//   std::unique_ptr<Instance> work = TRY(backend->Start(spec));
+//   std::unique_ptr<Instance> work = TRY(backend::Launch(*backend, layout, plan));
 //   UniqueFd channel = TRY(work->OpenChannel());  // exec sessions: exec.h
 //   poll(work->exit_fd()) ... ; TRY(work->Stop(std::chrono::seconds(5)));
 //
@@ -27,6 +28,7 @@
 #include "backend/launch_spec.h"
 #include "common/error.h"
 #include "common/unique_fd.h"
+#include "storage/qube_storage.h"
 
 namespace tessera::backend {
 
@@ -68,8 +70,10 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;
   virtual Capabilities capabilities() const = 0;
-  // Starts `spec`. On failure nothing of the instance is left running.
-  virtual Result<std::unique_ptr<Instance>> Start(const LaunchSpec& spec) = 0;
+  // Starts `spec` on storage its owner prepared (storage/qube_storage.h). On
+  // failure nothing of the instance is left running.
+  virtual Result<std::unique_ptr<Instance>> Start(const LaunchSpec& spec,
+                                                  const storage::PreparedStorage& storage) = 0;
   // Re-attaches to an instance started by an earlier (possibly killed)
   // process. ESRCH when it is gone.
   virtual Result<std::unique_ptr<Instance>> Adopt(const std::string& name) = 0;

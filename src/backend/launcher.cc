@@ -46,6 +46,26 @@ Status EnsureTemplate(const storage::Layout& layout, const TemplateNeed& need,
   return Ok();
 }
 
+storage::QubeStorageRequest StorageRequestFor(const LaunchSpec& spec) {
+  storage::QubeStorageRequest request;
+  request.qube = spec.name;
+  switch (spec.root) {
+    case RootKind::kOverlay:
+      request.root = storage::RootSource::kTemplateShared;
+      break;
+    case RootKind::kTemplate:
+      request.root = storage::RootSource::kTemplateOwn;
+      break;
+    case RootKind::kStandalone:
+      request.root = storage::RootSource::kStandalone;
+      break;
+  }
+  request.template_name = spec.template_name;
+  request.disposable = spec.disposable;
+  request.snapshot_from = spec.snapshot_from;
+  return request;
+}
+
 Result<std::unique_ptr<Instance>> Launch(Backend& backend, const storage::Layout& layout,
                                          const LaunchPlan& plan, const BuildNotice& notice) {
   if (plan.template_need) {
@@ -57,7 +77,10 @@ Result<std::unique_ptr<Instance>> Launch(Backend& backend, const storage::Layout
     }
     if (needed) TRY(EnsureTemplate(layout, *plan.template_need, notice));
   }
-  return backend.Start(plan.spec);
+  storage::PreparedStorage prepared =
+      TRY_CTX(storage::PrepareQubeStorage(layout, StorageRequestFor(plan.spec)),
+              "qube " + plan.spec.name + ": storage");
+  return backend.Start(plan.spec, prepared);
 }
 
 Status Retire(Instance& instance, const storage::Layout& layout, bool disposable,

@@ -18,6 +18,7 @@
 #include "backend/backend.h"
 #include "backend/planner.h"
 #include "common/error.h"
+#include "storage/qube_storage.h"
 #include "storage/storage.h"
 
 namespace tessera::backend {
@@ -35,7 +36,12 @@ using BuildNotice = std::function<void(const TemplateNeed& need)>;
 Status EnsureTemplate(const storage::Layout& layout, const TemplateNeed& need,
                       const BuildNotice& notice = nullptr);
 
-// EnsureTemplate (when the plan's root needs it), then backend.Start.
+// What storage must prepare for `spec`.
+storage::QubeStorageRequest StorageRequestFor(const LaunchSpec& spec);
+
+// EnsureTemplate (when the plan's root needs it), storage prepared
+// (storage::PrepareQubeStorage: id range, root, private volume, a
+// disposable's snapshot), then backend.Start.
 Result<std::unique_ptr<Instance>> Launch(Backend& backend, const storage::Layout& layout,
                                          const LaunchPlan& plan,
                                          const BuildNotice& notice = nullptr);

@@ -30,13 +30,16 @@
 #include <optional>
 #include <thread>
 
+#include "backend/launcher.h"
 #include "cell/cgroups.h"
 #include "cell/child_setup.h"
 #include "cell/seccomp_filter.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/names.h"
 #include "common/scope_guard.h"
 #include "common/syscall.h"
+#include "storage/id_shift.h"
 
 namespace tessera::cell {
 namespace {
@@ -65,16 +68,7 @@ using nlohmann::json;
 constexpr const char* kRecordFile = "cell.json";
 constexpr const char* kControlSocket = "control.sock";
 
-Status CheckName(const std::string& name) {
-  bool ok = !name.empty() && name.size() <= 31 &&
-            ((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z'));
-  for (char c : name) {
-    ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                c == '_' || c == '.' || c == '-');
-  }
-  if (!ok) return Err(Error("invalid qube name \"" + name + "\"", EINVAL));
-  return Ok();
-}
+Status CheckName(const std::string& name) { return ValidateName(name); }
 
 // Field 22 of /proc/<pid>/stat: start time in clock ticks since boot. With the
 // pid, it names a process uniquely (pids are reused, start times are not).
@@ -177,52 +171,6 @@ Result<UniqueFd> CloneTree(int dirfd, const std::string& path, bool recursive,
   int fd = ::open_tree(dirfd, path.c_str(), flags);
   if (fd < 0) return Err(Error::FromErrno("open_tree " + what));
   return UniqueFd(fd);
-}
-
-// The private volume is owned on the host by the qube's own id range, so no
-// file a qube writes there (setuid binaries included) is host-root owned.
-// Storage creates it root-owned; the first start shifts it. Walks with
-// *at() calls and never follows symlinks.
-Status ShiftOwnership(int dirfd, uid_t base, int depth) {
-  if (depth > 64) return Err(Error("private volume nested too deeply", ELOOP));
-  UniqueFd dup(::fcntl(dirfd, F_DUPFD_CLOEXEC, 3));
-  DIR* dir = ::fdopendir(dup.release());
-  if (dir == nullptr) return Err(Error::FromErrno("fdopendir"));
-  auto close_dir = ScopeGuard([&] { ::closedir(dir); });
-  while (dirent* e = ::readdir(dir)) {
-    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
-    struct stat st;
-    if (::fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-    uid_t uid = st.st_uid < storage::kIdsPerQube ? base + st.st_uid : st.st_uid;
-    gid_t gid = st.st_gid < storage::kIdsPerQube ? base + st.st_gid : st.st_gid;
-    if (::fchownat(dirfd, e->d_name, uid, gid, AT_SYMLINK_NOFOLLOW) != 0) {
-      return Err(Error::FromErrno(std::string("chown ") + e->d_name));
-    }
-    if (S_ISDIR(st.st_mode)) {
-      UniqueFd sub(::openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (!sub) return Err(Error::FromErrno(std::string("open ") + e->d_name));
-      TRY(ShiftOwnership(sub.get(), base, depth + 1));
-    }
-  }
-  return Ok();
-}
-
-Status PreparePrivateVolume(const storage::Layout& layout, const std::string& name, uid_t base) {
-  TRY(storage::EnsurePrivateVolume(layout, name));
-  std::string dir = layout.PrivateVolume(name);
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd) return Err(Error::FromErrno("open private volume " + dir));
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return Err(Error::FromErrno("stat " + dir));
-  if (st.st_uid == base) return Ok();
-  if (st.st_uid != 0) {
-    return Err(Error("private volume " + dir + " is owned by uid " + std::to_string(st.st_uid) +
-                         ", neither root nor the qube's id base " + std::to_string(base),
-                     EPERM));
-  }
-  TRY(ShiftOwnership(fd.get(), base, 0));
-  if (::fchown(fd.get(), base, base) != 0) return Err(Error::FromErrno("chown " + dir));
-  return Ok();
 }
 
 Status WriteIdMap(pid_t pid, const char* file, uid_t base, uint32_t count) {
@@ -339,8 +287,16 @@ Cell& Cell::operator=(Cell&& other) noexcept {
 
 Cell::~Cell() = default;
 
-Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
+Result<Cell> Cell::Start(const storage::Layout& layout, const CellSpec& spec,
                          const CellOptions& options) {
+  storage::PreparedStorage prepared =
+      TRY_CTX(storage::PrepareQubeStorage(layout, backend::StorageRequestFor(spec)),
+              "start cell " + spec.name + ": storage");
+  return Start(layout, spec, prepared, options);
+}
+
+Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
+                         const storage::PreparedStorage& prepared, const CellOptions& options) {
   TRY(CheckName(spec.name));
   storage::Layout layout = layout_in;
   TRY(MakeDirs(layout.state_dir, 0755));
@@ -367,27 +323,14 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   TRY_CTX(CleanupLocked(layout, name), ctx("clean up a previous run"));
   clock.Mark("leftovers");
 
-  storage::IdRange ids = TRY_CTX(storage::AllocateIdRange(layout, name), ctx("id range"));
-  std::string root_path;
-  std::vector<std::string> host_ro_binds;
-  if (spec.root == RootKind::kStandalone) {
-    TRY_CTX(storage::EnsureStandaloneRoot(layout, name, spec.template_name, ids),
-            ctx("standalone root"));
-    root_path = layout.StandaloneRoot(name);
-    if (!spec.template_name.empty()) {
-      if (auto info = storage::ReadTemplateInfo(layout, spec.template_name); info) {
-        host_ro_binds = info->host_ro_binds;
-      }
-    }
-  } else {
-    if (spec.template_name.empty()) return Err(Error(ctx("no template named in the spec"), EINVAL));
-    storage::TemplateInfo info = TRY_CTX(storage::ReadTemplateInfo(layout, spec.template_name),
-                                         ctx("template " + spec.template_name));
-    host_ro_binds = info.host_ro_binds;
-    root_path = layout.TemplateRoot(spec.template_name);
+  // Storage was made ready by its owner (storage::PrepareQubeStorage, called
+  // by the launcher): the id range, the root tree, the private volume.
+  const storage::IdRange& ids = prepared.ids;
+  const std::string& root_path = prepared.root_path;
+  const std::vector<std::string>& host_ro_binds = prepared.host_ro_binds;
+  if (ids.count == 0 || root_path.empty() || prepared.private_volume.empty()) {
+    return Err(Error(ctx("storage not prepared"), EINVAL));
   }
-  TRY_CTX(PreparePrivateVolume(layout, name, ids.base), ctx("private volume"));
-  clock.Mark("storage");
 
   // Everything below is undone by `undo` unless the start succeeds.
   std::string scratch = TRY_CTX(storage::CreateScratch(layout, name), ctx("scratch dir"));
@@ -481,7 +424,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
     TRY_CTX(add_host_bind(b.host_path, b.cell_path, false), ctx("bind"));
   }
   {
-    std::string priv = layout.PrivateVolume(name);
+    const std::string& priv = prepared.private_volume;
     UniqueFd priv_dir(::open(priv.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!priv_dir) return Err(Error::FromErrno(ctx("open " + priv)));
     for (const char* sub : {"home", "rw"}) {

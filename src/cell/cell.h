@@ -35,6 +35,7 @@
 #include "backend/launch_spec.h"
 #include "common/error.h"
 #include "common/unique_fd.h"
+#include "storage/qube_storage.h"
 #include "storage/storage.h"
 
 namespace tessera::cell {
@@ -61,7 +62,12 @@ struct CellOptions {
 class Cell : public backend::Instance {
  public:
   // Creates cgroups, scratch, the control socket and the namespaces, builds the
-  // root filesystem and execs the agent as PID 1. On failure nothing is left.
+  // root filesystem from `storage` (storage::PrepareQubeStorage made it) and
+  // execs the agent as PID 1. On failure nothing of the cell is left.
+  static Result<Cell> Start(const storage::Layout& layout, const CellSpec& spec,
+                            const storage::PreparedStorage& storage, const CellOptions& options);
+  // The same after preparing the storage itself (tests, tools): the
+  // launcher (backend/launcher.h) is what tesserad and `tessera cell run` use.
   static Result<Cell> Start(const storage::Layout& layout, const CellSpec& spec,
                             const CellOptions& options = {});
 

@@ -2,8 +2,9 @@
 
 namespace tessera::cell {
 
-Result<std::unique_ptr<backend::Instance>> CellBackend::Start(const backend::LaunchSpec& spec) {
-  Cell cell = TRY(Cell::Start(layout_, spec, options_));
+Result<std::unique_ptr<backend::Instance>> CellBackend::Start(
+    const backend::LaunchSpec& spec, const storage::PreparedStorage& storage) {
+  Cell cell = TRY(Cell::Start(layout_, spec, storage, options_));
   return std::unique_ptr<backend::Instance>(std::make_unique<Cell>(std::move(cell)));
 }
 

@@ -4,7 +4,7 @@
 // cells without knowing they are cells.
 //
 //   cell::CellBackend cells(layout, {});
-//   std::unique_ptr<backend::Instance> work = TRY(cells.Start(plan.spec));
+//   std::unique_ptr<backend::Instance> work = TRY(backend::Launch(cells, layout, plan));
 
 #include <memory>
 #include <string>
@@ -26,7 +26,8 @@ class CellBackend : public backend::Backend {
 
   std::string_view name() const override { return "cell"; }
   backend::Capabilities capabilities() const override { return kCapabilities; }
-  Result<std::unique_ptr<backend::Instance>> Start(const backend::LaunchSpec& spec) override;
+  Result<std::unique_ptr<backend::Instance>> Start(const backend::LaunchSpec& spec,
+                                                   const storage::PreparedStorage& storage) override;
   Result<std::unique_ptr<backend::Instance>> Adopt(const std::string& name) override;
   Result<std::vector<std::string>> Leftovers() override;
   Status Cleanup(const std::string& name) override;

@@ -241,7 +241,12 @@ std::thread CellCgroups::WarmUpAttach() {
       size_t a = line.find(':');
       size_t b = a == std::string::npos ? a : line.find(':', a + 1);
       if (b == std::string::npos) continue;
-      std::string ctrls = "," + line.substr(a + 1, b - a - 1) + ",";
+      // ",CONTROLLERS," appended piece by piece: `"," + string` builds by
+      // inserting at the front, which GCC 12 -O3 takes for an overlapping
+      // memcpy (-Wrestrict, a false positive).
+      std::string ctrls(1, ',');
+      ctrls.append(line, a + 1, b - a - 1);
+      ctrls += ',';
       if (ctrls.find(",memory,") == std::string::npos) continue;
       std::string dir = root + "/memory" + line.substr(b + 1);
       (void)WriteValue(dir + "/tasks", std::to_string(::gettid()));

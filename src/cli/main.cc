@@ -3,13 +3,14 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "cli/command.h"
 #include "common/check.h"
-#include "config/values.h"
+#include "common/text.h"
 
 namespace tessera::cli {
 namespace {
@@ -70,17 +71,12 @@ void RegisterAll(CLI::App& app, CliContext& ctx) {
 
 // "unknown command X" with the nearest verb as a hint.
 void ReportUnknownVerb(std::string_view verb) {
-  std::string best;
-  size_t best_distance = 3;  // suggest only close ones
-  for (const auto& entry : Registry()) {
-    for (const char* v : entry.verbs) {
-      size_t d = config::EditDistance(verb, v);
-      if (d < best_distance) best_distance = d, best = v;
-    }
-  }
-  std::fprintf(stderr, "tessera: unknown command '%.*s'%s%s%s; `tessera --help` lists them\n",
-               static_cast<int>(verb.size()), verb.data(), best.empty() ? "" : " (did you mean '",
-               best.c_str(), best.empty() ? "" : "'?)");
+  std::vector<std::string> verbs;
+  for (const auto& entry : Registry()) verbs.insert(verbs.end(), entry.verbs.begin(), entry.verbs.end());
+  std::optional<std::string> best = ClosestMatch(verb, verbs);
+  std::string hint = best ? " (did you mean '" + *best + "'?)" : "";
+  std::fprintf(stderr, "tessera: unknown command '%s'%s; `tessera --help` lists them\n",
+               EscapeControl(verb, EscapeNewlines::kEscape).c_str(), hint.c_str());
 }
 
 }  // namespace

@@ -19,7 +19,7 @@
 #include "policy/loader.h"
 #include "policy/policy.h"
 #include "policy/system.h"
-#include "policy/system_from_config.h"
+#include "rpc/system_from_config.h"
 
 namespace tessera::cli {
 namespace {
@@ -146,7 +146,7 @@ std::unique_ptr<policy::SystemInfo> LoadSystem(const PolicyOptions& opts, Config
     std::fprintf(stderr, "tessera policy: (use --system FILE or --config FILE)\n");
     return nullptr;
   }
-  return std::make_unique<policy::SystemInfo>(policy::SystemFromConfig(*system));
+  return std::make_unique<policy::SystemInfo>(rpc::SystemFromConfig(*system));
 }
 
 json Nullable(const std::optional<std::string>& s) { return s ? json(*s) : json(nullptr); }

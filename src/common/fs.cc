@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 
+#include "common/scope_guard.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
 
@@ -33,37 +35,47 @@ std::string DirName(const std::string& path) {
   return path.substr(0, slash);
 }
 
-Status WriteFileAtomic(const std::string& path, const std::string& content, mode_t mode) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    UniqueFd fd(TRY(Syscall("open " + tmp, [&] {
-      return ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+Status WriteAll(int fd, std::string_view data, const std::string& what) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = TRY(SyscallSize("write " + what, [&] {
+      return ::write(fd, data.data() + done, data.size() - done);
+    }));
+    done += static_cast<size_t>(n);
+  }
+  return Ok();
+}
+
+Status WriteFileAtomic(const std::string& path, const std::string& content, mode_t mode,
+                       Durability durability) {
+  std::string tmp = path + ".tmp-XXXXXX";
+  UniqueFd fd(TRY(Syscall("create a temporary file for " + path,
+                          [&] { return ::mkostemp(tmp.data(), O_CLOEXEC); })));
+  bool renamed = false;
+  auto remove_tmp = ScopeGuard([&] {
+    if (!renamed) ::unlink(tmp.c_str());
+  });
+  TRY(WriteAll(fd.get(), content, tmp));
+  TRY(Syscall("chmod " + tmp, [&] { return ::fchmod(fd.get(), mode); }));
+  if (durability == Durability::kSynced) {
+    TRY(Syscall("fsync " + tmp, [&] { return ::fsync(fd.get()); }));
+  }
+  // Closed before the rename: a reader never sees the file while it is open
+  // for writing (matters to tools that watch for close-after-write).
+  fd.reset();
+  TRY(Syscall("rename " + tmp + " to " + path,
+              [&] { return ::rename(tmp.c_str(), path.c_str()); }));
+  renamed = true;
+  if (durability == Durability::kSynced) {
+    std::string dir = DirName(path);
+    UniqueFd dir_fd(TRY(Syscall("open directory " + dir, [&] {
+      return ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     })));
-    size_t done = 0;
-    while (done < content.size()) {
-      auto n = SyscallSize("write " + tmp, [&] {
-        return ::write(fd.get(), content.data() + done, content.size() - done);
-      });
-      if (!n) {
-        ::unlink(tmp.c_str());
-        return Err(std::move(n).error());
-      }
-      done += static_cast<size_t>(*n);
-    }
-    if (::fsync(fd.get()) != 0) {
-      Error e = Error::FromErrno("fsync " + tmp);
-      ::unlink(tmp.c_str());
-      return Err(std::move(e));
+    // EINVAL: the file system cannot sync directories (nothing more to do).
+    if (::fsync(dir_fd.get()) != 0 && errno != EINVAL) {
+      return Err(Error::FromErrno("fsync directory " + dir));
     }
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    Error e = Error::FromErrno("rename " + tmp + " to " + path);
-    ::unlink(tmp.c_str());
-    return Err(std::move(e));
-  }
-  std::string dir = DirName(path);
-  UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir_fd.valid()) ::fsync(dir_fd.get());
   return Ok();
 }
 

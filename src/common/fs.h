@@ -2,12 +2,14 @@
 // Small file helpers shared by every module.
 //
 //   TRY(WriteFileAtomic(state_dir + "/qubes.json", json_text, 0600));
+//   TRY(WriteFileAtomic(runtime_dir + "/cell.json", record, 0600, Durability::kCrashSafe));
 //   std::string text = TRY(ReadFile("/etc/tessera/system.toml"));
 
 #include <sys/types.h>
 
 #include <cstddef>
 #include <string>
+#include <string_view>
 
 #include "common/error.h"
 
@@ -17,10 +19,30 @@ namespace tessera {
 // exhaust memory).
 Result<std::string> ReadFile(const std::string& path, size_t max_bytes = 64u << 20);
 
-// Writes `content` to a temporary file beside `path`, fsyncs it, renames it over
-// `path` and fsyncs the directory: after a crash the file is either old or new,
-// never half-written.
-Status WriteFileAtomic(const std::string& path, const std::string& content, mode_t mode = 0644);
+// How far WriteFileAtomic goes to make a write survive.
+enum class Durability {
+  // fsync the file before the rename and the directory after it: after a
+  // crash of the host the file is the old or the new one, never half-written.
+  kSynced,
+  // Only write + rename: atomic against a crash of the writing process (the
+  // page cache survives it), microseconds instead of milliseconds; after a
+  // host crash the file may be old, empty or missing. For files whose loss a
+  // reboot makes moot (runtime dir) or that are rewritten constantly and
+  // recovered from (the daemon's state file).
+  kCrashSafe,
+};
+
+// The one way tessera replaces a file: writes `content` to a temporary file
+// created beside `path` (O_EXCL|O_CLOEXEC, unique random name, so concurrent
+// writers never share one), sets exactly `mode` (not filtered by the umask),
+// renames it over `path`. A failure at any step removes the temporary file
+// and leaves `path` as it was. A symlink at `path` is replaced, not followed.
+Status WriteFileAtomic(const std::string& path, const std::string& content, mode_t mode = 0644,
+                       Durability durability = Durability::kSynced);
+
+// Writes all of `data` to `fd` (short writes and EINTR retried); `what` names
+// the file in the error.
+Status WriteAll(int fd, std::string_view data, const std::string& what);
 
 // mkdir -p with `mode` for created directories; existing directories are fine.
 Status MakeDirs(const std::string& path, mode_t mode = 0755);

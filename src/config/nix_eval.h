@@ -5,8 +5,9 @@
 //       --option restrict-eval true --option allow-import-from-derivation false
 //       -I <directory of FILE> FILE
 //
-// spawned directly (posix_spawnp, no shell), stdin /dev/null, stdout and stderr
-// captured, killed after a timeout. Restricted evaluation lets the expression
+// spawned directly (RunProcess, common/spawn.h: PATH lookup, no shell, clean
+// signal state), stdin /dev/null, stdout and stderr captured, killed with its
+// process group after a timeout. Restricted evaluation lets the expression
 // read only files under its own directory and NIX_PATH entries (no
 // builtins.readFile "/etc/shadow", no fetching); --readonly-mode keeps the Nix
 // store untouched.

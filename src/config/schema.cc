@@ -9,11 +9,14 @@
 #include <algorithm>
 #include <array>
 #include <map>
+#include <optional>
 #include <set>
+#include <span>
 
+#include "common/paths.h"
+#include "common/text.h"
 #include "config/document.h"
 #include "config/values.h"
-#include "common/paths.h"
 
 namespace tessera::config {
 namespace {
@@ -108,9 +111,12 @@ std::string ClassPhrase(QubeClass klass) {
   return std::string(Article(klass)) + " " + std::string(ToString(klass)) + " qube";
 }
 
+// A likely typo is one edit away for words of up to 2 letters, two up to 5,
+// three beyond.
 std::string DidYouMean(std::string_view word, std::span<const std::string_view> candidates) {
-  std::string best = ClosestMatch(word, candidates);
-  return best.empty() ? "" : "; did you mean " + Quote(best) + "?";
+  size_t max_distance = std::min<size_t>(3, word.size() / 3 + 1);
+  std::optional<std::string> best = ClosestMatch(word, candidates, max_distance);
+  return best ? "; did you mean " + Quote(*best) + "?" : "";
 }
 
 struct Ref {

@@ -1,6 +1,7 @@
 #include "config/values.h"
 
 #include <arpa/inet.h>
+#include <uuid/uuid.h>
 
 #include <algorithm>
 #include <array>
@@ -8,7 +9,8 @@
 #include <charconv>
 #include <cstdint>
 #include <cstring>
-#include <vector>
+
+#include "common/names.h"
 
 namespace tessera::config {
 namespace {
@@ -44,59 +46,6 @@ bool ParseDecimal(std::string_view s, uint64_t max, uint64_t& out) {
   if (ec != std::errc() || ptr != s.data() + s.size() || value > max) return false;
   out = value;
   return true;
-}
-
-// SHA-1 (FIPS 180-4), only for name-based UUIDs as RFC 4122 prescribes; not
-// used for anything security-relevant.
-std::array<uint8_t, 20> Sha1(const std::vector<uint8_t>& message) {
-  uint32_t h[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u};
-  std::vector<uint8_t> data = message;
-  uint64_t bit_length = static_cast<uint64_t>(message.size()) * 8u;
-  data.push_back(0x80);
-  while (data.size() % 64 != 56) data.push_back(0);
-  for (int i = 7; i >= 0; --i) data.push_back(static_cast<uint8_t>(bit_length >> (i * 8)));
-  auto rotl = [](uint32_t x, int n) { return (x << n) | (x >> (32 - n)); };
-  for (size_t chunk = 0; chunk < data.size(); chunk += 64) {
-    uint32_t w[80];
-    for (int i = 0; i < 16; ++i) {
-      const uint8_t* p = &data[chunk + static_cast<size_t>(i) * 4];
-      w[i] = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
-    }
-    for (int i = 16; i < 80; ++i) w[i] = rotl(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
-    for (int i = 0; i < 80; ++i) {
-      uint32_t f, k;
-      if (i < 20) {
-        f = (b & c) | (~b & d);
-        k = 0x5A827999u;
-      } else if (i < 40) {
-        f = b ^ c ^ d;
-        k = 0x6ED9EBA1u;
-      } else if (i < 60) {
-        f = (b & c) | (b & d) | (c & d);
-        k = 0x8F1BBCDCu;
-      } else {
-        f = b ^ c ^ d;
-        k = 0xCA62C1D6u;
-      }
-      uint32_t temp = rotl(a, 5) + f + e + k + w[i];
-      e = d;
-      d = c;
-      c = rotl(b, 30);
-      b = a;
-      a = temp;
-    }
-    h[0] += a;
-    h[1] += b;
-    h[2] += c;
-    h[3] += d;
-    h[4] += e;
-  }
-  std::array<uint8_t, 20> digest{};
-  for (size_t i = 0; i < 5; ++i) {
-    for (size_t j = 0; j < 4; ++j) digest[i * 4 + j] = static_cast<uint8_t>(h[i] >> (24 - 8 * j));
-  }
-  return digest;
 }
 
 constexpr std::array<uint8_t, 16> kTesseraNamespace = {
@@ -166,18 +115,10 @@ Result<std::string> NormaliseIpv6(std::string_view address, std::string_view pre
 }  // namespace
 
 Status CheckQubeName(std::string_view name) {
-  if (name.empty()) return Err("a qube name must not be empty");
-  if (name.size() > kMaxQubeNameLength) {
-    return Err("qube name " + Quote(name) + " is longer than 31 characters");
-  }
-  if (!IsAsciiAlpha(name[0])) {
-    return Err("qube name " + Quote(name) + " must start with a letter");
-  }
-  for (char c : name) {
-    if (!IsAsciiAlnum(c) && c != '_' && c != '.' && c != '-') {
-      return Err("qube name " + Quote(name) +
-                 " may contain only letters, digits, '_', '.' and '-'");
-    }
+  // The syntax is every module's (common/names.h); the reserved names are
+  // the description's own rule.
+  if (Status syntax = ValidateName(name, "qube"); !syntax) {
+    return Err(Error(std::move(syntax).error().message()));
   }
   std::string lower = Lower(name);
   if (lower == "none" || lower == "default" || lower == "dom0" || lower == "domain-0") {
@@ -290,51 +231,13 @@ Result<std::string> NormaliseUuid(std::string_view text) {
 }
 
 std::string DeriveUuid(std::string_view name) {
-  std::vector<uint8_t> input(kTesseraNamespace.begin(), kTesseraNamespace.end());
-  input.insert(input.end(), name.begin(), name.end());
-  std::array<uint8_t, 20> digest = Sha1(input);
-  digest[6] = static_cast<uint8_t>((digest[6] & 0x0f) | 0x50);  // version 5
-  digest[8] = static_cast<uint8_t>((digest[8] & 0x3f) | 0x80);  // RFC 4122 variant
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out += '-';
-    out += kHex[digest[i] >> 4];
-    out += kHex[digest[i] & 0xf];
-  }
-  return out;
-}
-
-size_t EditDistance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t above = row[j];
-      size_t substitute = diagonal + (a[i - 1] == b[j - 1] ? 0 : 1);
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, substitute});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
-
-std::string ClosestMatch(std::string_view word, std::span<const std::string_view> candidates) {
-  // Long garbage never resembles anything; skip the quadratic work.
-  if (word.size() > 64) return "";
-  std::string best;
-  size_t best_distance = 0;
-  size_t limit = std::max<size_t>(1, std::min<size_t>(3, word.size() / 3 + 1));
-  for (std::string_view candidate : candidates) {
-    size_t distance = EditDistance(Lower(word), Lower(candidate));
-    if (distance <= limit && (best.empty() || distance < best_distance)) {
-      best = std::string(candidate);
-      best_distance = distance;
-    }
-  }
-  return best;
+  // RFC 4122 name-based, SHA-1 (version 5): libuuid does the hashing and
+  // sets the version and variant bits.
+  uuid_t uuid;
+  uuid_generate_sha1(uuid, kTesseraNamespace.data(), name.data(), name.size());
+  char text[37];
+  uuid_unparse_lower(uuid, text);
+  return text;
 }
 
 }  // namespace tessera::config

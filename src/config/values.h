@@ -8,7 +8,6 @@
 //   std::string id = DeriveUuid("work");                      // stable UUIDv5
 
 #include <cstddef>
-#include <span>
 #include <string>
 #include <string_view>
 
@@ -17,9 +16,7 @@
 
 namespace tessera::config {
 
-inline constexpr size_t kMaxQubeNameLength = 31;
-
-// Qubes rules: ^[a-zA-Z][a-zA-Z0-9_.-]*$, at most 31 characters, not reserved
+// Qubes rules: the name syntax of common/names.h (ValidateName), not reserved
 // ("none", "default", "dom0", "Domain-0" in any case, "disp<digits>" which names
 // generated disposables, or ending in "-dm").
 Status CheckQubeName(std::string_view name);
@@ -46,10 +43,5 @@ Result<std::string> NormaliseUuid(std::string_view text);
 // 43b394f7-1606-40c2-9213-a1bbcd96107e: the same name always gives the same UUID
 // (python: uuid.uuid5(UUID("43b394f7-..."), name)).
 std::string DeriveUuid(std::string_view name);
-
-// Levenshtein distance (for "did you mean" hints).
-size_t EditDistance(std::string_view a, std::string_view b);
-// The candidate closest to `word` if it is close enough to be a likely typo.
-std::string ClosestMatch(std::string_view word, std::span<const std::string_view> candidates);
 
 }  // namespace tessera::config

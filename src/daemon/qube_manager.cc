@@ -7,7 +7,7 @@
 
 #include "backend/launcher.h"
 #include "common/log.h"
-#include "config/values.h"
+#include "common/text.h"
 #include "daemon/recovery.h"
 
 namespace tessera::daemon {
@@ -80,10 +80,7 @@ std::vector<std::string> QubeManager::Names() const {
 
 ApiError QubeManager::NoSuchQube(const std::string& name) const {
   std::string message = "no such qube: " + name;
-  std::vector<std::string_view> candidates;
-  for (const auto& [known, e] : qubes_) candidates.push_back(known);
-  std::string best = config::ClosestMatch(name, candidates);
-  if (!best.empty()) message += " (did you mean " + best + "?)";
+  if (auto best = ClosestMatch(name, Names())) message += " (did you mean " + *best + "?)";
   return {codes::kNoSuchQube, message};
 }
 
@@ -269,7 +266,7 @@ void QubeManager::StartFailed(const std::string& name, std::string reason, Done<
               {{"qube", name}, {"error", cleaned.error().ToString()}});
         }
         if (Entry* now = Find(name)) {
-          SetState(name, *e, QubeState::kFailed, reason);
+          SetState(name, *now, QubeState::kFailed, reason);
           if (disposable) Forget(name);
         }
         for (auto* o : observers_) o->OnStopped(name);

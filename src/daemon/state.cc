@@ -1,8 +1,6 @@
 #include "daemon/state.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 
@@ -99,26 +97,7 @@ Result<DaemonState> LoadState(const std::string& path) {
 
 Status SaveState(const std::string& path, const DaemonState& state, Durability durability) {
   TRY(MakeDirs(DirName(path), 0700));
-  if (durability == Durability::kSynced) return WriteFileAtomic(path, StateToJson(state), 0600);
-  std::string tmp = path + ".tmp";
-  std::string text = StateToJson(state);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return Err(Error::FromErrno("open " + tmp));
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return Err(Error::FromErrno("write " + tmp, e));
-    }
-    done += static_cast<size_t>(n);
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return Err(Error::FromErrno("rename " + tmp));
-  return Ok();
+  return WriteFileAtomic(path, StateToJson(state), 0600, durability);
 }
 
 }  // namespace tessera::daemon

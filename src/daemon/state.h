@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "common/error.h"
+#include "common/fs.h"
 
 namespace tessera::daemon {
 
@@ -51,14 +52,11 @@ Result<DaemonState> StateFromJson(const std::string& text);
 // A missing file is an empty state; a corrupt one is an error (the daemon then
 // refuses to start rather than forget running cells).
 Result<DaemonState> LoadState(const std::string& path);
-// Durability: `kSynced` fsyncs the file and its directory (WriteFileAtomic);
-// `kCrashSafe` only writes a temporary file and renames it, which is atomic
-// against a crash of the daemon process (the page cache survives it) and costs
-// microseconds instead of milliseconds. The daemon uses kCrashSafe on every
-// transition under its lock: after a host crash the runtime directory (and so
-// every cell) is gone anyway and an old or unreadable state file is recovered
-// from (see Daemon::Recover).
-enum class Durability { kSynced, kCrashSafe };
+// Durability (common/fs.h): the daemon uses kCrashSafe on every transition
+// under its lock: after a host crash the runtime directory (and so every
+// cell) is gone anyway and an old or unreadable state file is recovered from
+// (see Daemon::Recover).
+using ::tessera::Durability;
 Status SaveState(const std::string& path, const DaemonState& state,
                  Durability durability = Durability::kSynced);
 

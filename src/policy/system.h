@@ -1,7 +1,8 @@
 #pragma once
 // What policy evaluation needs to know about the qubes of a system: type,
 // tags, uuid, disposable settings, power state. Built from the system
-// description (system_from_config.h), from a `--system` JSON file, or by tests.
+// description (rpc/system_from_config.h), from a `--system` JSON file, or by
+// tests.
 //
 //   policy::SystemInfo sys;
 //   sys.Add({.name = "work", .type = "AppVM", .uuid = "...", .tags = {"personal"}});

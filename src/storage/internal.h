@@ -3,11 +3,13 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "common/error.h"
 #include "common/unique_fd.h"
+#include "storage/id_shift.h"
 
 namespace tessera::storage::internal {
 
@@ -24,6 +26,30 @@ Result<UniqueFd> OpenDirAt(int dir_fd, const std::string& name, const std::strin
 Result<bool> EnsureDirAt(int dir_fd, const std::string& name, mode_t mode, uid_t uid, gid_t gid,
                          const std::string& what);
 
+// Calls fn(name) for each entry of the directory open as `dir_fd` but "."
+// and ".." (readdir order; the directory is read through its own fd, so
+// `dir_fd`'s offset is untouched), stopping at the first error. `path` names
+// the directory in errors.
+Status ForEachEntry(int dir_fd, const std::string& path,
+                    const std::function<Status(const std::string& name)>& fn);
+
+// Removes every entry of `dir` whose name starts with one of `prefixes`
+// (hidden temporaries of an interrupted build or creation), logging each.
+Status RemoveLeftovers(const std::string& dir, const std::vector<std::string>& prefixes);
+
+// Opens (creating, mode 0600, never through a symlink) `name` below dir_fd
+// and takes an exclusive flock on it; closing the fd releases it.
+Result<UniqueFd> LockFileAt(int dir_fd, const std::string& name, const std::string& path);
+
+// Makes the directory `name` below dir_fd (the directory dir_path) once and
+// atomically (atomic_dir.cc): under a flock on .<name>.lock, removes
+// .<name>.tmp-* leftovers, calls fill on a fresh .<name>.tmp-XXXXXX (0700)
+// and renames it to `name` (RENAME_NOREPLACE). On failure the temporary
+// directory is removed. Returns false (and calls nothing) if `name` exists
+// already as a directory; anything else there is ENOTDIR.
+Result<bool> MakeDirOnce(int dir_fd, const std::string& dir_path, const std::string& name,
+                         const std::function<Status(int fd, const std::string& path)>& fill);
+
 // Makes `path` (S/templates or S/qubes) a directory only its owner can enter:
 // created (parents 0755) or tightened to 0700 and, when running as root, owned
 // by root. Every directory directly inside it that grants group/other access
@@ -37,7 +63,8 @@ Result<UniqueFd> EnsurePrivateStateDir(const std::string& path);
 Status WriteFileAt(int dir_fd, const std::string& name, const std::string& content, mode_t mode,
                    const std::string& what);
 
-// Runs argv[0] (absolute path) with argv, stdin from /dev/null; captures stdout
+// Runs argv[0] (absolute path) with argv through RunProcess (common/spawn.h:
+// clean signal state, stdin from /dev/null, only fds 0-2); captures stdout
 // (up to 16 MiB) when `capture` is non-null, otherwise inherits it. Fails with
 // the exit status or signal in the message.
 Status RunCommand(const std::vector<std::string>& argv, std::string* capture);
@@ -62,16 +89,12 @@ bool OnDifferentMount(const FileId& a, const FileId& b);
 Status CopyTree(const std::string& source, int dest_fd, const std::string& dest_path);
 
 // Like CopyTree, but every copy (and `dest_fd` itself, which takes the
-// source's mode) is owned by base + its uid/gid (ids >= kIdsPerQube count as
-// 0) and keeps all its mode bits: setuid files stay setuid, but only ever for
-// ids of that qube's range. Needs root.
+// source's mode) is owned by the ids `shift` maps the source's to
+// (id_shift.h; an id outside both ranges is an error naming the file) and
+// keeps all its mode bits: setuid files stay setuid, but only ever for ids
+// of the target range. Needs root.
 Status CopyTreeShifted(const std::string& source, int dest_fd, const std::string& dest_path,
-                       uid_t base);
-
-// Shifts the ownership of the tree at dir_fd (itself included) by `base` in
-// place, the same way, restoring the setuid/setgid bits chown clears. Never
-// follows symlinks. For freshly built trees that nobody else can see yet.
-Status ShiftTree(int dir_fd, uid_t base, const std::string& path);
+                       const IdShift& shift);
 
 // Copies one file's content to `name` below dst_dir_fd (created, O_EXCL) with `mode`.
 Status CopyFileAt(const std::string& source, int dst_dir_fd, const std::string& name, mode_t mode,

@@ -1,5 +1,5 @@
-// Layout: where each qube's and template's files live, and name validation
-// (names become path components, so this is the gate against "../x").
+// Layout: where each qube's and template's files live (names are checked by
+// ValidateName, common/names.h, before they become path components).
 
 #include <string>
 
@@ -29,23 +29,6 @@ std::string Layout::ScratchDir(const std::string& name) const {
 
 bool operator==(const IdRange& a, const IdRange& b) {
   return a.base == b.base && a.count == b.count;
-}
-
-Status ValidateName(const std::string& name, const std::string& what) {
-  auto bad = [&](const std::string& why) {
-    return Err(Error(what + " name \"" + name + "\": " + why, EINVAL));
-  };
-  if (name.empty()) return bad("empty");
-  if (name.size() > 31) return bad("longer than 31 characters");
-  auto alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
-  auto digit = [](char c) { return c >= '0' && c <= '9'; };
-  if (!alpha(name[0])) return bad("must start with a letter");
-  for (char c : name) {
-    if (!alpha(c) && !digit(c) && c != '_' && c != '.' && c != '-') {
-      return bad("may contain only letters, digits, '_', '.' and '-'");
-    }
-  }
-  return Ok();
 }
 
 }  // namespace tessera::storage

@@ -7,29 +7,24 @@
 // root-owned. Nothing the qube writes there is owned by a host id outside its
 // range, so a setuid file it plants is never host-root setuid.
 //
-// Creation protocol (atomic): under an exclusive flock on
-// S/qubes/<name>/.root.lock, remove leftovers of a crashed creation
+// Creation protocol (atomic, internal::MakeDirOnce): under an exclusive flock
+// on S/qubes/<name>/.root.lock, remove leftovers of a crashed creation
 // (.root.tmp-*), fill a fresh .root.tmp-XXXXXX, shift it, and rename it to
 // root (RENAME_NOREPLACE). A failure removes the temporary directory; a crash
 // leaves only a hidden one that the next call removes. `root` therefore
 // either does not exist or is complete.
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
-#include <memory>
 #include <string>
-#include <vector>
 
 #include "common/log.h"
-#include "common/scope_guard.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
+#include "storage/id_shift.h"
 #include "storage/internal.h"
 #include "storage/storage.h"
 #include "storage/template_internal.h"
@@ -37,51 +32,18 @@
 namespace tessera::storage {
 namespace {
 
-constexpr const char* kTmpPrefix = ".root.tmp-";
-
-// True if S/qubes/<name>/root exists as a directory; an error if it is
-// anything else (a symlink is never followed).
-Result<bool> RootExists(int qube_fd, const std::string& path) {
-  struct stat st {};
-  if (::fstatat(qube_fd, "root", &st, AT_SYMLINK_NOFOLLOW) != 0) {
-    if (errno == ENOENT) return false;
-    return Err(Error::FromErrno("stat " + path));
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    return Err(Error(path + ": exists and is not a directory (refusing to use it)", ENOTDIR));
-  }
-  return true;
-}
-
-Status CleanLeftovers(const std::string& qube_dir) {
-  std::vector<std::string> leftovers;
-  {
-    std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(qube_dir.c_str()), ::closedir);
-    if (!d) return Err(Error::FromErrno("opendir " + qube_dir));
-    while (struct dirent* ent = ::readdir(d.get())) {
-      std::string n = ent->d_name;
-      if (n.rfind(kTmpPrefix, 0) == 0) leftovers.push_back(n);
-    }
-  }
-  for (const auto& n : leftovers) {
-    Log(LogLevel::kInfo, "removing leftover of an interrupted standalone root creation",
-        {{"path", qube_dir + "/" + n}});
-    TRY(RemoveTree(qube_dir + "/" + n));
-  }
-  return Ok();
-}
-
 Status Populate(const Layout& layout, const std::string& qube, const std::string& template_name,
                 const IdRange& ids, int tmp_fd, const std::string& tmp) {
   if (!template_name.empty()) {
     // Fails with ENOENT naming the template if it does not exist.
     TRY(ReadTemplateInfo(layout, template_name));
-    TRY(internal::CopyTreeShifted(layout.TemplateRoot(template_name), tmp_fd, tmp, ids.base));
+    TRY(internal::CopyTreeShifted(layout.TemplateRoot(template_name), tmp_fd, tmp,
+                                  IdShift{.from_base = 0, .to_base = ids.base}));
   } else {
     std::string detail;
     TRY(internal::BuildBusyboxTree(tmp_fd, tmp, &detail));
     TRY(Syscall("chmod " + tmp, [&] { return ::fchmod(tmp_fd, 0755); }));
-    TRY(internal::ShiftTree(tmp_fd, ids.base, tmp));
+    TRY(ShiftTreeOwnership(tmp_fd, tmp, IdShift{.from_base = 0, .to_base = ids.base}));
   }
   // Test hook: lets the atomicity test fail after the tree is made.
   if (const char* fail = std::getenv("TESSERA_TEST_FAIL_STANDALONE_ROOT");
@@ -106,43 +68,21 @@ Status EnsureStandaloneRoot(const Layout& layout, const std::string& qube,
                          ", count " + std::to_string(ids.count) + ")",
                      EINVAL));
   }
-  std::string root_path = layout.StandaloneRoot(qube);
   std::string qube_dir = layout.QubeDir(qube);
   UniqueFd qubes_fd = TRY(internal::EnsurePrivateStateDir(layout.state_dir + "/qubes"));
   TRY(internal::EnsureDirAt(qubes_fd.get(), qube, 0700, 0, 0, qube_dir));
   UniqueFd qube_fd = TRY(internal::OpenDirAt(qubes_fd.get(), qube, qube_dir));
-  if (TRY(RootExists(qube_fd.get(), root_path))) return Ok();  // the usual case: every start
-
-  std::string lock_path = qube_dir + "/.root.lock";
-  UniqueFd lock(TRY(Syscall("open " + lock_path, [&] {
-    return ::openat(qube_fd.get(), ".root.lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-  })));
-  TRY(Syscall("flock " + lock_path, [&] { return ::flock(lock.get(), LOCK_EX); }));
-  if (TRY(RootExists(qube_fd.get(), root_path))) return Ok();  // made while we waited
-  TRY(CleanLeftovers(qube_dir));
-
-  std::string tmpl = qube_dir + "/" + kTmpPrefix + "XXXXXX";
-  if (::mkdtemp(tmpl.data()) == nullptr) return Err(Error::FromErrno("mkdtemp in " + qube_dir));
-  std::string tmp = tmpl;
-  ScopeGuard cleanup([&] {
-    auto removed = RemoveTree(tmp);
-    if (!removed) {
-      Log(LogLevel::kWarn, "could not remove failed standalone root",
-          {{"path", tmp}, {"error", removed.error().ToString()}});
-    }
-  });
-  UniqueFd tmp_fd = TRY(internal::OpenDir(tmp, O_NOFOLLOW));
-  TRY_CTX(Populate(layout, qube, template_name, ids, tmp_fd.get(), tmp),
-          "create standalone root of qube " + qube +
-              (template_name.empty() ? " from busybox" : " from template " + template_name));
-  std::string tmp_base = tmp.substr(qube_dir.size() + 1);
-  TRY(Syscall("rename " + tmp + " to " + root_path, [&] {
-    return ::renameat2(qube_fd.get(), tmp_base.c_str(), qube_fd.get(), "root", RENAME_NOREPLACE);
-  }));
-  cleanup.Dismiss();
-  ::fsync(qube_fd.get());
-  Log(LogLevel::kInfo, "standalone root created",
-      {{"qube", qube}, {"from", template_name.empty() ? "busybox" : template_name}});
+  auto fill = [&](int tmp_fd, const std::string& tmp) -> Status {
+    TRY_CTX(Populate(layout, qube, template_name, ids, tmp_fd, tmp),
+            "create standalone root of qube " + qube +
+                (template_name.empty() ? " from busybox" : " from template " + template_name));
+    return Ok();
+  };
+  bool made = TRY(internal::MakeDirOnce(qube_fd.get(), qube_dir, "root", fill));
+  if (made) {
+    Log(LogLevel::kInfo, "standalone root created",
+        {{"qube", qube}, {"from", template_name.empty() ? "busybox" : template_name}});
+  }
   return Ok();
 }
 

@@ -16,6 +16,7 @@
 //   S/qubes/<name>/root/                persistent root of a standalone qube
 //                                       (shifted into its id range on disk)
 //   S/idmap.json                        qube name -> host id base (stable forever)
+//   /var/lib/tessera-ids/ranges.json    host-wide: base -> {state dir, qube}
 //   R/cells/<name>/                     per-run scratch (overlay upper/work, ...)
 //                                       removed when the qube stops
 
@@ -24,9 +25,11 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/error.h"
+#include "common/names.h"
 
 namespace tessera::storage {
 
@@ -55,21 +58,31 @@ bool operator==(const IdRange& a, const IdRange& b);
 inline constexpr uid_t kFirstHostId = 0x10000000;  // far above any real user
 inline constexpr uint32_t kIdsPerQube = 65536;
 
-// Returns the qube's range, allocating and persisting (atomically, under a lock)
-// a fresh one on first use. Stable across restarts and daemon crashes.
+// The host-wide registry of id ranges (ranges.json, ranges.lock): every
+// range any state directory on this host uses or retired, so two state
+// directories (two daemons, test runs) never hand out the same host ids.
+// Fixed on purpose: a second registry would bring the collisions back.
+inline constexpr std::string_view kHostIdRegistryDir = "/var/lib/tessera-ids";
+
+// Returns the qube's range, allocating and persisting (atomically, under the
+// registry's and then the state directory's lock) a fresh one on first use:
+// free in S/idmap.json and in the host registry. Stable across restarts and
+// daemon crashes. A range recorded before the registry existed is registered
+// now; one that another state directory holds is refused (EEXIST, naming
+// both). Needs write access to kHostIdRegistryDir (root).
 Result<IdRange> AllocateIdRange(const Layout& layout, const std::string& qube);
 // Forgets a qube's range. If its storage (S/qubes/<name>, R/cells/<name>) is
 // verified gone, the range is recycled: the next AllocateIdRange of any name
-// may get it. Otherwise it is never handed out again (files of those ids may
+// (in any state directory) may get it. Otherwise it is retired: never handed
+// out again while this state directory exists (files of those ids may
 // remain). DestroyQubeStorage calls this after removing the storage.
 Status ReleaseIdRange(const Layout& layout, const std::string& qube);
 // The qube's recorded range without allocating one (ENOENT if it has none).
 Result<IdRange> LookupIdRange(const Layout& layout, const std::string& qube);
 
-// Qube and template names: ^[a-zA-Z][a-zA-Z0-9_.-]*$, at most 31 characters
-// (they become path components, hostnames and cgroup names). `what` names the
-// kind ("qube", "template") in the error.
-Status ValidateName(const std::string& name, const std::string& what = "qube");
+// Qube and template names: common/names.h. Re-exported so callers that spell
+// it storage::ValidateName keep compiling.
+using ::tessera::ValidateName;
 
 // How a template's root tree is made.
 enum class TemplateSource { kBusybox, kDebootstrap, kDirectory, kHost };
@@ -127,7 +140,8 @@ Status SecureStateDirs(const Layout& layout);
 // does not exist yet: a copy of template `template_name`'s root tree, or, if
 // template_name is empty, a fresh busybox tree (as `--from busybox`). Every
 // file is owned on disk by ids.base + its id (shifted like a private volume,
-// setuid bits kept only with those shifted ids), so the cell must mount it
+// id_shift.h: setuid bits kept only with those shifted ids; a template file
+// of an id >= 65536 is refused, EPERM), so the cell must mount it
 // WITHOUT an idmap. Atomic: built in a hidden temp directory beside it and
 // renamed into place, under a per-qube lock; a failure or crash leaves no
 // `root`. An existing root is never touched (the second call is a no-op).

@@ -312,24 +312,7 @@ Result<UniqueFd> LockTemplate(const Layout& layout, const std::string& name) {
 
 // Removes hidden .<name>.tmp-* / .<name>.old-* directories of earlier builds.
 Status CleanLeftovers(const Layout& layout, const std::string& name) {
-  std::string dir = TemplatesDir(layout);
-  std::vector<std::string> leftovers;
-  {
-    std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
-    if (!d) return Err(Error::FromErrno("opendir " + dir));
-    std::string tmp_prefix = "." + name + ".tmp-";
-    std::string old_prefix = "." + name + ".old-";
-    while (struct dirent* ent = ::readdir(d.get())) {
-      std::string n = ent->d_name;
-      if (n.rfind(tmp_prefix, 0) == 0 || n.rfind(old_prefix, 0) == 0) leftovers.push_back(n);
-    }
-  }
-  for (const auto& n : leftovers) {
-    Log(LogLevel::kInfo, "removing leftover of an interrupted template build",
-        {{"path", dir + "/" + n}});
-    TRY(RemoveTree(dir + "/" + n));
-  }
-  return Ok();
+  return internal::RemoveLeftovers(TemplatesDir(layout), {"." + name + ".tmp-", "." + name + ".old-"});
 }
 
 Status Populate(const Layout& layout, const TemplateBuildOptions& options, const std::string& tmp,
@@ -582,7 +565,7 @@ Result<std::vector<TemplateInfo>> ListTemplates(const Layout& layout) {
     while (struct dirent* ent = ::readdir(d.get())) {
       std::string n = ent->d_name;
       if (n.empty() || n[0] == '.') continue;  // builds in progress, locks
-      if (!ValidateName(n, "template")) continue;
+      if (!IsValidName(n)) continue;
       names.push_back(n);
     }
   }

@@ -2,11 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,10 +14,9 @@
 #include <memory>
 
 #include "common/fs.h"
+#include "common/spawn.h"
 #include "common/syscall.h"
 #include "storage/internal.h"
-
-extern char** environ;
 
 namespace tessera::storage::internal {
 
@@ -75,6 +71,29 @@ Status Tighten(int fd, const struct stat& st, const std::string& what) {
 
 }  // namespace
 
+Status ForEachEntry(int dir_fd, const std::string& path,
+                    const std::function<Status(const std::string& name)>& fn) {
+  int scan_fd = TRY(Syscall("open " + path, [&] {
+    return ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  }));
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(scan_fd), ::closedir);
+  if (!dir) {
+    ::close(scan_fd);
+    return Err(Error::FromErrno("opendir " + path));
+  }
+  for (;;) {
+    errno = 0;
+    struct dirent* ent = ::readdir(dir.get());
+    if (ent == nullptr) {
+      if (errno != 0) return Err(Error::FromErrno("readdir " + path));
+      return Ok();
+    }
+    std::string name = ent->d_name;
+    if (name == "." || name == "..") continue;
+    TRY(fn(name));
+  }
+}
+
 Result<UniqueFd> EnsurePrivateStateDir(const std::string& path) {
   TRY(MakeDirs(DirName(path), 0755));
   uid_t owner = ::geteuid();
@@ -90,32 +109,17 @@ Result<UniqueFd> EnsurePrivateStateDir(const std::string& path) {
 
   // Children: only directories with group/other bits need a look (a cheap
   // readdir + fstatat per entry; no qube can write here).
-  int scan_fd = TRY(Syscall("open " + path, [&] {
-    return ::openat(fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  }));
-  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(scan_fd), ::closedir);
-  if (!dir) {
-    ::close(scan_fd);
-    return Err(Error::FromErrno("opendir " + path));
-  }
-  for (;;) {
-    errno = 0;
-    struct dirent* ent = ::readdir(dir.get());
-    if (ent == nullptr) {
-      if (errno != 0) return Err(Error::FromErrno("readdir " + path));
-      break;
-    }
-    std::string name = ent->d_name;
-    if (name == "." || name == "..") continue;
+  // A named lambda: TRY inside a TRY argument would shadow its own temporary.
+  auto tighten_child = [&](const std::string& name) -> Status {
     struct stat child {};
     if (::fstatat(fd.get(), name.c_str(), &child, AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno == ENOENT) continue;  // removed meanwhile
+      if (errno == ENOENT) return Ok();  // removed meanwhile
       return Err(Error::FromErrno("stat " + path + "/" + name));
     }
-    if (!S_ISDIR(child.st_mode) || (child.st_mode & 077) == 0) continue;
+    if (!S_ISDIR(child.st_mode) || (child.st_mode & 077) == 0) return Ok();
     auto child_fd = OpenDirAt(fd.get(), name, path + "/" + name);
     if (!child_fd) {
-      if (child_fd.error().errno_value() == ENOENT) continue;
+      if (child_fd.error().errno_value() == ENOENT) return Ok();
       return Err(std::move(child_fd).error());
     }
     struct stat now {};
@@ -125,7 +129,9 @@ Result<UniqueFd> EnsurePrivateStateDir(const std::string& path) {
       mode_t mode = now.st_mode & 07700;
       TRY(Syscall("chmod " + path + "/" + name, [&] { return ::fchmod(child_fd->get(), mode); }));
     }
-  }
+    return Ok();
+  };
+  TRY(ForEachEntry(fd.get(), path, tighten_child));
   return fd;
 }
 
@@ -135,68 +141,24 @@ Status WriteFileAt(int dir_fd, const std::string& name, const std::string& conte
     return ::openat(dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                     mode);
   })));
-  size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = TRY(SyscallSize("write " + what, [&] {
-      return ::write(fd.get(), content.data() + done, content.size() - done);
-    }));
-    done += static_cast<size_t>(n);
-  }
+  TRY(WriteAll(fd.get(), content, what));
   TRY(Syscall("chmod " + what, [&] { return ::fchmod(fd.get(), mode); }));
   return Ok();
 }
 
 Status RunCommand(const std::vector<std::string>& argv, std::string* capture) {
   if (argv.empty()) return Err("RunCommand: empty argv");
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-
-  int pipe_fds[2] = {-1, -1};
-  if (capture != nullptr && ::pipe2(pipe_fds, O_CLOEXEC) != 0) {
-    return Err(Error::FromErrno("pipe for " + argv[0]));
+  ProcessOptions options;
+  options.argv = argv;
+  options.out = capture != nullptr ? Output::kCapture : Output::kInherit;
+  options.max_capture_bytes = 16u << 20;
+  ProcessResult result = TRY(RunProcess(options));
+  if (result.output_limit_exceeded) {
+    return Err(Error(argv[0] + ": output larger than 16 MiB", EFBIG));
   }
-  UniqueFd read_end(pipe_fds[0]);
-  UniqueFd write_end(pipe_fds[1]);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  if (capture != nullptr) posix_spawn_file_actions_adddup2(&actions, write_end.get(), 1);
-  pid_t pid = -1;
-  int rc = ::posix_spawn(&pid, argv[0].c_str(), &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return Err(Error::FromErrno("spawn " + argv[0], rc));
-  write_end.reset();
-
-  Status read_status = Ok();
-  if (capture != nullptr) {
-    capture->clear();
-    char buf[65536];
-    for (;;) {
-      ssize_t n = ::read(read_end.get(), buf, sizeof buf);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        read_status = Err(Error::FromErrno("read output of " + argv[0]));
-        break;
-      }
-      if (n == 0) break;
-      if (capture->size() + static_cast<size_t>(n) > (16u << 20)) {
-        read_status = Err(Error(argv[0] + ": output larger than 16 MiB", EFBIG));
-        break;
-      }
-      capture->append(buf, static_cast<size_t>(n));
-    }
-    read_end.reset();  // a still-writing child gets EPIPE rather than blocking forever
-  }
-  int wstatus = 0;
-  TRY(Syscall("waitpid " + argv[0], [&] { return ::waitpid(pid, &wstatus, 0); }));
-  TRY(read_status);
-  if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) return Ok();
-  if (WIFEXITED(wstatus)) {
-    return Err(argv[0] + " exited with status " + std::to_string(WEXITSTATUS(wstatus)));
-  }
-  return Err(argv[0] + " killed by signal " + std::to_string(WTERMSIG(wstatus)));
+  if (!result.Succeeded()) return Err(result.Describe(argv[0]));
+  if (capture != nullptr) *capture = std::move(result.out);
+  return Ok();
 }
 
 namespace {

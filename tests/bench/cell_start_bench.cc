@@ -157,7 +157,6 @@ void BM_ExecInRunningCell(benchmark::State& state) {
   spec.name = "execbench";
   spec.template_name = "base";
   spec.disposable = true;
-  spec.agent_path = AgentPath();
   auto cell = Cell::Start(env.layout, spec, Options());
   if (!cell) {
     state.SkipWithError(cell.error().ToString().c_str());

@@ -17,6 +17,7 @@
 #include "cell/cell.h"
 #include "cell/cell_backend.h"
 #include "common/unique_fd.h"
+#include "storage/idmap_internal.h"
 #include "storage/storage.h"
 
 namespace tessera::cell::testing {
@@ -58,6 +59,8 @@ class CellTest : public ::testing::Test {
     }
     if (!tmp_.empty()) {
       (void)storage::RemoveTree(tmp_);
+      // Its ranges in the host registry are stale now: drop them.
+      (void)storage::internal::PruneIdRegistry(std::string(storage::kHostIdRegistryDir));
     }
   }
 

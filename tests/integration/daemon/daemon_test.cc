@@ -32,6 +32,7 @@
 #include "cell/cgroups.h"
 #include "common/fs.h"
 #include "common/unique_fd.h"
+#include "storage/idmap_internal.h"
 #include "wire/admin_client.h"
 #include "storage/storage.h"
 
@@ -139,6 +140,8 @@ class DaemonTest : public ::testing::Test {
     }
     std::string cmd = "rm -rf --one-file-system '" + root_ + "'";
     EXPECT_EQ(std::system(cmd.c_str()), 0);
+    // Its ranges in the host registry are stale now: drop them.
+    (void)storage::internal::PruneIdRegistry(std::string(storage::kHostIdRegistryDir));
   }
 
   void StartDaemon(std::vector<std::string> extra = {}) {

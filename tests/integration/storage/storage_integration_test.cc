@@ -22,6 +22,7 @@
 #include <string>
 
 #include "common/scope_guard.h"
+#include "storage/idmap_internal.h"
 #include "storage/storage.h"
 
 namespace tessera::storage {
@@ -41,6 +42,8 @@ class TempLayout {
   ~TempLayout() {
     std::error_code ec;
     std::filesystem::remove_all(base_, ec);
+    // Its ranges in the host registry are stale now: drop them.
+    (void)internal::PruneIdRegistry(std::string(kHostIdRegistryDir));
   }
   const Layout& layout() const { return layout_; }
   const std::string& base() const { return base_; }
@@ -424,7 +427,7 @@ TEST(TemplateCliTest, BuildListShowRemove) {
   EXPECT_EQ(r.status, 0) << r.out;
   r = RunShell(Env(t.layout()) + cli + " template build ../x --from busybox");
   EXPECT_EQ(r.status, 1);
-  EXPECT_THAT(r.out, HasSubstr("template name \"../x\""));
+  EXPECT_THAT(r.out, HasSubstr("template name '../x'"));
   r = RunShell(Env(t.layout()) + cli + " template build bb2 --from " + t.layout().TemplateRoot("bb"));
   EXPECT_EQ(r.status, 1);
   EXPECT_THAT(r.out, HasSubstr("inside the state directory"));

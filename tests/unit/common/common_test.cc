@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "common/fs.h"
 #include "common/log.h"
@@ -76,6 +78,88 @@ TEST(FsTest, WriteAtomicThenRead) {
   size_t entries = 0;
   for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir.path())) ++entries;
   EXPECT_EQ(entries, 1u);
+}
+
+size_t CountEntries(const std::string& dir) {
+  size_t entries = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++entries;
+  return entries;
+}
+
+TEST(FsTest, WriteAtomicSetsTheExactModeWhateverTheUmask) {
+  TempDir dir;
+  std::string path = dir.path() + "/f";
+  mode_t old = ::umask(077);
+  Status written = WriteFileAtomic(path, "x", 0644);
+  ::umask(old);
+  ASSERT_TRUE(written) << written.error().ToString();
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0644u);
+}
+
+TEST(FsTest, WriteAtomicCrashSafeReplacesTheFileAsAWhole) {
+  TempDir dir;
+  std::string path = dir.path() + "/state.json";
+  ASSERT_TRUE(WriteFileAtomic(path, "old", 0600, Durability::kCrashSafe));
+  UniqueFd reader(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(reader.valid());
+  ASSERT_TRUE(WriteFileAtomic(path, "new", 0600, Durability::kCrashSafe));
+  // A reader of the old file keeps the old content: a new inode was renamed in.
+  char buf[8] = {};
+  ASSERT_EQ(::read(reader.get(), buf, sizeof buf), 3);
+  EXPECT_STREQ(buf, "old");
+  EXPECT_EQ(*ReadFile(path), "new");
+  EXPECT_EQ(CountEntries(dir.path()), 1u);
+}
+
+TEST(FsTest, WriteAtomicFailureLeavesNoTemporaryFile) {
+  TempDir dir;
+  // rename over a non-empty directory fails after the temp file was written.
+  std::filesystem::create_directories(dir.path() + "/target/inside");
+  Status over_dir = WriteFileAtomic(dir.path() + "/target", "x");
+  ASSERT_FALSE(over_dir);
+  EXPECT_NE(over_dir.error().message().find("rename"), std::string::npos);
+  EXPECT_EQ(CountEntries(dir.path()), 1u);
+  // A missing directory fails at once.
+  Status missing = WriteFileAtomic(dir.path() + "/no/such/file", "x");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().errno_value(), ENOENT);
+  EXPECT_EQ(CountEntries(dir.path()), 1u);
+}
+
+TEST(FsTest, WriteAtomicReplacesASymlinkInsteadOfFollowingIt) {
+  TempDir dir;
+  std::string victim = dir.path() + "/victim";
+  ASSERT_TRUE(WriteFileAtomic(victim, "keep"));
+  ASSERT_EQ(::symlink(victim.c_str(), (dir.path() + "/link").c_str()), 0);
+  ASSERT_TRUE(WriteFileAtomic(dir.path() + "/link", "new"));
+  EXPECT_EQ(*ReadFile(victim), "keep");
+  EXPECT_TRUE(std::filesystem::is_regular_file(
+      std::filesystem::symlink_status(dir.path() + "/link")));
+}
+
+TEST(FsTest, ConcurrentAtomicWritersNeverMixContent) {
+  TempDir dir;
+  std::string path = dir.path() + "/shared";
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 6; ++t) {
+    writers.emplace_back([&, t] {
+      std::string content(100000, static_cast<char>('a' + t));
+      for (int i = 0; i < 20; ++i) {
+        Status s = WriteFileAtomic(path, content, 0600, Durability::kCrashSafe);
+        EXPECT_TRUE(s) << s.error().ToString();
+      }
+    });
+  }
+  for (int i = 0; i < 50; ++i) {
+    auto text = ReadFile(path);
+    if (!text) continue;  // not written yet
+    ASSERT_EQ(text->size(), 100000u);
+    EXPECT_EQ(text->find_first_not_of(text->front()), std::string::npos);
+  }
+  for (auto& w : writers) w.join();
+  EXPECT_EQ(CountEntries(dir.path()), 1u);
 }
 
 TEST(FsTest, ReadFileRefusesOversizedAndMissing) {

@@ -449,7 +449,7 @@ TEST(ValidationTest, DefaultDispvmMustBeADisposableTemplate) {
 }
 
 TEST(ValidationTest, DeepNestingIsRefusedNotCrashed) {
-  std::string toml = "a" + std::string("") ;
+  std::string toml = "a";
   for (int i = 0; i < 20000; ++i) toml += ".a";
   toml += " = 1\n";
   LoadOutcome dotted = LoadToml(toml);

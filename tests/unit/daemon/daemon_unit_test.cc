@@ -95,8 +95,10 @@ TEST(Auth, RootOrAdminGroupOnly) {
 }
 
 TEST(Auth, PeerOfSocketpairIsUs) {
-  Pair p;
-  auto peer = GetPeer(p.a.get());
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  UniqueFd a(fds[0]), b(fds[1]);
+  auto peer = GetPeer(a.get());
   ASSERT_TRUE(peer) << peer.error().ToString();
   EXPECT_EQ(peer->uid, ::getuid());
   EXPECT_EQ(peer->pid, ::getpid());

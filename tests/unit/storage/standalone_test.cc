@@ -46,7 +46,7 @@ TEST_F(StandaloneRootTest, CopiesTheTemplateShiftedIntoTheQubesRange) {
   ASSERT_TRUE(BuildTemplate(t_.layout(), "tpl", {}));
   std::string troot = t_.layout().TemplateRoot("tpl");
   // What a template qube may have left: a root setuid binary, a user file,
-  // a setgid file of group 1000, an id no qube can map.
+  // a setgid file of group 1000.
   std::filesystem::copy_file(troot + "/bin/busybox", troot + "/bin/suidsh");
   ASSERT_EQ(::chmod((troot + "/bin/suidsh").c_str(), 04755), 0);
   Spit(troot + "/etc/userfile", "u");
@@ -54,8 +54,6 @@ TEST_F(StandaloneRootTest, CopiesTheTemplateShiftedIntoTheQubesRange) {
   Spit(troot + "/etc/sgid", "g");
   ASSERT_EQ(::chown((troot + "/etc/sgid").c_str(), 0, 1000), 0);
   ASSERT_EQ(::chmod((troot + "/etc/sgid").c_str(), 02755), 0);
-  Spit(troot + "/etc/far", "f");
-  ASSERT_EQ(::chown((troot + "/etc/far").c_str(), 100000, 100000), 0);
 
   IdRange ids = *AllocateIdRange(t_.layout(), "solo");
   auto made = EnsureStandaloneRoot(t_.layout(), "solo", "tpl", ids);
@@ -78,7 +76,6 @@ TEST_F(StandaloneRootTest, CopiesTheTemplateShiftedIntoTheQubesRange) {
   EXPECT_EQ(sgid.st_gid, ids.base + 1000);
   EXPECT_EQ(sgid.st_mode & 07777, 02755u);
   EXPECT_EQ(LStat(root + "/etc/userfile").st_uid, ids.base + 1000);
-  EXPECT_EQ(LStat(root + "/etc/far").st_uid, ids.base);
   struct stat link = LStat(root + "/bin/sh");
   EXPECT_TRUE(S_ISLNK(link.st_mode));
   EXPECT_EQ(link.st_uid, ids.base);
@@ -92,6 +89,19 @@ TEST_F(StandaloneRootTest, CopiesTheTemplateShiftedIntoTheQubesRange) {
   auto names = Entries(t_.layout().QubeDir("solo"));
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{".root.lock", "root"}));
+}
+
+TEST_F(StandaloneRootTest, ATemplateFileOfAnUnmappableIdIsRefused) {
+  ASSERT_TRUE(BuildTemplate(t_.layout(), "tpl", {}));
+  std::string troot = t_.layout().TemplateRoot("tpl");
+  Spit(troot + "/etc/far", "f");
+  ASSERT_EQ(::chown((troot + "/etc/far").c_str(), 100000, 100000), 0);
+  IdRange ids = *AllocateIdRange(t_.layout(), "solo");
+  auto made = EnsureStandaloneRoot(t_.layout(), "solo", "tpl", ids);
+  ASSERT_FALSE(made);
+  EXPECT_EQ(made.error().errno_value(), EPERM);
+  EXPECT_THAT(made.error().ToString(), ::testing::HasSubstr(troot + "/etc/far"));
+  EXPECT_FALSE(Exists(t_.layout().StandaloneRoot("solo")));
 }
 
 TEST_F(StandaloneRootTest, BuildsFromBusyboxWithoutATemplate) {

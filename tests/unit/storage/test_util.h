@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 
+#include "storage/idmap_internal.h"
 #include "storage/storage.h"
 
 namespace tessera::storage::testing {
@@ -30,6 +31,10 @@ class TempLayout {
   ~TempLayout() {
     std::error_code ec;
     std::filesystem::remove_all(base_, ec);
+    // Ranges this layout registered host-wide are stale now: drop them, so a
+    // test run leaves the registry as it found it. Best effort (non-root
+    // cannot write it, and then registered nothing).
+    (void)internal::PruneIdRegistry(std::string(kHostIdRegistryDir));
   }
   const Layout& layout() const { return layout_; }
   const std::string& base() const { return base_; }

@@ -22,8 +22,11 @@ using testing::Spit;
 using testing::TempLayout;
 
 bool IsRoot() { return ::geteuid() == 0; }
+constexpr const char* kNeedsRoot =
+    "needs root: chowns into id ranges registered host-wide in /var/lib/tessera-ids";
 
 TEST(PrivateVolumeTest, CreatesTreeOwnedByTheQubesIds) {
+  if (!IsRoot()) GTEST_SKIP() << kNeedsRoot;
   TempLayout t;
   auto s = EnsurePrivateVolume(t.layout(), "work");
   ASSERT_TRUE(s) << s.error().ToString();
@@ -49,6 +52,7 @@ TEST(PrivateVolumeTest, CreatesTreeOwnedByTheQubesIds) {
 }
 
 TEST(PrivateVolumeTest, NeverTouchesExistingContent) {
+  if (!IsRoot()) GTEST_SKIP() << kNeedsRoot;
   TempLayout t;
   ASSERT_TRUE(EnsurePrivateVolume(t.layout(), "work"));
   std::string priv = t.layout().PrivateVolume("work");
@@ -62,6 +66,7 @@ TEST(PrivateVolumeTest, NeverTouchesExistingContent) {
 }
 
 TEST(PrivateVolumeTest, RefusesASymlinkedHome) {
+  if (!IsRoot()) GTEST_SKIP() << kNeedsRoot;
   TempLayout t;
   std::string outside = t.base() + "/outside";
   std::filesystem::create_directories(outside);
@@ -75,6 +80,7 @@ TEST(PrivateVolumeTest, RefusesASymlinkedHome) {
 }
 
 TEST(ScratchTest, CreatesFreshPrivateDirectory) {
+  if (!IsRoot()) GTEST_SKIP() << kNeedsRoot;
   TempLayout t;
   auto dir = CreateScratch(t.layout(), "disp1");
   ASSERT_TRUE(dir) << dir.error().ToString();
@@ -93,6 +99,7 @@ TEST(ScratchTest, CreatesFreshPrivateDirectory) {
 }
 
 TEST(DestroyQubeStorageTest, RemovesEverythingAndReleasesTheRange) {
+  if (!IsRoot()) GTEST_SKIP() << kNeedsRoot;
   TempLayout t;
   ASSERT_TRUE(EnsurePrivateVolume(t.layout(), "disp7"));
   ASSERT_TRUE(CreateScratch(t.layout(), "disp7"));

@@ -1,8 +1,10 @@
 #pragma once
 // The policy's view of a validated system description (config::System):
 // every qube with its Qubes type, tags, uuid and disposable settings, plus dom0.
+// It lives in rpc, not policy: the policy engine depends on common only, and
+// rpc (the qrexec-style broker) is where the description meets the engine.
 //
-//   policy::SystemInfo sys = policy::SystemFromConfig(system, [&](std::string_view q) {
+//   policy::SystemInfo sys = rpc::SystemFromConfig(system, [&](std::string_view q) {
 //     return daemon.IsRunning(q);
 //   });
 
@@ -12,11 +14,12 @@
 #include "config/model.h"
 #include "policy/system.h"
 
-namespace tessera::policy {
+namespace tessera::rpc {
 
 // `is_running` supplies the power state; without it every qube but dom0 is
 // Halted (so `autostart=no` rules allow only dom0).
-SystemInfo SystemFromConfig(const config::System& system,
-                            const std::function<bool(std::string_view)>& is_running = nullptr);
+policy::SystemInfo SystemFromConfig(
+    const config::System& system,
+    const std::function<bool(std::string_view)>& is_running = nullptr);
 
-}  // namespace tessera::policy
+}  // namespace tessera::rpc

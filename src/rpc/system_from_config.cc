@@ -1,15 +1,15 @@
-#include "policy/system_from_config.h"
+#include "rpc/system_from_config.h"
 
-namespace tessera::policy {
+namespace tessera::rpc {
 
-SystemInfo SystemFromConfig(const config::System& system,
-                            const std::function<bool(std::string_view)>& is_running) {
-  SystemInfo out;
-  QubeInfo dom0 = Dom0Info();
+policy::SystemInfo SystemFromConfig(const config::System& system,
+                                    const std::function<bool(std::string_view)>& is_running) {
+  policy::SystemInfo out;
+  policy::QubeInfo dom0 = policy::Dom0Info();
   dom0.default_dispvm = system.default_dispvm;
   out.Add(std::move(dom0));
   for (const config::Qube& q : system.qubes) {
-    QubeInfo info;
+    policy::QubeInfo info;
     info.name = q.name;
     info.type = std::string(config::QubesTypeName(q.klass));
     info.uuid = q.uuid;
@@ -23,4 +23,4 @@ SystemInfo SystemFromConfig(const config::System& system,
   return out;
 }
 
-}  // namespace tessera::policy
+}  // namespace tessera::rpc

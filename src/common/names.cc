@@ -1,0 +1,47 @@
+#include "common/names.h"
+
+#include <cerrno>
+#include <string>
+
+#include "common/text.h"
+
+namespace tessera {
+namespace {
+
+bool IsAsciiAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+bool IsNameChar(char c) {
+  return IsAsciiAlpha(c) || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
+}
+
+// Why `name` breaks the rule, or nullptr if it does not.
+const char* Violation(std::string_view name) {
+  if (name.empty()) return "must not be empty";
+  if (name.size() > kMaxNameLength) return "is longer than 31 characters";
+  if (!IsAsciiAlpha(name[0])) return "must start with a letter";
+  for (char c : name) {
+    if (!IsNameChar(c)) return "may contain only letters, digits, '_', '.' and '-'";
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+bool IsValidName(std::string_view name) { return Violation(name) == nullptr; }
+
+Status ValidateName(std::string_view name, std::string_view what) {
+  const char* why = Violation(name);
+  if (why == nullptr) return Ok();
+  std::string message(what);
+  message += " name ";
+  if (!name.empty()) {
+    message += "'";
+    // A rejected name may carry anything, terminal escapes included.
+    message += EscapeControl(name.substr(0, 64), EscapeNewlines::kEscape);
+    if (name.size() > 64) message += "...";
+    message += "' ";
+  }
+  message += why;
+  return Err(Error(std::move(message), EINVAL));
+}
+
+}  // namespace tessera

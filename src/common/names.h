@@ -1,0 +1,26 @@
+#pragma once
+// Names of qubes and templates: the one rule every module checks them against.
+// They become path components (S/qubes/<name>), hostnames, cgroup names and
+// policy tokens, so this is also the gate against "../x" and control bytes.
+//
+//   TRY(ValidateName(name));                  // "qube name '1x' must start with a letter"
+//   TRY(ValidateName(tmpl, "template"));
+//   if (!IsValidName(entry)) continue;        // skip foreign directory entries
+
+#include <cstddef>
+#include <string_view>
+
+#include "common/error.h"
+
+namespace tessera {
+
+inline constexpr size_t kMaxNameLength = 31;
+
+// ^[a-zA-Z][a-zA-Z0-9_.-]*$, at most kMaxNameLength characters. On failure an
+// EINVAL error naming `what` ("qube", "template", ...), the name (quoted,
+// escaped, cut when long) and the broken rule.
+Status ValidateName(std::string_view name, std::string_view what = "qube");
+
+bool IsValidName(std::string_view name);
+
+}  // namespace tessera

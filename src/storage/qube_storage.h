@@ -1,0 +1,77 @@
+#pragma once
+// The one entry point that makes a qube's storage ready before a backend
+// starts it, and the list of qubes that have storage. DestroyQubeStorage
+// (storage.h) is the one that removes it.
+//
+//   storage::QubeStorageRequest request;
+//   request.qube = "disp4711";
+//   request.template_name = "debian";
+//   request.disposable = true;
+//   request.snapshot_from = "debian-dvm";
+//   storage::PreparedStorage prepared = TRY(storage::PrepareQubeStorage(layout, request));
+//   // mount prepared.root_path (+ host_ro_binds), bind prepared.private_volume's home/rw,
+//   // map uids/gids 0..65535 to prepared.ids
+//   ...
+//   TRY(storage::DestroyQubeStorage(layout, "disp4711"));   // disposables, at stop
+
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "storage/storage.h"
+
+namespace tessera::storage {
+
+// What the qube's root tree is.
+enum class RootSource {
+  kTemplateShared,  // app/disposable: the template's tree, read-only, under an overlay
+  kTemplateOwn,     // the template qube itself: the template's tree, read-write
+  kStandalone,      // S/qubes/<n>/root, the qube's own (made at the first start)
+};
+
+struct QubeStorageRequest {
+  std::string qube;
+  RootSource root = RootSource::kTemplateShared;
+  // kTemplateShared/kTemplateOwn: the template; kStandalone: copied from at
+  // the first start ("" = a busybox tree).
+  std::string template_name;
+  bool disposable = false;
+  // Disposables: the disposable template whose private volume they start
+  // from ("" = an empty volume).
+  std::string snapshot_from;
+};
+
+struct PreparedStorage {
+  IdRange ids;
+  std::string root_path;                   // tree the backend mounts as root
+  std::vector<std::string> host_ro_binds;  // from template.json
+  std::string private_volume;              // S/qubes/<n>/private, owned by the qube's range
+};
+
+// In order: checks the request (names; a disposable is kTemplateShared; only
+// a disposable takes snapshot_from: EINVAL otherwise), reads the template
+// (ENOENT naming it if missing: building templates is not this function's
+// job; nothing is allocated or created then), allocates or looks up the
+// qube's id range, makes the standalone root at the first start, and makes
+// sure the private volume exists and belongs to the range (a host-root-owned
+// one of an older version is shifted).
+//
+// A disposable with snapshot_from gets, at its first preparation, a copy of
+// S/qubes/<snapshot_from>/private with every id moved from the disposable
+// template's range to its own (Qubes semantics: what the disposable
+// template's home holds, every disposable starts with). The copy uses
+// copy_file_range (reflink file systems share the data), is built in a
+// hidden temporary directory and renamed into place, so a crash never leaves
+// half a volume. A disposable template without a private volume gives an
+// empty one. A file of an id outside the template's range is an error naming
+// it (EPERM).
+//
+// On failure, storage made so far stays (a disposable's caller destroys it
+// with DestroyQubeStorage). Needs root.
+Result<PreparedStorage> PrepareQubeStorage(const Layout& layout, const QubeStorageRequest& request);
+
+// Names of the qubes that have a directory S/qubes/<name>, sorted (entries
+// that are not valid names, like temporaries, are skipped).
+Result<std::vector<std::string>> ListQubeStorage(const Layout& layout);
+
+}  // namespace tessera::storage
