@@ -33,11 +33,6 @@ bool Exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-std::string CgroupRoot() {
-  const char* env = std::getenv("TESSERA_CGROUP_ROOT");
-  return env != nullptr && *env != '\0' ? env : "/sys/fs/cgroup";
-}
-
 Status MakeDir(const std::string& path) {
   if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
     return Err(Error::FromErrno("mkdir " + path));
@@ -119,9 +114,9 @@ std::string InstanceTag(const std::string& runtime_dir) {
   return std::string(buf, 12);
 }
 
-Result<CgroupSystem> CgroupSystem::Detect() {
+Result<CgroupSystem> CgroupSystem::Detect(const std::string& root) {
   CgroupSystem sys;
-  sys.root = CgroupRoot();
+  sys.root = root;
   auto controllers = ReadFile(sys.root + "/cgroup.controllers", 4096);
   if (controllers) {
     std::string c = " " + *controllers + " ";
@@ -146,10 +141,12 @@ Result<CgroupSystem> CgroupSystem::Detect() {
   return sys;
 }
 
-Result<CellCgroups> CellCgroups::ForQube(const std::string& runtime_dir, const std::string& qube) {
-  CgroupSystem sys = TRY(CgroupSystem::Detect());
+Result<CellCgroups> CellCgroups::ForQube(const std::string& runtime_dir, const std::string& qube,
+                                         const std::string& cgroup_root) {
+  CgroupSystem sys = TRY(CgroupSystem::Detect(cgroup_root));
   CellCgroups cg;
   cg.version_ = sys.version;
+  cg.root_ = sys.root;
   std::string tail = "/tessera/" + InstanceTag(runtime_dir) + "/" + qube;
   if (sys.version == CgroupVersion::kV2) {
     cg.dirs_ = {sys.root + tail};
@@ -166,13 +163,14 @@ Result<CellCgroups> CellCgroups::ForQube(const std::string& runtime_dir, const s
 }
 
 Result<CellCgroups> CellCgroups::Create(const std::string& runtime_dir, const std::string& qube,
-                                        const CgroupLimits& limits) {
-  CellCgroups cg = TRY(ForQube(runtime_dir, qube));
+                                        const CgroupLimits& limits,
+                                        const std::string& cgroup_root) {
+  CellCgroups cg = TRY(ForQube(runtime_dir, qube, cgroup_root));
   // A leftover of a crashed run: its processes die and the directory goes, so
   // the new cell starts from clean counters.
   TRY(cg.KillAll());
   TRY(cg.Remove());
-  CgroupSystem sys = TRY(CgroupSystem::Detect());
+  CgroupSystem sys = TRY(CgroupSystem::Detect(cgroup_root));
   std::string tag = InstanceTag(runtime_dir);
   if (cg.version_ == CgroupVersion::kV2) {
     // Enable the controllers down the path (tessera/ and tessera/<tag>/ hold
@@ -270,7 +268,6 @@ Result<std::vector<pid_t>> CellCgroups::Pids() const {
 
 Status CellCgroups::KillAll(std::chrono::milliseconds timeout) const {
   if (!Exists(dirs_[0])) return Ok();
-  std::string root = CgroupRoot();
   auto deadline = std::chrono::steady_clock::now() + timeout;
   if (version_ == CgroupVersion::kV2 && Exists(dirs_[0] + "/cgroup.kill")) {
     TRY(WriteValue(dirs_[0] + "/cgroup.kill", "1"));
@@ -287,7 +284,7 @@ Status CellCgroups::KillAll(std::chrono::milliseconds timeout) const {
     for (const auto& d : dirs_) {
       auto members = ReadPids(d);
       if (!members) continue;
-      for (pid_t p : *members) KillIfMember(p, d, root);
+      for (pid_t p : *members) KillIfMember(p, d, root_);
     }
     if (frozen) (void)WriteValue(freezer_dir_ + "/freezer.state", "THAWED");
     std::this_thread::sleep_for(std::chrono::milliseconds(round < 10 ? 1 : 10));

@@ -33,12 +33,15 @@ struct CgroupLimits {
   uint32_t cpus = 0;          // quota in cpus, 0 = none
 };
 
-// The hierarchy root (default /sys/fs/cgroup; TESSERA_CGROUP_ROOT overrides
-// for tests of the v1/v2 detection).
+// Where the cgroup hierarchies are mounted. Production code uses the default;
+// tests of the v1/v2 detection pass a directory of their own.
+inline constexpr const char* kDefaultCgroupRoot = "/sys/fs/cgroup";
+
+// The hierarchy layout found under `root`.
 struct CgroupSystem {
   CgroupVersion version = CgroupVersion::kV1;
   std::string root;
-  static Result<CgroupSystem> Detect();
+  static Result<CgroupSystem> Detect(const std::string& root = kDefaultCgroupRoot);
 };
 
 class CellCgroups {
@@ -46,9 +49,11 @@ class CellCgroups {
   // Creates the cell's cgroup(s) and writes the limits. A leftover of the same
   // name is killed and removed first.
   static Result<CellCgroups> Create(const std::string& runtime_dir, const std::string& qube,
-                                    const CgroupLimits& limits);
+                                    const CgroupLimits& limits,
+                                    const std::string& cgroup_root = kDefaultCgroupRoot);
   // The cgroups of `qube` whether or not they exist (for Cleanup / Adopt).
-  static Result<CellCgroups> ForQube(const std::string& runtime_dir, const std::string& qube);
+  static Result<CellCgroups> ForQube(const std::string& runtime_dir, const std::string& qube,
+                                     const std::string& cgroup_root = kDefaultCgroupRoot);
 
   Status Attach(pid_t pid) const;
   // v1 only (an empty thread on v2): a thread that moves itself into the
@@ -78,6 +83,7 @@ class CellCgroups {
 
  private:
   CgroupVersion version_ = CgroupVersion::kV1;
+  std::string root_;  // the hierarchy root the cgroups live under
   std::vector<std::string> dirs_;
   std::string memory_dir_;
   std::string freezer_dir_;  // v1 only, may be empty
