@@ -130,12 +130,4 @@ Result<SeccompProgram> BuildSeccompFilter(const SeccompOptions& options) {
   return prog;
 }
 
-int ApplySeccompProgram(const SeccompProgram& program) {
-  sock_fprog fprog{};
-  fprog.len = static_cast<unsigned short>(program.instructions.size());
-  fprog.filter = const_cast<sock_filter*>(program.instructions.data());
-  if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) != 0) return -errno;
-  return 0;
-}
-
 }  // namespace tessera::cell
