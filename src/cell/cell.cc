@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -325,6 +326,37 @@ void KillChild(int pidfd, pid_t pid) {
   }
 }
 
+// ---- rlimits (docs/CELL.md "Resource limits") ------------------------------
+
+// The limits the child sets on itself just before the agent's exec.
+std::vector<ChildRlimit> ChildRlimits(const CellSpec& spec) {
+  Rlimit nproc = spec.rlimit_nproc.value_or(Rlimit{spec.pids_max, spec.pids_max});
+  return {{RLIMIT_NOFILE, spec.rlimit_nofile.soft, spec.rlimit_nofile.hard},
+          {RLIMIT_NPROC, nproc.soft, nproc.hard},
+          {RLIMIT_CORE, spec.rlimit_core.soft, spec.rlimit_core.hard}};
+}
+
+// Raises the child's hard limits where the spec asks for more than it
+// inherited from us; the child sets the final values itself. Best effort:
+// without CAP_SYS_RESOURCE the child clamps to what it has (stricter).
+void RaiseChildHardLimits(pid_t pid, const std::vector<ChildRlimit>& limits,
+                          const std::string& qube) {
+  for (const ChildRlimit& r : limits) {
+    rlimit64 now{};
+    if (::prlimit64(pid, static_cast<__rlimit_resource>(r.resource), nullptr, &now) != 0 ||
+        r.hard <= now.rlim_max) {
+      continue;
+    }
+    rlimit64 raised{now.rlim_cur, r.hard};
+    if (::prlimit64(pid, static_cast<__rlimit_resource>(r.resource), &raised, nullptr) != 0) {
+      Log(LogLevel::kDebug, "rlimit hard limit clamped to the starter's",
+          {{"qube", qube}, {"resource", std::to_string(r.resource)},
+           {"wanted", std::to_string(r.hard)}, {"kept", std::to_string(now.rlim_max)},
+           {"errno", std::to_string(errno)}});
+    }
+  }
+}
+
 }  // namespace
 
 Cell::Cell(Cell&& other) noexcept { *this = std::move(other); }
@@ -545,6 +577,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   plan.cap_last = cap_last;
   plan.drop_caps = DefaultDroppedCaps();
   plan.seccomp = &seccomp;
+  plan.rlimits = ChildRlimits(spec);
 
   // The warm-up thread must be gone before the clone: a thread holding a libc
   // lock (malloc) at clone time would leave that lock held in the child.
@@ -641,6 +674,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
           {{"qube", name}, {"errno", std::to_string(errno)}});
     }
   }
+  RaiseChildHardLimits(pid, plan.rlimits, name);
   clock.Mark("attach");
   char go = 1;
   if (::send(sync_parent.get(), &go, 1, MSG_NOSIGNAL) != 1) {

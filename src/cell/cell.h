@@ -53,6 +53,14 @@ struct HostBind {
   std::string cell_path;  // absolute path inside the cell
 };
 
+// A resource limit (setrlimit(2)); kRlimInfinity = unlimited.
+inline constexpr uint64_t kRlimInfinity = ~uint64_t{0};
+struct Rlimit {
+  uint64_t soft = 0;
+  uint64_t hard = 0;
+  bool operator==(const Rlimit&) const = default;
+};
+
 struct CellSpec {
   std::string name;            // qube name; also the cell's hostname
   std::string hostname;        // defaults to name when empty
@@ -67,13 +75,21 @@ struct CellSpec {
   uint64_t scratch_mib = 512;  // size limit of the tmpfs overlay upper
   bool nested_userns = false;  // feature "nested-userns": allow user namespaces inside
   std::vector<HostBind> extra_ro_binds;
+  // Resource limits of the agent, set just before its exec and inherited by
+  // every command. A hard limit above the starter's own is honoured only
+  // where the starter may raise it (CAP_SYS_RESOURCE), else clamped to it.
+  Rlimit rlimit_nofile{1024, 524288};  // feature "rlimit-nofile"
+  std::optional<Rlimit> rlimit_nproc;  // feature "rlimit-nproc"; unset = pids_max
+  Rlimit rlimit_core{0, 0};            // feature "rlimit-core"
   // The agent binary; empty = $TESSERA_AGENT, else tessera-agent next to
   // /proc/self/exe.
   std::string agent_path;
 };
 
 // The spec of a configured qube (features: "nested-userns" = "1"/"true",
-// "pids-max" = N, "cpu-weight" = N, "scratch-mib" = N).
+// "pids-max" = N, "cpu-weight" = N, "scratch-mib" = N, "rlimit-nofile",
+// "rlimit-nproc", "rlimit-core" = "SOFT:HARD" or "N", each "unlimited" or a
+// number).
 Result<CellSpec> SpecFromConfig(const config::System& system, std::string_view qube);
 
 // The spec of a fresh disposable `name` made from the disposable template

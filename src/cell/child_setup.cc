@@ -265,6 +265,29 @@ void SetCaps(const ChildPlan& plan) {
   Check(plan, ChildStep::kSetCaps, syscall(SYS_capset, &header, data));
 }
 
+// Sets each planned rlimit on this process (inherited by the agent and every
+// command). Raw prlimit64: no libc wrapper state. A hard limit above the
+// current one needs CAP_SYS_RESOURCE in the initial user namespace, which this
+// child never has: the parent raised it before the release where it could;
+// otherwise the hard limit is clamped to the current one (stricter, never
+// looser, than asked).
+void SetRlimits(const ChildPlan& plan) {
+  for (const ChildRlimit& r : plan.rlimits) {
+    struct {
+      uint64_t cur;
+      uint64_t max;
+    } want{r.soft, r.hard}, now{0, 0};
+    if (::syscall(SYS_prlimit64, 0, r.resource, nullptr, &now) != 0) {
+      Fail(plan, ChildStep::kSetRlimits, errno);
+    }
+    if (want.max > now.max) {
+      want.max = now.max;
+      if (want.cur > want.max) want.cur = want.max;
+    }
+    Check(plan, ChildStep::kSetRlimits, ::syscall(SYS_prlimit64, 0, r.resource, &want, nullptr));
+  }
+}
+
 }  // namespace
 
 const char* StepName(int step) {
@@ -301,6 +324,7 @@ const char* StepName(int step) {
     case ChildStep::kSeccomp: return "install seccomp filter";
     case ChildStep::kStdio: return "set up stdio";
     case ChildStep::kExecAgent: return "exec tessera-agent";
+    case ChildStep::kSetRlimits: return "set rlimits";
   }
   return "unknown step";
 }
@@ -520,6 +544,10 @@ void RunChild(const ChildPlan& plan) {
     Check(plan, ChildStep::kStdio, ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC));
     Check(plan, ChildStep::kStdio, ::fcntl(plan.control_fd, F_SETFD, 0));
   }
+
+  // 14b. Resource limits last-but-one: none of the setup above (the helper
+  //      clone of 12b, the fds it opens) is bound by the qube's limits.
+  SetRlimits(plan);
 
   // 15. seccomp last: the filter also constrains this setup code otherwise.
   int rc = ApplySeccompProgram(*plan.seccomp);

@@ -48,6 +48,7 @@ enum class ChildStep : int {
   kSeccomp,
   kStdio,
   kExecAgent,
+  kSetRlimits,
 };
 const char* StepName(int step);
 
@@ -62,6 +63,13 @@ struct PreparedMount {
   int fd = -1;
   const char* target = nullptr;  // e.g. "dev/null", "home", "usr"
   bool is_file = false;
+};
+
+// A resource limit the child sets on itself just before exec (prlimit64).
+struct ChildRlimit {
+  int resource = -1;  // RLIMIT_*
+  uint64_t soft = 0;
+  uint64_t hard = 0;
 };
 
 struct ChildPlan {
@@ -82,6 +90,7 @@ struct ChildPlan {
   int cap_last = 40;        // /proc/sys/kernel/cap_last_cap
   uint64_t drop_caps = 0;   // bit n = drop capability n
   const SeccompProgram* seccomp = nullptr;
+  std::vector<ChildRlimit> rlimits;  // set in step 14b, after stdio
 };
 
 // Never returns. Runs in the child right after clone.

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <sstream>
 #include <string>
 
 #include "integration/cell/cell_fixture.h"
@@ -15,6 +16,7 @@ namespace tessera::cell::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 TEST_F(CellTest, CommandsCannotLowerTheirOomScoreBelowZero) {
   Cell cell = MustStart(Spec("oomadj"));
@@ -35,6 +37,40 @@ TEST_F(CellTest, CommandsCannotLowerTheirOomScoreBelowZero) {
   } else {
     std::printf("note: no CAP_SYS_RESOURCE on this host: agent oom_score_adj not checked\n");
   }
+  ASSERT_TRUE(cell.Stop());
+}
+
+TEST_F(CellTest, RlimitsAreSetForEveryCommand) {
+  CellSpec spec = Spec("limits");
+  spec.rlimit_nofile = {256, 512};
+  spec.rlimit_nproc = Rlimit{100, 120};
+  spec.rlimit_core = {0, 0};
+  Cell cell = MustStart(spec);
+  EXPECT_EQ(Sh(cell, "ulimit -n; ulimit -Hn; ulimit -u; ulimit -Hu; ulimit -c; ulimit -Hc").out,
+            "256\n512\n100\n120\n0\n0\n");
+  // Up to the hard limit is the qube's choice; beyond it is refused.
+  EXPECT_EQ(Sh(cell, "ulimit -n 512 && ulimit -n").out, "512\n");
+  EXPECT_THAT(Sh(cell, "ulimit -n 513 2>&1; echo rc=$?").out, Not(HasSubstr("rc=0")));
+  EXPECT_THAT(Sh(cell, "ulimit -Hn 100000 2>&1; echo rc=$?").out, Not(HasSubstr("rc=0")));
+  EXPECT_THAT(Sh(cell, "ulimit -c unlimited 2>&1; echo rc=$?").out, Not(HasSubstr("rc=0")));
+  ASSERT_TRUE(cell.Stop());
+}
+
+TEST_F(CellTest, RlimitDefaultsFollowThePidsLimit) {
+  CellSpec spec = Spec("limits2");
+  spec.pids_max = 77;
+  Cell cell = MustStart(spec);
+  RunResult r = Sh(cell, "ulimit -n; ulimit -Hn; ulimit -u; ulimit -Hu; ulimit -c");
+  std::istringstream in(r.out);
+  std::string soft, hard, nproc, nproc_hard, core;
+  in >> soft >> hard >> nproc >> nproc_hard >> core;
+  EXPECT_EQ(soft, "1024");
+  // 524288, or the starter's own hard limit where it may not raise it.
+  EXPECT_LE(std::stoull(hard), 524288u) << r.out;
+  EXPECT_GE(std::stoull(hard), 1024u) << r.out;
+  EXPECT_EQ(nproc, "77");
+  EXPECT_EQ(nproc_hard, "77");
+  EXPECT_EQ(core, "0");
   ASSERT_TRUE(cell.Stop());
 }
 

@@ -82,5 +82,36 @@ TEST(SpecFromConfig, ErrorsNameTheQubeAndField) {
   EXPECT_FALSE(SpecFromConfig(s, "work"));
 }
 
+TEST(SpecFromConfig, RlimitFeatures) {
+  config::System s = MakeSystem();
+  auto defaults = SpecFromConfig(s, "base");
+  ASSERT_TRUE(defaults);
+  EXPECT_EQ(defaults->rlimit_nofile, (Rlimit{1024, 524288}));
+  EXPECT_FALSE(defaults->rlimit_nproc);  // = pids_max
+  EXPECT_EQ(defaults->rlimit_core, (Rlimit{0, 0}));
+
+  s.qubes[3].features["rlimit-nofile"] = "4096:8192";
+  s.qubes[3].features["rlimit-nproc"] = "50";
+  s.qubes[3].features["rlimit-core"] = "0:unlimited";
+  auto work = SpecFromConfig(s, "work");
+  ASSERT_TRUE(work) << work.error().ToString();
+  EXPECT_EQ(work->rlimit_nofile, (Rlimit{4096, 8192}));
+  EXPECT_EQ(work->rlimit_nproc, (Rlimit{50, 50}));
+  EXPECT_EQ(work->rlimit_core, (Rlimit{0, kRlimInfinity}));
+
+  for (const char* bad : {"", "x", "10:", ":10", "20:10", "1:2:3", "0", "2000000", "unlimited",
+                          "-1", "1.5"}) {
+    s.qubes[3].features["rlimit-nofile"] = bad;
+    auto r = SpecFromConfig(s, "work");
+    ASSERT_FALSE(r) << "accepted rlimit-nofile = \"" << bad << "\"";
+    EXPECT_THAT(r.error().ToString(), HasSubstr("qube work: feature rlimit-nofile")) << bad;
+  }
+  s.qubes[3].features["rlimit-nofile"] = "1024";
+  s.qubes[3].features["rlimit-nproc"] = "0";
+  auto nproc = SpecFromConfig(s, "work");
+  ASSERT_FALSE(nproc);
+  EXPECT_THAT(nproc.error().ToString(), HasSubstr("qube work: feature rlimit-nproc"));
+}
+
 }  // namespace
 }  // namespace tessera::cell
