@@ -578,6 +578,8 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   plan.drop_caps = DefaultDroppedCaps();
   plan.seccomp = &seccomp;
   plan.rlimits = ChildRlimits(spec);
+  std::string pty_max = std::to_string(spec.pty_max);
+  plan.pty_max = pty_max.c_str();
 
   // The warm-up thread must be gone before the clone: a thread holding a libc
   // lock (malloc) at clone time would leave that lock held in the child.

@@ -81,13 +81,17 @@ struct CellSpec {
   Rlimit rlimit_nofile{1024, 524288};  // feature "rlimit-nofile"
   std::optional<Rlimit> rlimit_nproc;  // feature "rlimit-nproc"; unset = pids_max
   Rlimit rlimit_core{0, 0};            // feature "rlimit-core"
+  // Feature "pty-max": ptys the cell's devpts instance may hold (its `max=`).
+  // Every non-initial devpts shares the kernel's kernel.pty.max pool, so an
+  // unbounded instance lets one qube starve the others.
+  uint32_t pty_max = 64;
   // The agent binary; empty = $TESSERA_AGENT, else tessera-agent next to
   // /proc/self/exe.
   std::string agent_path;
 };
 
 // The spec of a configured qube (features: "nested-userns" = "1"/"true",
-// "pids-max" = N, "cpu-weight" = N, "scratch-mib" = N, "rlimit-nofile",
+// "pids-max" = N, "cpu-weight" = N, "scratch-mib" = N, "pty-max" = N, "rlimit-nofile",
 // "rlimit-nproc", "rlimit-core" = "SOFT:HARD" or "N", each "unlimited" or a
 // number).
 Result<CellSpec> SpecFromConfig(const config::System& system, std::string_view qube);

@@ -223,10 +223,13 @@ void MountDev(const ChildPlan& plan, int root_fd) {
           MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
   int dev = OpenTarget(root_fd, "dev", false);
   if (dev < 0) Fail(plan, ChildStep::kPopulateDev, -dev);
-  // A private devpts instance: the cell's ptys, never the host's.
-  static const FsOption kPts[] = {{"newinstance", nullptr}, {"ptmxmode", "0666"},
-                                  {"mode", "0620"}, {"gid", "5"}};
-  MountAt(plan, ChildStep::kPopulateDev, dev, "pts", "devpts", kPts, 4,
+  // A private devpts instance: the cell's ptys, never the host's. `max`
+  // bounds its share of the kernel's pty pool, which all non-initial devpts
+  // instances (every cell's) draw from.
+  const FsOption pts[] = {{"newinstance", nullptr}, {"ptmxmode", "0666"},
+                          {"mode", "0620"},          {"gid", "5"},
+                          {"max", plan.pty_max}};
+  MountAt(plan, ChildStep::kPopulateDev, dev, "pts", "devpts", pts, 5,
           MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
   static const FsOption kShm[] = {{"size", "64m"}, {"mode", "1777"}};
   MountAt(plan, ChildStep::kPopulateDev, dev, "shm", "tmpfs", kShm, 2,

@@ -91,6 +91,7 @@ struct ChildPlan {
   uint64_t drop_caps = 0;   // bit n = drop capability n
   const SeccompProgram* seccomp = nullptr;
   std::vector<ChildRlimit> rlimits;  // set in step 14b, after stdio
+  const char* pty_max = "64";        // devpts `max=`: ptys this cell may hold
 };
 
 // Never returns. Runs in the child right after clone.

@@ -84,6 +84,7 @@ Status FillLimits(const config::Qube& q, CellSpec* spec) {
   spec->pids_max = static_cast<uint32_t>(TRY(FeatureNumber(q, "pids-max", 4096, 16, 1u << 22)));
   spec->cpu_weight = static_cast<uint32_t>(TRY(FeatureNumber(q, "cpu-weight", 100, 1, 10000)));
   spec->scratch_mib = TRY(FeatureNumber(q, "scratch-mib", 512, 1, 1u << 20));
+  spec->pty_max = static_cast<uint32_t>(TRY(FeatureNumber(q, "pty-max", 64, 1, 1024)));
   // nofile: the kernel refuses more than fs.nr_open (default 2^20).
   spec->rlimit_nofile = TRY(FeatureRlimit(q, "rlimit-nofile", spec->rlimit_nofile, 1, 1u << 20));
   if (q.features.count("rlimit-nproc") != 0) {

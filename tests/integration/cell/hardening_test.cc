@@ -74,5 +74,32 @@ TEST_F(CellTest, RlimitDefaultsFollowThePidsLimit) {
   ASSERT_TRUE(cell.Stop());
 }
 
+// The hardening probe bound at /hprobe (calls busybox cannot make).
+CellSpec WithProbe(CellSpec spec) {
+  spec.extra_ro_binds.push_back(
+      {std::string(TESSERA_BINARY_DIR) + "/tessera-hardening-probe", "/hprobe"});
+  return spec;
+}
+
+TEST_F(CellTest, PtyMaxBoundsTheCellsShareOfThePtyPool) {
+  CellSpec greedy_spec = WithProbe(Spec("ptygreedy"));
+  greedy_spec.pty_max = 8;
+  Cell greedy = MustStart(greedy_spec);
+  Cell other = MustStart(WithProbe(Spec("ptyother")));
+  EXPECT_THAT(Sh(greedy, "grep ' /dev/pts ' /proc/self/mountinfo").out, HasSubstr("max=8"));
+  // The greedy qube holds every pty it may have; the next one fails with
+  // ENOSPC (28) ...
+  RunResult hold = Sh(greedy,
+                      "/hprobe ptys 1000 hold > /tmp/ptys 2>&1 & "
+                      "for i in $(seq 100); do test -s /tmp/ptys && break; sleep 0.05; done; "
+                      "cat /tmp/ptys");
+  EXPECT_EQ(hold.out, "opened=8 errno=28\n") << hold.err;
+  EXPECT_EQ(Run(greedy, {"/hprobe", "ptys", "1"}).out, "opened=0 errno=28\n");
+  // ... while another qube still opens its own.
+  EXPECT_EQ(Run(other, {"/hprobe", "ptys", "4"}).out, "opened=4 errno=0\n");
+  ASSERT_TRUE(greedy.Stop());
+  ASSERT_TRUE(other.Stop());
+}
+
 }  // namespace
 }  // namespace tessera::cell::testing

@@ -82,6 +82,19 @@ TEST(SpecFromConfig, ErrorsNameTheQubeAndField) {
   EXPECT_FALSE(SpecFromConfig(s, "work"));
 }
 
+TEST(SpecFromConfig, PtyMaxFeature) {
+  config::System s = MakeSystem();
+  EXPECT_EQ(SpecFromConfig(s, "work")->pty_max, 64u);
+  s.qubes[3].features["pty-max"] = "1024";
+  EXPECT_EQ(SpecFromConfig(s, "work")->pty_max, 1024u);
+  for (const char* bad : {"0", "1025", "many"}) {
+    s.qubes[3].features["pty-max"] = bad;
+    auto r = SpecFromConfig(s, "work");
+    ASSERT_FALSE(r) << bad;
+    EXPECT_THAT(r.error().ToString(), HasSubstr("qube work: feature pty-max"));
+  }
+}
+
 TEST(SpecFromConfig, RlimitFeatures) {
   config::System s = MakeSystem();
   auto defaults = SpecFromConfig(s, "base");
