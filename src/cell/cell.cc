@@ -454,6 +454,10 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   limits.pids_max = spec.pids_max;
   limits.cpu_weight = spec.cpu_weight;
   limits.cpus = spec.cpus;
+  limits.io_weight = spec.io_weight;
+  limits.io_max = spec.io_max;
+  // Throttling applies to the disk of the state dir (templates, private volumes).
+  if (auto disk = WholeDiskOf(layout.state_dir); disk) limits.io_device = *disk;
   cgroups = TRY_CTX(CellCgroups::Create(layout.runtime_dir, name, limits), ctx("cgroups"));
   clock.Mark("cgroups");
 

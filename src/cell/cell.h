@@ -72,6 +72,8 @@ struct CellSpec {
   uint32_t cpus = 1;           // cpu quota in whole cpus (0 = no quota)
   uint32_t cpu_weight = 100;   // cgroup v2 weight 1..10000 (v1: shares scaled)
   uint32_t pids_max = 4096;    // processes + threads in the cell
+  uint32_t io_weight = 100;    // qube key io_weight: disk time share 1..10000
+  config::IoMax io_max;        // qube key io_max: throttling of the state dir's disk
   uint64_t scratch_mib = 512;  // size limit of the tmpfs overlay upper
   bool nested_userns = false;  // feature "nested-userns": allow user namespaces inside
   std::vector<HostBind> extra_ro_binds;

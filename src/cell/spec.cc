@@ -80,6 +80,8 @@ Status FillLimits(const config::Qube& q, CellSpec* spec) {
   }
   spec->memory_mib = q.memory_mib != 0 ? q.memory_mib : 1024;
   spec->cpus = q.cpus;
+  spec->io_weight = q.io_weight;
+  spec->io_max = q.io_max;
   spec->nested_userns = FeatureOn(q, "nested-userns");
   spec->pids_max = static_cast<uint32_t>(TRY(FeatureNumber(q, "pids-max", 4096, 16, 1u << 22)));
   spec->cpu_weight = static_cast<uint32_t>(TRY(FeatureNumber(q, "cpu-weight", 100, 1, 10000)));

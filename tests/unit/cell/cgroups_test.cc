@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <string>
@@ -57,6 +60,35 @@ TEST_F(CgroupDetect, NeitherIsAnErrorNamingTheRoot) {
   ASSERT_FALSE(sys);
   EXPECT_EQ(sys.error().errno_value(), ENOTSUP);
   EXPECT_NE(sys.error().ToString().find(root_), std::string::npos);
+}
+
+TEST_F(CgroupDetect, WholeDiskOfMapsAPartitionToItsDisk) {
+  // A fake sysfs where the device of root_ is partition 1 of disk 8:0.
+  struct stat st;
+  ASSERT_EQ(::stat(root_.c_str(), &st), 0);
+  if (major(st.st_dev) == 0) GTEST_SKIP() << "/tmp is on no block device";
+  std::string dev = std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
+  std::string sys = root_ + "/sys";
+  ASSERT_TRUE(MakeDirs(sys + "/devices/sda/sda1"));
+  ASSERT_TRUE(MakeDirs(sys + "/dev/block"));
+  ASSERT_TRUE(WriteFileAtomic(sys + "/devices/sda/dev", "8:0\n", 0644));
+  ASSERT_TRUE(WriteFileAtomic(sys + "/devices/sda/sda1/dev", dev + "\n", 0644));
+  ASSERT_TRUE(WriteFileAtomic(sys + "/devices/sda/sda1/partition", "1\n", 0644));
+  ASSERT_EQ(::symlink("../../devices/sda/sda1", (sys + "/dev/block/" + dev).c_str()), 0);
+  auto disk = WholeDiskOf(root_, sys);
+  ASSERT_TRUE(disk) << disk.error().ToString();
+  EXPECT_EQ(*disk, "8:0");
+  // A whole disk is its own.
+  ASSERT_EQ(::unlink((sys + "/devices/sda/sda1/partition").c_str()), 0);
+  EXPECT_EQ(*WholeDiskOf(root_, sys), dev);
+  // No sysfs entry, or no block device at all (tmpfs): ENODEV.
+  EXPECT_EQ(WholeDiskOf(root_, root_ + "/nosys").error().errno_value(), ENODEV);
+  EXPECT_EQ(WholeDiskOf("/dev/shm").error().errno_value(), ENODEV);
+}
+
+TEST(Cgroups, IoMaxLineUsesMaxForUnlimited) {
+  EXPECT_EQ(IoMaxLine("254:0", {.read_bps = 0, .write_bps = 1048576, .read_iops = 200, .write_iops = 0}),
+            "254:0 rbps=max wbps=1048576 riops=200 wiops=max");
 }
 
 }  // namespace
