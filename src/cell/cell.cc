@@ -505,9 +505,13 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
     TRY_CTX(SetMountAttr(m.get(), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, false), ctx(path));
     add_mount(std::move(m), std::string("dev/") + node, true);
   }
-  std::vector<int> idmapped_binds;  // template host binds: idmapped after the clone
-  auto add_host_bind = [&](const std::string& host, const std::string& cell_path,
-                           bool idmap) -> Status {
+  // Host paths are bound without an idmap: their files keep host owners,
+  // which the cell's user namespace does not map, so they appear owned by the
+  // overflow id and access is decided by their "other" permission bits, as
+  // for an unprivileged host user (CAP_DAC_OVERRIDE inside the cell does not
+  // apply to unmapped owners). An idmap would make host-root files the qube
+  // root's own, private ones (0600 under /usr/local) included.
+  auto add_host_bind = [&](const std::string& host, const std::string& cell_path) -> Status {
     if (host.empty() || host[0] != '/' || cell_path.empty() || cell_path[0] != '/') {
       return Err(Error("bind paths must be absolute: " + host + " -> " + cell_path, EINVAL));
     }
@@ -515,13 +519,12 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
     if (::stat(host.c_str(), &st) != 0) return Err(Error::FromErrno("stat " + host));
     UniqueFd m = TRY(CloneTree(AT_FDCWD, host, true, host));
     TRY(SetMountAttr(m.get(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true));
-    if (idmap) idmapped_binds.push_back(m.get());
     add_mount(std::move(m), cell_path.substr(1), !S_ISDIR(st.st_mode));
     return Ok();
   };
-  for (const auto& p : host_ro_binds) TRY_CTX(add_host_bind(p, p, true), ctx("template host bind"));
+  for (const auto& p : host_ro_binds) TRY_CTX(add_host_bind(p, p), ctx("template host bind"));
   for (const auto& b : spec.extra_ro_binds) {
-    TRY_CTX(add_host_bind(b.host_path, b.cell_path, false), ctx("bind"));
+    TRY_CTX(add_host_bind(b.host_path, b.cell_path), ctx("bind"));
   }
   {
     std::string priv = layout.PrivateVolume(name);
@@ -640,17 +643,6 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
       uint64_t attrs = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV;
       if (spec.root == RootKind::kOverlay) attrs |= MOUNT_ATTR_RDONLY;
       TRY_CTX(SetMountAttr(root_tree.get(), attrs, false, userns.get()), ctx("idmap root tree"));
-    }
-    // A template's host binds (`--from host`: /usr) show host-root files as
-    // the qube's root, like the template tree; they stay read-only, and the
-    // child's nested user namespace locks that. A filesystem without idmapped
-    // mount support keeps them unmapped (files then appear as nobody).
-    for (int fd : idmapped_binds) {
-      auto mapped = SetMountAttr(fd, MOUNT_ATTR_IDMAP, true, userns.get());
-      if (!mapped) {
-        Log(LogLevel::kDebug, "host bind not idmapped",
-            {{"qube", name}, {"error", mapped.error().ToString()}});
-      }
     }
   }
   // cgroups before the child runs any setup: every page and process it makes

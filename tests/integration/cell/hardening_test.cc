@@ -10,11 +10,13 @@
 #include <climits>
 #include <cstdio>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 
 #include "cell/cgroups.h"
 #include "common/fs.h"
+#include "common/scope_guard.h"
 #include "integration/cell/cell_fixture.h"
 
 namespace tessera::cell::testing {
@@ -180,6 +182,56 @@ TEST_F(CellTest, WriteBpsThrottlesADiskWriter) {
   EXPECT_GT(throttled, 4 * unthrottled);
   ASSERT_TRUE(free_cell.Stop());
   ASSERT_TRUE(slow.Stop());
+}
+
+TEST_F(CellTest, HostBindsOfATemplateGrantOnlyWhatOthersMayRead) {
+  // A host tree like /usr/local with a root-only corner, and a template that
+  // binds it (as `--from host` binds /usr), without touching the host's /usr.
+  // Not under /tmp: a template's binds keep their host path, and the cell's
+  // own /tmp tmpfs would cover it.
+  char dir[] = "/var/tmp/tessera-hostbind-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  std::string src = dir;
+  auto remove_src = ScopeGuard([&] {
+    std::error_code ec;
+    std::filesystem::remove_all(src, ec);
+  });
+  ASSERT_TRUE(MakeDirs(src + "/private", 0700));
+  ASSERT_EQ(::chmod((src + "/private").c_str(), 0700), 0);
+  ASSERT_TRUE(WriteFileAtomic(src + "/private/secret", "secret\n", 0600));
+  ASSERT_TRUE(WriteFileAtomic(src + "/public.txt", "public\n", 0644));
+  ASSERT_EQ(::chmod(src.c_str(), 0755), 0);
+  storage::TemplateBuildOptions options;
+  options.source = storage::TemplateSource::kBusybox;
+  ASSERT_TRUE(storage::BuildTemplate(layout_, "withhost", options));
+  std::string info_path = layout_.TemplateDir("withhost") + "/template.json";
+  nlohmann::json info = nlohmann::json::parse(*ReadFile(info_path));
+  info["host_ro_binds"] = {src};
+  ASSERT_TRUE(WriteFileAtomic(info_path, info.dump(), 0644));
+  ASSERT_EQ(storage::ReadTemplateInfo(layout_, "withhost")->host_ro_binds,
+            std::vector<std::string>{src});
+
+  CellSpec spec = Spec("hostbinds");
+  spec.template_name = "withhost";
+  Cell cell = MustStart(spec);
+  std::string overflow = *ReadFile("/proc/sys/kernel/overflowuid");
+  overflow.pop_back();
+  EXPECT_EQ(Sh(cell, "cat " + src + "/public.txt").out, "public\n");
+  // The qube's root holds CAP_DAC_OVERRIDE in its namespace, which does not
+  // reach files whose owner it does not map: the "other" bits decide.
+  RunResult secret = Sh(cell, "cat " + src + "/private/secret");
+  EXPECT_NE(secret.code, 0);
+  EXPECT_THAT(secret.err, HasSubstr("Permission denied"));
+  EXPECT_EQ(secret.out, "");
+  RunResult list = Sh(cell, "ls " + src + "/private");
+  EXPECT_NE(list.code, 0);
+  EXPECT_THAT(list.err, HasSubstr("Permission denied"));
+  EXPECT_EQ(Sh(cell, "stat -c %u:%g " + src + "/public.txt " + src + "/private").out,
+            overflow + ":" + overflow + "\n" + overflow + ":" + overflow + "\n");
+  // Nor can it take ownership or change modes (read-only, and not its files).
+  EXPECT_NE(Sh(cell, "chmod 0777 " + src + "/private").code, 0);
+  EXPECT_NE(Sh(cell, "chown 0:0 " + src + "/private").code, 0);
+  ASSERT_TRUE(cell.Stop());
 }
 
 }  // namespace
