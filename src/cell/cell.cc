@@ -26,7 +26,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
@@ -34,6 +33,7 @@
 #include "agent/protocol.h"
 #include "cell/cgroups.h"
 #include "cell/child_setup.h"
+#include "cell/fd_passing.h"
 #include "cell/seccomp_filter.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -326,6 +326,48 @@ void KillChild(int pidfd, pid_t pid) {
   }
 }
 
+// ---- the child's verdict ------------------------------------------------------
+
+// Reads the sync socket until the child's end closes. EOF = the agent was
+// exec'd; a ChildError = a setup step failed; in kNotify mode a message with
+// step kSeccompListenerMessage carrying one fd (SCM_RIGHTS) comes first: the
+// seccomp listener, returned. Any other shape is a protocol error.
+Result<UniqueFd> AwaitAgentExec(int sync_fd, bool want_listener) {
+  UniqueFd listener;
+  for (;;) {
+    pollfd pfd{sync_fd, POLLIN, 0};
+    int prc;
+    do {
+      prc = ::poll(&pfd, 1, 30000);
+    } while (prc < 0 && errno == EINTR);
+    if (prc == 0) return Err(Error("child setup timed out", ETIMEDOUT));
+    ChildError child_error{};
+    int fd = -1;
+    ssize_t n = RecvWithFd(sync_fd, &child_error, sizeof(child_error), &fd);
+    UniqueFd passed(fd);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Err(Error::FromErrno("read setup result"));
+    if (n == 0) {
+      if (want_listener && !listener) {
+        return Err(Error("the agent started without handing over its seccomp listener", EPROTO));
+      }
+      return listener;
+    }
+    if (n != static_cast<ssize_t>(sizeof(child_error))) {
+      return Err(Error("malformed setup result", EPROTO));
+    }
+    if (child_error.step == kSeccompListenerMessage) {
+      if (!want_listener || listener || !passed) {
+        return Err(Error("unexpected seccomp listener message", EPROTO));
+      }
+      listener = std::move(passed);
+      continue;
+    }
+    return Err(Error(std::string("setup step \"") + StepName(child_error.step) + "\" failed",
+                     child_error.err));
+  }
+}
+
 // ---- rlimits (docs/CELL.md "Resource limits") ------------------------------
 
 // The limits the child sets on itself just before the agent's exec.
@@ -372,6 +414,8 @@ Cell& Cell::operator=(Cell&& other) noexcept {
     init_pid_ = std::exchange(other.init_pid_, -1);
     pidfd_ = std::move(other.pidfd_);
     stopped_ = std::exchange(other.stopped_, true);
+    seccomp_listener_ = std::move(other.seccomp_listener_);
+    seccomp_program_ = std::move(other.seccomp_program_);
   }
   return *this;
 }
@@ -461,20 +505,11 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   cgroups = TRY_CTX(CellCgroups::Create(layout.runtime_dir, name, limits), ctx("cgroups"));
   clock.Mark("cgroups");
 
-  // The filter depends only on the feature flag: compile each variant once
-  // per process (the daemon starts many cells).
-  static std::mutex seccomp_mu;
-  static std::optional<SeccompProgram> seccomp_cache[2];
-  SeccompProgram seccomp;
-  {
-    std::lock_guard<std::mutex> cache_lock(seccomp_mu);
-    auto& cached = seccomp_cache[spec.nested_userns ? 1 : 0];
-    if (!cached) {
-      cached =
-          TRY_CTX(BuildSeccompFilter({.nested_userns = spec.nested_userns}), ctx("seccomp filter"));
-    }
-    seccomp = *cached;
-  }
+  // The filter depends only on the feature flag and the mode: each variant is
+  // compiled once per process (the daemon starts many cells).
+  std::shared_ptr<const SeccompProgram> seccomp = TRY_CTX(
+      CachedSeccompFilter({.nested_userns = spec.nested_userns, .mode = spec.seccomp_mode}),
+      ctx("seccomp filter"));
 
   std::string control_path = scratch + "/" + kControlSocket;
   UniqueFd control = TRY_CTX(MakeControlSocket(control_path), ctx("control socket"));
@@ -583,7 +618,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   plan.control_fd = control.get();
   plan.cap_last = cap_last;
   plan.drop_caps = DefaultDroppedCaps();
-  plan.seccomp = &seccomp;
+  plan.seccomp = seccomp.get();
   plan.rlimits = ChildRlimits(spec);
   std::string pty_max = std::to_string(spec.pty_max);
   plan.pty_max = pty_max.c_str();
@@ -679,20 +714,10 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
     return Err(Error::FromErrno(ctx("release child")));
   }
   // EOF = the agent was exec'd (the child's end is CLOEXEC); a message = a
-  // failed step.
-  pollfd pfd{sync_parent.get(), POLLIN, 0};
-  int prc;
-  do {
-    prc = ::poll(&pfd, 1, 30000);
-  } while (prc < 0 && errno == EINTR);
-  if (prc == 0) return Err(Error(ctx("child setup timed out"), ETIMEDOUT));
-  ChildError child_error;
-  ssize_t n = ::recv(sync_parent.get(), &child_error, sizeof(child_error), 0);
-  if (n == static_cast<ssize_t>(sizeof(child_error))) {
-    return Err(Error(ctx(std::string("setup step \"") + StepName(child_error.step) + "\" failed"),
-                     child_error.err));
-  }
-  if (n != 0) return Err(Error::FromErrno(ctx("read setup result")));
+  // failed step, or first (kNotify) the seccomp listener.
+  UniqueFd seccomp_listener =
+      TRY_CTX(AwaitAgentExec(sync_parent.get(), seccomp->mode == SeccompMode::kNotify),
+              "start cell " + name);
   clock.Mark("child");
 
   Record record;
@@ -714,6 +739,8 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec)
   cell.is_child_ = true;
   cell.init_pid_ = pid;
   cell.pidfd_ = std::move(pidfd);
+  cell.seccomp_listener_ = std::move(seccomp_listener);
+  cell.seccomp_program_ = seccomp;
   clock.Mark("record");
   Log(LogLevel::kDebug, "cell started",
       {{"qube", name}, {"pid", std::to_string(pid)}, {"phases_ms", clock.text()}});

@@ -26,11 +26,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "cell/seccomp_filter.h"
 #include "common/error.h"
 #include "common/unique_fd.h"
 #include "config/model.h"
@@ -87,6 +89,11 @@ struct CellSpec {
   // Every non-initial devpts shares the kernel's kernel.pty.max pool, so an
   // unbounded instance lets one qube starve the others.
   uint32_t pty_max = 64;
+  // How seccomp denials are delivered: kErrno (default) or kNotify, which
+  // leaves a listener in the started Cell (TakeSeccompListener) that the
+  // starter must serve (seccomp_monitor.h). Not a qube feature: whoever
+  // starts the cell decides whether it can serve the listener.
+  SeccompMode seccomp_mode = SeccompMode::kErrno;
   // The agent binary; empty = $TESSERA_AGENT, else tessera-agent next to
   // /proc/self/exe.
   std::string agent_path;
@@ -158,6 +165,14 @@ class Cell {
   // cgroup directories of this cell (one on v2, one per controller on v1).
   const std::vector<std::string>& cgroup_dirs() const { return cgroup_dirs_; }
 
+  // SeccompMode::kNotify: the listener of the cell's seccomp filter (once;
+  // invalid afterwards, and always for kErrno or an adopted cell). Serve it
+  // promptly with a SeccompMonitor: a denied call waits for its answer. Once
+  // it is closed, denied calls fail with ENOSYS (still denied, not reported).
+  UniqueFd TakeSeccompListener() { return std::move(seccomp_listener_); }
+  // The program the cell was started with (null for an adopted cell).
+  const std::shared_ptr<const SeccompProgram>& seccomp_program() const { return seccomp_program_; }
+
  private:
   Cell() = default;
   // Cleanup with the qube's lock already held.
@@ -172,6 +187,8 @@ class Cell {
   pid_t init_pid_ = -1;
   UniqueFd pidfd_;
   bool stopped_ = false;
+  UniqueFd seccomp_listener_;
+  std::shared_ptr<const SeccompProgram> seccomp_program_;
 };
 
 }  // namespace tessera::cell

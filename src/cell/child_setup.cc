@@ -23,6 +23,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "cell/fd_passing.h"
+
 namespace tessera::cell {
 namespace {
 
@@ -291,6 +293,20 @@ void SetRlimits(const ChildPlan& plan) {
   }
 }
 
+// kNotify: hands the seccomp listener to the parent over the sync socket and
+// closes our copy. The agent must never hold it: with the listener the cell
+// could answer its own denials (even let them through). Runs under the filter
+// already: send, close and exit are allowed calls.
+void SendSeccompListener(const ChildPlan& plan, int listener) {
+  ChildError message{kSeccompListenerMessage, 0};
+  ssize_t sent = SendWithFd(plan.sync_fd, &message, sizeof(message), listener);
+  int err = errno;
+  ::close(listener);
+  if (sent != static_cast<ssize_t>(sizeof(message))) {
+    Fail(plan, ChildStep::kSendSeccompListener, err);
+  }
+}
+
 }  // namespace
 
 const char* StepName(int step) {
@@ -328,6 +344,7 @@ const char* StepName(int step) {
     case ChildStep::kStdio: return "set up stdio";
     case ChildStep::kExecAgent: return "exec tessera-agent";
     case ChildStep::kSetRlimits: return "set rlimits";
+    case ChildStep::kSendSeccompListener: return "send seccomp listener";
   }
   return "unknown step";
 }
@@ -553,8 +570,10 @@ void RunChild(const ChildPlan& plan) {
   SetRlimits(plan);
 
   // 15. seccomp last: the filter also constrains this setup code otherwise.
+  //     kNotify: installed with a new listener, which goes to the parent.
   int rc = ApplySeccompProgram(*plan.seccomp);
   if (rc < 0) Fail(plan, ChildStep::kSeccomp, -rc);
+  if (plan.seccomp->mode == SeccompMode::kNotify) SendSeccompListener(plan, rc);
 
   // The agent outlives whoever started it.
   ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);

@@ -49,7 +49,12 @@ enum class ChildStep : int {
   kStdio,
   kExecAgent,
   kSetRlimits,
+  kSendSeccompListener,
 };
+
+// A sync-socket message whose step is kSeccompListenerMessage is no failure:
+// it carries the seccomp listener (SeccompMode::kNotify) as SCM_RIGHTS.
+inline constexpr int kSeccompListenerMessage = 0;
 const char* StepName(int step);
 
 struct ChildError {

@@ -3,16 +3,20 @@
 // from inside a real cell and asserts it fails.
 
 #include <linux/capability.h>
+#include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <climits>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "cell/cgroups.h"
 #include "common/fs.h"
@@ -231,6 +235,329 @@ TEST_F(CellTest, HostBindsOfATemplateGrantOnlyWhatOthersMayRead) {
   // Nor can it take ownership or change modes (read-only, and not its files).
   EXPECT_NE(Sh(cell, "chmod 0777 " + src + "/private").code, 0);
   EXPECT_NE(Sh(cell, "chown 0:0 " + src + "/private").code, 0);
+  ASSERT_TRUE(cell.Stop());
+}
+
+// ---- seccomp: allow-list, reported violations ---------------------------------
+
+// One forbidden call: how to make it, and what the cell must see.
+struct ForbiddenCall {
+  std::vector<std::string> argv;
+  const char* syscall;  // the name the monitor reports
+  int err;              // the errno inside the cell, and the one answered
+};
+
+// Dangerous (EPERM), kernel AIO and unlisted calls (ENOSYS), and the
+// argument-conditional ones.
+std::vector<ForbiddenCall> ForbiddenCalls() {
+  std::vector<ForbiddenCall> calls;
+  for (const char* name :
+       {"init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "bpf",
+        "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key", "open_by_handle_at",
+        "reboot", "clock_settime", "adjtimex", "swapon", "swapoff", "acct", "syslog", "iopl",
+        "fanotify_init", "io_uring_setup"}) {
+    calls.push_back({{"/probe", name}, name, EPERM});
+  }
+  // glibc implements settimeofday with the clock_settime system call.
+  calls.push_back({{"/probe", "settimeofday"}, "clock_settime", EPERM});
+  calls.push_back({{"/probe", "personality", "0x0040000"}, "personality", EPERM});
+  calls.push_back({{"/probe", "personality", "0x80000000"}, "personality", EPERM});
+  calls.push_back({{"/probe", "unshare-user"}, "unshare", EPERM});
+  calls.push_back({{"/probe", "clone-user"}, "clone", EPERM});
+  calls.push_back({{"/hprobe", "vsock"}, "socket", EPERM});
+  for (const char* name :
+       {"io_setup", "io_destroy", "io_submit", "io_cancel", "io_getevents", "io_pgetevents"}) {
+    calls.push_back({{"/hprobe", name}, name, ENOSYS});
+  }
+  // Not on the allow-list: sysfs(2), vhangup, modify_ldt.
+  calls.push_back({{"/hprobe", "nr", std::to_string(SYS_sysfs), "3"}, "sysfs", ENOSYS});
+  calls.push_back({{"/hprobe", "nr", std::to_string(SYS_vhangup)}, "vhangup", ENOSYS});
+  calls.push_back({{"/hprobe", "nr", std::to_string(SYS_modify_ldt), "0", "0", "0"}, "modify_ldt",
+                   ENOSYS});
+  return calls;
+}
+
+std::string ErrnoLine(int err) { return "errno=" + std::to_string(err) + "\n"; }
+
+TEST_F(CellTest, SeccompErrnoModeDeniesWithTheTablesErrno) {
+  Cell cell = MustStart(WithProbe(Spec("scerrno")));
+  for (const ForbiddenCall& call : ForbiddenCalls()) {
+    RunResult r = Run(cell, call.argv);
+    EXPECT_EQ(r.out, ErrnoLine(call.err)) << call.argv[1] << ": " << r.err;
+  }
+  // Foreign ABIs still kill: i386 int 0x80, and x32 (the x32 bit on a
+  // native number).
+  EXPECT_EQ(Run(cell, {"/probe", "int80"}).code, 128 + SIGSYS);
+  EXPECT_EQ(Run(cell, {"/hprobe", "nr", std::to_string(0x40000000 | SYS_getpid)}).code,
+            128 + SIGSYS);
+  EXPECT_EQ(Run(cell, {"/hprobe", "nr", std::to_string(SYS_clone3), "0", "0"}).out,
+            ErrnoLine(ENOSYS));
+  ASSERT_TRUE(cell.Stop());
+}
+
+TEST_F(CellTest, SeccompNotifyReportsEachForbiddenCallOnce) {
+  Cell cell = MustStartMonitored(WithProbe(Spec("scnotify")));
+  // Starting the agent and running ordinary commands is silent.
+  EXPECT_EQ(Sh(cell, "true; ls / >/dev/null; echo ok").out, "ok\n");
+  EXPECT_TRUE(Violations("scnotify").empty()) << Describe(Violations("scnotify"));
+  for (const ForbiddenCall& call : ForbiddenCalls()) {
+    ClearViolations("scnotify");
+    RunResult r = Run(cell, call.argv);
+    // The call fails inside exactly as in kErrno mode ...
+    EXPECT_EQ(r.out, ErrnoLine(call.err)) << call.argv[1] << ": " << r.err;
+    // ... and is reported once, with its name and the errno answered.
+    std::vector<SeccompViolation> seen = Violations("scnotify");
+    ASSERT_EQ(seen.size(), 1u) << call.argv[1] << ": " << Describe(seen);
+    EXPECT_EQ(seen[0].syscall_name, call.syscall) << call.argv[1];
+    EXPECT_EQ(seen[0].errno_answered, call.err) << call.argv[1];
+    EXPECT_GT(seen[0].pid, 1);
+    EXPECT_FALSE(seen[0].target_gone);
+  }
+  // Allowed neighbours of the conditional rules are not reported.
+  ClearViolations("scnotify");
+  EXPECT_EQ(Run(cell, {"/probe", "personality", "0xffffffff"}).out, "ok\n");
+  EXPECT_EQ(Run(cell, {"/probe", "personality", "8"}).out, "ok\n");
+  EXPECT_EQ(Run(cell, {"/probe", "unshare-net"}).out, "ok\n");
+  // clone3 (without nested-userns) is refused with ENOSYS so that libc falls
+  // back to clone; glibc tries it for every thread: a fallback, not reported.
+  EXPECT_EQ(Run(cell, {"/hprobe", "nr", std::to_string(SYS_clone3), "0", "0"}).out,
+            ErrnoLine(ENOSYS));
+  EXPECT_TRUE(Violations("scnotify").empty()) << Describe(Violations("scnotify"));
+  // Foreign ABIs kill without a notification.
+  EXPECT_EQ(Run(cell, {"/probe", "int80"}).code, 128 + SIGSYS);
+  EXPECT_TRUE(Violations("scnotify").empty()) << Describe(Violations("scnotify"));
+  ASSERT_TRUE(cell.Stop());
+}
+
+TEST_F(CellTest, SeccompNotifyFailsClosedWithoutAListener) {
+  Cell cell = MustStartMonitored(WithProbe(Spec("scclosed")));
+  EXPECT_EQ(Run(cell, {"/probe", "bpf"}).out, ErrnoLine(EPERM));
+  // The responder goes (a daemon restart loses the listener the same way):
+  // still denied, with ENOSYS, and no longer reported.
+  monitored_["scclosed"].responder->Stop();
+  ClearViolations("scclosed");
+  EXPECT_EQ(Run(cell, {"/probe", "bpf"}).out, ErrnoLine(ENOSYS));
+  EXPECT_EQ(Run(cell, {"/hprobe", "io_setup"}).out, ErrnoLine(ENOSYS));
+  EXPECT_EQ(Sh(cell, "echo still-running").out, "still-running\n");
+  EXPECT_TRUE(Violations("scclosed").empty());
+  ASSERT_TRUE(cell.Stop());
+}
+
+// The workloads the allow-list was measured with (docs/CELL.md "Seccomp").
+class SeccompWorkloadTest : public CellTest {
+ protected:
+  using Steps = std::vector<std::pair<std::string, std::string>>;
+
+  // Runs each step (a shell script) in `cell`, started with
+  // MustStartMonitored: every step must succeed and none may be denied
+  // anything; a failure names the step and what it was denied.
+  void ExpectNeverDenied(Cell& cell, const Steps& steps) {
+    for (const auto& [what, script] : steps) {
+      ClearViolations(cell.name());
+      RunResult r = Sh(cell, script);
+      EXPECT_EQ(r.code, 0) << cell.name() << " / " << what << ": " << r.out << r.err;
+      std::vector<SeccompViolation> seen = Violations(cell.name());
+      EXPECT_TRUE(seen.empty()) << cell.name() << " / " << what << " was denied:\n"
+                                << Describe(seen) << r.out << r.err;
+    }
+  }
+};
+
+TEST_F(SeccompWorkloadTest, BusyboxIsNeverDenied) {
+  Cell cell = MustStartMonitored(Spec("bbwork"));
+  const Steps steps = {
+      {"sh", "a=1; b=$((a + 1)); test $b = 2 && echo $b | read x; for i in 1 2; do :; done"},
+      {"ls", "ls -la / /proc/self/ >/dev/null && ls -R /etc >/dev/null"},
+      {"find", "find / -xdev -name 'pass*' >/dev/null && find /proc/self -maxdepth 1 >/dev/null"},
+      {"tar", "mkdir -p /tmp/w && cd /tmp/w && echo hello > a.txt && tar czf x.tgz a.txt && "
+              "rm a.txt && tar xzf x.tgz && tar tzf x.tgz | grep -q a.txt"},
+      {"wget -h", "wget -h >/dev/null 2>&1; test $? -le 1"},
+      {"sed", "echo hello | sed -e 's/hello/bye/' | grep -q bye && "
+              "printf 'a\\nb\\n' > /tmp/s && sed -i 's/a/c/' /tmp/s && grep -q c /tmp/s"},
+      {"awk", "echo '1 2 3' | awk '{ s = $1 + $2 + $3; print s }' | grep -q 6"},
+      {"ps", "ps -o pid,user,args >/dev/null && ps >/dev/null"},
+      {"top -n1", "top -b -n1 >/dev/null"},
+      {"mount tmpfs", "mkdir -p /mnt/t && mount -t tmpfs -o size=1m t /mnt/t && touch /mnt/t/f && "
+                      "umount /mnt/t"},
+      {"ip", "ip addr show lo >/dev/null && ip link set lo down && ip link set lo up && "
+             "ip route >/dev/null"},
+      {"ifconfig", "ifconfig lo >/dev/null && ifconfig lo 127.0.0.1 up"},
+      {"chroot", "chroot / /bin/true"},
+      {"su", "su -s /bin/sh -c 'id -u' user | grep -q 1000"},
+      {"files", "cd /tmp && cp /etc/passwd p && mv p q && ln -s q l && chmod 600 q && "
+                "chown 1000:1000 q && stat q >/dev/null && md5sum q >/dev/null && "
+                "sha256sum q >/dev/null && sort q | uniq | wc -l >/dev/null && touch -d 2020-01-01 q "
+                "&& du -s /etc >/dev/null && df >/dev/null && sync && rm -f q l"},
+      {"processes", "sleep 10 & kill $!; wait; renice -n 5 $$ >/dev/null && ionice -c 3 true && "
+                    "taskset -p $$ >/dev/null && timeout 1 sleep 0.1 && "
+                    "seq 3 | xargs -n1 echo >/dev/null && (trap 'exit 0' USR1; kill -USR1 $$)"},
+      {"namespaces", "unshare -n -m -u -i true && sysctl -a >/dev/null 2>&1; true"},
+      {"ping", "ping -c 1 -W 1 127.0.0.1 >/dev/null"},
+      // Not dmesg: reading the kernel log (syslog(2)) is denied on purpose.
+      {"info", "date >/dev/null && uname -a >/dev/null && hostname >/dev/null && id >/dev/null && "
+               "free >/dev/null && uptime >/dev/null && nproc >/dev/null"},
+      {"pipes", "yes | head -1000 | gzip | gunzip | wc -l | grep -q 1000"},
+      {"nc loopback", "nc -l -p 7777 > /tmp/nc.out & sleep 0.2; echo hi | nc 127.0.0.1 7777; "
+                      "wait; grep -q hi /tmp/nc.out"},
+  };
+  ExpectNeverDenied(cell, steps);
+  ASSERT_TRUE(cell.Stop());
+}
+
+// Python from the host's /usr (a `--from host` template).
+constexpr char kPythonThreads[] = R"(
+import threading, queue
+q = queue.Queue()
+def work(n): q.put(sum(range(n)))
+ts = [threading.Thread(target=work, args=(10000,)) for _ in range(8)]
+[t.start() for t in ts]; [t.join() for t in ts]
+assert q.qsize() == 8
+ev = threading.Event(); threading.Timer(0.01, ev.set).start(); assert ev.wait(5)
+)";
+constexpr char kPythonSubprocess[] = R"(
+import subprocess, os, signal
+assert subprocess.run(['/usr/bin/env', 'true']).returncode == 0
+out = subprocess.run(['/bin/sh', '-c', 'echo sub'], capture_output=True, text=True).stdout
+assert out == 'sub\n', out
+p = subprocess.Popen(['sleep', '10']); p.send_signal(signal.SIGTERM); p.wait()
+r, w = os.pipe(); pid = os.fork()
+if pid == 0:
+    os.write(w, b'x'); os._exit(0)
+assert os.read(r, 1) == b'x'; os.waitpid(pid, 0)
+)";
+constexpr char kPythonAsyncio[] = R"(
+import asyncio
+async def handle(r, w):
+    w.write(await r.read(5)); await w.drain(); w.close()
+async def main():
+    server = await asyncio.start_server(handle, '127.0.0.1', 0)
+    port = server.sockets[0].getsockname()[1]
+    r, w = await asyncio.open_connection('127.0.0.1', port)
+    w.write(b'hello'); await w.drain()
+    data = await r.read(); w.close(); server.close(); await server.wait_closed()
+    proc = await asyncio.create_subprocess_exec('echo', 'x', stdout=asyncio.subprocess.PIPE)
+    assert (await proc.communicate())[0] == b'x\n'
+    await asyncio.sleep(0.01)
+    return data
+assert asyncio.run(main()) == b'hello'
+)";
+constexpr char kPythonMmap[] = R"(
+import mmap, tempfile, os
+with tempfile.TemporaryFile() as f:
+    f.write(b'x' * 8192); f.flush()
+    m = mmap.mmap(f.fileno(), 8192); m[0:1] = b'y'; m.flush(); assert m[:2] == b'yx'; m.close()
+a = mmap.mmap(-1, 1 << 20); a.write(b'anon'); a.madvise(mmap.MADV_DONTNEED); a.close()
+fd = os.memfd_create('t'); os.ftruncate(fd, 4096); os.close(fd)
+)";
+constexpr char kPythonSockets[] = R"(
+import socket, select, selectors
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()
+c = socket.create_connection(s.getsockname()); a, _ = s.accept()
+c.sendall(b'ok'); assert a.recv(2) == b'ok'
+sel = selectors.DefaultSelector(); sel.register(a, selectors.EVENT_READ); c.sendall(b'x')
+assert sel.select(1); assert select.select([a], [], [], 1)[0]
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('127.0.0.1', 0))
+v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); v.sendto(b'u', u.getsockname())
+assert u.recvfrom(1)[0] == b'u'
+x, y = socket.socketpair(); x.send(b'p'); assert y.recv(1) == b'p'
+six = socket.socket(socket.AF_INET6); six.bind(('::1', 0)); six.listen()
+ux = socket.socket(socket.AF_UNIX); ux.bind('\0tessera-test'); ux.listen()
+try:
+    socket.create_connection(('192.0.2.1', 9), timeout=0.2)
+except OSError:
+    pass
+)";
+constexpr char kPythonMultiprocessing[] = R"(
+import multiprocessing as mp, concurrent.futures as cf
+def square(x): return x * x
+if __name__ == '__main__':
+    for method in ('fork', 'spawn', 'forkserver'):
+        ctx = mp.get_context(method)
+        with ctx.Pool(2) as p: assert p.map(square, [1, 2, 3]) == [1, 4, 9]
+    q = mp.Queue(); l = mp.Lock(); v = mp.Value('i', 3)
+    p = mp.Process(target=q.put, args=(7,)); p.start(); assert q.get(timeout=5) == 7; p.join()
+    with l: pass
+    with cf.ProcessPoolExecutor(2) as ex: assert list(ex.map(square, [4])) == [16]
+    with cf.ThreadPoolExecutor(2) as ex: assert list(ex.map(square, [5])) == [25]
+)";
+constexpr char kPythonStdlib[] = R"(
+import json, hashlib, sqlite3, tempfile, shutil, os, time, random, zlib, ssl, ctypes, locale
+db = sqlite3.connect(':memory:'); db.execute('create table t(x)'); db.execute('insert into t values (1)')
+d = tempfile.mkdtemp(); open(os.path.join(d, 'f'), 'w').write('x'); shutil.rmtree(d)
+hashlib.sha256(b'x').hexdigest(); zlib.compress(b'x' * 100); random.SystemRandom().random()
+time.sleep(0.01); time.monotonic(); os.urandom(8); ssl.create_default_context()
+ctypes.CDLL(None).getpid()
+os.sched_getaffinity(0); os.getloadavg(); os.cpu_count(); os.statvfs('/')
+)";
+
+TEST_F(SeccompWorkloadTest, PythonIsNeverDenied) {
+  if (::access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "no /usr/bin/python3 on the host";
+  storage::TemplateBuildOptions options;
+  options.source = storage::TemplateSource::kHost;
+  ASSERT_TRUE(storage::BuildTemplate(layout_, "hostpy", options));
+  CellSpec spec = Spec("pywork");
+  spec.template_name = "hostpy";
+  spec.memory_mib = 512;
+  Cell cell = MustStartMonitored(spec);
+  auto py = [](const char* code) {
+    std::string quoted;
+    for (const char* c = code; *c != '\0'; ++c) quoted += *c == '\'' ? std::string("'\\''") : std::string(1, *c);
+    return "cd /tmp && /usr/bin/python3 -c '" + quoted + "'";
+  };
+  ExpectNeverDenied(cell, {{"python3 -c threads", py(kPythonThreads)},
+                           {"python3 -c subprocess", py(kPythonSubprocess)},
+                           {"python3 -c asyncio", py(kPythonAsyncio)},
+                           {"python3 -c mmap", py(kPythonMmap)},
+                           {"python3 -c sockets", py(kPythonSockets)},
+                           {"python3 multiprocessing",
+                            "cd /tmp && cat > mp.py <<'EOF'" + std::string(kPythonMultiprocessing) +
+                                "EOF\n/usr/bin/python3 mp.py"},
+                           {"python3 -c stdlib", py(kPythonStdlib)}});
+  ASSERT_TRUE(cell.Stop());
+}
+
+// apt and dpkg in a Debian template (opt-in like the debootstrap test of
+// storage: minutes and network for the build). Cells are offline, so apt
+// works against a local file repository made inside the qube.
+TEST_F(SeccompWorkloadTest, AptIsNeverDenied) {
+  const char* opt = std::getenv("TESSERA_TEST_DEBOOTSTRAP");
+  if (opt == nullptr || std::string(opt) != "1") {
+    GTEST_SKIP() << "set TESSERA_TEST_DEBOOTSTRAP=1 to build a Debian template (minutes, network)";
+  }
+  storage::TemplateBuildOptions options;
+  options.source = storage::TemplateSource::kDebootstrap;
+  if (const char* mirror = std::getenv("TESSERA_TEST_DEBOOTSTRAP_MIRROR")) options.mirror = mirror;
+  auto built = storage::BuildTemplate(layout_, "debian", options);
+  ASSERT_TRUE(built) << built.error().ToString();
+  CellSpec spec = Spec("aptwork");
+  spec.template_name = "debian";
+  spec.memory_mib = 1024;
+  Cell cell = MustStartMonitored(spec);
+  const std::string repo = "/tmp/repo";
+  ExpectNeverDenied(
+      cell,
+      {{"dpkg -l", "dpkg -l >/dev/null && dpkg -s dpkg >/dev/null"},
+       {"apt-cache policy", "apt-cache policy >/dev/null && apt-cache policy dpkg >/dev/null"},
+       {"local repository",
+        "set -e; mkdir -p " + repo + "/pkg/DEBIAN " + repo + "/pkg/usr/share/tessera-hello; "
+        "echo hi > " + repo + "/pkg/usr/share/tessera-hello/hello; "
+        "printf 'Package: tessera-hello\\nVersion: 1.0\\nArchitecture: all\\n"
+        "Maintainer: t <t@example.org>\\nDescription: test package\\n' > " + repo + "/pkg/DEBIAN/control; "
+        "dpkg-deb --build " + repo + "/pkg " + repo + "/tessera-hello_1.0_all.deb >/dev/null; "
+        "cd " + repo + "; { dpkg-deb -f tessera-hello_1.0_all.deb; "
+        "echo Filename: ./tessera-hello_1.0_all.deb; "
+        "echo Size: $(stat -c %s tessera-hello_1.0_all.deb); "
+        "echo SHA256: $(sha256sum tessera-hello_1.0_all.deb | cut -d' ' -f1); echo; } > Packages; "
+        "echo 'deb [trusted=yes] file:" + repo + " ./' > /etc/apt/sources.list; "
+        "rm -f /etc/apt/sources.list.d/*"},
+       {"apt-get update", "apt-get update 2>&1"},
+       {"apt-get install --download-only",
+        // (a file: repository's packages are used in place, not copied)
+        "apt-get install -y --download-only tessera-hello 2>&1 | grep -q 'Download complete'"},
+       {"apt-get install", "apt-get install -y tessera-hello 2>&1 && "
+                           "cat /usr/share/tessera-hello/hello && dpkg -s tessera-hello >/dev/null"},
+       {"apt-get remove", "apt-get remove -y tessera-hello 2>&1 && ! dpkg -s tessera-hello 2>/dev/null"
+                          " | grep -q 'Status: install ok'"}});
   ASSERT_TRUE(cell.Stop());
 }
 
