@@ -22,6 +22,7 @@
 #include "cell/fd_passing.h"
 #include "cell/seccomp_filter.h"
 #include "cell/seccomp_monitor.h"
+#include "common/unique_fd.h"
 
 namespace tessera::cell {
 namespace {
@@ -145,57 +146,6 @@ TEST(SeccompFilter, EvaluationMatchesTheKernel) {
   EXPECT_EQ(EvaluateSeccompProgram(jump_out, Data(SYS_getpid)), SECCOMP_RET_KILL_PROCESS);
 }
 
-// kNotify without root: a child installs the filter, hands the listener over
-// a socketpair and makes denied calls; the monitor reports and answers each.
-TEST(SeccompMonitor, ReportsAndAnswersWithTheTablesErrno) {
-  auto prog = CachedSeccompFilter({.mode = SeccompMode::kNotify});
-  ASSERT_TRUE(prog) << prog.error().ToString();
-  int sv[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::close(sv[0]);
-    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) _exit(100);
-    int listener = ApplySeccompProgram(**prog);
-    if (listener < 0) _exit(101);
-    char byte = 0;
-    if (SendWithFd(sv[1], &byte, 1, listener) != 1) _exit(102);
-    ::close(listener);
-    int e1 = ErrnoOf(syscall(SYS_bpf, 0, nullptr, 0));
-    int e2 = ErrnoOf(syscall(SYS_io_setup, 1, nullptr));
-    int e3 = ErrnoOf(syscall(SYS_personality, ADDR_NO_RANDOMIZE));
-    _exit(e1 == EPERM && e2 == ENOSYS && e3 == EPERM ? 0 : 103);
-  }
-  ::close(sv[1]);
-  char byte;
-  int fd = -1;
-  ASSERT_EQ(RecvWithFd(sv[0], &byte, 1, &fd), 1);
-  ASSERT_GE(fd, 0);
-  ::close(sv[0]);
-
-  std::mutex mu;
-  std::vector<SeccompViolation> seen;
-  auto responder = SeccompResponderThread::Start(SeccompMonitor(UniqueFd(fd), *prog),
-                                                 [&](const SeccompViolation& v) {
-                                                   std::lock_guard<std::mutex> lock(mu);
-                                                   seen.push_back(v);
-                                                 });
-  ASSERT_TRUE(responder) << responder.error().ToString();
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
-  (*responder)->Stop();
-  ASSERT_EQ(seen.size(), 3u);
-  EXPECT_EQ(seen[0].syscall_name, "bpf");
-  EXPECT_EQ(seen[0].errno_answered, EPERM);
-  EXPECT_EQ(seen[0].pid, pid);
-  EXPECT_EQ(seen[1].syscall_name, "io_setup");
-  EXPECT_EQ(seen[1].errno_answered, ENOSYS);
-  EXPECT_EQ(seen[2].syscall_name, "personality");
-  EXPECT_EQ(seen[2].errno_answered, EPERM);
-}
-
 TEST(SeccompFilter, DeniesDangerousCallsWithEperm) {
   EXPECT_EQ(UnderFilter({}, [] { return ErrnoOf(syscall(SYS_keyctl, 0, -3, 0)); }), EPERM);
   EXPECT_EQ(UnderFilter({}, [] { return ErrnoOf(syscall(SYS_bpf, 0, nullptr, 0)); }), EPERM);
@@ -217,34 +167,82 @@ TEST(SeccompFilter, AllowsOrdinaryCalls) {
             ENOSYS);
 }
 
+// A forked child under the kNotify program: it hands its listener to us over
+// a socketpair, then runs `body` (its exit status is body's result).
+struct NotifiedChild {
+  pid_t pid = -1;
+  UniqueFd listener;
+};
+
+template <class F>
+NotifiedChild ForkUnderNotify(const SeccompProgram& prog, F body) {
+  NotifiedChild child;
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return child;
+  child.pid = ::fork();
+  if (child.pid == 0) {
+    ::close(sv[0]);
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) _exit(100);
+    int listener = ApplySeccompProgram(prog);
+    char byte = 0;
+    if (listener < 0 || SendWithFd(sv[1], &byte, 1, listener) != 1) _exit(101);
+    ::close(listener);
+    _exit(body());
+  }
+  ::close(sv[1]);
+  char byte;
+  int fd = -1;
+  if (child.pid > 0 && RecvWithFd(sv[0], &byte, 1, &fd) == 1) child.listener.reset(fd);
+  ::close(sv[0]);
+  return child;
+}
+
+// kNotify without root: the child makes denied calls; the monitor reports
+// and answers each with the table's errno.
+TEST(SeccompMonitor, ReportsAndAnswersWithTheTablesErrno) {
+  auto prog = CachedSeccompFilter({.mode = SeccompMode::kNotify});
+  ASSERT_TRUE(prog) << prog.error().ToString();
+  NotifiedChild child = ForkUnderNotify(**prog, [] {
+    int e1 = ErrnoOf(syscall(SYS_bpf, 0, nullptr, 0));
+    int e2 = ErrnoOf(syscall(SYS_io_setup, 1, nullptr));
+    int e3 = ErrnoOf(syscall(SYS_personality, ADDR_NO_RANDOMIZE));
+    return e1 == EPERM && e2 == ENOSYS && e3 == EPERM ? 0 : 103;
+  });
+  ASSERT_TRUE(child.listener);
+  std::mutex mu;
+  std::vector<SeccompViolation> seen;
+  auto responder = SeccompResponderThread::Start(SeccompMonitor(std::move(child.listener), *prog),
+                                                 [&](const SeccompViolation& v) {
+                                                   std::lock_guard<std::mutex> lock(mu);
+                                                   seen.push_back(v);
+                                                 });
+  ASSERT_TRUE(responder) << responder.error().ToString();
+  int status = 0;
+  ASSERT_EQ(::waitpid(child.pid, &status, 0), child.pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  (*responder)->Stop();
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[0].syscall_name, "bpf");
+  EXPECT_EQ(seen[0].errno_answered, EPERM);
+  EXPECT_EQ(seen[0].pid, child.pid);
+  EXPECT_EQ(seen[1].syscall_name, "io_setup");
+  EXPECT_EQ(seen[1].errno_answered, ENOSYS);
+  EXPECT_EQ(seen[2].syscall_name, "personality");
+  EXPECT_EQ(seen[2].errno_answered, EPERM);
+}
+
 // A caller that dies while its call is being decided is tolerated: the
 // violation is still reported, marked target_gone.
 TEST(SeccompMonitor, ToleratesACallerThatDied) {
   auto prog = CachedSeccompFilter({.mode = SeccompMode::kNotify});
   ASSERT_TRUE(prog);
-  int sv[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::close(sv[0]);
-    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) _exit(100);
-    int listener = ApplySeccompProgram(**prog);
-    char byte = 0;
-    if (listener < 0 || SendWithFd(sv[1], &byte, 1, listener) != 1) _exit(101);
-    ::close(listener);
-    syscall(SYS_bpf, 0, nullptr, 0);  // waits for an answer that never comes
-    _exit(0);
-  }
-  ::close(sv[1]);
-  char byte;
-  int fd = -1;
-  ASSERT_EQ(RecvWithFd(sv[0], &byte, 1, &fd), 1);
-  ::close(sv[0]);
-  SeccompMonitor monitor(UniqueFd(fd), *prog);
+  // The call waits for an answer that never comes.
+  NotifiedChild child = ForkUnderNotify(**prog, [] { return ErrnoOf(syscall(SYS_bpf, 0, nullptr, 0)); });
+  ASSERT_TRUE(child.listener);
+  SeccompMonitor monitor(std::move(child.listener), *prog);
   auto v = monitor.HandleOne([&](const SeccompViolation&) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
+    ::kill(child.pid, SIGKILL);
+    ::waitpid(child.pid, nullptr, 0);
   });
   ASSERT_TRUE(v) << v.error().ToString();
   ASSERT_TRUE(v->has_value());
