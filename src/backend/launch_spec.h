@@ -4,6 +4,7 @@
 // system description; backends turn it into namespaces or a VM.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,14 @@ struct HostBind {
   std::string cell_path;  // absolute path inside the qube
 };
 
+// A resource limit (setrlimit(2)); kRlimInfinity = unlimited.
+inline constexpr uint64_t kRlimInfinity = ~uint64_t{0};
+struct Rlimit {
+  uint64_t soft = 0;
+  uint64_t hard = 0;
+  bool operator==(const Rlimit&) const = default;
+};
+
 struct LaunchSpec {
   std::string name;            // qube name
   std::string hostname;        // defaults to name when empty
@@ -39,9 +48,21 @@ struct LaunchSpec {
   uint32_t cpus = 1;           // cpu quota in whole cpus (0 = no quota)
   uint32_t cpu_weight = 100;   // 1..10000
   uint32_t pids_max = 4096;    // processes + threads
+  uint32_t io_weight = 100;    // qube key io_weight: disk time share 1..10000
+  config::IoMax io_max;        // qube key io_max: throttling of the state dir's disk
   uint64_t scratch_mib = 512;  // size of the throwaway root layer
   bool nested_userns = false;  // feature "nested-userns": user namespaces inside
   std::vector<HostBind> extra_ro_binds;
+  // Resource limits of the qube's init, inherited by every command. A hard
+  // limit above the starter's own is honoured only where the starter may
+  // raise it (CAP_SYS_RESOURCE), else clamped to it.
+  Rlimit rlimit_nofile{1024, 524288};  // feature "rlimit-nofile"
+  std::optional<Rlimit> rlimit_nproc;  // feature "rlimit-nproc"; unset = pids_max
+  Rlimit rlimit_core{0, 0};            // feature "rlimit-core"
+  // Feature "pty-max": ptys the qube's devpts instance may hold (its `max=`).
+  // Every non-initial devpts shares the kernel's kernel.pty.max pool, so an
+  // unbounded instance lets one qube starve the others.
+  uint32_t pty_max = 64;
 };
 
 }  // namespace tessera::backend

@@ -28,6 +28,47 @@ Result<uint64_t> FeatureNumber(const config::Qube& q, const std::string& key, ui
   return n;
 }
 
+// One rlimit value: digits, or "unlimited".
+bool ParseRlimitValue(const std::string& text, uint64_t* out) {
+  if (text == "unlimited" || text == "infinity") {
+    *out = kRlimInfinity;
+    return true;
+  }
+  if (text.empty() || text.size() > 19) return false;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+  }
+  *out = std::strtoull(text.c_str(), nullptr, 10);
+  return true;
+}
+
+// Feature `key` as "SOFT:HARD" or "N" (both N); each value within lo..hi
+// (kRlimInfinity counts as above every number) and soft <= hard.
+Result<Rlimit> FeatureRlimit(const config::Qube& q, const std::string& key, Rlimit fallback,
+                             uint64_t lo, uint64_t hi) {
+  auto it = q.features.find(key);
+  if (it == q.features.end()) return fallback;
+  const std::string& v = it->second;
+  size_t colon = v.find(':');
+  Rlimit r;
+  bool ok = colon == std::string::npos
+                ? ParseRlimitValue(v, &r.soft) && ParseRlimitValue(v, &r.hard)
+                : ParseRlimitValue(v.substr(0, colon), &r.soft) &&
+                      ParseRlimitValue(v.substr(colon + 1), &r.hard);
+  std::string range = std::to_string(lo) + ".." + (hi == kRlimInfinity ? "unlimited" : std::to_string(hi));
+  if (!ok || r.soft < lo || r.hard < lo || r.soft > hi || r.hard > hi) {
+    return Err(Error("qube " + q.name + ": feature " + key + " = \"" + v +
+                         "\": expected SOFT:HARD or N, each " + range,
+                     EINVAL));
+  }
+  if (r.soft > r.hard) {
+    return Err(Error("qube " + q.name + ": feature " + key + " = \"" + v +
+                         "\": the soft limit is above the hard limit",
+                     EINVAL));
+  }
+  return r;
+}
+
 // Limits and features shared by a qube and the disposables made from it.
 Status FillLimits(const config::Qube& q, LaunchSpec* spec) {
   if (q.backend != config::Backend::kCell) {
@@ -37,10 +78,19 @@ Status FillLimits(const config::Qube& q, LaunchSpec* spec) {
   }
   spec->memory_mib = q.memory_mib != 0 ? q.memory_mib : 1024;
   spec->cpus = q.cpus;
+  spec->io_weight = q.io_weight;
+  spec->io_max = q.io_max;
   spec->nested_userns = FeatureOn(q, "nested-userns");
   spec->pids_max = static_cast<uint32_t>(TRY(FeatureNumber(q, "pids-max", 4096, 16, 1u << 22)));
   spec->cpu_weight = static_cast<uint32_t>(TRY(FeatureNumber(q, "cpu-weight", 100, 1, 10000)));
   spec->scratch_mib = TRY(FeatureNumber(q, "scratch-mib", 512, 1, 1u << 20));
+  spec->pty_max = static_cast<uint32_t>(TRY(FeatureNumber(q, "pty-max", 64, 1, 1024)));
+  // nofile: the kernel refuses more than fs.nr_open (default 2^20).
+  spec->rlimit_nofile = TRY(FeatureRlimit(q, "rlimit-nofile", spec->rlimit_nofile, 1, 1u << 20));
+  if (q.features.count("rlimit-nproc") != 0) {
+    spec->rlimit_nproc = TRY(FeatureRlimit(q, "rlimit-nproc", {}, 1, kRlimInfinity));
+  }
+  spec->rlimit_core = TRY(FeatureRlimit(q, "rlimit-core", spec->rlimit_core, 0, kRlimInfinity));
   return Ok();
 }
 

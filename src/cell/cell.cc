@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -25,7 +26,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
@@ -33,6 +33,7 @@
 #include "backend/launcher.h"
 #include "cell/cgroups.h"
 #include "cell/child_setup.h"
+#include "cell/fd_passing.h"
 #include "cell/seccomp_filter.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -267,6 +268,79 @@ void KillChild(int pidfd, pid_t pid) {
   }
 }
 
+// ---- the child's verdict ------------------------------------------------------
+
+// Reads the sync socket until the child's end closes. EOF = the agent was
+// exec'd; a ChildError = a setup step failed; in kNotify mode a message with
+// step kSeccompListenerMessage carrying one fd (SCM_RIGHTS) comes first: the
+// seccomp listener, returned. Any other shape is a protocol error.
+Result<UniqueFd> AwaitAgentExec(int sync_fd, bool want_listener) {
+  UniqueFd listener;
+  for (;;) {
+    pollfd pfd{sync_fd, POLLIN, 0};
+    int prc;
+    do {
+      prc = ::poll(&pfd, 1, 30000);
+    } while (prc < 0 && errno == EINTR);
+    if (prc == 0) return Err(Error("child setup timed out", ETIMEDOUT));
+    ChildError child_error{};
+    int fd = -1;
+    ssize_t n = RecvWithFd(sync_fd, &child_error, sizeof(child_error), &fd);
+    UniqueFd passed(fd);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Err(Error::FromErrno("read setup result"));
+    if (n == 0) {
+      if (want_listener && !listener) {
+        return Err(Error("the agent started without handing over its seccomp listener", EPROTO));
+      }
+      return listener;
+    }
+    if (n != static_cast<ssize_t>(sizeof(child_error))) {
+      return Err(Error("malformed setup result", EPROTO));
+    }
+    if (child_error.step == kSeccompListenerMessage) {
+      if (!want_listener || listener || !passed) {
+        return Err(Error("unexpected seccomp listener message", EPROTO));
+      }
+      listener = std::move(passed);
+      continue;
+    }
+    return Err(Error(std::string("setup step \"") + StepName(child_error.step) + "\" failed",
+                     child_error.err));
+  }
+}
+
+// ---- rlimits (docs/CELL.md "Resource limits") ------------------------------
+
+// The limits the child sets on itself just before the agent's exec.
+std::vector<ChildRlimit> ChildRlimits(const CellSpec& spec) {
+  Rlimit nproc = spec.rlimit_nproc.value_or(Rlimit{spec.pids_max, spec.pids_max});
+  return {{RLIMIT_NOFILE, spec.rlimit_nofile.soft, spec.rlimit_nofile.hard},
+          {RLIMIT_NPROC, nproc.soft, nproc.hard},
+          {RLIMIT_CORE, spec.rlimit_core.soft, spec.rlimit_core.hard}};
+}
+
+// Raises the child's hard limits where the spec asks for more than it
+// inherited from us; the child sets the final values itself. Best effort:
+// without CAP_SYS_RESOURCE the child clamps to what it has (stricter).
+void RaiseChildHardLimits(pid_t pid, const std::vector<ChildRlimit>& limits,
+                          const std::string& qube) {
+  for (const ChildRlimit& r : limits) {
+    rlimit64 now{};
+    if (::prlimit64(pid, static_cast<__rlimit_resource>(r.resource), nullptr, &now) != 0 ||
+        r.hard <= now.rlim_max) {
+      continue;
+    }
+    rlimit64 raised{now.rlim_cur, r.hard};
+    if (::prlimit64(pid, static_cast<__rlimit_resource>(r.resource), &raised, nullptr) != 0) {
+      Log(LogLevel::kDebug, "rlimit hard limit clamped to the starter's",
+          {{"qube", qube}, {"resource", std::to_string(r.resource)},
+           {"wanted", std::to_string(r.hard)}, {"kept", std::to_string(now.rlim_max)},
+           {"errno", std::to_string(errno)}});
+    }
+  }
+}
+
 }  // namespace
 
 Cell::Cell(Cell&& other) noexcept { *this = std::move(other); }
@@ -281,6 +355,8 @@ Cell& Cell::operator=(Cell&& other) noexcept {
     init_pid_ = std::exchange(other.init_pid_, -1);
     pidfd_ = std::move(other.pidfd_);
     stopped_ = std::exchange(other.stopped_, true);
+    seccomp_listener_ = std::move(other.seccomp_listener_);
+    seccomp_program_ = std::move(other.seccomp_program_);
   }
   return *this;
 }
@@ -358,23 +434,18 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   limits.pids_max = spec.pids_max;
   limits.cpu_weight = spec.cpu_weight;
   limits.cpus = spec.cpus;
+  limits.io_weight = spec.io_weight;
+  limits.io_max = spec.io_max;
+  // Throttling applies to the disk of the state dir (templates, private volumes).
+  if (auto disk = WholeDiskOf(layout.state_dir); disk) limits.io_device = *disk;
   cgroups = TRY_CTX(CellCgroups::Create(layout.runtime_dir, name, limits), ctx("cgroups"));
   clock.Mark("cgroups");
 
-  // The filter depends only on the feature flag: compile each variant once
-  // per process (the daemon starts many cells).
-  static std::mutex seccomp_mu;
-  static std::optional<SeccompProgram> seccomp_cache[2];
-  SeccompProgram seccomp;
-  {
-    std::lock_guard<std::mutex> cache_lock(seccomp_mu);
-    auto& cached = seccomp_cache[spec.nested_userns ? 1 : 0];
-    if (!cached) {
-      cached =
-          TRY_CTX(BuildSeccompFilter({.nested_userns = spec.nested_userns}), ctx("seccomp filter"));
-    }
-    seccomp = *cached;
-  }
+  // The filter depends only on the feature flag and the mode: each variant is
+  // compiled once per process (the daemon starts many cells).
+  std::shared_ptr<const SeccompProgram> seccomp = TRY_CTX(
+      CachedSeccompFilter({.nested_userns = spec.nested_userns, .mode = options.seccomp_mode}),
+      ctx("seccomp filter"));
 
   std::string control_path = scratch + "/" + kControlSocket;
   UniqueFd control = TRY_CTX(MakeControlSocket(control_path), ctx("control socket"));
@@ -405,9 +476,13 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
     TRY_CTX(SetMountAttr(m.get(), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, false), ctx(path));
     add_mount(std::move(m), std::string("dev/") + node, true);
   }
-  std::vector<int> idmapped_binds;  // template host binds: idmapped after the clone
-  auto add_host_bind = [&](const std::string& host, const std::string& cell_path,
-                           bool idmap) -> Status {
+  // Host paths are bound without an idmap: their files keep host owners,
+  // which the cell's user namespace does not map, so they appear owned by the
+  // overflow id and access is decided by their "other" permission bits, as
+  // for an unprivileged host user (CAP_DAC_OVERRIDE inside the cell does not
+  // apply to unmapped owners). An idmap would make host-root files the qube
+  // root's own, private ones (0600 under /usr/local) included.
+  auto add_host_bind = [&](const std::string& host, const std::string& cell_path) -> Status {
     if (host.empty() || host[0] != '/' || cell_path.empty() || cell_path[0] != '/') {
       return Err(Error("bind paths must be absolute: " + host + " -> " + cell_path, EINVAL));
     }
@@ -415,13 +490,12 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
     if (::stat(host.c_str(), &st) != 0) return Err(Error::FromErrno("stat " + host));
     UniqueFd m = TRY(CloneTree(AT_FDCWD, host, true, host));
     TRY(SetMountAttr(m.get(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true));
-    if (idmap) idmapped_binds.push_back(m.get());
     add_mount(std::move(m), cell_path.substr(1), !S_ISDIR(st.st_mode));
     return Ok();
   };
-  for (const auto& p : host_ro_binds) TRY_CTX(add_host_bind(p, p, true), ctx("template host bind"));
+  for (const auto& p : host_ro_binds) TRY_CTX(add_host_bind(p, p), ctx("template host bind"));
   for (const auto& b : spec.extra_ro_binds) {
-    TRY_CTX(add_host_bind(b.host_path, b.cell_path, false), ctx("bind"));
+    TRY_CTX(add_host_bind(b.host_path, b.cell_path), ctx("bind"));
   }
   {
     const std::string& priv = prepared.private_volume;
@@ -497,7 +571,10 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   plan.inner_mntns_fd = inner_mntns_slot.get();
   plan.cap_last = cap_last;
   plan.drop_caps = DefaultDroppedCaps();
-  plan.seccomp = &seccomp;
+  plan.seccomp = seccomp.get();
+  plan.rlimits = ChildRlimits(spec);
+  std::string pty_max = std::to_string(spec.pty_max);
+  plan.pty_max = pty_max.c_str();
 
   // The warm-up thread must be gone before the clone: a thread holding a libc
   // lock (malloc) at clone time would leave that lock held in the child.
@@ -553,17 +630,6 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
       if (spec.root == RootKind::kOverlay) attrs |= MOUNT_ATTR_RDONLY;
       TRY_CTX(SetMountAttr(root_tree.get(), attrs, false, userns.get()), ctx("idmap root tree"));
     }
-    // A template's host binds (`--from host`: /usr) show host-root files as
-    // the qube's root, like the template tree; they stay read-only, and the
-    // child's nested user namespace locks that. A filesystem without idmapped
-    // mount support keeps them unmapped (files then appear as nobody).
-    for (int fd : idmapped_binds) {
-      auto mapped = SetMountAttr(fd, MOUNT_ATTR_IDMAP, true, userns.get());
-      if (!mapped) {
-        Log(LogLevel::kDebug, "host bind not idmapped",
-            {{"qube", name}, {"error", mapped.error().ToString()}});
-      }
-    }
   }
   // cgroups before the child runs any setup: every page and process it makes
   // from here on is charged and limited.
@@ -573,36 +639,36 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   // the cell should take the process that ate the memory, not the whole cell.
   // The agent reads this at start and sets each command it spawns back to 0
   // (raising needs no privilege).
+  // Through the legacy oom_adj file, not oom_score_adj: a privileged write of
+  // oom_score_adj also sets the agent's oom_score_adj_min, which every
+  // command inherits, and a command could then set itself back to the
+  // agent's score. A legacy write never touches the minimum (fs/proc/base.c,
+  // __set_oom_adj: `if (!legacy && has_capability_noaudit(current,
+  // CAP_SYS_RESOURCE)) task->signal->oom_score_adj_min = ...`), so commands
+  // keep the minimum 0 and lowering below it needs CAP_SYS_RESOURCE in the
+  // initial user namespace (EACCES). -16 (OOM_ADJUST_MIN) is oom_score_adj
+  // -16 * 1000 / 17 = -941.
   // Best effort: lowering the score needs CAP_SYS_RESOURCE, which some
   // container hosts withhold even from root.
   {
-    std::string path = "/proc/" + std::to_string(pid) + "/oom_score_adj";
+    std::string path = "/proc/" + std::to_string(pid) + "/oom_adj";
     UniqueFd adj(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!adj || ::write(adj.get(), "-999", 4) != 4) {
+    if (!adj || ::write(adj.get(), "-16", 3) != 3) {
       Log(LogLevel::kDebug, "agent oom_score_adj not lowered",
           {{"qube", name}, {"errno", std::to_string(errno)}});
     }
   }
+  RaiseChildHardLimits(pid, plan.rlimits, name);
   clock.Mark("attach");
   char go = 1;
   if (::send(sync_parent.get(), &go, 1, MSG_NOSIGNAL) != 1) {
     return Err(Error::FromErrno(ctx("release child")));
   }
   // EOF = the agent was exec'd (the child's end is CLOEXEC); a message = a
-  // failed step.
-  pollfd pfd{sync_parent.get(), POLLIN, 0};
-  int prc;
-  do {
-    prc = ::poll(&pfd, 1, 30000);
-  } while (prc < 0 && errno == EINTR);
-  if (prc == 0) return Err(Error(ctx("child setup timed out"), ETIMEDOUT));
-  ChildError child_error;
-  ssize_t n = ::recv(sync_parent.get(), &child_error, sizeof(child_error), 0);
-  if (n == static_cast<ssize_t>(sizeof(child_error))) {
-    return Err(Error(ctx(std::string("setup step \"") + StepName(child_error.step) + "\" failed"),
-                     child_error.err));
-  }
-  if (n != 0) return Err(Error::FromErrno(ctx("read setup result")));
+  // failed step, or first (kNotify) the seccomp listener.
+  UniqueFd seccomp_listener =
+      TRY_CTX(AwaitAgentExec(sync_parent.get(), seccomp->mode == SeccompMode::kNotify),
+              "start cell " + name);
   clock.Mark("child");
 
   Record record;
@@ -622,6 +688,8 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   cell.is_child_ = true;
   cell.init_pid_ = pid;
   cell.pidfd_ = std::move(pidfd);
+  cell.seccomp_listener_ = std::move(seccomp_listener);
+  cell.seccomp_program_ = seccomp;
   clock.Mark("record");
   Log(LogLevel::kDebug, "cell started",
       {{"qube", name}, {"pid", std::to_string(pid)}, {"phases_ms", clock.text()}});

@@ -28,11 +28,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "backend/backend.h"
 #include "backend/launch_spec.h"
+#include "cell/seccomp_filter.h"
 #include "common/error.h"
 #include "common/unique_fd.h"
 #include "storage/qube_storage.h"
@@ -44,6 +46,8 @@ namespace tessera::cell {
 using CellSpec = backend::LaunchSpec;
 using backend::HostBind;
 using backend::RootKind;
+using backend::Rlimit;
+using backend::kRlimInfinity;
 
 // Failure injection for tests, passed explicitly (never read from the
 // environment by production code). Grep for CellTestHooks to audit its uses.
@@ -54,6 +58,11 @@ struct CellTestHooks {
 };
 
 struct CellOptions {
+  // How seccomp denials are delivered: kErrno (default) or kNotify, which
+  // leaves a listener in the started Cell (TakeSeccompListener) that the
+  // starter must serve (seccomp_monitor.h). Not a qube setting: whoever
+  // starts the cell decides whether it can serve the listener.
+  SeccompMode seccomp_mode = SeccompMode::kErrno;
   // The agent binary; empty = tessera-agent next to /proc/self/exe.
   std::string agent_path;
   CellTestHooks test_hooks;
@@ -108,6 +117,14 @@ class Cell : public backend::Instance {
   // cgroup directories of this cell (one on v2, one per controller on v1).
   const std::vector<std::string>& cgroup_dirs() const { return cgroup_dirs_; }
 
+  // SeccompMode::kNotify: the listener of the cell's seccomp filter (once;
+  // invalid afterwards, and always for kErrno or an adopted cell). Serve it
+  // promptly with a SeccompMonitor: a denied call waits for its answer. Once
+  // it is closed, denied calls fail with ENOSYS (still denied, not reported).
+  UniqueFd TakeSeccompListener() override { return std::move(seccomp_listener_); }
+  // The program the cell was started with (null for an adopted cell).
+  const std::shared_ptr<const SeccompProgram>& seccomp_program() const { return seccomp_program_; }
+
  private:
   Cell() = default;
   // Cleanup with the qube's lock already held.
@@ -121,6 +138,8 @@ class Cell : public backend::Instance {
   pid_t init_pid_ = -1;
   UniqueFd pidfd_;
   bool stopped_ = false;
+  UniqueFd seccomp_listener_;
+  std::shared_ptr<const SeccompProgram> seccomp_program_;
 };
 
 }  // namespace tessera::cell

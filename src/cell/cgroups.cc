@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <thread>
 
 #include "common/fs.h"
+#include "common/log.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
 
@@ -31,11 +33,6 @@ Status WriteValue(const std::string& path, const std::string& value) {
 bool Exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;
-}
-
-std::string CgroupRoot() {
-  const char* env = std::getenv("TESSERA_CGROUP_ROOT");
-  return env != nullptr && *env != '\0' ? env : "/sys/fs/cgroup";
 }
 
 Status MakeDir(const std::string& path) {
@@ -105,7 +102,97 @@ void KillIfMember(pid_t pid, const std::string& dir, const std::string& root) {
   if (member) syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
 }
 
+// ---- disk I/O ----------------------------------------------------------------
+
+bool Throttled(const config::IoMax& m) {
+  return m.read_bps != 0 || m.write_bps != 0 || m.read_iops != 0 || m.write_iops != 0;
+}
+
+// Throttling asked for but impossible here (no block device, no controller):
+// the cell still starts; the operator learns why its limits do nothing.
+void WarnUnthrottled(const CgroupLimits& limits, const std::string& why) {
+  if (!Throttled(limits.io_max)) return;
+  Log(LogLevel::kWarn, "io_max not applied", {{"reason", why}});
+}
+
+Status WriteIoV2(const std::string& dir, const CgroupLimits& limits) {
+  std::string weight = std::to_string(limits.io_weight);
+  if (Exists(dir + "/io.weight")) {
+    TRY(WriteValue(dir + "/io.weight", "default " + weight));
+  } else if (Exists(dir + "/io.bfq.weight")) {
+    TRY(WriteValue(dir + "/io.bfq.weight",
+                   "default " + std::to_string(std::min<uint32_t>(limits.io_weight, 1000))));
+  }
+  if (!Throttled(limits.io_max)) return Ok();
+  if (limits.io_device.empty()) {
+    WarnUnthrottled(limits, "the state directory is on no block device");
+  } else if (!Exists(dir + "/io.max")) {
+    WarnUnthrottled(limits, "no io controller in " + dir);
+  } else {
+    TRY(WriteValue(dir + "/io.max", IoMaxLine(limits.io_device, limits.io_max)));
+  }
+  return Ok();
+}
+
+Status WriteIoV1(const std::string& dir, const CgroupLimits& limits) {
+  if (dir.empty()) {
+    WarnUnthrottled(limits, "no v1 blkio hierarchy");
+    return Ok();
+  }
+  // BFQ's weight is 1..1000 (default 100, as v2); CFQ's legacy one 10..1000
+  // (default 500): scaled so that the default stays the default.
+  if (Exists(dir + "/blkio.bfq.weight")) {
+    TRY(WriteValue(dir + "/blkio.bfq.weight",
+                   std::to_string(std::clamp<uint32_t>(limits.io_weight, 1, 1000))));
+  } else if (Exists(dir + "/blkio.weight")) {
+    TRY(WriteValue(dir + "/blkio.weight",
+                   std::to_string(std::clamp<uint64_t>(uint64_t{limits.io_weight} * 5, 10, 1000))));
+  }
+  if (!Throttled(limits.io_max)) return Ok();
+  if (limits.io_device.empty()) {
+    WarnUnthrottled(limits, "the state directory is on no block device");
+    return Ok();
+  }
+  const std::pair<const char*, uint64_t> files[] = {
+      {"blkio.throttle.read_bps_device", limits.io_max.read_bps},
+      {"blkio.throttle.write_bps_device", limits.io_max.write_bps},
+      {"blkio.throttle.read_iops_device", limits.io_max.read_iops},
+      {"blkio.throttle.write_iops_device", limits.io_max.write_iops}};
+  for (const auto& [file, value] : files) {
+    // 0 would remove a rule; a fresh cgroup has none.
+    if (value == 0) continue;
+    if (!Exists(dir + "/" + file)) {
+      WarnUnthrottled(limits, "no " + std::string(file) + " in " + dir);
+      continue;
+    }
+    TRY(WriteValue(dir + "/" + file, limits.io_device + " " + std::to_string(value)));
+  }
+  return Ok();
+}
+
 }  // namespace
+
+std::string IoMaxLine(const std::string& device, const config::IoMax& io_max) {
+  auto value = [](uint64_t v) { return v == 0 ? std::string("max") : std::to_string(v); };
+  return device + " rbps=" + value(io_max.read_bps) + " wbps=" + value(io_max.write_bps) +
+         " riops=" + value(io_max.read_iops) + " wiops=" + value(io_max.write_iops);
+}
+
+Result<std::string> WholeDiskOf(const std::string& path, const std::string& sys_root) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return Err(Error::FromErrno("stat " + path));
+  std::string dev = std::to_string(major(st.st_dev)) + ":" + std::to_string(minor(st.st_dev));
+  std::string node = sys_root + "/dev/block/" + dev;
+  if (major(st.st_dev) == 0 || !Exists(node)) {
+    return Err(Error(path + " is on no block device (device " + dev + ")", ENODEV));
+  }
+  if (!Exists(node + "/partition")) return dev;
+  // A partition's sysfs directory sits inside its disk's.
+  std::string disk = TRY(ReadFile(node + "/../dev", 64));
+  while (!disk.empty() && (disk.back() == '\n' || disk.back() == ' ')) disk.pop_back();
+  if (disk.empty()) return Err(Error("no disk found for partition " + dev, ENODEV));
+  return disk;
+}
 
 std::string InstanceTag(const std::string& runtime_dir) {
   // FNV-1a: stable across builds and processes (std::hash is not guaranteed to be).
@@ -119,9 +206,9 @@ std::string InstanceTag(const std::string& runtime_dir) {
   return std::string(buf, 12);
 }
 
-Result<CgroupSystem> CgroupSystem::Detect() {
+Result<CgroupSystem> CgroupSystem::Detect(const std::string& root) {
   CgroupSystem sys;
-  sys.root = CgroupRoot();
+  sys.root = root;
   auto controllers = ReadFile(sys.root + "/cgroup.controllers", 4096);
   if (controllers) {
     std::string c = " " + *controllers + " ";
@@ -146,10 +233,12 @@ Result<CgroupSystem> CgroupSystem::Detect() {
   return sys;
 }
 
-Result<CellCgroups> CellCgroups::ForQube(const std::string& runtime_dir, const std::string& qube) {
-  CgroupSystem sys = TRY(CgroupSystem::Detect());
+Result<CellCgroups> CellCgroups::ForQube(const std::string& runtime_dir, const std::string& qube,
+                                         const std::string& cgroup_root) {
+  CgroupSystem sys = TRY(CgroupSystem::Detect(cgroup_root));
   CellCgroups cg;
   cg.version_ = sys.version;
+  cg.root_ = sys.root;
   std::string tail = "/tessera/" + InstanceTag(runtime_dir) + "/" + qube;
   if (sys.version == CgroupVersion::kV2) {
     cg.dirs_ = {sys.root + tail};
@@ -161,18 +250,23 @@ Result<CellCgroups> CellCgroups::ForQube(const std::string& runtime_dir, const s
       cg.freezer_dir_ = sys.root + "/freezer" + tail;
       cg.dirs_.push_back(cg.freezer_dir_);
     }
+    if (Exists(sys.root + "/blkio/cgroup.procs")) {
+      cg.blkio_dir_ = sys.root + "/blkio" + tail;
+      cg.dirs_.push_back(cg.blkio_dir_);
+    }
   }
   return cg;
 }
 
 Result<CellCgroups> CellCgroups::Create(const std::string& runtime_dir, const std::string& qube,
-                                        const CgroupLimits& limits) {
-  CellCgroups cg = TRY(ForQube(runtime_dir, qube));
+                                        const CgroupLimits& limits,
+                                        const std::string& cgroup_root) {
+  CellCgroups cg = TRY(ForQube(runtime_dir, qube, cgroup_root));
   // A leftover of a crashed run: its processes die and the directory goes, so
   // the new cell starts from clean counters.
   TRY(cg.KillAll());
   TRY(cg.Remove());
-  CgroupSystem sys = TRY(CgroupSystem::Detect());
+  CgroupSystem sys = TRY(CgroupSystem::Detect(cgroup_root));
   std::string tag = InstanceTag(runtime_dir);
   if (cg.version_ == CgroupVersion::kV2) {
     // Enable the controllers down the path (tessera/ and tessera/<tag>/ hold
@@ -183,6 +277,11 @@ Result<CellCgroups> CellCgroups::Create(const std::string& runtime_dir, const st
     TRY(WriteValue(base + "/cgroup.subtree_control", "+memory +pids +cpu"));
     TRY(MakeDir(base + "/" + tag));
     TRY(WriteValue(base + "/" + tag + "/cgroup.subtree_control", "+memory +pids +cpu"));
+    // io where the kernel offers it (best effort: throttling is then skipped
+    // with a warning, see WriteIoV2).
+    for (const std::string& level : {sys.root, base, base + "/" + tag}) {
+      (void)WriteValue(level + "/cgroup.subtree_control", "+io");
+    }
     const std::string& d = cg.dirs_[0];
     TRY(MakeDir(d));
     if (limits.memory_bytes != 0) {
@@ -195,14 +294,14 @@ Result<CellCgroups> CellCgroups::Create(const std::string& runtime_dir, const st
     TRY(WriteValue(d + "/cpu.weight", std::to_string(limits.cpu_weight)));
     TRY(WriteValue(d + "/cpu.max", limits.cpus ? std::to_string(limits.cpus * 100000u) + " 100000"
                                                 : "max 100000"));
+    TRY(WriteIoV2(d, limits));
     return cg;
   }
-  const char* ctrls[] = {"memory", "pids", "cpu", "freezer"};
-  for (size_t i = 0; i < cg.dirs_.size(); ++i) {
-    std::string base = sys.root + "/" + ctrls[i] + "/tessera";
-    TRY(MakeDir(base));
-    TRY(MakeDir(base + "/" + tag));
-    TRY(MakeDir(cg.dirs_[i]));
+  // <hierarchy>/tessera/<tag>/<qube> in every hierarchy (dirs_ holds the last).
+  for (const std::string& dir : cg.dirs_) {
+    TRY(MakeDir(DirName(DirName(dir))));
+    TRY(MakeDir(DirName(dir)));
+    TRY(MakeDir(dir));
   }
   const std::string& mem = cg.dirs_[0];
   if (limits.memory_bytes != 0) {
@@ -217,6 +316,7 @@ Result<CellCgroups> CellCgroups::Create(const std::string& runtime_dir, const st
   TRY(WriteValue(cg.dirs_[2] + "/cpu.cfs_period_us", "100000"));
   TRY(WriteValue(cg.dirs_[2] + "/cpu.cfs_quota_us",
                  limits.cpus ? std::to_string(limits.cpus * 100000u) : "-1"));
+  TRY(WriteIoV1(cg.blkio_dir_, limits));
   return cg;
 }
 
@@ -275,7 +375,6 @@ Result<std::vector<pid_t>> CellCgroups::Pids() const {
 
 Status CellCgroups::KillAll(std::chrono::milliseconds timeout) const {
   if (!Exists(dirs_[0])) return Ok();
-  std::string root = CgroupRoot();
   auto deadline = std::chrono::steady_clock::now() + timeout;
   if (version_ == CgroupVersion::kV2 && Exists(dirs_[0] + "/cgroup.kill")) {
     TRY(WriteValue(dirs_[0] + "/cgroup.kill", "1"));
@@ -292,7 +391,7 @@ Status CellCgroups::KillAll(std::chrono::milliseconds timeout) const {
     for (const auto& d : dirs_) {
       auto members = ReadPids(d);
       if (!members) continue;
-      for (pid_t p : *members) KillIfMember(p, d, root);
+      for (pid_t p : *members) KillIfMember(p, d, root_);
     }
     if (frozen) (void)WriteValue(freezer_dir_ + "/freezer.state", "THAWED");
     std::this_thread::sleep_for(std::chrono::milliseconds(round < 10 ? 1 : 10));

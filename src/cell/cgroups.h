@@ -1,7 +1,8 @@
 #pragma once
 // The cgroups of one cell: v2 when /sys/fs/cgroup is a unified hierarchy with
-// the memory, pids and cpu controllers available; otherwise the v1 hierarchies
-// /sys/fs/cgroup/{memory,pids,cpu,freezer}. The path of a cell's cgroup is a
+// the memory, pids and cpu controllers available (io too where present);
+// otherwise the v1 hierarchies /sys/fs/cgroup/{memory,pids,cpu,freezer,blkio}
+// (freezer and blkio where mounted). The path of a cell's cgroup is a
 // pure function of the runtime dir and the qube name, so a crashed run can be
 // found and cleaned without any record:
 //   <hierarchy>/tessera/<hash of runtime dir>/<qube>
@@ -21,6 +22,7 @@
 
 #include "common/error.h"
 #include "common/unique_fd.h"
+#include "config/model.h"
 
 namespace tessera::cell {
 
@@ -31,14 +33,24 @@ struct CgroupLimits {
   uint32_t pids_max = 0;      // 0 = unlimited
   uint32_t cpu_weight = 100;  // 1..10000
   uint32_t cpus = 0;          // quota in cpus, 0 = none
+  // Disk I/O: proportional weight 1..10000 (v2 io.weight / io.bfq.weight; v1
+  // blkio.bfq.weight 1..1000 or blkio.weight 10..1000, scaled so the default
+  // stays the default) and throttling on `io_device` ("MAJ:MIN" of a whole
+  // disk, see WholeDiskOf; empty = throttling cannot apply).
+  uint32_t io_weight = 100;
+  config::IoMax io_max;
+  std::string io_device;
 };
 
-// The hierarchy root (default /sys/fs/cgroup; TESSERA_CGROUP_ROOT overrides
-// for tests of the v1/v2 detection).
+// Where the cgroup hierarchies are mounted. Production code uses the default;
+// tests of the v1/v2 detection pass a directory of their own.
+inline constexpr const char* kDefaultCgroupRoot = "/sys/fs/cgroup";
+
+// The hierarchy layout found under `root`.
 struct CgroupSystem {
   CgroupVersion version = CgroupVersion::kV1;
   std::string root;
-  static Result<CgroupSystem> Detect();
+  static Result<CgroupSystem> Detect(const std::string& root = kDefaultCgroupRoot);
 };
 
 class CellCgroups {
@@ -46,9 +58,11 @@ class CellCgroups {
   // Creates the cell's cgroup(s) and writes the limits. A leftover of the same
   // name is killed and removed first.
   static Result<CellCgroups> Create(const std::string& runtime_dir, const std::string& qube,
-                                    const CgroupLimits& limits);
+                                    const CgroupLimits& limits,
+                                    const std::string& cgroup_root = kDefaultCgroupRoot);
   // The cgroups of `qube` whether or not they exist (for Cleanup / Adopt).
-  static Result<CellCgroups> ForQube(const std::string& runtime_dir, const std::string& qube);
+  static Result<CellCgroups> ForQube(const std::string& runtime_dir, const std::string& qube,
+                                     const std::string& cgroup_root = kDefaultCgroupRoot);
 
   Status Attach(pid_t pid) const;
   // v1 only (an empty thread on v2): a thread that moves itself into the
@@ -78,12 +92,24 @@ class CellCgroups {
 
  private:
   CgroupVersion version_ = CgroupVersion::kV1;
+  std::string root_;  // the hierarchy root the cgroups live under
   std::vector<std::string> dirs_;
   std::string memory_dir_;
   std::string freezer_dir_;  // v1 only, may be empty
+  std::string blkio_dir_;    // v1 only, may be empty
 };
 
 // The per-instance path component (hash of the runtime dir).
 std::string InstanceTag(const std::string& runtime_dir);
+
+// The whole disk ("MAJ:MIN") holding `path`, for I/O limits: a partition is
+// mapped to its disk through <sys_root>/dev/block/MAJ:MIN/partition and the
+// parent's `dev`. ENODEV when `path` is on no block device (tmpfs, overlayfs,
+// a btrfs subvolume's anonymous device).
+Result<std::string> WholeDiskOf(const std::string& path, const std::string& sys_root = "/sys");
+
+// The cgroup v2 io.max line for `device`: "MAJ:MIN rbps=N wbps=max riops=max
+// wiops=N" (0 = max, i.e. unlimited).
+std::string IoMaxLine(const std::string& device, const config::IoMax& io_max);
 
 }  // namespace tessera::cell

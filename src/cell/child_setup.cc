@@ -23,6 +23,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "cell/fd_passing.h"
+
 namespace tessera::cell {
 namespace {
 
@@ -223,10 +225,13 @@ void MountDev(const ChildPlan& plan, int root_fd) {
           MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
   int dev = OpenTarget(root_fd, "dev", false);
   if (dev < 0) Fail(plan, ChildStep::kPopulateDev, -dev);
-  // A private devpts instance: the cell's ptys, never the host's.
-  static const FsOption kPts[] = {{"newinstance", nullptr}, {"ptmxmode", "0666"},
-                                  {"mode", "0620"}, {"gid", "5"}};
-  MountAt(plan, ChildStep::kPopulateDev, dev, "pts", "devpts", kPts, 4,
+  // A private devpts instance: the cell's ptys, never the host's. `max`
+  // bounds its share of the kernel's pty pool, which all non-initial devpts
+  // instances (every cell's) draw from.
+  const FsOption pts[] = {{"newinstance", nullptr}, {"ptmxmode", "0666"},
+                          {"mode", "0620"},          {"gid", "5"},
+                          {"max", plan.pty_max}};
+  MountAt(plan, ChildStep::kPopulateDev, dev, "pts", "devpts", pts, 5,
           MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
   static const FsOption kShm[] = {{"size", "64m"}, {"mode", "1777"}};
   MountAt(plan, ChildStep::kPopulateDev, dev, "shm", "tmpfs", kShm, 2,
@@ -263,6 +268,43 @@ void SetCaps(const ChildPlan& plan) {
     data[i].inheritable = 0;
   }
   Check(plan, ChildStep::kSetCaps, syscall(SYS_capset, &header, data));
+}
+
+// Sets each planned rlimit on this process (inherited by the agent and every
+// command). Raw prlimit64: no libc wrapper state. A hard limit above the
+// current one needs CAP_SYS_RESOURCE in the initial user namespace, which this
+// child never has: the parent raised it before the release where it could;
+// otherwise the hard limit is clamped to the current one (stricter, never
+// looser, than asked).
+void SetRlimits(const ChildPlan& plan) {
+  for (const ChildRlimit& r : plan.rlimits) {
+    struct {
+      uint64_t cur;
+      uint64_t max;
+    } want{r.soft, r.hard}, now{0, 0};
+    if (::syscall(SYS_prlimit64, 0, r.resource, nullptr, &now) != 0) {
+      Fail(plan, ChildStep::kSetRlimits, errno);
+    }
+    if (want.max > now.max) {
+      want.max = now.max;
+      if (want.cur > want.max) want.cur = want.max;
+    }
+    Check(plan, ChildStep::kSetRlimits, ::syscall(SYS_prlimit64, 0, r.resource, &want, nullptr));
+  }
+}
+
+// kNotify: hands the seccomp listener to the parent over the sync socket and
+// closes our copy. The agent must never hold it: with the listener the cell
+// could answer its own denials (even let them through). Runs under the filter
+// already: send, close and exit are allowed calls.
+void SendSeccompListener(const ChildPlan& plan, int listener) {
+  ChildError message{kSeccompListenerMessage, 0};
+  ssize_t sent = SendWithFd(plan.sync_fd, &message, sizeof(message), listener);
+  int err = errno;
+  ::close(listener);
+  if (sent != static_cast<ssize_t>(sizeof(message))) {
+    Fail(plan, ChildStep::kSendSeccompListener, err);
+  }
 }
 
 }  // namespace
@@ -302,6 +344,8 @@ const char* StepName(int step) {
     case ChildStep::kSeccomp: return "install seccomp filter";
     case ChildStep::kStdio: return "set up stdio";
     case ChildStep::kExecAgent: return "exec tessera-agent";
+    case ChildStep::kSetRlimits: return "set rlimits";
+    case ChildStep::kSendSeccompListener: return "send seccomp listener";
   }
   return "unknown step";
 }
@@ -583,9 +627,15 @@ void RunChild(const ChildPlan& plan) {
     Check(plan, ChildStep::kStdio, ::fcntl(plan.inner_mntns_fd, F_SETFD, 0));
   }
 
+  // 14b. Resource limits last-but-one: none of the setup above (the helper
+  //      clone of 12b, the fds it opens) is bound by the qube's limits.
+  SetRlimits(plan);
+
   // 15. seccomp last: the filter also constrains this setup code otherwise.
+  //     kNotify: installed with a new listener, which goes to the parent.
   int rc = ApplySeccompProgram(*plan.seccomp);
   if (rc < 0) Fail(plan, ChildStep::kSeccomp, -rc);
+  if (plan.seccomp->mode == SeccompMode::kNotify) SendSeccompListener(plan, rc);
 
   // The agent outlives whoever started it.
   ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);

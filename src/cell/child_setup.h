@@ -49,7 +49,13 @@ enum class ChildStep : int {
   kSeccomp,
   kStdio,
   kExecAgent,
+  kSetRlimits,
+  kSendSeccompListener,
 };
+
+// A sync-socket message whose step is kSeccompListenerMessage is no failure:
+// it carries the seccomp listener (SeccompMode::kNotify) as SCM_RIGHTS.
+inline constexpr int kSeccompListenerMessage = 0;
 const char* StepName(int step);
 
 struct ChildError {
@@ -63,6 +69,13 @@ struct PreparedMount {
   int fd = -1;
   const char* target = nullptr;  // e.g. "dev/null", "home", "usr"
   bool is_file = false;
+};
+
+// A resource limit the child sets on itself just before exec (prlimit64).
+struct ChildRlimit {
+  int resource = -1;  // RLIMIT_*
+  uint64_t soft = 0;
+  uint64_t hard = 0;
 };
 
 struct ChildPlan {
@@ -87,6 +100,8 @@ struct ChildPlan {
   int cap_last = 40;        // /proc/sys/kernel/cap_last_cap
   uint64_t drop_caps = 0;   // bit n = drop capability n
   const SeccompProgram* seccomp = nullptr;
+  std::vector<ChildRlimit> rlimits;  // set in step 14b, after stdio
+  const char* pty_max = "64";        // devpts `max=`: ptys this cell may hold
 };
 
 // Never returns. Runs in the child right after clone.

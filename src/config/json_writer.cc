@@ -39,6 +39,11 @@ json QubeToJson(const Qube& qube) {
   out["label"] = qube.label;
   out["memory"] = qube.memory_mib;
   out["cpus"] = qube.cpus;
+  out["io_weight"] = qube.io_weight;
+  out["io_max"] = {{"read_bps", qube.io_max.read_bps},
+                   {"write_bps", qube.io_max.write_bps},
+                   {"read_iops", qube.io_max.read_iops},
+                   {"write_iops", qube.io_max.write_iops}};
   out["tags"] = qube.tags;
   out["autostart"] = qube.autostart;
   if (qube.klass == QubeClass::kDisposable || qube.klass == QubeClass::kDisposableTemplate) {

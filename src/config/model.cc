@@ -40,6 +40,12 @@ std::string_view ToString(FirewallProto proto) {
   return "any";
 }
 
+std::string ToString(const IoMax& io_max) {
+  return "read_bps=" + std::to_string(io_max.read_bps) + ",write_bps=" +
+         std::to_string(io_max.write_bps) + ",read_iops=" + std::to_string(io_max.read_iops) +
+         ",write_iops=" + std::to_string(io_max.write_iops);
+}
+
 std::string_view QubesTypeName(QubeClass klass) {
   switch (klass) {
     case QubeClass::kTemplate: return "TemplateVM";

@@ -48,6 +48,16 @@ struct FirewallRule {
   bool operator==(const FirewallRule&) const = default;
 };
 
+// Disk I/O throttling of one qube (cgroup v2 io.max, v1 blkio.throttle.*) on
+// the block device that holds the state directory. 0 = unlimited.
+struct IoMax {
+  uint64_t read_bps = 0;
+  uint64_t write_bps = 0;
+  uint64_t read_iops = 0;
+  uint64_t write_iops = 0;
+  bool operator==(const IoMax&) const = default;
+};
+
 struct Qube {
   std::string name;
   QubeClass klass = QubeClass::kApp;
@@ -58,6 +68,8 @@ struct Qube {
   std::string label = "red";               // Qubes colour name
   uint64_t memory_mib = 0;                 // hard limit
   uint32_t cpus = 1;
+  uint32_t io_weight = 100;                // 1..10000: share of disk time (io.weight)
+  IoMax io_max;
   std::vector<std::string> tags;           // sorted, unique
   bool autostart = false;
   uint32_t idle_timeout = 0;               // seconds; disposables only, 0 = never
@@ -84,6 +96,8 @@ std::string_view ToString(QubeClass klass);
 std::string_view ToString(Backend backend);
 std::string_view ToString(FirewallAction action);
 std::string_view ToString(FirewallProto proto);
+// "read_bps=N,write_bps=N,read_iops=N,write_iops=N" (for diffs and messages).
+std::string ToString(const IoMax& io_max);
 // The Qubes type name used in policy (`@type:AppVM`).
 std::string_view QubesTypeName(QubeClass klass);
 // Inverse of ToString(QubeClass) ("disposable-template" -> kDisposableTemplate).

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <set>
@@ -26,8 +27,10 @@ using Kind = Node::Kind;
 constexpr std::string_view kTopKeys[] = {"default_dispvm", "policy_dir", "qubes"};
 constexpr std::string_view kQubeKeys[] = {
     "autostart", "backend",  "class",  "cpus", "default_dispvm", "features",
-    "firewall",  "idle_timeout", "label", "memory", "netvm", "provides_network",
+    "firewall",  "idle_timeout", "io_max", "io_weight", "label", "memory", "netvm",
+    "provides_network",
     "source",    "tags",     "template", "uuid"};
+constexpr std::string_view kIoMaxKeys[] = {"read_bps", "read_iops", "write_bps", "write_iops"};
 constexpr std::string_view kRuleKeys[] = {"action", "comment",  "dsthost", "dstports",
                                           "expire", "icmptype", "proto",   "specialtarget"};
 constexpr std::string_view kLabels[] = {"red",  "orange", "yellow", "green",
@@ -42,6 +45,8 @@ constexpr int64_t kMaxMemoryMib = 1048576;
 constexpr uint64_t kDefaultMemoryMib = 1024;
 constexpr int64_t kMaxCpus = 1024;
 constexpr int64_t kMaxIdleTimeout = 7 * 24 * 3600;
+constexpr int64_t kMaxIoWeight = 10000;
+constexpr int64_t kMaxIoRate = INT64_MAX;
 constexpr int64_t kMaxExpire = 253402300799;  // 9999-12-31T23:59:59Z
 constexpr size_t kMaxStringBytes = 4096;
 
@@ -328,6 +333,12 @@ class Builder {
         if (auto cpus = GetInteger(value, path, 1, kMaxCpus, "")) {
           qube.cpus = static_cast<uint32_t>(*cpus);
         }
+      } else if (key == "io_weight") {
+        if (auto weight = GetInteger(value, path, 1, kMaxIoWeight, "")) {
+          qube.io_weight = static_cast<uint32_t>(*weight);
+        }
+      } else if (key == "io_max") {
+        ReadIoMax(value, path, qube.io_max);
       } else if (key == "tags") {
         ReadTags(value, path, qube.tags);
       } else if (key == "autostart") {
@@ -390,6 +401,27 @@ class Builder {
       return;
     }
     draft.source = Ref{*text, value.location, path};
+  }
+
+  void ReadIoMax(const Node& value, const std::string& path, IoMax& io_max) {
+    if (!ExpectKind(value, Kind::kTable, path, "a table of I/O limits")) return;
+    for (const Member* member : UniqueMembers(value, path)) {
+      const std::string field = Join(path, member->key);
+      uint64_t* target = member->key == "read_bps"     ? &io_max.read_bps
+                         : member->key == "write_bps"  ? &io_max.write_bps
+                         : member->key == "read_iops"  ? &io_max.read_iops
+                         : member->key == "write_iops" ? &io_max.write_iops
+                                                       : nullptr;
+      if (target == nullptr) {
+        UnknownKey(*member, field, kIoMaxKeys);
+        continue;
+      }
+      bool bytes = member->key.ends_with("_bps");
+      if (auto n = GetInteger(member->value, field, 0, kMaxIoRate,
+                              bytes ? "bytes/s, 0 = unlimited" : "operations/s, 0 = unlimited")) {
+        *target = static_cast<uint64_t>(*n);
+      }
+    }
   }
 
   void ReadTags(const Node& value, const std::string& path, std::vector<std::string>& tags) {

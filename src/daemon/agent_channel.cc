@@ -106,8 +106,10 @@ void AgentChannel::Detach(uint32_t id) {
 
 void AgentChannel::Push(FrameType type, uint32_t id, uint8_t stream, std::string_view payload,
                         std::vector<UniqueFd> fds) {
-  out_.Push(wire::EncodeFrame(type, id, stream, payload, static_cast<uint8_t>(fds.size())),
-            std::move(fds));
+  // Encoded first: the header's descriptor count must be taken before the
+  // vector is moved into the queue (argument evaluation order is unspecified).
+  std::string frame = wire::EncodeFrame(type, id, stream, payload, static_cast<uint8_t>(fds.size()));
+  out_.Push(std::move(frame), std::move(fds));
 }
 
 void AgentChannel::Flush() {

@@ -130,6 +130,8 @@ class Daemon {
     Log(LogLevel::kInfo, "tesserad ready",
         {{"socket", options_.layout.runtime_dir + "/admin.sock"}, {"description", config_->source()}});
     if (options_.autostart) manager_->Autostart();
+    // Preloaded disposables are not autostart qubes: kept ready either way.
+    manager_->RefillPreloaded();
     if (std::getenv("NOTIFY_SOCKET") != nullptr) sd_notify(0, "READY=1");
 
     int rc = loop_->Run();

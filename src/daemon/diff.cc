@@ -56,6 +56,8 @@ void CompareQubes(const Qube& a, const Qube& b, QubeChange& change) {
       b.provides_network ? "true" : "false", true);
   add("memory", std::to_string(a.memory_mib), std::to_string(b.memory_mib), true);
   add("cpus", std::to_string(a.cpus), std::to_string(b.cpus), true);
+  add("io_weight", std::to_string(a.io_weight), std::to_string(b.io_weight), true);
+  add("io_max", config::ToString(a.io_max), config::ToString(b.io_max), true);
   add("features", Features(a.features), Features(b.features), true);
   add("backend", std::string(config::ToString(a.backend)), std::string(config::ToString(b.backend)),
       true);

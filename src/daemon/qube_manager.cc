@@ -562,7 +562,6 @@ void QubeManager::Autostart() {
       if (!r) Log(LogLevel::kError, "autostart failed", {{"qube", name}, {"error", r.error().message}});
     });
   }
-  RefillPreloaded();
 }
 
 void QubeManager::Recover() {

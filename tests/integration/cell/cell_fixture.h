@@ -9,6 +9,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -16,6 +19,7 @@
 #include "backend/launcher.h"
 #include "cell/cell.h"
 #include "cell/cell_backend.h"
+#include "cell/seccomp_monitor.h"
 #include "common/unique_fd.h"
 #include "storage/idmap_internal.h"
 #include "storage/storage.h"
@@ -75,21 +79,22 @@ class CellTest : public ::testing::Test {
   }
 
   // The agent of this build (test binaries live in build/tests/, not beside it).
-  static CellOptions Options(CellTestHooks hooks = {}) {
+  static CellOptions Options(CellTestHooks hooks = {}, SeccompMode mode = SeccompMode::kErrno) {
     CellOptions options;
+    options.seccomp_mode = mode;
     options.agent_path = std::string(TESSERA_BINARY_DIR) + "/tessera-agent";
     options.test_hooks = hooks;
     return options;
   }
 
-  Result<Cell> Start(const CellSpec& spec) {
+  Result<Cell> Start(const CellSpec& spec, SeccompMode mode = SeccompMode::kErrno) {
     started_.push_back(spec.name);
-    return Cell::Start(layout_, spec, Options());
+    return Cell::Start(layout_, spec, Options({}, mode));
   }
 
   // Starts a cell or fails the test.
-  Cell MustStart(const CellSpec& spec) {
-    auto cell = Start(spec);
+  Cell MustStart(const CellSpec& spec, SeccompMode mode = SeccompMode::kErrno) {
+    auto cell = Start(spec, mode);
     if (!cell) {
       ADD_FAILURE() << "start " << spec.name << ": " << cell.error().ToString();
       std::abort();
@@ -123,6 +128,66 @@ class CellTest : public ::testing::Test {
   }
 
   RunResult Sh(Cell& cell, const std::string& script) { return Run(cell, {"/bin/sh", "-c", script}); }
+
+  // ---- Seccomp notify mode (opt-in) -----------------------------------------
+  // MustStartMonitored starts a cell in SeccompMode::kNotify with a responder
+  // thread that records every seccomp denial of that cell. A violation is
+  // recorded before the denied call returns inside the cell, so Violations()
+  // is complete for every command that has finished.
+  Cell MustStartMonitored(CellSpec spec) {
+    Cell cell = MustStart(spec, SeccompMode::kNotify);
+    auto record = std::make_shared<ViolationRecord>();
+    auto responder = SeccompResponderThread::Start(
+        SeccompMonitor(cell.TakeSeccompListener(), cell.seccomp_program()),
+        [record](const SeccompViolation& v) {
+          std::lock_guard<std::mutex> lock(record->mu);
+          record->violations.push_back(v);
+        });
+    if (!responder) {
+      ADD_FAILURE() << "seccomp responder for " << spec.name << ": " << responder.error().ToString();
+      std::abort();
+    }
+    monitored_[spec.name] = {record, std::move(*responder)};
+    return cell;
+  }
+
+  // The violations of a cell started with MustStartMonitored, oldest first.
+  std::vector<SeccompViolation> Violations(const std::string& name) {
+    auto it = monitored_.find(name);
+    if (it == monitored_.end()) return {};
+    std::lock_guard<std::mutex> lock(it->second.record->mu);
+    return it->second.record->violations;
+  }
+
+  void ClearViolations(const std::string& name) {
+    auto it = monitored_.find(name);
+    if (it == monitored_.end()) return;
+    std::lock_guard<std::mutex> lock(it->second.record->mu);
+    it->second.record->violations.clear();
+  }
+
+  // "name(nr)=errno by pid" per violation, for failure messages.
+  static std::string Describe(const std::vector<SeccompViolation>& violations) {
+    std::string out;
+    for (const auto& v : violations) {
+      out += v.syscall_name + "(" + std::to_string(v.syscall_nr) + ")=" +
+             std::to_string(v.errno_answered) + " by pid " + std::to_string(v.pid) + "\n";
+    }
+    return out.empty() ? "none" : out;
+  }
+
+  struct ViolationRecord {
+    std::mutex mu;
+    std::vector<SeccompViolation> violations;
+  };
+  struct Monitored {
+    std::shared_ptr<ViolationRecord> record;
+    std::unique_ptr<SeccompResponderThread> responder;
+  };
+  // Members outlive TearDown: a responder ends when its cell dies (Stop or
+  // TearDown's Cleanup) or, at the latest, when the fixture is destroyed.
+  std::map<std::string, Monitored> monitored_;
+  // ---- end of seccomp notify mode --------------------------------------------
 
   std::string tmp_;
   storage::Layout layout_;

@@ -42,7 +42,7 @@ std::set<std::string> CgroupDirs(const std::string& runtime_dir) {
   std::set<std::string> out;
   std::string tag = InstanceTag(std::filesystem::canonical(runtime_dir).string());
   for (const char* h : {"/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids",
-                        "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/freezer"}) {
+                        "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/freezer", "/sys/fs/cgroup/blkio"}) {
     std::string base = std::string(h) + "/tessera/" + tag;
     if (std::filesystem::is_directory(base)) out.insert(base);
     for (const auto& p : ListTree(base)) {

@@ -86,5 +86,49 @@ TEST(Planner, ErrorsNameTheQubeAndField) {
   EXPECT_FALSE(PlanLaunch(s, "work"));
 }
 
+TEST(Planner, PtyMaxFeature) {
+  config::System s = MakeSystem();
+  EXPECT_EQ(PlanLaunch(s, "work")->spec.pty_max, 64u);
+  s.qubes[3].features["pty-max"] = "1024";
+  EXPECT_EQ(PlanLaunch(s, "work")->spec.pty_max, 1024u);
+  for (const char* bad : {"0", "1025", "many"}) {
+    s.qubes[3].features["pty-max"] = bad;
+    auto r = PlanLaunch(s, "work");
+    ASSERT_FALSE(r) << bad;
+    EXPECT_THAT(r.error().ToString(), HasSubstr("qube work: feature pty-max"));
+  }
+}
+
+TEST(Planner, RlimitFeatures) {
+  config::System s = MakeSystem();
+  auto defaults = PlanLaunch(s, "base");
+  ASSERT_TRUE(defaults);
+  EXPECT_EQ(defaults->spec.rlimit_nofile, (Rlimit{1024, 524288}));
+  EXPECT_FALSE(defaults->spec.rlimit_nproc);  // = pids_max
+  EXPECT_EQ(defaults->spec.rlimit_core, (Rlimit{0, 0}));
+
+  s.qubes[3].features["rlimit-nofile"] = "4096:8192";
+  s.qubes[3].features["rlimit-nproc"] = "50";
+  s.qubes[3].features["rlimit-core"] = "0:unlimited";
+  auto work = PlanLaunch(s, "work");
+  ASSERT_TRUE(work) << work.error().ToString();
+  EXPECT_EQ(work->spec.rlimit_nofile, (Rlimit{4096, 8192}));
+  EXPECT_EQ(work->spec.rlimit_nproc, (Rlimit{50, 50}));
+  EXPECT_EQ(work->spec.rlimit_core, (Rlimit{0, kRlimInfinity}));
+
+  for (const char* bad : {"", "x", "10:", ":10", "20:10", "1:2:3", "0", "2000000", "unlimited",
+                          "-1", "1.5"}) {
+    s.qubes[3].features["rlimit-nofile"] = bad;
+    auto r = PlanLaunch(s, "work");
+    ASSERT_FALSE(r) << "accepted rlimit-nofile = \"" << bad << "\"";
+    EXPECT_THAT(r.error().ToString(), HasSubstr("qube work: feature rlimit-nofile")) << bad;
+  }
+  s.qubes[3].features["rlimit-nofile"] = "1024";
+  s.qubes[3].features["rlimit-nproc"] = "0";
+  auto nproc = PlanLaunch(s, "work");
+  ASSERT_FALSE(nproc);
+  EXPECT_THAT(nproc.error().ToString(), HasSubstr("qube work: feature rlimit-nproc"));
+}
+
 }  // namespace
 }  // namespace tessera::backend

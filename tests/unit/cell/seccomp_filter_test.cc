@@ -3,16 +3,26 @@
 // tests; this one runs without root).
 
 #include <gtest/gtest.h>
+#include <linux/audit.h>
 #include <linux/seccomp.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
+#include <mutex>
+#include <vector>
+
 #include "cell/cgroups.h"
+#include "cell/fd_passing.h"
 #include "cell/seccomp_filter.h"
+#include "cell/seccomp_monitor.h"
+#include "common/unique_fd.h"
 
 namespace tessera::cell {
 namespace {
@@ -37,11 +47,103 @@ int ErrnoOf(long rc) { return rc < 0 ? errno : 0; }
 TEST(SeccompFilter, CompilesToAProgram) {
   auto prog = BuildSeccompFilter({});
   ASSERT_TRUE(prog) << prog.error().ToString();
-  EXPECT_GT(prog->instructions.size(), 20u);
+  EXPECT_GT(prog->instructions.size(), 300u);    // an allow-list of ~300 calls
   EXPECT_LT(prog->instructions.size(), 4096u);  // BPF_MAXINSNS
+  EXPECT_TRUE(prog->answers.empty());
   auto nested = BuildSeccompFilter({.nested_userns = true});
   ASSERT_TRUE(nested);
-  EXPECT_LT(nested->instructions.size(), prog->instructions.size());
+  EXPECT_NE(nested->instructions.size(), prog->instructions.size());
+  auto notify = BuildSeccompFilter({.mode = SeccompMode::kNotify});
+  ASSERT_TRUE(notify) << notify.error().ToString();
+  EXPECT_EQ(notify->mode, SeccompMode::kNotify);
+  EXPECT_EQ(notify->answers.size(), prog->instructions.size());  // the kErrno program
+  // One compilation per options in a process.
+  auto a = CachedSeccompFilter({.mode = SeccompMode::kNotify});
+  auto b = CachedSeccompFilter({.mode = SeccompMode::kNotify});
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->get(), b->get());
+  EXPECT_NE(a->get(), CachedSeccompFilter({})->get());
+}
+
+TEST(SeccompFilter, UnlistedAndAioCallsFailWithEnosys) {
+  EXPECT_EQ(UnderFilter({}, [] { return ErrnoOf(syscall(SYS_sysfs, 3)); }), ENOSYS);
+  EXPECT_EQ(UnderFilter({}, [] { return ErrnoOf(syscall(SYS_vhangup)); }), ENOSYS);
+  EXPECT_EQ(UnderFilter({}, [] { return ErrnoOf(syscall(SYS_modify_ldt, 0, nullptr, 0)); }), ENOSYS);
+  unsigned long ctx = 0;
+  EXPECT_EQ(UnderFilter({}, [&] { return ErrnoOf(syscall(SYS_io_setup, 1, &ctx)); }), ENOSYS);
+  EXPECT_EQ(UnderFilter({}, [] { return ErrnoOf(syscall(SYS_io_submit, 0, 0, nullptr)); }), ENOSYS);
+  EXPECT_EQ(UnderFilter({}, [] { return ErrnoOf(syscall(SYS_io_getevents, 0, 0, 0, nullptr, nullptr)); }),
+            ENOSYS);
+  // vsock reaches host services no namespace separates.
+  EXPECT_EQ(UnderFilter({}, [] { return ErrnoOf(::socket(40 /*AF_VSOCK*/, SOCK_STREAM, 0)); }), EPERM);
+  EXPECT_NE(UnderFilter({}, [] { return ErrnoOf(::socket(AF_UNIX, SOCK_STREAM, 0)); }), EPERM);
+}
+
+TEST(SeccompFilter, ForeignAbisKill) {
+  // x32: the x32 bit on a native number.
+  EXPECT_EQ(UnderFilter({}, [] { return ErrnoOf(syscall(0x40000000 | SYS_getpid)); }), 200 + SIGSYS);
+}
+
+seccomp_data Data(int nr, uint64_t a0 = 0, uint32_t arch = AUDIT_ARCH_X86_64) {
+  seccomp_data d{};
+  d.nr = nr;
+  d.arch = arch;
+  d.args[0] = a0;
+  return d;
+}
+
+// The user-space evaluation of a program (which the monitor answers with)
+// gives what the kernel does with it.
+TEST(SeccompFilter, EvaluationMatchesTheKernel) {
+  auto prog = BuildSeccompFilter({});
+  ASSERT_TRUE(prog);
+  struct Case {
+    int nr;
+    uint64_t a0;
+    long (*call)();
+  };
+  const Case cases[] = {
+      {SYS_getppid, 0, [] { return syscall(SYS_getppid); }},
+      {SYS_bpf, 0, [] { return syscall(SYS_bpf, 0, nullptr, 0); }},
+      {SYS_keyctl, 0, [] { return syscall(SYS_keyctl, 0, -3, 0); }},
+      {SYS_io_setup, 0, [] { return syscall(SYS_io_setup, 0, nullptr); }},
+      {SYS_sysfs, 3, [] { return syscall(SYS_sysfs, 3); }},
+      {SYS_clone3, 0, [] { return syscall(SYS_clone3, nullptr, 0); }},
+      {SYS_personality, ADDR_NO_RANDOMIZE,
+       [] { return syscall(SYS_personality, ADDR_NO_RANDOMIZE); }},
+      {SYS_personality, 0xffffffffu, [] { return syscall(SYS_personality, 0xffffffffUL); }},
+      {SYS_personality, 0x80000001u, [] { return syscall(SYS_personality, 0x80000001UL); }},
+      {SYS_unshare, CLONE_NEWUSER, [] { return syscall(SYS_unshare, CLONE_NEWUSER); }},
+      {SYS_socket, 40, [] { return syscall(SYS_socket, 40, SOCK_STREAM, 0); }},
+      {SYS_socket, AF_UNIX, [] { return syscall(SYS_socket, AF_UNIX, SOCK_STREAM, 0); }},
+  };
+  for (const Case& c : cases) {
+    uint32_t ret = EvaluateSeccompProgram(prog->instructions, Data(c.nr, c.a0));
+    int expected = (ret & SECCOMP_RET_ACTION_FULL) == SECCOMP_RET_ERRNO
+                       ? static_cast<int>(ret & SECCOMP_RET_DATA)
+                       : 0;
+    EXPECT_EQ(ret & SECCOMP_RET_ACTION_FULL,
+              expected != 0 ? SECCOMP_RET_ERRNO : SECCOMP_RET_ALLOW) << "nr " << c.nr;
+    int kernel = UnderFilter({}, [&] { return ErrnoOf(c.call()); });
+    if (expected != 0) {
+      EXPECT_EQ(kernel, expected) << "nr " << c.nr << " a0 " << c.a0;
+    } else {
+      EXPECT_NE(kernel, 100) << "nr " << c.nr;  // it ran (whatever the kernel said)
+    }
+  }
+  // Foreign architectures and x32 numbers: kill.
+  EXPECT_EQ(EvaluateSeccompProgram(prog->instructions, Data(20, 0, AUDIT_ARCH_I386)),
+            SECCOMP_RET_KILL_PROCESS);
+  EXPECT_EQ(EvaluateSeccompProgram(prog->instructions, Data(0x40000000 | SYS_getpid)),
+            SECCOMP_RET_KILL_PROCESS);
+  // Malformed programs are refused, never allowed.
+  EXPECT_EQ(EvaluateSeccompProgram({}, Data(SYS_getpid)), SECCOMP_RET_KILL_PROCESS);
+  std::vector<sock_filter> out_of_range = {BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 64),
+                                           BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+  EXPECT_EQ(EvaluateSeccompProgram(out_of_range, Data(SYS_getpid)), SECCOMP_RET_KILL_PROCESS);
+  std::vector<sock_filter> jump_out = {BPF_JUMP(BPF_JMP | BPF_JA, 5, 0, 0),
+                                       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+  EXPECT_EQ(EvaluateSeccompProgram(jump_out, Data(SYS_getpid)), SECCOMP_RET_KILL_PROCESS);
 }
 
 TEST(SeccompFilter, DeniesDangerousCallsWithEperm) {
@@ -63,6 +165,89 @@ TEST(SeccompFilter, AllowsOrdinaryCalls) {
   // With the feature, user namespaces are the kernel's decision again.
   EXPECT_NE(UnderFilter({.nested_userns = true}, [] { return ErrnoOf(syscall(SYS_clone3, nullptr, 0)); }),
             ENOSYS);
+}
+
+// A forked child under the kNotify program: it hands its listener to us over
+// a socketpair, then runs `body` (its exit status is body's result).
+struct NotifiedChild {
+  pid_t pid = -1;
+  UniqueFd listener;
+};
+
+template <class F>
+NotifiedChild ForkUnderNotify(const SeccompProgram& prog, F body) {
+  NotifiedChild child;
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return child;
+  child.pid = ::fork();
+  if (child.pid == 0) {
+    ::close(sv[0]);
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) _exit(100);
+    int listener = ApplySeccompProgram(prog);
+    char byte = 0;
+    if (listener < 0 || SendWithFd(sv[1], &byte, 1, listener) != 1) _exit(101);
+    ::close(listener);
+    _exit(body());
+  }
+  ::close(sv[1]);
+  char byte;
+  int fd = -1;
+  if (child.pid > 0 && RecvWithFd(sv[0], &byte, 1, &fd) == 1) child.listener.reset(fd);
+  ::close(sv[0]);
+  return child;
+}
+
+// kNotify without root: the child makes denied calls; the monitor reports
+// and answers each with the table's errno.
+TEST(SeccompMonitor, ReportsAndAnswersWithTheTablesErrno) {
+  auto prog = CachedSeccompFilter({.mode = SeccompMode::kNotify});
+  ASSERT_TRUE(prog) << prog.error().ToString();
+  NotifiedChild child = ForkUnderNotify(**prog, [] {
+    int e1 = ErrnoOf(syscall(SYS_bpf, 0, nullptr, 0));
+    int e2 = ErrnoOf(syscall(SYS_io_setup, 1, nullptr));
+    int e3 = ErrnoOf(syscall(SYS_personality, ADDR_NO_RANDOMIZE));
+    return e1 == EPERM && e2 == ENOSYS && e3 == EPERM ? 0 : 103;
+  });
+  ASSERT_TRUE(child.listener);
+  std::mutex mu;
+  std::vector<SeccompViolation> seen;
+  auto responder = SeccompResponderThread::Start(SeccompMonitor(std::move(child.listener), *prog),
+                                                 [&](const SeccompViolation& v) {
+                                                   std::lock_guard<std::mutex> lock(mu);
+                                                   seen.push_back(v);
+                                                 });
+  ASSERT_TRUE(responder) << responder.error().ToString();
+  int status = 0;
+  ASSERT_EQ(::waitpid(child.pid, &status, 0), child.pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  (*responder)->Stop();
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[0].syscall_name, "bpf");
+  EXPECT_EQ(seen[0].errno_answered, EPERM);
+  EXPECT_EQ(seen[0].pid, child.pid);
+  EXPECT_EQ(seen[1].syscall_name, "io_setup");
+  EXPECT_EQ(seen[1].errno_answered, ENOSYS);
+  EXPECT_EQ(seen[2].syscall_name, "personality");
+  EXPECT_EQ(seen[2].errno_answered, EPERM);
+}
+
+// A caller that dies while its call is being decided is tolerated: the
+// violation is still reported, marked target_gone.
+TEST(SeccompMonitor, ToleratesACallerThatDied) {
+  auto prog = CachedSeccompFilter({.mode = SeccompMode::kNotify});
+  ASSERT_TRUE(prog);
+  // The call waits for an answer that never comes.
+  NotifiedChild child = ForkUnderNotify(**prog, [] { return ErrnoOf(syscall(SYS_bpf, 0, nullptr, 0)); });
+  ASSERT_TRUE(child.listener);
+  SeccompMonitor monitor(std::move(child.listener), *prog);
+  auto v = monitor.HandleOne([&](const SeccompViolation&) {
+    ::kill(child.pid, SIGKILL);
+    ::waitpid(child.pid, nullptr, 0);
+  });
+  ASSERT_TRUE(v) << v.error().ToString();
+  ASSERT_TRUE(v->has_value());
+  EXPECT_EQ((*v)->syscall_name, "bpf");
+  EXPECT_TRUE((*v)->target_gone);
 }
 
 TEST(Cgroups, InstanceTagIsStableAndDistinct) {

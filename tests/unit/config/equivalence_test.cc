@@ -99,6 +99,8 @@ class = "standalone"
 provides_network = true
 memory = 300
 cpus = 4
+io_weight = 500
+io_max = { read_bps = 10485760, write_bps = 5242880, read_iops = 1000, write_iops = 500 }
 tags = ["z", "a", "z", "net-1"]
 features = { "service.network-manager" = "1", "empty" = "", "unicode" = "grüße ✓" }
 [qubes.off]

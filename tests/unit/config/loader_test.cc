@@ -416,6 +416,39 @@ TEST(ValidationTest, ValueRangesAndTypes) {
       << Dump(outcome.diagnostics);
 }
 
+TEST(ValidationTest, IoWeightAndIoMax) {
+  LoadOutcome outcome = LoadToml(
+      "[qubes.t]\nclass = \"template\"\n"
+      "[qubes.a]\ntemplate = \"t\"\nio_weight = 250\n"
+      "io_max = { write_bps = 1048576, read_iops = 200 }\n");
+  ASSERT_TRUE(outcome.system) << Dump(outcome.diagnostics);
+  const Qube* a = outcome.system->Find("a");
+  EXPECT_EQ(a->io_weight, 250u);
+  EXPECT_EQ(a->io_max, (IoMax{.read_bps = 0, .write_bps = 1048576, .read_iops = 200, .write_iops = 0}));
+  const Qube* t = outcome.system->Find("t");
+  EXPECT_EQ(t->io_weight, 100u);  // defaults: weight 100, nothing throttled
+  EXPECT_EQ(t->io_max, IoMax{});
+  // JSON (and Nix, which evaluates to the same tree) reads the same keys.
+  LoadOutcome json = LoadJson(
+      R"({"qubes": {"t": {"class": "template"}, "a": {"template": "t", "io_weight": 250,)"
+      R"( "io_max": {"write_bps": 1048576, "read_iops": 200}}}})");
+  ASSERT_TRUE(json.system) << Dump(json.diagnostics);
+  EXPECT_EQ(*json.system, *outcome.system);
+
+  LoadOutcome bad = LoadToml(
+      "[qubes.t]\nclass = \"template\"\nio_weight = 0\n"            // 1-3
+      "io_max = { write_bps = -1, read_ops = 5, read_iops = \"x\" }\n"  // 4
+      "[qubes.u]\nclass = \"template\"\nio_weight = 10001\nio_max = 5\n");  // 5-8
+  EXPECT_THAT(bad.diagnostics,
+              ElementsAre(DiagAt(3, 13, "qubes.t.io_weight", "0 is out of range (expected 1..10000)"),
+                          DiagAt(4, 24, "qubes.t.io_max.write_bps", "-1 is out of range"),
+                          DiagAt(4, 28, "qubes.t.io_max.read_ops", "unknown key 'read_ops'"),
+                          DiagAt(4, 54, "qubes.t.io_max.read_iops", "expected an integer"),
+                          DiagAt(7, 13, "qubes.u.io_weight", "10001 is out of range"),
+                          DiagAt(8, 10, "qubes.u.io_max", "expected a table of I/O limits")))
+      << Dump(bad.diagnostics);
+}
+
 TEST(ValidationTest, StringsMustBeCleanUtf8WithoutControlCharacters) {
   LoadOutcome outcome = LoadJson(
       "{\"qubes\": {\"a\": {\"class\": \"standalone\", \"features\": {\"x\": \"a\\u0000b\"}}}}");

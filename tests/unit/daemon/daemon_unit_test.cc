@@ -68,6 +68,23 @@ TEST(Diff, AddedRemovedChanged) {
   EXPECT_FALSE(d.qubes[2].fields[1].needs_restart);
 }
 
+TEST(Diff, IoLimitsNeedARestart) {
+  config::System a, b;
+  a.qubes = {MakeQube("work")};
+  b = a;
+  b.qubes[0].io_weight = 300;
+  b.qubes[0].io_max.write_bps = 1 << 20;
+  SystemDiff d = DiffSystems(a, b);
+  ASSERT_EQ(d.qubes.size(), 1u);
+  EXPECT_TRUE(d.qubes[0].needs_restart);
+  ASSERT_EQ(d.qubes[0].fields.size(), 2u);
+  EXPECT_EQ(d.qubes[0].fields[0].field, "io_weight");
+  EXPECT_EQ(d.qubes[0].fields[0].after, "300");
+  EXPECT_EQ(d.qubes[0].fields[1].field, "io_max");
+  EXPECT_EQ(d.qubes[0].fields[1].after, "read_bps=0,write_bps=1048576,read_iops=0,write_iops=0");
+  EXPECT_TRUE(d.qubes[0].fields[1].needs_restart);
+}
+
 TEST(Diff, LabelOnlyNeedsNoRestartAndIdenticalIsEmpty) {
   config::System a, b;
   a.qubes = {MakeQube("work")};
