@@ -21,6 +21,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,6 +38,25 @@ struct Capabilities {
   // (Unix-socket channels): the data never crosses the host. Without it every
   // stream is relayed as frames.
   bool pass_fds = false;
+};
+
+// A system call the qube's sandbox denied.
+struct DeniedCall {
+  pid_t pid = 0;             // host pid of the caller
+  std::string syscall;       // its name
+  int errno_answered = 0;    // what the call returned in the qube (-1 with this errno)
+};
+
+// Denials waiting for their answer (cells: seccomp user notification). A
+// denial is never let through; the monitor only says what was denied.
+class DenialMonitor {
+ public:
+  virtual ~DenialMonitor() = default;
+  // Readable while a denial waits; hangs up when the qube has gone.
+  virtual int fd() const = 0;
+  // Answers one waiting denial; nullopt when it went away first (its caller
+  // died or was interrupted).
+  virtual Result<std::optional<DeniedCall>> AnswerOne() = 0;
 };
 
 // A running qube as its backend sees it. Destroying the object closes its
@@ -60,9 +80,10 @@ class Instance {
   virtual Result<UniqueFd> OpenNetworkNamespace() const {
     return Err(Error("backend has no network namespace to offer", ENOTSUP));
   }
-  // A seccomp user-notification listener whose denials the caller reports
-  // (once; empty when the backend has none).
-  virtual UniqueFd TakeSeccompListener() { return UniqueFd(); }
+  // The instance's reports of denied system calls, once (null when the
+  // backend has none, or for an adopted instance). Its owner must answer
+  // them promptly: a denied call waits for its answer.
+  virtual std::unique_ptr<DenialMonitor> TakeDenialMonitor() { return nullptr; }
 };
 
 class Backend {

@@ -55,4 +55,38 @@ Status Retire(Instance& instance, const storage::Layout& layout, bool disposable
 Status CleanupLeftovers(Backend& backend, const storage::Layout& layout, const std::string& name,
                         bool disposable);
 
+// The launch path as an object, for callers that take it as a dependency
+// (tesserad's qube manager; its unit tests substitute one without storage).
+class Launcher {
+ public:
+  virtual ~Launcher() = default;
+  virtual Backend& backend() = 0;
+  virtual Result<std::unique_ptr<Instance>> Launch(const LaunchPlan& plan,
+                                                   const BuildNotice& notice) = 0;
+  virtual Status Retire(Instance& instance, bool disposable, std::chrono::milliseconds grace) = 0;
+  virtual Status CleanupLeftovers(const std::string& name, bool disposable) = 0;
+};
+
+// The real one: the functions above on a backend and a storage layout.
+class StorageLauncher : public Launcher {
+ public:
+  StorageLauncher(Backend& backend, storage::Layout layout)
+      : backend_(backend), layout_(std::move(layout)) {}
+  Backend& backend() override { return backend_; }
+  Result<std::unique_ptr<Instance>> Launch(const LaunchPlan& plan,
+                                           const BuildNotice& notice) override {
+    return backend::Launch(backend_, layout_, plan, notice);
+  }
+  Status Retire(Instance& instance, bool disposable, std::chrono::milliseconds grace) override {
+    return backend::Retire(instance, layout_, disposable, grace);
+  }
+  Status CleanupLeftovers(const std::string& name, bool disposable) override {
+    return backend::CleanupLeftovers(backend_, layout_, name, disposable);
+  }
+
+ private:
+  Backend& backend_;
+  storage::Layout layout_;
+};
+
 }  // namespace tessera::backend

@@ -121,7 +121,9 @@ class Cell : public backend::Instance {
   // invalid afterwards, and always for kErrno or an adopted cell). Serve it
   // promptly with a SeccompMonitor: a denied call waits for its answer. Once
   // it is closed, denied calls fail with ENOSYS (still denied, not reported).
-  UniqueFd TakeSeccompListener() override { return std::move(seccomp_listener_); }
+  UniqueFd TakeSeccompListener() { return std::move(seccomp_listener_); }
+  // The listener and program as a backend-neutral monitor (tesserad's view).
+  std::unique_ptr<backend::DenialMonitor> TakeDenialMonitor() override;
   // The program the cell was started with (null for an adopted cell).
   const std::shared_ptr<const SeccompProgram>& seccomp_program() const { return seccomp_program_; }
 

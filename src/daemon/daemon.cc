@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "backend/launcher.h"
 #include "cell/cell_backend.h"
 #include "common/fs.h"
 #include "common/log.h"
@@ -21,6 +22,7 @@
 #include "daemon/admin_server.h"
 #include "daemon/audit.h"
 #include "daemon/config_store.h"
+#include "daemon/denial_reporter.h"
 #include "daemon/event_bus.h"
 #include "daemon/event_loop.h"
 #include "daemon/qube_manager.h"
@@ -101,13 +103,18 @@ class Daemon {
     pool_ = std::make_unique<WorkerPool>(*loop_, kWorkers);
     cell::CellOptions cell_options;
     cell_options.agent_path = options_.agent_path;
+    // Denials are reported (denial_reporter.h), not only refused.
+    cell_options.seccomp_mode = cell::SeccompMode::kNotify;
     backend_ = std::make_unique<cell::CellBackend>(options_.layout, cell_options);
     ManagerOptions manager_options;
     manager_options.stop_grace = options_.stop_grace;
-    manager_ = std::make_unique<QubeManager>(*loop_, *pool_, *backend_, options_.layout, *config_,
+    launcher_ = std::make_unique<backend::StorageLauncher>(*backend_, options_.layout);
+    manager_ = std::make_unique<QubeManager>(*loop_, *pool_, *launcher_, options_.layout, *config_,
                                              *audit_, events_,
                                              options_.layout.state_dir + "/daemon/state.json",
                                              manager_options);
+    denials_ = std::make_unique<DenialReporter>(*loop_, *audit_, events_);
+    manager_->AddObserver(denials_.get());
     manager_->Recover();
     AdminServerOptions server_options;
     server_options.socket_path = options_.layout.runtime_dir + "/admin.sock";
@@ -145,6 +152,7 @@ class Daemon {
     runs_.reset();
     server_.reset();
     manager_.reset();
+    denials_.reset();
     pool_.reset();
     loop_.reset();
     return rc < 0 ? 1 : 0;
@@ -185,6 +193,8 @@ class Daemon {
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<backend::Backend> backend_;
+  std::unique_ptr<backend::Launcher> launcher_;
+  std::unique_ptr<DenialReporter> denials_;
   std::unique_ptr<QubeManager> manager_;
   std::unique_ptr<AdminServer> server_;
   std::unique_ptr<RunCommands> runs_;

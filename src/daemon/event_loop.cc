@@ -166,6 +166,10 @@ int EventLoop::Run() {
 
 void EventLoop::Exit(int code) { sd_event_exit(event_, code); }
 
+void EventLoop::RunOnce(std::chrono::milliseconds timeout) {
+  sd_event_run(event_, static_cast<uint64_t>(std::max<int64_t>(0, timeout.count())) * 1000);
+}
+
 WorkerPool::WorkerPool(EventLoop& loop, size_t threads) : loop_(loop) {
   for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { Worker(); });
 }

@@ -74,9 +74,12 @@ class EventLoop {
   // Thread-safe: runs `callback` on the loop thread soon.
   void Post(Callback callback);
 
-  // Runs until Exit; returns its code.
+  // Runs until Exit; returns its code. An exited loop cannot run again.
   int Run();
   void Exit(int code);
+  // One round of dispatches, waiting at most `timeout` for something to do
+  // (tests drive the loop this way until a condition holds).
+  void RunOnce(std::chrono::milliseconds timeout);
 
  private:
   EventLoop() = default;

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstdlib>
 
-#include "backend/launcher.h"
 #include "common/log.h"
 #include "common/text.h"
 #include "daemon/recovery.h"
@@ -24,12 +23,13 @@ bool PathExists(const std::string& path) {
 
 }  // namespace
 
-QubeManager::QubeManager(EventLoop& loop, WorkerPool& pool, backend::Backend& backend,
+QubeManager::QubeManager(EventLoop& loop, WorkerPool& pool, backend::Launcher& launcher,
                          storage::Layout layout, ConfigStore& config, AuditLog& audit,
                          EventBus& events, std::string state_path, ManagerOptions options)
     : loop_(loop),
       pool_(pool),
-      backend_(backend),
+      launcher_(launcher),
+      backend_(launcher.backend()),
       layout_(std::move(layout)),
       config_(config),
       audit_(audit),
@@ -214,9 +214,7 @@ void QubeManager::Launch(const std::string& name, backend::LaunchPlan plan, int 
                     {"source", need.source.empty() ? "busybox" : need.source}});
     };
     Work<Result<std::unique_ptr<backend::Instance>>>(
-        [&backend = backend_, layout = layout_, plan, notice] {
-          return backend::Launch(backend, layout, plan, notice);
-        },
+        [&launcher = launcher_, plan, notice] { return launcher.Launch(plan, notice); },
         [this, name, done](Result<std::unique_ptr<backend::Instance>> instance) {
           if (!instance) return StartFailed(name, instance.error().ToString(), done);
           Started(name, std::move(*instance), done);
@@ -257,8 +255,8 @@ void QubeManager::StartFailed(const std::string& name, std::string reason, Done<
   Entry* e = Find(name);
   bool disposable = e != nullptr && e->record.disposable != DisposableOwner::kNone;
   Work<Status>(
-      [&backend = backend_, layout = layout_, name, disposable] {
-        return backend::CleanupLeftovers(backend, layout, name, disposable);
+      [&launcher = launcher_, name, disposable] {
+        return launcher.CleanupLeftovers(name, disposable);
       },
       [this, name, reason, done, disposable](Status cleaned) {
         if (!cleaned) {
@@ -309,13 +307,13 @@ void QubeManager::Stop(const std::string& name, std::chrono::milliseconds grace,
   e->idle_timer.Reset();
   std::shared_ptr<backend::Instance> instance(std::move(e->instance));
   Work<Status>(
-      [&backend = backend_, layout = layout_, name, instance, disposable, grace] {
-        Status status = instance ? backend::Retire(*instance, layout, disposable, grace)
-                                 : backend::CleanupLeftovers(backend, layout, name, disposable);
+      [&launcher = launcher_, name, instance, disposable, grace] {
+        Status status = instance ? launcher.Retire(*instance, disposable, grace)
+                                 : launcher.CleanupLeftovers(name, disposable);
         if (!status) {
           Log(LogLevel::kWarn, "stop failed, cleaning up",
               {{"qube", name}, {"error", status.error().ToString()}});
-          status = backend::CleanupLeftovers(backend, layout, name, disposable);
+          status = launcher.CleanupLeftovers(name, disposable);
         }
         return status;
       },
@@ -346,9 +344,9 @@ void QubeManager::Exited(const std::string& name) {
   std::shared_ptr<backend::Instance> instance(std::move(e->instance));
   SetState(name, *e, QubeState::kStopping, "exited on its own");
   Work<Status>(
-      [layout = layout_, instance, disposable] {
+      [&launcher = launcher_, instance, disposable] {
         // Reaps it and removes what it left (cgroups, runtime state).
-        return backend::Retire(*instance, layout, disposable, std::chrono::milliseconds(0));
+        return launcher.Retire(*instance, disposable, std::chrono::milliseconds(0));
       },
       [this, name, disposable](Status status) {
         if (!status) {
@@ -606,7 +604,7 @@ void QubeManager::Recover() {
           ArmIdleTimer(name, e);
           break;
         }
-        (void)backend::CleanupLeftovers(backend_, layout_, name, step.record.disposable != DisposableOwner::kNone);
+        (void)launcher_.CleanupLeftovers(name, step.record.disposable != DisposableOwner::kNone);
         if (step.record.disposable != DisposableOwner::kNone) {
           qubes_.erase(name);
           report(name, "destroyed", "disposable could not be re-adopted");
@@ -630,7 +628,7 @@ void QubeManager::Recover() {
         qubes_[name].record = step.record;
         break;
       case RecoveryAction::kDestroy: {
-        auto destroyed = backend::CleanupLeftovers(backend_, layout_, name, disposable);
+        auto destroyed = launcher_.CleanupLeftovers(name, disposable);
         qubes_.erase(name);
         report(name, "destroyed",
                step.reason + (destroyed ? "" : " (destroy failed: " + destroyed.error().ToString() + ")"));

@@ -28,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
+#include "backend/launcher.h"
 #include "backend/planner.h"
 #include "daemon/agent_channel.h"
 #include "daemon/api.h"
@@ -58,7 +59,9 @@ struct ManagerOptions {
 
 class QubeManager {
  public:
-  QubeManager(EventLoop& loop, WorkerPool& pool, backend::Backend& backend,
+  // `launcher` starts and retires instances (backend + storage); `layout`
+  // is where storage lives (for naming disposables and recovery).
+  QubeManager(EventLoop& loop, WorkerPool& pool, backend::Launcher& launcher,
               storage::Layout layout, ConfigStore& config, AuditLog& audit, EventBus& events,
               std::string state_path, ManagerOptions options);
   ~QubeManager();
@@ -137,6 +140,7 @@ class QubeManager {
 
   EventLoop& loop_;
   WorkerPool& pool_;
+  backend::Launcher& launcher_;
   backend::Backend& backend_;
   storage::Layout layout_;
   ConfigStore& config_;

@@ -1,0 +1,210 @@
+// The daemon's end of an agent channel, against a fake agent on a socket
+// pair: sessions routed to their sinks, hostile agents breaking only their
+// own channel, credit enforced, frame floods slowed to the rate limit.
+
+#include <sys/socket.h>
+
+#include <map>
+#include <string>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "daemon/agent_channel.h"
+#include "unit/daemon/loop_support.h"
+#include "wire/socket_io.h"
+
+namespace tessera::daemon {
+namespace {
+
+using testing::RunUntil;
+using ::testing::HasSubstr;
+using wire::FrameType;
+
+struct Recorder : AgentChannel::Sink {
+  std::string out;
+  int exit = -1;
+  int error_code = 0;
+  std::string lost;
+  uint64_t stdin_credit = 0;
+  bool started = false;
+  void OnStarted(uint32_t) override { started = true; }
+  void OnData(uint8_t, std::string data) override { out += data; }
+  void OnEof(uint8_t) override {}
+  void OnStdinCredit(uint32_t n) override { stdin_credit += n; }
+  void OnExit(int status) override { exit = status; }
+  void OnError(int code, std::string) override { error_code = code; }
+  void OnLost(std::string reason) override { lost = reason; }
+  bool done() const { return exit >= 0 || error_code != 0 || !lost.empty(); }
+};
+
+class AgentChannelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    channel_.reset();  // before its loop (a second SetUp in one test)
+    for (auto& w : writers_) w.join();
+    writers_.clear();
+    agent_decoder_ = wire::FrameDecoder(wire::DecoderRules::AgentSide());
+    loop_ = *EventLoop::Create();
+    int fds[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    agent_.reset(fds[1]);
+    auto ch = AgentChannel::Create(*loop_, "work", UniqueFd(fds[0]), limits_,
+                                   [this](std::string why) { broken_ = why; });
+    ASSERT_TRUE(ch);
+    channel_ = std::move(*ch);
+  }
+  void TearDown() override {
+    channel_.reset();
+    agent_.reset();
+    for (auto& w : writers_) w.join();
+  }
+  // Frames too large for the socket buffer: written by a thread while the
+  // loop reads (ends when the daemon side closes).
+  void AgentSendsInBackground(std::string bytes) {
+    writers_.emplace_back([fd = agent_.get(), bytes = std::move(bytes)] {
+      (void)wire::SendAll(fd, bytes);
+    });
+  }
+
+  // The fake agent's side.
+  void AgentSends(FrameType type, uint32_t session, uint8_t stream, std::string_view payload) {
+    ASSERT_TRUE(wire::WriteFrame(agent_.get(), type, session, stream, payload));
+  }
+  wire::Frame AgentReceives() {
+    wire::Frame frame;
+    bool got = false;
+    RunUntil(*loop_, [&] {
+      auto f = agent_decoder_.Next();
+      if (f && *f) {
+        frame = std::move(**f);
+        got = true;
+        return true;
+      }
+      (void)wire::RecvInto(agent_.get(), &agent_decoder_);
+      return false;
+    });
+    EXPECT_TRUE(got);
+    return frame;
+  }
+  uint32_t OpenSession(Recorder* sink) {
+    wire::OpenMessage m;
+    m.argv = {"true"};
+    auto id = channel_->Open(m, {}, sink);
+    EXPECT_TRUE(id);
+    wire::Frame open = AgentReceives();
+    EXPECT_EQ(open.type, FrameType::kOpen);
+    EXPECT_EQ(open.session, *id);
+    return *id;
+  }
+
+  AgentChannel::Limits limits_;
+  std::unique_ptr<EventLoop> loop_;
+  UniqueFd agent_;
+  wire::FrameDecoder agent_decoder_{wire::DecoderRules::AgentSide()};
+  std::unique_ptr<AgentChannel> channel_;
+  std::string broken_;
+  std::vector<std::thread> writers_;
+};
+
+TEST_F(AgentChannelTest, SessionsGetTheirOwnFramesAndEnds) {
+  Recorder a, b;
+  uint32_t ia = OpenSession(&a);
+  uint32_t ib = OpenSession(&b);
+  ASSERT_NE(ia, ib);
+  AgentSends(FrameType::kStarted, ia, 0, wire::EncodeU32(10));
+  AgentSends(FrameType::kData, ib, wire::kStdout, "for b");
+  AgentSends(FrameType::kData, ia, wire::kStdout, "for a");
+  AgentSends(FrameType::kExit, ia, 0, wire::EncodeU32(3));
+  AgentSends(FrameType::kError, ib, 0, wire::SerializeSessionError({127, "cannot run x"}));
+  ASSERT_TRUE(RunUntil(*loop_, [&] { return a.done() && b.done(); }));
+  EXPECT_TRUE(a.started);
+  EXPECT_EQ(a.out, "for a");
+  EXPECT_EQ(a.exit, 3);
+  EXPECT_EQ(b.out, "for b");
+  EXPECT_EQ(b.error_code, 127);
+  EXPECT_EQ(channel_->sessions(), 0u);
+  EXPECT_TRUE(broken_.empty());
+}
+
+TEST_F(AgentChannelTest, DataBeyondTheGrantedCreditBreaksTheChannel) {
+  Recorder a;
+  uint32_t id = OpenSession(&a);
+  std::string chunk(wire::kMaxDataPayload, 'x');
+  std::string bytes;
+  for (uint32_t sent = 0; sent < wire::kInitialWindow; sent += wire::kMaxDataPayload) {
+    bytes += wire::EncodeFrame(FrameType::kData, id, wire::kStdout, chunk);
+  }
+  bytes += wire::EncodeFrame(FrameType::kData, id, wire::kStdout, "one byte too many");
+  AgentSendsInBackground(std::move(bytes));
+  ASSERT_TRUE(RunUntil(*loop_, [&] { return a.done(); }));
+  EXPECT_THAT(a.lost, HasSubstr("more data than it was granted"));
+  EXPECT_EQ(a.out.size(), wire::kInitialWindow);
+  ASSERT_TRUE(RunUntil(*loop_, [&] { return !broken_.empty(); }));
+}
+
+TEST_F(AgentChannelTest, CreditTheSinkGrantsLetsMoreThrough) {
+  Recorder a;
+  uint32_t id = OpenSession(&a);
+  channel_->Credit(id, wire::kStdout, 10);
+  wire::Frame credit = AgentReceives();
+  EXPECT_EQ(credit.type, FrameType::kCredit);
+  EXPECT_EQ(*wire::DecodeU32(credit), 10u);
+  std::string chunk(wire::kMaxDataPayload, 'x');
+  std::string bytes;
+  for (uint32_t sent = 0; sent < wire::kInitialWindow; sent += wire::kMaxDataPayload) {
+    bytes += wire::EncodeFrame(FrameType::kData, id, wire::kStdout, chunk);
+  }
+  bytes += wire::EncodeFrame(FrameType::kData, id, wire::kStdout, "0123456789");
+  bytes += wire::EncodeFrame(FrameType::kExit, id, 0, wire::EncodeU32(0));
+  AgentSendsInBackground(std::move(bytes));
+  ASSERT_TRUE(RunUntil(*loop_, [&] { return a.done(); }));
+  EXPECT_EQ(a.exit, 0) << a.lost;
+}
+
+TEST_F(AgentChannelTest, FramesForSessionsNeverOpenedBreakTheChannel) {
+  Recorder a;
+  OpenSession(&a);
+  AgentSends(FrameType::kExit, 999, 0, wire::EncodeU32(0));
+  ASSERT_TRUE(RunUntil(*loop_, [&] { return a.done(); }));
+  EXPECT_THAT(a.lost, HasSubstr("not open"));
+  // Garbage breaks it too (a new channel, a new agent end).
+  SetUp();
+  Recorder b;
+  OpenSession(&b);
+  const char junk[] = "\xff\xff\xff\xff junk that fills a header";
+  ASSERT_EQ(::write(agent_.get(), junk, sizeof(junk) - 1), static_cast<ssize_t>(sizeof(junk) - 1));
+  ASSERT_TRUE(RunUntil(*loop_, [&] { return b.done(); }));
+  EXPECT_THAT(b.lost, HasSubstr("agent protocol error"));
+}
+
+TEST_F(AgentChannelTest, AFloodIsSlowedToTheRateLimit) {
+  limits_.frames_per_second = 2000;
+  limits_.frame_burst = 100;
+  SetUp();
+  Recorder a;
+  uint32_t id = OpenSession(&a);
+  // 3000 one-byte frames at once: far beyond the burst.
+  std::string flood;
+  for (int i = 0; i < 3000; ++i) flood += wire::EncodeFrame(FrameType::kData, id, wire::kStdout, "x");
+  flood += wire::EncodeFrame(FrameType::kExit, id, 0, wire::EncodeU32(0));
+  AgentSendsInBackground(std::move(flood));
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(RunUntil(*loop_, [&] { return a.done(); }));
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(a.out.size(), 3000u);
+  EXPECT_EQ(a.exit, 0);
+  // (3000 - 100) frames at 2000/s: at least about 1.4 s, whatever the machine.
+  EXPECT_GT(seconds, 1.2);
+}
+
+TEST_F(AgentChannelTest, DestroyingTheChannelEndsItsSessions) {
+  Recorder a;
+  OpenSession(&a);
+  channel_.reset();
+  EXPECT_THAT(a.lost, HasSubstr("stopped while the command ran"));
+}
+
+}  // namespace
+}  // namespace tessera::daemon

@@ -1,0 +1,119 @@
+// The admin and agent messages: strict parsing (a wrong type is an error,
+// never an exception), round trips.
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "wire/admin_protocol.h"
+#include "wire/agent_protocol.h"
+
+namespace tessera::wire {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(AdminRequest, ParsesTheShapeAndRefusesEverythingElse) {
+  auto ok = ParseAdminRequest(R"({"v":2,"id":3,"method":"qube.start","params":{"qube":"work"}})");
+  ASSERT_TRUE(ok) << ok.error().ToString();
+  EXPECT_EQ(ok->id, 3);
+  EXPECT_EQ(ok->method, "qube.start");
+  EXPECT_EQ(ok->params["qube"], "work");
+  EXPECT_TRUE(ParseAdminRequest(R"({"v":2,"id":1,"method":"qube.list"})"));
+  EXPECT_EQ(SerializeAdminRequest(5, "m", {{"a", 1}}),
+            R"({"id":5,"method":"m","params":{"a":1},"v":2})");
+  const char* bad[] = {
+      "not json",
+      "[1]",
+      R"({"v":1,"id":1,"method":"x"})",                  // old protocol
+      R"({"v":"2","id":1,"method":"x"})",
+      R"({"id":1,"method":"x"})",
+      R"({"v":2,"method":"x"})",
+      R"({"v":2,"id":-1,"method":"x"})",
+      R"({"v":2,"id":1.5,"method":"x"})",
+      R"({"v":2,"id":1,"method":""})",
+      R"({"v":2,"id":1,"method":7})",
+      R"({"v":2,"id":1,"method":"x","params":[1]})",
+      R"({"v":2,"id":1,"method":"x","extra":true})",
+      R"({"v":2,"id":1,"method":"x\u0000y"})",
+  };
+  for (const char* text : bad) EXPECT_FALSE(ParseAdminRequest(text)) << text;
+  std::string deep = R"({"v":2,"id":1,"method":"x","params":)" + std::string(100, '[') +
+                     std::string(100, ']') + "}";
+  auto too_deep = ParseAdminRequest(deep);
+  ASSERT_FALSE(too_deep);
+  EXPECT_THAT(too_deep.error().message(), HasSubstr("nested too deeply"));
+}
+
+TEST(AdminReply, OkAndErrorAndMalformed) {
+  auto ok = ParseAdminReply(OkResponse(4, {{"x", 1}}));
+  ASSERT_TRUE(ok);
+  EXPECT_TRUE(ok->ok);
+  EXPECT_EQ(ok->id, 4);
+  EXPECT_EQ(ok->result["x"], 1);
+  auto err = ParseAdminReply(ErrorResponse(4, codes::kNoSuchQube, "no such qube: x"));
+  ASSERT_TRUE(err);
+  EXPECT_FALSE(err->ok);
+  EXPECT_EQ(err->code, codes::kNoSuchQube);
+  EXPECT_EQ(err->message, "no such qube: x");
+  EXPECT_FALSE(ParseAdminReply(R"({"id":1,"ok":false})"));
+  EXPECT_FALSE(ParseAdminReply(R"({"id":1,"ok":"yes"})"));
+}
+
+TEST(OpenMessage, RoundTripsAndChecksDescriptorCount) {
+  OpenMessage m;
+  m.argv = {"/bin/sh", "-c", "echo hi"};
+  m.env = {"A=1", "PATH=/bin"};
+  m.cwd = "/tmp";
+  m.user = "user";
+  m.stdio[0] = Stdio::kPipe;
+  m.stdio[1] = Stdio::kFd;
+  m.stdio[2] = Stdio::kFd;
+  EXPECT_EQ(FdsNeeded(m), 2u);
+  auto back = ParseOpen(SerializeOpen(m), 2);
+  ASSERT_TRUE(back) << back.error().ToString();
+  EXPECT_EQ(back->argv, m.argv);
+  EXPECT_EQ(back->env, m.env);
+  EXPECT_EQ(back->cwd, "/tmp");
+  EXPECT_EQ(back->user, "user");
+  EXPECT_EQ(back->stdio[0], Stdio::kPipe);
+  EXPECT_EQ(back->stdio[2], Stdio::kFd);
+  auto wrong = ParseOpen(SerializeOpen(m), 1);
+  ASSERT_FALSE(wrong);
+  EXPECT_THAT(wrong.error().message(), HasSubstr("1 descriptors attached for 2"));
+}
+
+TEST(OpenMessage, RefusesHostileMessages) {
+  const char* bad[] = {
+      R"({"argv":[],"stdio":["null","null","null"]})",
+      R"({"argv":[""],"stdio":["null","null","null"]})",
+      R"({"argv":[1],"stdio":["null","null","null"]})",
+      R"({"argv":["x"],"stdio":["null","null"]})",
+      R"({"argv":["x"],"stdio":["null","null","tty"]})",
+      R"({"argv":["x"],"cwd":"relative","stdio":["null","null","null"]})",
+      R"({"argv":["x"],"env":["NOEQUALS"],"stdio":["null","null","null"]})",
+      R"({"argv":["x"],"env":["=v"],"stdio":["null","null","null"]})",
+      R"({"argv":["x"],"user":"","stdio":["null","null","null"]})",
+      R"({"argv":["x"],"user":5,"stdio":["null","null","null"]})",
+      R"({"argv":["x"],"stdio":["null","null","null"],"extra":1})",
+      R"({"argv":["a\u0000b"],"stdio":["null","null","null"]})",
+  };
+  for (const char* text : bad) EXPECT_FALSE(ParseOpen(text, 0)) << text;
+  std::string many = R"({"argv":[)";
+  for (size_t i = 0; i <= kMaxArgs; ++i) many += std::string(i ? "," : "") + "\"a\"";
+  many += R"(],"stdio":["null","null","null"]})";
+  EXPECT_FALSE(ParseOpen(many, 0));
+}
+
+TEST(SessionError, CodesAreTheQubesOnesAndTextIsBounded) {
+  auto e = ParseSessionError(SerializeSessionError({127, "cannot run x"}));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->code, 127);
+  EXPECT_FALSE(ParseSessionError(R"({"code":0,"message":"x"})"));
+  EXPECT_FALSE(ParseSessionError(R"({"code":128,"message":"x"})"));
+  auto long_text = ParseSessionError(SerializeSessionError({125, std::string(50000, 'x')}));
+  ASSERT_TRUE(long_text);
+  EXPECT_LE(long_text->message.size(), 1024u);
+}
+
+}  // namespace
+}  // namespace tessera::wire
