@@ -225,16 +225,8 @@ Status WriteRecord(const std::string& path, const Record& r) {
             {"cgroups", r.cgroups},
             {"format", 1}};
   // The record lives in the runtime dir, which does not survive a reboot by
-  // design (tmpfs): only a crash of this process matters, and write + rename
-  // is atomic against that without the cost of fsync.
-  std::string text = j.dump(2) + "\n";
-  std::string tmp = path + ".tmp";
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!fd) return Err(Error::FromErrno("open " + tmp));
-  TRY(SyscallSize("write " + tmp, [&] { return ::write(fd.get(), text.data(), text.size()); }));
-  fd.reset();
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return Err(Error::FromErrno("rename " + tmp));
-  return Ok();
+  // design (tmpfs): only a crash of this process matters.
+  return WriteFileAtomic(path, j.dump(2) + "\n", 0600, Durability::kCrashSafe);
 }
 
 Result<Record> ReadRecord(const std::string& path) {

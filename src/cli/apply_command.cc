@@ -11,6 +11,7 @@
 #include <string>
 
 #include "cli/command.h"
+#include "common/text.h"
 #include "config/loader.h"
 #include "wire/admin_client.h"
 
@@ -82,7 +83,7 @@ int RunApply(const std::string& file, bool dry_run, bool yes) {
       return std::nullopt;
     }
     if (!reply->ok) {
-      std::fprintf(stderr, "tessera apply: %s\nNothing was changed.\n", reply->message.c_str());
+      std::fprintf(stderr, "tessera apply: %s\nNothing was changed.\n", EscapeControl(reply->message, EscapeNewlines::kEscape).c_str());
       return std::nullopt;
     }
     return reply->result;

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "common/text.h"
 #include "wire/admin_client.h"
 
 namespace tessera::cli {
@@ -22,7 +23,7 @@ std::optional<nlohmann::json> CallDaemon(const char* verb, const std::string& me
   }
   if (!reply->ok) {
     if (code) *code = reply->code;
-    std::fprintf(stderr, "tessera %s: %s\n", verb, reply->message.c_str());
+    std::fprintf(stderr, "tessera %s: %s\n", verb, EscapeControl(reply->message, EscapeNewlines::kEscape).c_str());
     return std::nullopt;
   }
   return reply->result;

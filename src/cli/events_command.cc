@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cli/command.h"
+#include "common/text.h"
 #include "wire/admin_client.h"
 
 namespace tessera::cli {
@@ -22,7 +23,7 @@ int RunEvents(bool as_json) {
     return 1;
   }
   if (!reply->ok) {
-    std::fprintf(stderr, "tessera events: %s\n", reply->message.c_str());
+    std::fprintf(stderr, "tessera events: %s\n", EscapeControl(reply->message, EscapeNewlines::kEscape).c_str());
     return 1;
   }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a follower: each event now, also into a pipe
@@ -44,7 +45,7 @@ int RunEvents(bool as_json) {
     if (event->contains("state")) line += "  " + event->value("state", "");
     if (event->contains("reason")) line += "  (" + event->value("reason", "") + ")";
     if (event->contains("source")) line += "  " + event->value("source", "");
-    std::printf("%s\n", line.c_str());
+    std::printf("%s\n", EscapeControl(line, EscapeNewlines::kEscape).c_str());
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include "cli/command.h"
 #include "cli/daemon_call.h"
+#include "common/text.h"
 
 namespace tessera::cli {
 namespace {
@@ -53,11 +54,11 @@ int RunLs(bool as_json) {
       line += r[i];
       if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
     }
-    std::printf("%s\n", line.c_str());
+    std::printf("%s\n", EscapeControl(line, EscapeNewlines::kEscape).c_str());
   }
   for (const auto& q : qubes) {
     if (q.contains("reason") && q.value("state", "") == "failed") {
-      std::printf("%s failed: %s\n", Str(q["name"]).c_str(), Str(q["reason"]).c_str());
+      std::printf("%s failed: %s\n", EscapeControl(Str(q["name"]), EscapeNewlines::kEscape).c_str(), EscapeControl(Str(q["reason"]), EscapeNewlines::kEscape).c_str());
     }
   }
   return 0;
@@ -141,7 +142,7 @@ int RunLogs(const std::string& name, unsigned lines) {
       line += kind + " " + rec.value("action", "");
       if (rec.contains("reason")) line += "  (" + rec.value("reason", "") + ")";
     }
-    std::printf("%s\n", line.c_str());
+    std::printf("%s\n", EscapeControl(line, EscapeNewlines::kEscape).c_str());
   }
   return 0;
 }
@@ -158,14 +159,14 @@ int RunPrefs(const std::vector<std::string>& args) {
   if (!result) return 1;
   if (args.size() == 2) {
     const json& v = (*result)[args[1]];
-    std::printf("%s\n", v.is_string() ? v.get<std::string>().c_str() : v.dump().c_str());
+    std::printf("%s\n", EscapeControl(v.is_string() ? v.get<std::string>() : v.dump(), EscapeNewlines::kEscape).c_str());
     return 0;
   }
   size_t width = 0;
   for (const auto& [k, v] : result->items()) width = std::max(width, k.size());
   for (const auto& [k, v] : result->items()) {
     std::string value = v.is_string() ? v.get<std::string>() : v.is_null() ? "-" : v.dump();
-    std::printf("%-*s  %s\n", static_cast<int>(width), k.c_str(), value.c_str());
+    std::printf("%-*s  %s\n", static_cast<int>(width), k.c_str(), EscapeControl(value, EscapeNewlines::kEscape).c_str());
   }
   return 0;
 }

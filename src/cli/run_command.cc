@@ -13,11 +13,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "cli/command.h"
 #include "cli/daemon_call.h"
+#include "common/text.h"
 #include "wire/admin_client.h"
 #include "wire/agent_protocol.h"
 #include "wire/socket_io.h"
@@ -88,7 +90,49 @@ int RunRelayed(const json& params) {
   int sock = client->fd();
   bool stdin_open = true;
   uint64_t window = wire::kInitialWindow;
+  // One frame from tesserad: its exit status when it ends the run.
+  auto handle = [&](const wire::Frame& frame) -> std::optional<int> {
+    switch (frame.type) {
+      case FrameType::kData:
+        if (frame.stream == wire::kStdout || frame.stream == wire::kStderr) {
+          WriteAll(frame.stream, frame.payload);
+          (void)wire::WriteFrame(sock, FrameType::kCredit, session, frame.stream,
+                                 wire::EncodeU32(static_cast<uint32_t>(frame.payload.size())));
+        }
+        return std::nullopt;
+      case FrameType::kCredit:
+        if (frame.stream == wire::kStdin) {
+          if (auto n = wire::DecodeU32(frame)) window += *n;
+        }
+        return std::nullopt;
+      case FrameType::kResponse: {
+        auto reply = wire::ParseAdminReply(frame.payload);
+        if (!reply) {
+          std::fprintf(stderr, "tessera run: %s\n", reply.error().ToString().c_str());
+          return kExitRunFailure;
+        }
+        if (!reply->ok) {
+          std::fprintf(stderr, "tessera run: %s\n",
+                       EscapeControl(reply->message, EscapeNewlines::kEscape).c_str());
+          return ExitForCode(reply->code);
+        }
+        return reply->result.value("exit_code", kExitRunFailure);
+      }
+      default:
+        return std::nullopt;  // started, eof: nothing to do
+    }
+  };
   for (;;) {
+    // Frames that came in with an earlier read are not seen by poll: first them.
+    auto buffered = client->BufferedFrame();
+    if (!buffered) {
+      std::fprintf(stderr, "tessera run: %s\n", buffered.error().ToString().c_str());
+      return kExitRunFailure;
+    }
+    if (*buffered) {
+      if (auto status = handle(**buffered)) return *status;
+      continue;
+    }
     pollfd p[2] = {{sock, POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
     nfds_t count = stdin_open && window > 0 ? 2 : 1;
     if (::poll(p, count, -1) < 0) {
@@ -114,34 +158,7 @@ int RunRelayed(const json& params) {
       std::fprintf(stderr, "tessera run: %s\n", frame.error().ToString().c_str());
       return kExitRunFailure;
     }
-    switch (frame->type) {
-      case FrameType::kData:
-        if (frame->stream == wire::kStdout || frame->stream == wire::kStderr) {
-          WriteAll(frame->stream, frame->payload);
-          (void)wire::WriteFrame(sock, FrameType::kCredit, session, frame->stream,
-                                 wire::EncodeU32(static_cast<uint32_t>(frame->payload.size())));
-        }
-        break;
-      case FrameType::kCredit:
-        if (frame->stream == wire::kStdin) {
-          if (auto n = wire::DecodeU32(*frame)) window += *n;
-        }
-        break;
-      case FrameType::kResponse: {
-        auto reply = wire::ParseAdminReply(frame->payload);
-        if (!reply) {
-          std::fprintf(stderr, "tessera run: %s\n", reply.error().ToString().c_str());
-          return kExitRunFailure;
-        }
-        if (!reply->ok) {
-          std::fprintf(stderr, "tessera run: %s\n", reply->message.c_str());
-          return ExitForCode(reply->code);
-        }
-        return reply->result.value("exit_code", kExitRunFailure);
-      }
-      default:
-        break;  // started, eof: nothing to do
-    }
+    if (auto status = handle(*frame)) return *status;
   }
 }
 
@@ -230,7 +247,7 @@ int RunRun(const std::vector<std::string>& args) {
   if (!reply->ok) {
     // A qube that cannot take descriptors: the same run, relayed.
     if (reply->code == wire::codes::kRelayRequired) return RunRelayed(params);
-    std::fprintf(stderr, "tessera run: %s\n", reply->message.c_str());
+    std::fprintf(stderr, "tessera run: %s\n", EscapeControl(reply->message, EscapeNewlines::kEscape).c_str());
     return ExitForCode(reply->code);
   }
   return reply->result.value("exit_code", kExitRunFailure);

@@ -19,12 +19,26 @@ void DenialReporter::OnRunning(const std::string& qube, backend::Instance& insta
   watched_[qube] = std::move(w);
 }
 
+void DenialReporter::OnStopped(const std::string& qube) {
+  auto it = watched_.find(qube);
+  if (it == watched_.end()) return;
+  WriteSuppressed(qube, *it->second);
+  watched_.erase(it);
+}
+
+void DenialReporter::WriteSuppressed(const std::string& qube, Watched& w) {
+  if (w.suppressed == 0) return;
+  audit_.Write({{"kind", "seccomp"}, {"qube", qube}, {"suppressed", w.suppressed}});
+  w.suppressed = 0;
+}
+
 void DenialReporter::Serve(const std::string& qube, uint32_t events) {
   auto it = watched_.find(qube);
   if (it == watched_.end()) return;
   Watched& w = *it->second;
   if ((events & EPOLLIN) == 0) {
     // Hung up: nothing in the qube uses the filter any more.
+    WriteSuppressed(qube, w);
     watched_.erase(it);
     return;
   }
@@ -48,7 +62,16 @@ void DenialReporter::Serve(const std::string& qube, uint32_t events) {
   }
   if (!*denied) return;
   if (!w.records.Take()) {
-    ++w.suppressed;
+    if (w.suppressed++ == 0) {
+      // A flood that stops right here is still counted, once the rate allows.
+      w.flush = loop_.After(w.records.WaitFor(), [this, qube] {
+        auto again = watched_.find(qube);
+        if (again == watched_.end()) return;
+        again->second->flush.Reset();
+        again->second->records.Take();  // one summary per wait: bounded either way
+        WriteSuppressed(qube, *again->second);
+      });
+    }
     return;
   }
   nlohmann::json record = {{"kind", "seccomp"},

@@ -88,14 +88,18 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
     if (params_.disposable) {
       std::string taken = owner_.manager_.TakePreloaded(params_.dvm_template);
       if (!taken.empty()) return Ready(taken, false);
+      starting_ = true;
       owner_.manager_.StartDisposable(params_.dvm_template, DisposableOwner::kRun,
                                       [this](ApiResult<std::string> name) {
+                                        starting_ = false;
                                         if (!name) return Finish(tl::unexpected(name.error()));
                                         Ready(*name, true);
                                       });
       return;
     }
+    starting_ = true;
     owner_.manager_.Start(params_.qube, [this](ApiResult<json> started) {
+      starting_ = false;
       if (!started) return Finish(tl::unexpected(started.error()));
       Ready(params_.qube, !started->value("already_running", true));
     });
@@ -132,7 +136,23 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
 
   // AdminServer::StreamHandler: the client's frames for this run.
   void OnClientFrame(wire::Frame& frame) override {
-    if (!params_.relay || channel_ == nullptr) return;  // nothing to relay (yet)
+    if (!params_.relay || finished_) return;
+    if (channel_ == nullptr) {
+      // The qube is still starting. The client may send up to its initial
+      // window of stdin (and eof, signals) already: kept, in order, and
+      // replayed once the session is open. More than the window is a broken
+      // client.
+      if (frame.type == FrameType::kData) early_bytes_ += frame.payload.size();
+      if (early_bytes_ > wire::kInitialWindow || early_.size() >= 4096) {
+        return ClientBroke("stdin beyond the window before the command started");
+      }
+      early_.push_back(std::move(frame));
+      return;
+    }
+    Relay(frame);
+  }
+
+  void Relay(wire::Frame& frame) {
     switch (frame.type) {
       case FrameType::kData:
         if (frame.stream != wire::kStdin || !channel_->SendStdin(session_, frame.payload)) {
@@ -176,6 +196,13 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
     name_ = name;
     started_now_ = started_now;
     if (params_.disposable) disposable_ = true;
+    if (finished_) {
+      // Ended while the qube started (a broken client): the disposable made
+      // for it goes, and so do we now that no callback refers to us.
+      if (disposable_) StopDisposable();
+      owner_.Finished(serial_);
+      return;
+    }
     if (client_gone_) return Finish(Fail(codes::kFailed, "the caller went away"));
     if (!params_.relay && !owner_.capabilities_.pass_fds) {
       return Finish(Fail(codes::kRelayRequired,
@@ -205,6 +232,12 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
     session_ = *session;
     counted_ = true;
     owner_.manager_.SessionStarted(name);
+    auto early = std::move(early_);
+    early_.clear();
+    for (auto& frame : early) {
+      if (channel_ == nullptr) break;
+      Relay(frame);
+    }
   }
 
   void ClientBroke(const std::string& why) {
@@ -221,15 +254,18 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
     // up by recovery).
     owner_.server_.Reply(call_, std::move(result));
     if (counted_) owner_.manager_.SessionEnded(name_);
-    if (disposable_ && !name_.empty()) {
-      std::string name = name_;
-      owner_.manager_.Stop(name, std::chrono::milliseconds(0), [name](ApiResult<json> r) {
-        if (!r) {
-          Log(LogLevel::kError, "disposable teardown failed", {{"qube", name}, {"error", r.error().message}});
-        }
-      });
-    }
-    owner_.Finished(serial_);
+    if (disposable_ && !name_.empty()) StopDisposable();
+    // A start still in flight refers to us: Ready finishes the cleanup.
+    if (!starting_) owner_.Finished(serial_);
+  }
+
+  void StopDisposable() {
+    std::string name = name_;
+    owner_.manager_.Stop(name, std::chrono::milliseconds(0), [name](ApiResult<json> r) {
+      if (!r) {
+        Log(LogLevel::kError, "disposable teardown failed", {{"qube", name}, {"error", r.error().message}});
+      }
+    });
   }
 
   RunCommands& owner_;
@@ -241,9 +277,12 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
   bool disposable_ = false;
   bool client_gone_ = false;
   bool finished_ = false;
+  bool starting_ = false;  // a start callback refers to this run
   bool counted_ = false;
   AgentChannel* channel_ = nullptr;
   uint32_t session_ = 0;
+  std::vector<wire::Frame> early_;  // client frames that came before the session
+  size_t early_bytes_ = 0;
 };
 
 RunCommands::RunCommands(EventLoop& loop, AdminServer& server, QubeManager& manager,

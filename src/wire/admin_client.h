@@ -6,6 +6,7 @@
 //   AdminReply reply = TRY(client.Call("qube.start", {{"qube", "work"}}));
 //   if (!reply.ok) fprintf(stderr, "%s\n", reply.message.c_str());
 
+#include <optional>
 #include <span>
 #include <string>
 
@@ -39,6 +40,9 @@ class AdminClient {
                        std::span<const int> fds = {});
   // The next frame from tesserad (blocking); an error when it hung up.
   Result<Frame> NextFrame();
+  // A whole frame already read with an earlier one, if there is one (never
+  // blocks). A caller that polls fd() takes these first: poll cannot see them.
+  Result<std::optional<Frame>> BufferedFrame() { return decoder_.Next(); }
   // After a successful events.subscribe: the next event (blocking).
   Result<nlohmann::json> NextEvent();
 
