@@ -32,9 +32,11 @@
 
 #include "backend/launcher.h"
 #include "cell/cgroups.h"
+#include "cell/cell_record.h"
 #include "cell/child_setup.h"
 #include "cell/fd_passing.h"
 #include "cell/seccomp_filter.h"
+#include "cell/start_steps.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/names.h"
@@ -70,268 +72,6 @@ constexpr const char* kRecordFile = "cell.json";
 constexpr const char* kControlSocket = "control.sock";
 
 Status CheckName(const std::string& name) { return ValidateName(name); }
-
-// Field 22 of /proc/<pid>/stat: start time in clock ticks since boot. With the
-// pid, it names a process uniquely (pids are reused, start times are not).
-Result<uint64_t> StartTime(pid_t pid) {
-  std::string stat = TRY(ReadFile("/proc/" + std::to_string(pid) + "/stat", 4096));
-  size_t paren = stat.rfind(')');
-  if (paren == std::string::npos) return Err(Error("malformed /proc stat", EPROTO));
-  size_t pos = paren + 2;
-  for (int field = 3; field < 22; ++field) {
-    pos = stat.find(' ', pos);
-    if (pos == std::string::npos) return Err(Error("malformed /proc stat", EPROTO));
-    ++pos;
-  }
-  return std::strtoull(stat.c_str() + pos, nullptr, 10);
-}
-
-// Serialises Start, Stop and Cleanup of one qube across processes (the
-// daemon, `tessera cell run`, tests): flock on R/cells/.<name>.lock. The file
-// is unlinked when the operation ends, so no lock files pile up; a holder
-// that locked a file unlinked meanwhile notices (inode changed) and retries.
-class QubeLock {
- public:
-  static Result<QubeLock> Acquire(const storage::Layout& layout, const std::string& name,
-                                  bool wait) {
-    TRY(MakeDirs(layout.runtime_dir + "/cells", 0700));
-    QubeLock lock;
-    lock.path_ = layout.runtime_dir + "/cells/." + name + ".lock";
-    for (int attempt = 0; attempt < 100; ++attempt) {
-      UniqueFd fd(::open(lock.path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
-      if (!fd) return Err(Error::FromErrno("open " + lock.path_));
-      int rc;
-      do {
-        rc = ::flock(fd.get(), LOCK_EX | (wait ? 0 : LOCK_NB));
-      } while (rc != 0 && errno == EINTR);
-      if (rc != 0) {
-        if (errno == EWOULDBLOCK) {
-          return Err(
-              Error("qube " + name + " is being started or stopped by another process", EBUSY));
-        }
-        return Err(Error::FromErrno("flock " + lock.path_));
-      }
-      struct stat held, now;
-      if (::fstat(fd.get(), &held) == 0 && ::stat(lock.path_.c_str(), &now) == 0 &&
-          held.st_ino == now.st_ino && held.st_dev == now.st_dev) {
-        lock.fd_ = std::move(fd);
-        return lock;
-      }
-    }
-    return Err(Error("could not lock " + lock.path_, EAGAIN));
-  }
-  QubeLock(QubeLock&&) = default;
-  QubeLock& operator=(QubeLock&&) = default;
-  ~QubeLock() {
-    if (fd_) (void)::unlink(path_.c_str());
-  }
-
- private:
-  QubeLock() = default;
-  std::string path_;
-  UniqueFd fd_;
-};
-
-std::string AgentPath(const CellOptions& options) {
-  if (!options.agent_path.empty()) return options.agent_path;
-  char exe[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  if (n <= 0) return "tessera-agent";
-  exe[n] = '\0';
-  return DirName(exe) + "/tessera-agent";
-}
-
-Result<std::string> RealPath(const std::string& path) {
-  char buf[PATH_MAX];
-  if (::realpath(path.c_str(), buf) == nullptr) return Err(Error::FromErrno("realpath " + path));
-  return std::string(buf);
-}
-
-UniqueFd OpenBeneath(int dirfd, const std::string& rel, uint64_t flags) {
-  open_how how{};
-  how.flags = flags | O_CLOEXEC;
-  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  return UniqueFd(static_cast<int>(syscall(SYS_openat2, dirfd, rel.c_str(), &how, sizeof(how))));
-}
-
-Status SetMountAttr(int fd, uint64_t set, bool recursive, int userns_fd = -1) {
-  mount_attr attr{};
-  attr.attr_set = set;
-  if (userns_fd >= 0) attr.userns_fd = static_cast<uint64_t>(userns_fd);
-  unsigned flags = AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0);
-  TRY(Syscall("mount_setattr",
-              [&] { return ::mount_setattr(fd, "", flags, &attr, sizeof(attr)); }));
-  return Ok();
-}
-
-// A detached copy (open_tree clone) of a host path.
-Result<UniqueFd> CloneTree(int dirfd, const std::string& path, bool recursive,
-                           const std::string& what) {
-  unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (recursive ? AT_RECURSIVE : 0);
-  if (path.empty()) flags |= AT_EMPTY_PATH;
-  int fd = ::open_tree(dirfd, path.c_str(), flags);
-  if (fd < 0) return Err(Error::FromErrno("open_tree " + what));
-  return UniqueFd(fd);
-}
-
-Status WriteIdMap(pid_t pid, const char* file, uid_t base, uint32_t count) {
-  std::string path = "/proc/" + std::to_string(pid) + "/" + file;
-  std::string line = "0 " + std::to_string(base) + " " + std::to_string(count) + "\n";
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-  if (!fd) return Err(Error::FromErrno("open " + path));
-  TRY(SyscallSize("write " + path, [&] { return ::write(fd.get(), line.data(), line.size()); }));
-  return Ok();
-}
-
-Result<UniqueFd> MakeControlSocket(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) {
-    return Err(Error("control socket path too long for AF_UNIX (" + std::to_string(path.size()) +
-                         " bytes, max " + std::to_string(sizeof(addr.sun_path) - 1) + "): " + path,
-                     ENAMETOOLONG));
-  }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return Err(Error::FromErrno("socket"));
-  ::unlink(path.c_str());
-  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return Err(Error::FromErrno("bind " + path));
-  }
-  if (::chmod(path.c_str(), 0600) != 0) return Err(Error::FromErrno("chmod " + path));
-  if (::listen(fd.get(), 64) != 0) return Err(Error::FromErrno("listen " + path));
-  return fd;
-}
-
-Status MakeOwnedDir(const std::string& path, uid_t owner, mode_t mode) {
-  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST)
-    return Err(Error::FromErrno("mkdir " + path));
-  if (::chown(path.c_str(), owner, owner) != 0) return Err(Error::FromErrno("chown " + path));
-  if (::chmod(path.c_str(), mode) != 0) return Err(Error::FromErrno("chmod " + path));
-  return Ok();
-}
-
-struct Record {
-  std::string name;
-  pid_t pid = -1;
-  uint64_t start_time = 0;
-  std::vector<std::string> cgroups;
-};
-
-Status WriteRecord(const std::string& path, const Record& r) {
-  json j = {{"name", r.name},
-            {"init_pid", r.pid},
-            {"start_time", r.start_time},
-            {"cgroups", r.cgroups},
-            {"format", 1}};
-  // The record lives in the runtime dir, which does not survive a reboot by
-  // design (tmpfs): only a crash of this process matters.
-  return WriteFileAtomic(path, j.dump(2) + "\n", 0600, Durability::kCrashSafe);
-}
-
-Result<Record> ReadRecord(const std::string& path) {
-  std::string text = TRY(ReadFile(path, 1 << 20));
-  json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || !j.contains("name") || !j["name"].is_string() ||
-      !j.contains("init_pid") || !j["init_pid"].is_number_integer() || !j.contains("start_time") ||
-      !j["start_time"].is_number_unsigned()) {
-    return Err(Error(path + ": malformed cell record", EPROTO));
-  }
-  Record r;
-  r.name = j["name"].get<std::string>();
-  r.pid = j["init_pid"].get<pid_t>();
-  r.start_time = j["start_time"].get<uint64_t>();
-  return r;
-}
-
-bool PidfdExited(int pidfd, int timeout_ms) {
-  pollfd p{pidfd, POLLIN, 0};
-  int rc;
-  do {
-    rc = ::poll(&p, 1, timeout_ms);
-  } while (rc < 0 && errno == EINTR);
-  return rc > 0;
-}
-
-// Kills and reaps a child that failed during start.
-void KillChild(int pidfd, pid_t pid) {
-  syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
-  while (::waitpid(pid, nullptr, __WALL) < 0 && errno == EINTR) {
-  }
-}
-
-// ---- the child's verdict ------------------------------------------------------
-
-// Reads the sync socket until the child's end closes. EOF = the agent was
-// exec'd; a ChildError = a setup step failed; in kNotify mode a message with
-// step kSeccompListenerMessage carrying one fd (SCM_RIGHTS) comes first: the
-// seccomp listener, returned. Any other shape is a protocol error.
-Result<UniqueFd> AwaitAgentExec(int sync_fd, bool want_listener) {
-  UniqueFd listener;
-  for (;;) {
-    pollfd pfd{sync_fd, POLLIN, 0};
-    int prc;
-    do {
-      prc = ::poll(&pfd, 1, 30000);
-    } while (prc < 0 && errno == EINTR);
-    if (prc == 0) return Err(Error("child setup timed out", ETIMEDOUT));
-    ChildError child_error{};
-    int fd = -1;
-    ssize_t n = RecvWithFd(sync_fd, &child_error, sizeof(child_error), &fd);
-    UniqueFd passed(fd);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Err(Error::FromErrno("read setup result"));
-    if (n == 0) {
-      if (want_listener && !listener) {
-        return Err(Error("the agent started without handing over its seccomp listener", EPROTO));
-      }
-      return listener;
-    }
-    if (n != static_cast<ssize_t>(sizeof(child_error))) {
-      return Err(Error("malformed setup result", EPROTO));
-    }
-    if (child_error.step == kSeccompListenerMessage) {
-      if (!want_listener || listener || !passed) {
-        return Err(Error("unexpected seccomp listener message", EPROTO));
-      }
-      listener = std::move(passed);
-      continue;
-    }
-    return Err(Error(std::string("setup step \"") + StepName(child_error.step) + "\" failed",
-                     child_error.err));
-  }
-}
-
-// ---- rlimits (docs/CELL.md "Resource limits") ------------------------------
-
-// The limits the child sets on itself just before the agent's exec.
-std::vector<ChildRlimit> ChildRlimits(const CellSpec& spec) {
-  Rlimit nproc = spec.rlimit_nproc.value_or(Rlimit{spec.pids_max, spec.pids_max});
-  return {{RLIMIT_NOFILE, spec.rlimit_nofile.soft, spec.rlimit_nofile.hard},
-          {RLIMIT_NPROC, nproc.soft, nproc.hard},
-          {RLIMIT_CORE, spec.rlimit_core.soft, spec.rlimit_core.hard}};
-}
-
-// Raises the child's hard limits where the spec asks for more than it
-// inherited from us; the child sets the final values itself. Best effort:
-// without CAP_SYS_RESOURCE the child clamps to what it has (stricter).
-void RaiseChildHardLimits(pid_t pid, const std::vector<ChildRlimit>& limits,
-                          const std::string& qube) {
-  for (const ChildRlimit& r : limits) {
-    rlimit64 now{};
-    if (::prlimit64(pid, static_cast<__rlimit_resource>(r.resource), nullptr, &now) != 0 ||
-        r.hard <= now.rlim_max) {
-      continue;
-    }
-    rlimit64 raised{now.rlim_cur, r.hard};
-    if (::prlimit64(pid, static_cast<__rlimit_resource>(r.resource), &raised, nullptr) != 0) {
-      Log(LogLevel::kDebug, "rlimit hard limit clamped to the starter's",
-          {{"qube", qube}, {"resource", std::to_string(r.resource)},
-           {"wanted", std::to_string(r.hard)}, {"kept", std::to_string(now.rlim_max)},
-           {"errno", std::to_string(errno)}});
-    }
-  }
-}
 
 }  // namespace
 
@@ -663,12 +403,12 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
               "start cell " + name);
   clock.Mark("child");
 
-  Record record;
+  CellRecord record;
   record.name = name;
   record.pid = pid;
   record.start_time = TRY_CTX(StartTime(pid), ctx("read init start time"));
   record.cgroups = cgroups->dirs();
-  TRY_CTX(WriteRecord(scratch + "/" + kRecordFile, record), ctx("write record"));
+  TRY_CTX(WriteCellRecord(scratch + "/" + kRecordFile, record), ctx("write record"));
 
   kill_child.Dismiss();
   undo.Dismiss();
@@ -691,7 +431,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
 Result<Cell> Cell::Adopt(const storage::Layout& layout, const std::string& name) {
   TRY(CheckName(name));
   std::string scratch = layout.ScratchDir(name);
-  Record record = TRY(ReadRecord(scratch + "/" + kRecordFile));
+  CellRecord record = TRY(ReadCellRecord(scratch + "/" + kRecordFile));
   if (record.name != name || record.pid <= 1) {
     return Err(Error("cell record of " + name + " names another cell", EPROTO));
   }
@@ -724,7 +464,7 @@ Status Cell::Cleanup(const storage::Layout& layout, const std::string& name) {
 }
 
 Status Cell::CleanupLocked(const storage::Layout& layout, const std::string& name) {
-  if (auto record = ReadRecord(layout.ScratchDir(name) + "/" + kRecordFile); record) {
+  if (auto record = ReadCellRecord(layout.ScratchDir(name) + "/" + kRecordFile); record) {
     UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, record->pid, 0)));
     auto start = StartTime(record->pid);
     if (pidfd && start && *start == record->start_time) {

@@ -17,6 +17,7 @@
 #include "common/paths.h"
 #include "common/text.h"
 #include "config/document.h"
+#include "config/node_reader.h"
 #include "config/values.h"
 
 namespace tessera::config {
@@ -48,65 +49,6 @@ constexpr int64_t kMaxIdleTimeout = 7 * 24 * 3600;
 constexpr int64_t kMaxIoWeight = 10000;
 constexpr int64_t kMaxIoRate = INT64_MAX;
 constexpr int64_t kMaxExpire = 253402300799;  // 9999-12-31T23:59:59Z
-constexpr size_t kMaxStringBytes = 4096;
-
-// A key as it appears in a diagnostic path: bare if simple, else quoted like TOML.
-std::string PathKey(std::string_view key) {
-  bool bare = !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-';
-  });
-  if (bare) return std::string(key);
-  std::string out = "\"";
-  for (char c : key.substr(0, 64)) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += (static_cast<unsigned char>(c) < 0x20) ? '?' : c;
-  }
-  if (key.size() > 64) out += "...";
-  return out + "\"";
-}
-
-std::string Join(const std::string& path, std::string_view key) {
-  return path.empty() ? PathKey(key) : path + "." + PathKey(key);
-}
-
-std::string Quote(std::string_view s) {
-  std::string out = "'";
-  for (char c : s.substr(0, 64)) out += (static_cast<unsigned char>(c) < 0x20) ? '?' : c;
-  if (s.size() > 64) out += "...";
-  return out + "'";
-}
-
-bool ValidUtf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    size_t extra;
-    uint32_t min;
-    uint32_t cp;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xe0) == 0xc0) {
-      extra = 1, min = 0x80, cp = c & 0x1fu;
-    } else if ((c & 0xf0) == 0xe0) {
-      extra = 2, min = 0x800, cp = c & 0x0fu;
-    } else if ((c & 0xf8) == 0xf0) {
-      extra = 3, min = 0x10000, cp = c & 0x07u;
-    } else {
-      return false;
-    }
-    if (i + extra >= s.size()) return false;
-    for (size_t k = 1; k <= extra; ++k) {
-      auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3fu);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
-    i += extra + 1;
-  }
-  return true;
-}
 
 std::string_view Article(QubeClass klass) {
   return klass == QubeClass::kApp ? "an" : "a";
@@ -114,14 +56,6 @@ std::string_view Article(QubeClass klass) {
 
 std::string ClassPhrase(QubeClass klass) {
   return std::string(Article(klass)) + " " + std::string(ToString(klass)) + " qube";
-}
-
-// A likely typo is one edit away for words of up to 2 letters, two up to 5,
-// three beyond.
-std::string DidYouMean(std::string_view word, std::span<const std::string_view> candidates) {
-  size_t max_distance = std::min<size_t>(3, word.size() / 3 + 1);
-  std::optional<std::string> best = ClosestMatch(word, candidates, max_distance);
-  return best ? "; did you mean " + Quote(*best) + "?" : "";
 }
 
 struct Ref {
@@ -144,16 +78,16 @@ struct Draft {
   std::optional<Ref> uuid;
 };
 
-class Builder {
+class Builder : public NodeReader {
  public:
   Builder(const SourceInfo& source, std::vector<Diagnostic>& diagnostics)
-      : source_(source), diagnostics_(diagnostics), first_(diagnostics.size()) {}
+      : NodeReader(source, diagnostics), first_(diagnostics.size()) {}
 
   std::optional<System> Run(const Node& root) {
     system_.policy_dir = std::string(kDefaultPolicyDir);
     if (ExpectKind(root, Kind::kTable, "", "the document")) {
       for (const Member* member : UniqueMembers(root, "")) {
-        const std::string path = Join("", member->key);
+        const std::string path = JoinPath("", member->key);
         if (member->key == "policy_dir") {
           ReadPolicyDir(*member, path);
         } else if (member->key == "default_dispvm") {
@@ -189,96 +123,6 @@ class Builder {
   }
 
  private:
-  void Report(Location location, const std::string& path, std::string message) {
-    if (!source_.has_locations) message += " [no line numbers: evaluated Nix]";
-    diagnostics_.push_back({source_.file, location.line, location.column, path, std::move(message)});
-  }
-
-  bool ExpectKind(const Node& node, Kind kind, const std::string& path, std::string_view what) {
-    if (node.kind == kind) return true;
-    Report(node.location, path,
-           "expected " + std::string(what) + ", got " + std::string(KindName(node)));
-    return false;
-  }
-
-  // Members in order, skipping nulls (JSON/Nix "not set") and reporting repeats.
-  std::vector<const Member*> UniqueMembers(const Node& table, const std::string& path) {
-    std::vector<const Member*> out;
-    std::map<std::string_view, const Member*> seen;
-    for (const Member& member : table.members) {
-      auto [it, inserted] = seen.emplace(member.key, &member);
-      if (!inserted) {
-        std::string where;
-        if (it->second->key_location.line > 0) {
-          where = " (first defined at line " + std::to_string(it->second->key_location.line) + ")";
-        }
-        Report(member.key_location, Join(path, member.key),
-               "duplicate key " + Quote(member.key) + where);
-        continue;
-      }
-      if (member.value.kind == Kind::kNull) continue;
-      out.push_back(&member);
-    }
-    return out;
-  }
-
-  void UnknownKey(const Member& member, const std::string& path,
-                  std::span<const std::string_view> valid) {
-    Report(member.key_location, path,
-           "unknown key " + Quote(member.key) + DidYouMean(member.key, valid));
-  }
-
-  std::optional<std::string> GetString(const Node& node, const std::string& path) {
-    if (!ExpectKind(node, Kind::kString, path, "a string")) return std::nullopt;
-    if (node.string.size() > kMaxStringBytes) {
-      Report(node.location, path, "string is longer than 4096 bytes");
-      return std::nullopt;
-    }
-    if (!ValidUtf8(node.string)) {
-      Report(node.location, path, "string is not valid UTF-8");
-      return std::nullopt;
-    }
-    for (char c : node.string) {
-      if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-        Report(node.location, path, "string contains a control character");
-        return std::nullopt;
-      }
-    }
-    return node.string;
-  }
-
-  std::optional<int64_t> GetInteger(const Node& node, const std::string& path, int64_t min,
-                                    int64_t max, std::string_view unit) {
-    if (!ExpectKind(node, Kind::kInteger, path, "an integer")) return std::nullopt;
-    if (node.integer_overflow || node.integer < min || node.integer > max) {
-      std::string value = node.integer_overflow ? "a number beyond 2^63" : std::to_string(node.integer);
-      Report(node.location, path,
-             value + " is out of range (expected " + std::to_string(min) + ".." +
-                 std::to_string(max) + (unit.empty() ? "" : " " + std::string(unit)) + ")");
-      return std::nullopt;
-    }
-    return node.integer;
-  }
-
-  std::optional<bool> GetBool(const Node& node, const std::string& path) {
-    if (!ExpectKind(node, Kind::kBool, path, "a boolean (true or false)")) return std::nullopt;
-    return node.boolean;
-  }
-
-  // A string that must be one of `choices`.
-  std::optional<std::string> GetChoice(const Node& node, const std::string& path,
-                                       std::span<const std::string_view> choices) {
-    std::optional<std::string> value = GetString(node, path);
-    if (!value) return std::nullopt;
-    if (std::find(choices.begin(), choices.end(), *value) != choices.end()) return value;
-    std::string list;
-    for (std::string_view choice : choices) list += (list.empty() ? "" : ", ") + std::string(choice);
-    Report(node.location, path,
-           "invalid value " + Quote(*value) + " (expected one of: " + list + ")" +
-               DidYouMean(*value, choices));
-    return std::nullopt;
-  }
-
   void ReadPolicyDir(const Member& member, const std::string& path) {
     std::optional<std::string> dir = GetString(member.value, path);
     if (!dir) return;
@@ -291,7 +135,7 @@ class Builder {
 
   void ReadQube(const Member& member, const std::string& parent) {
     Draft draft;
-    draft.path = Join(parent, member.key);
+    draft.path = JoinPath(parent, member.key);
     draft.location = member.key_location;
     draft.qube.name = member.key;
     if (Status name_ok = CheckQubeName(member.key); !name_ok) {
@@ -300,7 +144,7 @@ class Builder {
     if (!ExpectKind(member.value, Kind::kTable, draft.path, "a table describing the qube")) return;
     Qube& qube = draft.qube;
     for (const Member* field : UniqueMembers(member.value, draft.path)) {
-      const std::string path = Join(draft.path, field->key);
+      const std::string path = JoinPath(draft.path, field->key);
       const Node& value = field->value;
       const std::string& key = field->key;
       if (key == "class") {
@@ -390,12 +234,12 @@ class Builder {
       bool dotdot = ("/" + dir + "/").find("/../") != std::string::npos;
       if (dir.empty() || dir[0] != '/' || dotdot) {
         Report(value.location, path,
-               "source " + Quote(*text) + ": dir: needs an absolute path without '..'");
+               "source " + QuoteValue(*text) + ": dir: needs an absolute path without '..'");
         return;
       }
     } else if (*text != "busybox" && *text != "debootstrap" && *text != "host") {
       Report(value.location, path,
-             "invalid source " + Quote(*text) +
+             "invalid source " + QuoteValue(*text) +
                  " (expected busybox, debootstrap, host or dir:/absolute/path)" +
                  DidYouMean(*text, kSources));
       return;
@@ -406,7 +250,7 @@ class Builder {
   void ReadIoMax(const Node& value, const std::string& path, IoMax& io_max) {
     if (!ExpectKind(value, Kind::kTable, path, "a table of I/O limits")) return;
     for (const Member* member : UniqueMembers(value, path)) {
-      const std::string field = Join(path, member->key);
+      const std::string field = JoinPath(path, member->key);
       uint64_t* target = member->key == "read_bps"     ? &io_max.read_bps
                          : member->key == "write_bps"  ? &io_max.write_bps
                          : member->key == "read_iops"  ? &io_max.read_iops
@@ -444,7 +288,7 @@ class Builder {
                     std::map<std::string, std::string>& features) {
     if (!ExpectKind(value, Kind::kTable, path, "a table of strings")) return;
     for (const Member* feature : UniqueMembers(value, path)) {
-      const std::string feature_path = Join(path, feature->key);
+      const std::string feature_path = JoinPath(path, feature->key);
       if (Status ok = CheckFeatureName(feature->key); !ok) {
         Report(feature->key_location, feature_path, ok.error().message());
         continue;
@@ -475,7 +319,7 @@ class Builder {
     const Node* dstports = nullptr;
     const Node* icmptype = nullptr;
     for (const Member* member : UniqueMembers(node, path)) {
-      const std::string field = Join(path, member->key);
+      const std::string field = JoinPath(path, member->key);
       const Node& value = member->value;
       const std::string& key = member->key;
       if (key == "action") {
@@ -540,16 +384,16 @@ class Builder {
       }
     }
     if (!have_action) {
-      Report(node.location, Join(path, "action"),
+      Report(node.location, JoinPath(path, "action"),
              "missing action: a firewall rule needs action = \"accept\" or \"drop\"");
     }
     if (dstports != nullptr && rule.proto != FirewallProto::kTcp &&
         rule.proto != FirewallProto::kUdp) {
-      Report(dstports->location, Join(path, "dstports"),
+      Report(dstports->location, JoinPath(path, "dstports"),
              "dstports needs proto = \"tcp\" or \"udp\"");
     }
     if (icmptype != nullptr && rule.proto != FirewallProto::kIcmp) {
-      Report(icmptype->location, Join(path, "icmptype"), "icmptype needs proto = \"icmp\"");
+      Report(icmptype->location, JoinPath(path, "icmptype"), "icmptype needs proto = \"icmp\"");
     }
     if (diagnostics_.size() != errors_before) return std::nullopt;
     return rule;
@@ -567,7 +411,7 @@ class Builder {
       for (const Draft& draft : drafts_) names.push_back(draft.qube.name);
       hint = DidYouMean(ref.name, names);
     }
-    Report(ref.location, ref.path, "no qube named " + Quote(ref.name) + hint);
+    Report(ref.location, ref.path, "no qube named " + QuoteValue(ref.name) + hint);
     return nullptr;
   }
 
@@ -575,7 +419,7 @@ class Builder {
     const Draft* target = Resolve(ref);
     if (target != nullptr && target->qube.klass != QubeClass::kDisposableTemplate) {
       Report(ref.location, ref.path,
-             Quote(ref.name) + " is " + ClassPhrase(target->qube.klass) +
+             QuoteValue(ref.name) + " is " + ClassPhrase(target->qube.klass) +
                  "; default_dispvm must name a disposable-template qube");
     }
   }
@@ -596,7 +440,7 @@ class Builder {
         Report(draft.template_ref->location, draft.template_ref->path,
                ClassPhrase(klass) + " has no template (remove this key)");
       } else if (!draft.template_ref && needs_template) {
-        Report(draft.location, Join(draft.path, "template"),
+        Report(draft.location, JoinPath(draft.path, "template"),
                "missing template: " + ClassPhrase(klass) + " needs a template = \"...\"" +
                    (klass == QubeClass::kDisposable ? " (a disposable-template qube)"
                                                     : " (a template qube)"));
@@ -606,7 +450,7 @@ class Builder {
                                                                  : QubeClass::kTemplate;
         if (target != nullptr && target->qube.klass != wanted) {
           Report(draft.template_ref->location, draft.template_ref->path,
-                 Quote(draft.template_ref->name) + " is " + ClassPhrase(target->qube.klass) +
+                 QuoteValue(draft.template_ref->name) + " is " + ClassPhrase(target->qube.klass) +
                      "; the template of " + ClassPhrase(klass) + " must be " +
                      ClassPhrase(wanted));
         } else if (target != nullptr) {
@@ -634,7 +478,7 @@ class Builder {
         } else if (const Draft* target = Resolve(*draft.netvm_ref)) {
           if (!target->qube.provides_network) {
             Report(draft.netvm_ref->location, draft.netvm_ref->path,
-                   Quote(target->qube.name) +
+                   QuoteValue(target->qube.name) +
                        " does not provide network (set provides_network = true on it)");
           } else {
             qube.netvm = target->qube.name;
@@ -660,8 +504,8 @@ class Builder {
       if (!inserted) {
         const Ref* at = draft.uuid ? &*draft.uuid : it->second->uuid ? &*it->second->uuid : nullptr;
         Report(at ? at->location : draft.location, at ? at->path : draft.path,
-               "uuid " + draft.qube.uuid + " is used by both " + Quote(it->second->qube.name) +
-                   " and " + Quote(draft.qube.name));
+               "uuid " + draft.qube.uuid + " is used by both " + QuoteValue(it->second->qube.name) +
+                   " and " + QuoteValue(draft.qube.name));
       }
     }
     CheckNetvmCycles();
@@ -709,8 +553,6 @@ class Builder {
     Report(draft->netvm_ref->location, draft->netvm_ref->path, "netvm cycle: " + text);
   }
 
-  const SourceInfo& source_;
-  std::vector<Diagnostic>& diagnostics_;
   const size_t first_;
   System system_;
   std::optional<Ref> system_dispvm_;
