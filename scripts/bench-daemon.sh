@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks of tesserad end to end through the real CLI (docs/DAEMON.md):
+#   0. `tessera cell run --dispvm dvm -- /bin/true` (no daemon: one whole
+#      process that plans, prepares storage, starts, runs, stops and destroys
+#      a disposable) vs the bwrap baseline, interleaved; target ratio <= 2.
 #   1. `tessera run --dispvm true` vs the bwrap baseline
 #      (`bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc /bin/true`),
 #      median over N runs each, interleaved in the same run; target ratio <= 3.
@@ -19,7 +22,9 @@ T=$(readlink -f "$BUILD/tessera")
 
 ROOT=$(mktemp -d /tmp/tessera-bench-XXXXXX)
 export TESSERA_STATE_DIR=$ROOT/state TESSERA_RUNTIME_DIR=$ROOT/run
-# The runtime dir on tmpfs, as /run/tessera is on real hosts.
+# The state dir on disk (ext4 here, as /var/lib/tessera on a real host); the
+# runtime dir on tmpfs, as /run/tessera is on real hosts.
+echo "state dir: $(df -T "$ROOT" | awk 'NR==2 {print $2}') ($ROOT)"
 mkdir -p "$ROOT/run"
 RUN_TMPFS=0
 mount -t tmpfs -o mode=0755,size=512m tessera-bench "$ROOT/run" && RUN_TMPFS=1
@@ -45,10 +50,6 @@ trap cleanup EXIT
   done
 } > "$ROOT/system.toml"
 
-"$T" --config "$ROOT/system.toml" daemon --no-autostart > "$ROOT/daemon.log" 2>&1 &
-DAEMON=$!
-for _ in $(seq 100); do "$T" ls >/dev/null 2>&1 && break; sleep 0.1; done
-
 # Milliseconds of one command from spawn to exit, timed by a spawned helper
 # (tests/bench/time_command), so the shell's own fork is not counted.
 TIMER=$(readlink -f "$BUILD/tests/bench/time_command")
@@ -60,12 +61,28 @@ ms() {
 stat_of() {  # percentile p of the numbers in file
   sort -n "$1" | awk -v p="$2" '{a[NR]=$1} END {i=int((NR-1)*p+0.5)+1; printf "%.3f", a[i]}'
 }
+BWRAP=(bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc /bin/true)
+
+# 0. The whole-process disposable, before the daemon owns the state dir.
+"$T" --config "$ROOT/system.toml" cell run --dispvm dvm -- /bin/true  # warm up: builds the template
+: > "$ROOT/t-cell"; : > "$ROOT/t-bwrap0"
+for _ in $(seq 1 "$N"); do
+  ms "$T" --config "$ROOT/system.toml" cell run --dispvm dvm -- /bin/true >> "$ROOT/t-cell"
+  ms "${BWRAP[@]}" >> "$ROOT/t-bwrap0"
+done
+C=$(stat_of "$ROOT/t-cell" 0.5); B0=$(stat_of "$ROOT/t-bwrap0" 0.5)
+echo "cell run --dispvm /bin/true (whole process, no daemon): median ${C} ms   bwrap median ${B0} ms" \
+  "  ratio $(awk -v d="$C" -v b="$B0" 'BEGIN{printf "%.2f", d/b}') (target <= 2)"
+
+"$T" --config "$ROOT/system.toml" daemon --no-autostart > "$ROOT/daemon.log" 2>&1 &
+DAEMON=$!
+for _ in $(seq 100); do "$T" ls >/dev/null 2>&1 && break; sleep 0.1; done
 
 "$T" run --dispvm true  # warm up: builds the template
 : > "$ROOT/t-disp"; : > "$ROOT/t-bwrap"
 for _ in $(seq 1 "$N"); do
   ms "$T" run --dispvm true >> "$ROOT/t-disp"
-  ms bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc /bin/true >> "$ROOT/t-bwrap"
+  ms "${BWRAP[@]}" >> "$ROOT/t-bwrap"
 done
 D=$(stat_of "$ROOT/t-disp" 0.5); B=$(stat_of "$ROOT/t-bwrap" 0.5)
 echo "run --dispvm true (cold):      median ${D} ms   bwrap baseline median ${B} ms   ratio $(awk -v d="$D" -v b="$B" 'BEGIN{printf "%.2f", d/b}') (target <= 3)"
@@ -79,7 +96,7 @@ for _ in $(seq 1 "$N"); do
     sleep 0.02
   done
   ms "$T" run --dispvm=dvm-pre true >> "$ROOT/t-pre"
-  ms bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc /bin/true >> "$ROOT/t-bwrap2"
+  ms "${BWRAP[@]}" >> "$ROOT/t-bwrap2"
 done
 P=$(stat_of "$ROOT/t-pre" 0.5); B2=$(stat_of "$ROOT/t-bwrap2" 0.5)
 echo "run --dispvm true (preloaded): median ${P} ms   bwrap baseline median ${B2} ms   ratio $(awk -v d="$P" -v b="$B2" 'BEGIN{printf "%.2f", d/b}') (target <= 3)"
@@ -106,22 +123,28 @@ echo "  run p50 minus both baselines (what the daemon, the agent and their IPC a
 # one admin connection (fds passed with SCM_RIGHTS, as the CLI does).
 python3 - "$TESSERA_RUNTIME_DIR/admin.sock" <<'PY'
 import array, json, os, socket, struct, sys, time
+# Admin protocol v2 (docs/DAEMON.md): 12-byte little-endian header
+# (length, session, type, stream, nfds, reserved), fds with the frame.
+REQUEST, RESPONSE = 2, 3
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
 null = os.open("/dev/null", os.O_RDWR)
 def call(i, method, params, fds=()):
-    body = json.dumps({"v": 1, "id": i, "method": method, "params": params}).encode()
-    hdr = struct.pack(">I", len(body))
+    body = json.dumps({"v": 2, "id": i, "method": method, "params": params}).encode()
+    frame = struct.pack("<IIBBBB", len(body), 0, REQUEST, 0, len(fds), 0) + body
     if fds:
-        s.sendmsg([hdr], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-        s.sendall(body)
+        s.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
     else:
-        s.sendall(hdr + body)
-    n = struct.unpack(">I", s.recv(4, socket.MSG_WAITALL))[0]
-    r = json.loads(s.recv(n, socket.MSG_WAITALL)); assert r["ok"], r
+        s.sendall(frame)
+    while True:
+        n, _, ftype, _, _, _ = struct.unpack("<IIBBBB", s.recv(12, socket.MSG_WAITALL))
+        payload = s.recv(n, socket.MSG_WAITALL) if n else b""
+        if ftype == RESPONSE:
+            r = json.loads(payload); assert r["ok"], r
+            return
 for method, params, fds in [("qube.run", {"qube": "work", "argv": ["true"]}, (null,) * 3),
                             ("qube.list", {}, ())]:
     ts = []
-    for i in range(200):
+    for i in range(1, 201):
         t0 = time.perf_counter(); call(i, method, params, fds); ts.append((time.perf_counter() - t0) * 1e3)
     ts.sort()
     print("  protocol only, %-9s p50 %.2f ms   p99 %.2f ms" % (method, ts[100], ts[197]))

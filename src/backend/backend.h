@@ -80,6 +80,13 @@ class Instance {
   virtual Result<UniqueFd> OpenNetworkNamespace() const {
     return Err(Error("backend has no network namespace to offer", ENOTSUP));
   }
+  // VMs: takes the host end of a TAP device as the qube's network link. A
+  // backend that offers its namespace instead (cells: the network layer moves
+  // a veth end into it) refuses with ENOTSUP.
+  virtual Status AttachTap(UniqueFd tap) {
+    (void)tap;
+    return Err(Error("backend takes no TAP device", ENOTSUP));
+  }
   // The instance's reports of denied system calls, once (null when the
   // backend has none, or for an adopted instance). Its owner must answer
   // them promptly: a denied call waits for its answer.

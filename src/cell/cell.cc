@@ -31,8 +31,8 @@
 #include <thread>
 
 #include "backend/launcher.h"
-#include "cell/cgroups.h"
 #include "cell/cell_record.h"
+#include "cell/cgroups.h"
 #include "cell/child_setup.h"
 #include "cell/fd_passing.h"
 #include "cell/seccomp_filter.h"

@@ -83,7 +83,8 @@ int RunApply(const std::string& file, bool dry_run, bool yes) {
       return std::nullopt;
     }
     if (!reply->ok) {
-      std::fprintf(stderr, "tessera apply: %s\nNothing was changed.\n", EscapeControl(reply->message, EscapeNewlines::kEscape).c_str());
+      std::fprintf(stderr, "tessera apply: %s\nNothing was changed.\n",
+                   EscapeControl(reply->message, EscapeNewlines::kEscape).c_str());
       return std::nullopt;
     }
     return reply->result;

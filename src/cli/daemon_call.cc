@@ -23,7 +23,8 @@ std::optional<nlohmann::json> CallDaemon(const char* verb, const std::string& me
   }
   if (!reply->ok) {
     if (code) *code = reply->code;
-    std::fprintf(stderr, "tessera %s: %s\n", verb, EscapeControl(reply->message, EscapeNewlines::kEscape).c_str());
+    std::fprintf(stderr, "tessera %s: %s\n", verb,
+                 EscapeControl(reply->message, EscapeNewlines::kEscape).c_str());
     return std::nullopt;
   }
   return reply->result;

@@ -23,7 +23,8 @@ int RunEvents(bool as_json) {
     return 1;
   }
   if (!reply->ok) {
-    std::fprintf(stderr, "tessera events: %s\n", EscapeControl(reply->message, EscapeNewlines::kEscape).c_str());
+    std::fprintf(stderr, "tessera events: %s\n",
+                 EscapeControl(reply->message, EscapeNewlines::kEscape).c_str());
     return 1;
   }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a follower: each event now, also into a pipe

@@ -58,7 +58,8 @@ int RunLs(bool as_json) {
   }
   for (const auto& q : qubes) {
     if (q.contains("reason") && q.value("state", "") == "failed") {
-      std::printf("%s failed: %s\n", EscapeControl(Str(q["name"]), EscapeNewlines::kEscape).c_str(), EscapeControl(Str(q["reason"]), EscapeNewlines::kEscape).c_str());
+      std::printf("%s failed: %s\n", EscapeControl(Str(q["name"]), EscapeNewlines::kEscape).c_str(),
+                  EscapeControl(Str(q["reason"]), EscapeNewlines::kEscape).c_str());
     }
   }
   return 0;
@@ -159,14 +160,17 @@ int RunPrefs(const std::vector<std::string>& args) {
   if (!result) return 1;
   if (args.size() == 2) {
     const json& v = (*result)[args[1]];
-    std::printf("%s\n", EscapeControl(v.is_string() ? v.get<std::string>() : v.dump(), EscapeNewlines::kEscape).c_str());
+    std::printf("%s\n", EscapeControl(v.is_string() ? v.get<std::string>() : v.dump(),
+                                      EscapeNewlines::kEscape)
+                            .c_str());
     return 0;
   }
   size_t width = 0;
   for (const auto& [k, v] : result->items()) width = std::max(width, k.size());
   for (const auto& [k, v] : result->items()) {
     std::string value = v.is_string() ? v.get<std::string>() : v.is_null() ? "-" : v.dump();
-    std::printf("%-*s  %s\n", static_cast<int>(width), k.c_str(), EscapeControl(value, EscapeNewlines::kEscape).c_str());
+    std::printf("%-*s  %s\n", static_cast<int>(width), k.c_str(),
+                EscapeControl(value, EscapeNewlines::kEscape).c_str());
   }
   return 0;
 }

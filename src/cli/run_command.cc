@@ -247,7 +247,8 @@ int RunRun(const std::vector<std::string>& args) {
   if (!reply->ok) {
     // A qube that cannot take descriptors: the same run, relayed.
     if (reply->code == wire::codes::kRelayRequired) return RunRelayed(params);
-    std::fprintf(stderr, "tessera run: %s\n", EscapeControl(reply->message, EscapeNewlines::kEscape).c_str());
+    std::fprintf(stderr, "tessera run: %s\n",
+                 EscapeControl(reply->message, EscapeNewlines::kEscape).c_str());
     return ExitForCode(reply->code);
   }
   return reply->result.value("exit_code", kExitRunFailure);

@@ -451,8 +451,7 @@ class Builder : public NodeReader {
         if (target != nullptr && target->qube.klass != wanted) {
           Report(draft.template_ref->location, draft.template_ref->path,
                  QuoteValue(draft.template_ref->name) + " is " + ClassPhrase(target->qube.klass) +
-                     "; the template of " + ClassPhrase(klass) + " must be " +
-                     ClassPhrase(wanted));
+                     "; the template of " + ClassPhrase(klass) + " must be " + ClassPhrase(wanted));
         } else if (target != nullptr) {
           qube.template_name = draft.template_ref->name;
         }

@@ -37,7 +37,7 @@ class DenialReporter : public LifecycleObserver {
     std::unique_ptr<backend::DenialMonitor> monitor;
     EventLoop::Watch watch;
     EventLoop::Timer resume;
-    EventLoop::Timer flush;  // writes the suppressed count when nothing else does
+    EventLoop::Timer flush;           // writes the suppressed count when nothing else does
     TokenBucket answers{5000, 1000};  // denials answered per second
     TokenBucket records{5, 20};       // audit records per second
     uint64_t suppressed = 0;

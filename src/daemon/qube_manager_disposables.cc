@@ -32,8 +32,8 @@ std::string QubeManager::FreshDisposableName() {
     std::string candidate = "disp" + std::to_string(n);
     bool taken = qubes_.count(candidate) != 0 || config_.system().Find(candidate) != nullptr ||
                  PathExists(layout_.QubeDir(candidate)) ||
-                 (leftovers && std::find(leftovers->begin(), leftovers->end(), candidate) !=
-                                   leftovers->end());
+                 (leftovers &&
+                  std::find(leftovers->begin(), leftovers->end(), candidate) != leftovers->end());
     if (!taken) return candidate;
   }
   return "";
@@ -72,8 +72,8 @@ void QubeManager::StartDisposable(const std::string& dvm_in, DisposableOwner own
   SetState(name, e, QubeState::kStarting);
   Launch(name, std::move(*plan), 0, [name, done](ApiResult<json> started) {
     if (!started) {
-      return done(Fail(started.error().code, "cannot start disposable " + name + ": " +
-                                                 started.error().message));
+      return done(Fail(started.error().code,
+                       "cannot start disposable " + name + ": " + started.error().message));
     }
     done(name);
   });
@@ -105,25 +105,27 @@ void QubeManager::RefillPreloaded() {
     int max = std::min(std::atoi(f->second.c_str()), 16);
     int have = 0;
     for (const auto& [name, e] : qubes_) {
-      if (e.record.disposable == DisposableOwner::kPreload && e.record.dvm_template == q.name) ++have;
+      if (e.record.disposable == DisposableOwner::kPreload && e.record.dvm_template == q.name)
+        ++have;
     }
     if (have >= max) continue;
     // One at a time: the next is started when this one settles.
     refilling_ = true;
-    StartDisposable(q.name, DisposableOwner::kPreload, [this, dvm = q.name](ApiResult<std::string> r) {
-      refilling_ = false;
-      if (!r) {
-        Log(LogLevel::kWarn, "preloading a disposable failed",
-            {{"template", dvm}, {"error", r.error().message}});
-        // Retried later rather than in a tight loop.
-        refill_retry_ = loop_.After(std::chrono::seconds(5), [this] {
-          refill_retry_.Reset();
-          RefillPreloaded();
-        });
-        return;
-      }
-      RefillPreloaded();
-    });
+    StartDisposable(q.name, DisposableOwner::kPreload,
+                    [this, dvm = q.name](ApiResult<std::string> r) {
+                      refilling_ = false;
+                      if (!r) {
+                        Log(LogLevel::kWarn, "preloading a disposable failed",
+                            {{"template", dvm}, {"error", r.error().message}});
+                        // Retried later rather than in a tight loop.
+                        refill_retry_ = loop_.After(std::chrono::seconds(5), [this] {
+                          refill_retry_.Reset();
+                          RefillPreloaded();
+                        });
+                        return;
+                      }
+                      RefillPreloaded();
+                    });
     return;
   }
 }
@@ -139,14 +141,18 @@ Result<AgentChannel*> QubeManager::Channel(const std::string& name) {
   if (!e->channel || e->channel->broken()) {
     UniqueFd fd = TRY_CTX(e->instance->OpenChannel(), "qube " + name + ": agent channel");
     uint64_t generation = ++e->channel_generation;
-    e->channel = TRY(AgentChannel::Create(
-        loop_, name, std::move(fd), options_.channel_limits, [this, name, generation](std::string reason) {
-          Entry* now = Find(name);
-          if (now == nullptr || now->channel_generation != generation) return;
-          audit_.Write({{"kind", "agent"}, {"qube", name}, {"action", "channel_closed"},
-                        {"reason", reason}});
-          now->channel.reset();
-        }));
+    e->channel =
+        TRY(AgentChannel::Create(loop_, name, std::move(fd), options_.channel_limits,
+                                 [this, name, generation](std::string reason) {
+                                   Entry* now = Find(name);
+                                   if (now == nullptr || now->channel_generation != generation)
+                                     return;
+                                   audit_.Write({{"kind", "agent"},
+                                                 {"qube", name},
+                                                 {"action", "channel_closed"},
+                                                 {"reason", reason}});
+                                   now->channel.reset();
+                                 }));
   }
   return e->channel.get();
 }

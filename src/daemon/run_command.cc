@@ -263,7 +263,8 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
     std::string name = name_;
     owner_.manager_.Stop(name, std::chrono::milliseconds(0), [name](ApiResult<json> r) {
       if (!r) {
-        Log(LogLevel::kError, "disposable teardown failed", {{"qube", name}, {"error", r.error().message}});
+        Log(LogLevel::kError, "disposable teardown failed",
+            {{"qube", name}, {"error", r.error().message}});
       }
     });
   }

@@ -6,11 +6,10 @@
 //   AdminReply reply = TRY(client.Call("qube.start", {{"qube", "work"}}));
 //   if (!reply.ok) fprintf(stderr, "%s\n", reply.message.c_str());
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "common/unique_fd.h"

@@ -78,7 +78,8 @@ TEST_F(AdminHardeningTest, MalformedParametersAreBadRequestsNotCrashes) {
     auto reply = client->Call(method, params);
     ASSERT_TRUE(reply) << method << " " << params.dump() << ": " << reply.error().ToString();
     EXPECT_FALSE(reply->ok) << method << " " << params.dump();
-    EXPECT_EQ(reply->code, "bad_request") << method << " " << params.dump() << ": " << reply->message;
+    EXPECT_EQ(reply->code, "bad_request")
+        << method << " " << params.dump() << ": " << reply->message;
   }
   auto unknown = client->Call("qube.explode", json::object());
   ASSERT_TRUE(unknown);
@@ -213,17 +214,9 @@ TEST_F(AdminHardeningTest, ACallerThatGoesAwayTakesItsCommandAlong) {
   ASSERT_EQ(Cli({"start", "dt-vault"}).exit_code, 0);
   for (const char* mode : {"--relay", "--user=root"}) {  // relayed and passed streams
     ASSERT_EQ(Cli({"run", "dt-vault", "rm", "-f", "/tmp/pid"}).exit_code, 0);
-    pid_t cli = ::fork();
+    pid_t cli =
+        SpawnCli({"run", mode, "dt-vault", "--", "sh", "-c", "echo $$ > /tmp/pid; exec sleep 60"});
     ASSERT_GE(cli, 0);
-    if (cli == 0) {
-      int null_fd = ::open("/dev/null", O_RDWR);
-      ::dup2(null_fd, 0);
-      ::dup2(null_fd, 1);
-      ::dup2(null_fd, 2);
-      ::execl(TESSERA_CLI, TESSERA_CLI, "run", mode, "dt-vault", "--", "sh", "-c",
-              "echo $$ > /tmp/pid; exec sleep 60", nullptr);
-      ::_exit(127);
-    }
     std::string pid;
     for (int i = 0; i < 250 && pid.empty(); ++i) {
       std::this_thread::sleep_for(20ms);
@@ -235,7 +228,9 @@ TEST_F(AdminHardeningTest, ACallerThatGoesAwayTakesItsCommandAlong) {
     std::string gone;
     for (int i = 0; i < 100 && gone != "gone\n"; ++i) {
       std::this_thread::sleep_for(50ms);
-      gone = Cli({"run", "dt-vault", "sh", "-c", "kill -0 $(cat /tmp/pid) 2>/dev/null || echo gone"}).out;
+      gone =
+          Cli({"run", "dt-vault", "sh", "-c", "kill -0 $(cat /tmp/pid) 2>/dev/null || echo gone"})
+              .out;
     }
     EXPECT_EQ(gone, "gone\n") << mode << ": the command outlived its caller";
   }
@@ -252,8 +247,9 @@ TEST_F(AdminHardeningTest, DeniedSystemCallsAreAuditedNamingTheQube) {
   EXPECT_THAT(audit, HasSubstr("\"kind\":\"seccomp\""));
   EXPECT_THAT(audit, HasSubstr("\"qube\":\"dt-vault\",\"syscall\":\"swapon\""));
   // A qube that floods denials is recorded up to the rate; the rest counted.
-  CliResult flood = Cli({"run", "dt-vault", "sh", "-c",
-                         "i=0; while [ $i -lt 300 ]; do swapon /dev/null 2>/dev/null; i=$((i+1)); done"});
+  CliResult flood =
+      Cli({"run", "dt-vault", "sh", "-c",
+           "i=0; while [ $i -lt 300 ]; do swapon /dev/null 2>/dev/null; i=$((i+1)); done"});
   EXPECT_EQ(flood.exit_code, 0) << flood.err;
   // The count of what was not recorded one by one follows once the rate allows.
   for (int i = 0; i < 100 && Count(audit = AuditText(), "\"suppressed\":") == 0; ++i) {

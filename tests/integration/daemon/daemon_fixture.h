@@ -34,8 +34,8 @@
 #include "common/fs.h"
 #include "common/unique_fd.h"
 #include "storage/idmap_internal.h"
-#include "wire/admin_client.h"
 #include "storage/storage.h"
+#include "wire/admin_client.h"
 
 namespace tessera::daemon_testing {
 
@@ -185,6 +185,24 @@ class DaemonTest : public ::testing::Test {
     int status;
     ::waitpid(daemon_pid_, &status, 0);
     daemon_pid_ = -1;
+  }
+
+  // Starts the CLI in the background with /dev/null as stdio; returns its pid.
+  pid_t SpawnCli(std::vector<std::string> args) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      int null_fd = ::open("/dev/null", O_RDWR);
+      ::dup2(null_fd, 0);
+      ::dup2(null_fd, 1);
+      ::dup2(null_fd, 2);
+      args.insert(args.begin(), TESSERA_CLI);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    return pid;
   }
 
   CliResult Cli(std::vector<std::string> args, const std::string& input = "") {

@@ -210,16 +210,8 @@ TEST_F(DaemonTest, CtrlCOnTheDaemonLeavesQubesRunning) {
 // middle of a long command destroys the disposable.
 TEST_F(DaemonTest, DisposableGoesWhenItsCallerGoesAway) {
   StartDaemon({"--no-autostart"});
-  pid_t cli = ::fork();
+  pid_t cli = SpawnCli({"run", "--dispvm", "--", "sleep", "60"});
   ASSERT_GE(cli, 0);
-  if (cli == 0) {
-    int null_fd = ::open("/dev/null", O_RDWR);
-    ::dup2(null_fd, 0);
-    ::dup2(null_fd, 1);
-    ::dup2(null_fd, 2);
-    ::execl(TESSERA_CLI, TESSERA_CLI, "run", "--dispvm", "--", "sleep", "60", nullptr);
-    ::_exit(127);
-  }
   bool running = false;
   for (int i = 0; i < 250 && !running; ++i) {
     for (const auto& [name, q] : List()) {
