@@ -174,10 +174,13 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   clock.Mark("cgroups");
 
   // The filter depends only on the feature flag and the mode: each variant is
-  // compiled once per process (the daemon starts many cells).
+  // compiled once per process (the daemon starts many cells) and kept in the
+  // runtime dir for the next process of this binary (`tessera cell run`).
   std::shared_ptr<const SeccompProgram> seccomp = TRY_CTX(
-      CachedSeccompFilter({.nested_userns = spec.nested_userns, .mode = options.seccomp_mode}),
+      CachedSeccompFilter({.nested_userns = spec.nested_userns, .mode = options.seccomp_mode},
+                          layout.runtime_dir + "/seccomp"),
       ctx("seccomp filter"));
+  clock.Mark("seccomp");
 
   std::string control_path = scratch + "/" + kControlSocket;
   UniqueFd control = TRY_CTX(MakeControlSocket(control_path), ctx("control socket"));

@@ -329,18 +329,6 @@ Result<SeccompProgram> BuildSeccompFilter(const SeccompOptions& options) {
   return prog;
 }
 
-Result<std::shared_ptr<const SeccompProgram>> CachedSeccompFilter(const SeccompOptions& options) {
-  static std::mutex mu;
-  static std::map<std::tuple<bool, SeccompMode>, std::shared_ptr<const SeccompProgram>> cache;
-  std::lock_guard<std::mutex> lock(mu);
-  auto key = std::make_tuple(options.nested_userns, options.mode);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  auto prog = std::make_shared<const SeccompProgram>(TRY(BuildSeccompFilter(options)));
-  cache.emplace(key, prog);
-  return prog;
-}
-
 uint32_t EvaluateSeccompProgram(const std::vector<sock_filter>& program, const seccomp_data& data) {
   constexpr uint32_t kReject = SECCOMP_RET_KILL_PROCESS;
   uint32_t a = 0;

@@ -20,6 +20,9 @@
 
 #include <cerrno>
 #include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/error.h"
@@ -56,8 +59,25 @@ struct SeccompProgram {
 Result<SeccompProgram> BuildSeccompFilter(const SeccompOptions& options);
 
 // BuildSeccompFilter, once per process and options (every cell of a daemon
-// shares the few variants).
-Result<std::shared_ptr<const SeccompProgram>> CachedSeccompFilter(const SeccompOptions& options);
+// shares the few variants); seccomp_cache.cc. With `disk_cache_dir` (a
+// root-only directory: the runtime dir's `seccomp/`), also once per binary
+// across processes: compiling costs milliseconds of CPU, a large share of a
+// one-shot `tessera cell run`. The file is keyed by the running executable
+// (device, inode, size, mtime) and the options, checksummed, and rebuilt when
+// it does not match.
+Result<std::shared_ptr<const SeccompProgram>> CachedSeccompFilter(
+    const SeccompOptions& options, const std::string& disk_cache_dir = "");
+
+// The disk cache alone: the program of `options` from `dir` when a valid file
+// of this binary is there, else built and stored there (best effort).
+Result<SeccompProgram> LoadOrBuildSeccompFilter(const SeccompOptions& options,
+                                                const std::string& dir);
+
+// The cache file's contents for `program`, and back (nullopt when `bytes`
+// are not exactly a well-formed, checksummed file of `options`).
+std::string SerializeSeccompProgram(const SeccompOptions& options, const SeccompProgram& program);
+std::optional<SeccompProgram> ParseSeccompProgram(const SeccompOptions& options,
+                                                  std::string_view bytes);
 
 // Runs a classic BPF seccomp program on `data` as the kernel would and returns
 // its SECCOMP_RET_* value; SECCOMP_RET_KILL_PROCESS for anything the kernel

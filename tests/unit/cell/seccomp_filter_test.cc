@@ -2,6 +2,9 @@
 // should and nothing ordinary (the real-cell checks are in the integration
 // tests; this one runs without root).
 
+#include "cell/seccomp_filter.h"
+
+#include <dirent.h>
 #include <gtest/gtest.h>
 #include <linux/audit.h>
 #include <linux/seccomp.h>
@@ -10,17 +13,19 @@
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <vector>
 
 #include "cell/cgroups.h"
 #include "cell/fd_passing.h"
-#include "cell/seccomp_filter.h"
 #include "cell/seccomp_monitor.h"
 #include "common/unique_fd.h"
 
@@ -63,6 +68,82 @@ TEST(SeccompFilter, CompilesToAProgram) {
   ASSERT_TRUE(a && b);
   EXPECT_EQ(a->get(), b->get());
   EXPECT_NE(a->get(), CachedSeccompFilter({})->get());
+}
+
+bool SameProgram(const std::vector<sock_filter>& a, const std::vector<sock_filter>& b) {
+  return a.size() == b.size() &&
+         (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(sock_filter)) == 0);
+}
+
+TEST(SeccompCache, FilesRoundTripAndAnythingElseIsRejected) {
+  for (SeccompOptions options : {SeccompOptions{}, SeccompOptions{.mode = SeccompMode::kNotify},
+                                 SeccompOptions{.nested_userns = true}}) {
+    auto built = BuildSeccompFilter(options);
+    ASSERT_TRUE(built) << built.error().ToString();
+    std::string file = SerializeSeccompProgram(options, *built);
+    auto parsed = ParseSeccompProgram(options, file);
+    ASSERT_TRUE(parsed);
+    EXPECT_EQ(parsed->mode, options.mode);
+    EXPECT_TRUE(SameProgram(parsed->instructions, built->instructions));
+    EXPECT_TRUE(SameProgram(parsed->answers, built->answers));
+    // Every flipped byte is caught (checksum, magic, counts), as is any cut or addition.
+    for (size_t i = 0; i < file.size(); i += 7) {
+      std::string bad = file;
+      bad[i] = static_cast<char>(bad[i] ^ 0x20);
+      EXPECT_FALSE(ParseSeccompProgram(options, bad)) << "byte " << i;
+    }
+    EXPECT_FALSE(ParseSeccompProgram(options, file.substr(0, file.size() - 1)));
+    EXPECT_FALSE(ParseSeccompProgram(options, file + "x"));
+    EXPECT_FALSE(ParseSeccompProgram(options, ""));
+    // A file of other options is not this one's.
+    SeccompOptions other = options;
+    other.nested_userns = !options.nested_userns;
+    EXPECT_FALSE(ParseSeccompProgram(other, file));
+  }
+}
+
+TEST(SeccompCache, TheDiskCacheIsWrittenReadAndRepaired) {
+  char tmpl[] = "/tmp/tessera-seccomp-cache-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = std::string(tmpl) + "/seccomp";
+  SeccompOptions options{.mode = SeccompMode::kNotify};
+  auto first = LoadOrBuildSeccompFilter(options, dir);
+  ASSERT_TRUE(first) << first.error().ToString();
+  std::vector<std::string> files;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (e->d_name[0] != '.') files.push_back(dir + "/" + e->d_name);
+    }
+    ::closedir(d);
+  }
+  ASSERT_EQ(files.size(), 1u);
+  struct stat st {};
+  ASSERT_EQ(::stat(files[0].c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto second = LoadOrBuildSeccompFilter(options, dir);
+  ASSERT_TRUE(second);
+  EXPECT_TRUE(SameProgram(second->instructions, first->instructions));
+  EXPECT_TRUE(SameProgram(second->answers, first->answers));
+  // A damaged file is not used: the program is rebuilt and the file rewritten.
+  {
+    std::FILE* f = std::fopen(files[0].c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    std::fseek(f, 40, SEEK_SET);
+    std::fputc('X', f);
+    std::fclose(f);
+  }
+  auto third = LoadOrBuildSeccompFilter(options, dir);
+  ASSERT_TRUE(third);
+  EXPECT_TRUE(SameProgram(third->instructions, first->instructions));
+  std::FILE* f = std::fopen(files[0].c_str(), "rb");
+  ASSERT_NE(f, nullptr);
+  std::string repaired;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), f)) > 0;) repaired.append(buf, n);
+  std::fclose(f);
+  EXPECT_TRUE(ParseSeccompProgram(options, repaired));
+  std::string cmd = std::string("rm -rf ") + tmpl;
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
 }
 
 TEST(SeccompFilter, UnlistedAndAioCallsFailWithEnosys) {
