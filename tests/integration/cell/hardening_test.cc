@@ -397,7 +397,9 @@ TEST_F(SeccompWorkloadTest, BusyboxIsNeverDenied) {
       {"info", "date >/dev/null && uname -a >/dev/null && hostname >/dev/null && id >/dev/null && "
                "free >/dev/null && uptime >/dev/null && nproc >/dev/null"},
       {"pipes", "yes | head -1000 | gzip | gunzip | wc -l | grep -q 1000"},
-      {"nc loopback", "nc -l -p 7777 > /tmp/nc.out & sleep 0.2; echo hi | nc 127.0.0.1 7777; "
+      // The client retries until the listener is up (a fixed sleep races under load).
+      {"nc loopback", "nc -l -p 7777 > /tmp/nc.out & for i in $(seq 100); do "
+                      "echo hi | nc 127.0.0.1 7777 2>/dev/null && break; sleep 0.05; done; "
                       "wait; grep -q hi /tmp/nc.out"},
   };
   ExpectNeverDenied(cell, steps);
