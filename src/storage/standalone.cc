@@ -32,8 +32,8 @@
 namespace tessera::storage {
 namespace {
 
-Status Populate(const Layout& layout, const std::string& qube, const std::string& template_name,
-                const IdRange& ids, int tmp_fd, const std::string& tmp) {
+Status Populate(const Layout& layout, const std::string& template_name, const IdRange& ids,
+                const std::function<Status()>& before_publish, int tmp_fd, const std::string& tmp) {
   if (!template_name.empty()) {
     // Fails with ENOENT naming the template if it does not exist.
     TRY(ReadTemplateInfo(layout, template_name));
@@ -45,13 +45,7 @@ Status Populate(const Layout& layout, const std::string& qube, const std::string
     TRY(Syscall("chmod " + tmp, [&] { return ::fchmod(tmp_fd, 0755); }));
     TRY(ShiftTreeOwnership(tmp_fd, tmp, IdShift{.from_base = 0, .to_base = ids.base}));
   }
-  // Test hook: lets the atomicity test fail after the tree is made.
-  if (const char* fail = std::getenv("TESSERA_TEST_FAIL_STANDALONE_ROOT");
-      fail != nullptr && qube == fail) {
-    return Err(Error("standalone root creation failed on purpose "
-                     "(TESSERA_TEST_FAIL_STANDALONE_ROOT)",
-                     EIO));
-  }
+  if (before_publish) TRY(before_publish());
   ::syncfs(tmp_fd);
   return Ok();
 }
@@ -59,7 +53,8 @@ Status Populate(const Layout& layout, const std::string& qube, const std::string
 }  // namespace
 
 Status EnsureStandaloneRoot(const Layout& layout, const std::string& qube,
-                            const std::string& template_name, const IdRange& ids) {
+                            const std::string& template_name, const IdRange& ids,
+                            const std::function<Status()>& before_publish) {
   TRY(ValidateName(qube));
   if (!template_name.empty()) TRY(ValidateName(template_name, "template"));
   if (ids.base < kFirstHostId || ids.count < kIdsPerQube) {
@@ -73,7 +68,7 @@ Status EnsureStandaloneRoot(const Layout& layout, const std::string& qube,
   TRY(internal::EnsureDirAt(qubes_fd.get(), qube, 0700, 0, 0, qube_dir));
   UniqueFd qube_fd = TRY(internal::OpenDirAt(qubes_fd.get(), qube, qube_dir));
   auto fill = [&](int tmp_fd, const std::string& tmp) -> Status {
-    TRY_CTX(Populate(layout, qube, template_name, ids, tmp_fd, tmp),
+    TRY_CTX(Populate(layout, template_name, ids, before_publish, tmp_fd, tmp),
             "create standalone root of qube " + qube +
                 (template_name.empty() ? " from busybox" : " from template " + template_name));
     return Ok();

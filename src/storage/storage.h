@@ -23,6 +23,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -96,6 +97,9 @@ struct TemplateBuildOptions {
   // Added: kBusybox: the static busybox to use (default: $TESSERA_BUSYBOX,
   // else /bin/busybox, else /usr/bin/busybox; must be statically linked).
   std::string busybox;
+  // Tests: runs once the tree is built, before it is published; an error
+  // aborts the build as any failure would (atomicity tests).
+  std::function<Status()> before_publish;
 };
 
 struct TemplateInfo {
@@ -147,8 +151,11 @@ Status SecureStateDirs(const Layout& layout);
 // `root`. An existing root is never touched (the second call is a no-op).
 // Needs root. A template's host_ro_binds are not part of the copy: the cell
 // must still bind them (see docs/STORAGE.md).
+// `before_publish` (tests): runs once the tree is built, before it is renamed
+// into place; an error aborts the creation as any failure would.
 Status EnsureStandaloneRoot(const Layout& layout, const std::string& qube,
-                            const std::string& template_name, const IdRange& ids);
+                            const std::string& template_name, const IdRange& ids,
+                            const std::function<Status()>& before_publish = {});
 
 // Per-run scratch directory R/cells/<name>/ (mode 0700), created fresh: a
 // leftover from a crashed run is removed first.

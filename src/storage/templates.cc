@@ -337,11 +337,7 @@ Status Populate(const Layout& layout, const TemplateBuildOptions& options, const
       TRY(BuildFromDirectory(layout, options, root_fd.get(), root_path, &detail));
       break;
   }
-  // Test hook: lets the atomicity test fail a build after the tree is made.
-  if (const char* fail = std::getenv("TESSERA_TEST_FAIL_TEMPLATE_BUILD");
-      fail != nullptr && info->name == fail) {
-    return Err(Error("template build failed on purpose (TESSERA_TEST_FAIL_TEMPLATE_BUILD)", EIO));
-  }
+  if (options.before_publish) TRY(options.before_publish());
   info->built_from = BuiltFrom(options, detail);
   info->source = detail;
   info->created = internal::NowRfc3339();

@@ -136,9 +136,9 @@ TEST_F(StandaloneRootTest, SecondCallIsANoOp) {
 
 TEST_F(StandaloneRootTest, FailureLeavesNothing) {
   IdRange ids = *AllocateIdRange(t_.layout(), "solo");
-  ::setenv("TESSERA_TEST_FAIL_STANDALONE_ROOT", "solo", 1);
-  auto failed = EnsureStandaloneRoot(t_.layout(), "solo", "", ids);
-  ::unsetenv("TESSERA_TEST_FAIL_STANDALONE_ROOT");
+  auto failed = EnsureStandaloneRoot(t_.layout(), "solo", "", ids, [] {
+    return Status(Err(Error("standalone root creation failed on purpose", EIO)));
+  });
   ASSERT_FALSE(failed);
   EXPECT_THAT(failed.error().ToString(), ::testing::HasSubstr("on purpose"));
   EXPECT_EQ(Entries(t_.layout().QubeDir("solo")), std::vector<std::string>{".root.lock"});

@@ -124,20 +124,20 @@ TEST(BusyboxTemplateTest, ExistingNeedsReplaceAndReplaceSwaps) {
 
 TEST(BusyboxTemplateTest, FailedBuildLeavesNothing) {
   TempLayout t;
-  ::setenv("TESSERA_TEST_FAIL_TEMPLATE_BUILD", "doomed", 1);
-  auto r = BuildTemplate(t.layout(), "doomed", {});
-  ::unsetenv("TESSERA_TEST_FAIL_TEMPLATE_BUILD");
+  TemplateBuildOptions failing;
+  failing.before_publish = [] {
+    return Status(Err(Error("template build failed on purpose", EIO)));
+  };
+  auto r = BuildTemplate(t.layout(), "doomed", failing);
   ASSERT_FALSE(r);
   EXPECT_THAT(r.error().ToString(), HasSubstr("build template doomed"));
   EXPECT_FALSE(Exists(t.layout().TemplateDir("doomed")));
   EXPECT_FALSE(HiddenLeftovers(t.layout()));
   // A failure while replacing keeps the old template intact.
   ASSERT_TRUE(BuildTemplate(t.layout(), "keep", {}));
-  ::setenv("TESSERA_TEST_FAIL_TEMPLATE_BUILD", "keep", 1);
-  TemplateBuildOptions opts;
+  TemplateBuildOptions opts = failing;
   opts.replace = true;
   EXPECT_FALSE(BuildTemplate(t.layout(), "keep", opts));
-  ::unsetenv("TESSERA_TEST_FAIL_TEMPLATE_BUILD");
   EXPECT_TRUE(ReadTemplateInfo(t.layout(), "keep"));
   EXPECT_TRUE(Exists(t.layout().TemplateRoot("keep") + "/bin/busybox"));
   // A bad source fails the same way.
