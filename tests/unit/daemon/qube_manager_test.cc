@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -207,7 +208,12 @@ TEST_F(QubeManagerTest, StartRunsTheNetvmFirstAndStopHaltsAndPersists) {
   EXPECT_TRUE((*StartAndWait("work"))["already_running"].get<bool>());
   ASSERT_TRUE(StopAndWait("work"));
   EXPECT_EQ(StateOf("work"), QubeState::kHalted);
-  EXPECT_TRUE(fake_.instances["work"]->stopped);
+  {
+    // The instance itself is gone once stopped: what the launcher saw counts.
+    std::lock_guard<std::mutex> lock(fake_.mu);
+    EXPECT_EQ(std::count(fake_.retired.begin(), fake_.retired.end(), "work"), 1);
+    fake_.instances.erase("work");
+  }
   EXPECT_TRUE((*StopAndWait("work"))["already_halted"].get<bool>());
 }
 
