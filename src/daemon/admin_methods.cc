@@ -84,6 +84,7 @@ void Start(MethodContext& ctx, Call call) {
 }
 
 void StopAll(MethodContext& ctx, Call call, std::chrono::milliseconds grace) {
+  ctx.manager.PausePreload();  // or the pool would refill behind us
   std::vector<std::string> names;
   for (const auto& [name, state] : ctx.manager.States()) {
     if (state != QubeState::kHalted) names.push_back(name);

@@ -18,7 +18,11 @@ Result<std::unique_ptr<AgentChannel>> AgentChannel::Create(
       new AgentChannel(loop, std::move(qube), std::move(fd), limits, std::move(on_broken)));
   AgentChannel* self = ch.get();
   ch->watch_ = TRY(loop.WatchFd(ch->fd_.get(), EPOLLIN, [self](uint32_t events) {
+    // A sink called from here may destroy the channel (a run that ends stops
+    // its disposable): nothing of it is touched once `alive` says so.
+    std::shared_ptr<const bool> alive = self->alive_;
     if ((events & EPOLLOUT) != 0) self->Flush();
+    if (!*alive) return;
     if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0 && !self->broken_) self->OnReadable();
   }));
   return ch;
@@ -34,6 +38,7 @@ AgentChannel::AgentChannel(EventLoop& loop, std::string qube, UniqueFd fd, Limit
       frames_(limits.frames_per_second, limits.frame_burst) {}
 
 AgentChannel::~AgentChannel() {
+  *alive_ = false;
   broken_ = true;
   auto sessions = std::move(sessions_);
   for (auto& [id, s] : sessions) {
@@ -137,7 +142,8 @@ void AgentChannel::OnReadable() {
 }
 
 void AgentChannel::Pump() {
-  while (!broken_) {
+  std::shared_ptr<const bool> alive = alive_;
+  while (*alive && !broken_) {
     if (decoder_.buffered() < wire::kHeaderSize) break;
     if (!frames_.Take()) {
       // Over its rate: stop reading this qube's channel for a while. The
@@ -147,8 +153,9 @@ void AgentChannel::Pump() {
       resume_ = loop_.After(frames_.WaitFor(), [this] {
         paused_ = false;
         resume_.Reset();
+        std::shared_ptr<const bool> still = alive_;
         Pump();
-        if (!broken_ && !paused_) Flush();
+        if (*still && !broken_ && !paused_) Flush();
       });
       return;
     }
@@ -232,13 +239,18 @@ void AgentChannel::Break(std::string reason) {
   watch_.Reset();
   resume_.Reset();
   Log(LogLevel::kWarn, "agent channel closed", {{"qube", qube_}, {"reason", reason}});
+  // Copies first: a sink told below may destroy us.
+  std::shared_ptr<const bool> alive = alive_;
+  EventLoop& loop = loop_;
+  std::function<void(std::string)> on_broken = on_broken_;
+  std::string qube = qube_;
   auto sessions = std::move(sessions_);
   sessions_.clear();
   for (auto& [id, s] : sessions) {
-    if (s.sink != nullptr) s.sink->OnLost("agent channel of " + qube_ + " closed: " + reason);
+    if (s.sink != nullptr) s.sink->OnLost("agent channel of " + qube + " closed: " + reason);
   }
   // The owner destroys us; never from inside our own callback.
-  loop_.Post([cb = on_broken_, reason] { cb(reason); });
+  loop.Post([cb = std::move(on_broken), reason] { cb(reason); });
 }
 
 }  // namespace tessera::daemon

@@ -106,6 +106,8 @@ class AgentChannel {
   TokenBucket frames_;
   std::map<uint32_t, Session> sessions_;
   uint32_t next_id_ = 1;
+  // False once destroyed; callbacks that may destroy us check a copy.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   bool broken_ = false;
   bool paused_ = false;
 };

@@ -371,6 +371,7 @@ void QubeManager::AdoptSystem(config::System next, std::string source) {
   config_.Adopt(std::move(next), std::move(source));
   Persist();
   events_.Emit({{"event", "applied"}, {"source", config_.source()}});
+  preload_paused_ = false;
   RefillPreloaded();
 }
 

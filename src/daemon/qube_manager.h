@@ -82,6 +82,10 @@ class QubeManager {
   std::string TakePreloaded(const std::string& dvm_template);
   // Keeps `preload-dispvm-max` disposables running per disposable template.
   void RefillPreloaded();
+  // `stop --all` / `kill --all`: no new preloaded disposables until one is
+  // asked for (TakePreloaded, StartDisposable) or a description is adopted,
+  // so stopping everything leaves nothing running.
+  void PausePreload() { preload_paused_ = true; }
 
   // The running qube's agent channel, opened on first use.
   Result<AgentChannel*> Channel(const std::string& name);
@@ -154,6 +158,7 @@ class QubeManager {
   int in_flight_ = 0;
   bool shutting_down_ = false;
   bool refilling_ = false;
+  bool preload_paused_ = false;
   EventLoop::Timer refill_retry_;
 };
 

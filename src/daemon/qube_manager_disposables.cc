@@ -42,6 +42,7 @@ std::string QubeManager::FreshDisposableName() {
 void QubeManager::StartDisposable(const std::string& dvm_in, DisposableOwner owner,
                                   Done<std::string> done) {
   if (shutting_down_) return done(Fail(codes::kShuttingDown, "tesserad is shutting down"));
+  if (owner != DisposableOwner::kPreload) preload_paused_ = false;  // disposables are wanted again
   const config::System& system = config_.system();
   std::string dvm = dvm_in;
   if (dvm.empty()) {
@@ -80,6 +81,7 @@ void QubeManager::StartDisposable(const std::string& dvm_in, DisposableOwner own
 }
 
 std::string QubeManager::TakePreloaded(const std::string& dvm_in) {
+  preload_paused_ = false;  // a disposable is wanted again
   std::string dvm = dvm_in;
   if (dvm.empty() && config_.system().default_dispvm) dvm = *config_.system().default_dispvm;
   for (auto& [name, e] : qubes_) {
@@ -97,7 +99,7 @@ std::string QubeManager::TakePreloaded(const std::string& dvm_in) {
 }
 
 void QubeManager::RefillPreloaded() {
-  if (shutting_down_ || refilling_) return;
+  if (shutting_down_ || refilling_ || preload_paused_) return;
   for (const config::Qube& q : config_.system().qubes) {
     if (q.klass != config::QubeClass::kDisposableTemplate) continue;
     auto f = q.features.find("preload-dispvm-max");

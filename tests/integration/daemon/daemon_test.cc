@@ -113,6 +113,14 @@ TEST_F(DaemonTest, PreloadedDisposableIsUsedAndReplaced) {
   EXPECT_NE(second, first) << "used disposable destroyed, a new one preloaded";
   for (int i = 0; i < 250 && Exists(layout_.QubeDir(first)); ++i) std::this_thread::sleep_for(20ms);
   EXPECT_FALSE(Exists(layout_.QubeDir(first))) << "used disposable destroyed";
+  // Stopping everything leaves nothing running: the pool does not refill
+  // behind `kill --all`, until a disposable is asked for again.
+  ASSERT_EQ(Cli({"kill", "--all"}).exit_code, 0);
+  std::this_thread::sleep_for(300ms);
+  for (const auto& [name, q] : List()) EXPECT_EQ(q.value("state", ""), "halted") << name;
+  ASSERT_EQ(Cli({"run", "--dispvm=dt-pdvm", "true"}).exit_code, 0);
+  second = preloaded();
+  ASSERT_FALSE(second.empty()) << "the pool refills once disposables are wanted again";
   // A restart destroys preloaded disposables (they are re-made).
   KillDaemon(SIGKILL);
   StartDaemon({"--no-autostart"});

@@ -206,5 +206,46 @@ TEST_F(AgentChannelTest, DestroyingTheChannelEndsItsSessions) {
   EXPECT_THAT(a.lost, HasSubstr("stopped while the command ran"));
 }
 
+// A sink may end the channel from inside its callback (a run that ends stops
+// its disposable, which drops the qube's channel) while more frames wait in
+// the same read, or while the channel breaks: nothing of it is touched after
+// (ASan would see it).
+struct Destroyer : Recorder {
+  std::unique_ptr<AgentChannel>* channel = nullptr;
+  void OnExit(int status) override {
+    Recorder::OnExit(status);
+    channel->reset();
+  }
+  void OnLost(std::string reason) override {
+    Recorder::OnLost(reason);
+    channel->reset();
+  }
+};
+
+TEST_F(AgentChannelTest, ASinkMayDestroyTheChannelFromItsCallback) {
+  Destroyer a;
+  Recorder b;
+  a.channel = &channel_;
+  uint32_t ia = OpenSession(&a);
+  uint32_t ib = OpenSession(&b);
+  std::string bytes = wire::EncodeFrame(FrameType::kExit, ia, 0, wire::EncodeU32(0)) +
+                      wire::EncodeFrame(FrameType::kData, ib, wire::kStdout, "late") +
+                      wire::EncodeFrame(FrameType::kExit, ib, 0, wire::EncodeU32(1));
+  ASSERT_TRUE(wire::SendAll(agent_.get(), bytes));
+  ASSERT_TRUE(RunUntil(*loop_, [&] { return a.exit == 0; }));
+  EXPECT_EQ(channel_, nullptr);
+  EXPECT_THAT(b.lost, HasSubstr("stopped while the command ran"));
+
+  SetUp();  // again, ended by a break this time
+  Destroyer c;
+  c.channel = &channel_;
+  OpenSession(&c);
+  AgentSends(FrameType::kData, 999, wire::kStdout, "no such session");
+  ASSERT_TRUE(RunUntil(*loop_, [&] { return !c.lost.empty(); }));
+  EXPECT_EQ(channel_, nullptr);
+  RunUntil(*loop_, [&] { return !broken_.empty(); });
+  EXPECT_THAT(broken_, HasSubstr("not open"));
+}
+
 }  // namespace
 }  // namespace tessera::daemon
