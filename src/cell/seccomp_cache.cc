@@ -40,7 +40,7 @@ bool GetU32(std::string_view& in, uint32_t* v) {
 bool GetProgram(std::string_view& in, uint32_t count, std::vector<sock_filter>* out) {
   if (count > kMaxInstructions || in.size() < size_t{count} * sizeof(sock_filter)) return false;
   out->resize(count);
-  std::memcpy(out->data(), in.data(), size_t{count} * sizeof(sock_filter));
+  if (count > 0) std::memcpy(out->data(), in.data(), size_t{count} * sizeof(sock_filter));
   in.remove_prefix(size_t{count} * sizeof(sock_filter));
   return true;
 }
@@ -97,10 +97,10 @@ std::string SerializeSeccompProgram(const SeccompOptions& options, const Seccomp
   PutU32(out, static_cast<uint32_t>(program.mode));
   PutU32(out, static_cast<uint32_t>(program.instructions.size()));
   PutU32(out, static_cast<uint32_t>(program.answers.size()));
-  out.append(reinterpret_cast<const char*>(program.instructions.data()),
-             program.instructions.size() * sizeof(sock_filter));
-  out.append(reinterpret_cast<const char*>(program.answers.data()),
-             program.answers.size() * sizeof(sock_filter));
+  for (const std::vector<sock_filter>* part : {&program.instructions, &program.answers}) {
+    if (part->empty()) continue;  // data() may be null
+    out.append(reinterpret_cast<const char*>(part->data()), part->size() * sizeof(sock_filter));
+  }
   PutU64(out, Fnv1a(out));
   return out;
 }

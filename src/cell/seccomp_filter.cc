@@ -258,8 +258,9 @@ Status AddPolicy(PolicyWriter& w, const SeccompOptions& options) {
   // which no network namespace separates (Docker and crun refuse them too).
   {
     const uint64_t kAfVsock = 40;
-    scmp_arg_cmp vsock = SCMP_A0(SCMP_CMP_EQ, kAfVsock);
-    scmp_arg_cmp other = SCMP_A0(SCMP_CMP_NE, kAfVsock);
+    // Spelled out: clang's -Wmissing-field-initializers rejects the SCMP_A0 macro.
+    scmp_arg_cmp vsock{.arg = 0, .op = SCMP_CMP_EQ, .datum_a = kAfVsock, .datum_b = 0};
+    scmp_arg_cmp other{.arg = 0, .op = SCMP_CMP_NE, .datum_a = kAfVsock, .datum_b = 0};
     TRY(w.Add(w.Deny(EPERM), "socket", true, 1, &vsock));
     TRY(w.Add(SCMP_ACT_ALLOW, "socket", true, 1, &other));
   }
