@@ -187,20 +187,25 @@ class DaemonTest : public ::testing::Test {
     daemon_pid_ = -1;
   }
 
+  // In a forked child: `fds` become stdin/stdout/stderr, then the CLI runs.
+  [[noreturn]] static void ExecCli(std::vector<std::string> args, int in, int out, int err) {
+    ::dup2(in, 0);
+    ::dup2(out, 1);
+    ::dup2(err, 2);
+    args.insert(args.begin(), TESSERA_CLI);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+
   // Starts the CLI in the background with /dev/null as stdio; returns its pid.
   pid_t SpawnCli(std::vector<std::string> args) {
     pid_t pid = ::fork();
     if (pid == 0) {
       int null_fd = ::open("/dev/null", O_RDWR);
-      ::dup2(null_fd, 0);
-      ::dup2(null_fd, 1);
-      ::dup2(null_fd, 2);
-      args.insert(args.begin(), TESSERA_CLI);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
+      ExecCli(std::move(args), null_fd, null_fd, null_fd);
     }
     return pid;
   }
@@ -211,17 +216,7 @@ class DaemonTest : public ::testing::Test {
     EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
     EXPECT_EQ(::pipe2(err, O_CLOEXEC), 0);
     pid_t pid = ::fork();
-    if (pid == 0) {
-      ::dup2(in[0], 0);
-      ::dup2(out[1], 1);
-      ::dup2(err[1], 2);
-      args.insert(args.begin(), TESSERA_CLI);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
+    if (pid == 0) ExecCli(std::move(args), in[0], out[1], err[1]);
     ::close(in[0]);
     ::close(out[1]);
     ::close(err[1]);
