@@ -3,9 +3,11 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -82,6 +84,7 @@ int Agent::Run() {
     }
     int64_t now = NowMs();
     int timeout = -1;
+    KillOverdueLeftovers(now, &timeout);
     for (auto& [serial, s] : sessions_) {
       if (s->kill_deadline_ms >= 0) {
         if (s->kill_deadline_ms <= now) {
@@ -238,7 +241,8 @@ bool Agent::HandleFrame(Channel& ch, wire::Frame& frame) {
       if (s == nullptr) return true;
       if (frame.payload.size() > s->stdin_window) return false;  // beyond its credit
       s->stdin_window -= frame.payload.size();
-      if (!s->stdin_pipe || s->stdin_eof) {
+      bool awaiting_pty = s->tty && !s->pty && !s->exited;
+      if ((!s->stdin_pipe && !awaiting_pty) || s->stdin_eof) {
         // The command closed its stdin (or is gone): drop, but keep the host's
         // window open so it never stalls on us.
         s->stdin_consumed += frame.payload.size();
@@ -269,12 +273,31 @@ bool Agent::HandleFrame(Channel& ch, wire::Frame& frame) {
     case FrameType::kSignal: {
       auto sig = wire::DecodeU32(frame);
       if (!sig || *sig == 0 || *sig >= static_cast<uint32_t>(NSIG)) return false;
-      if (s != nullptr && s->started && !s->exited) ::kill(-s->pid, static_cast<int>(*sig));
+      if (s != nullptr && !s->exited) {
+        if (s->started) {
+          ::kill(-s->pid, static_cast<int>(*sig));
+        } else if (s->pending_signals.size() < 64) {
+          // The command may already run (and have been seen by the caller)
+          // before its exec is settled here: delivered once it is.
+          s->pending_signals.push_back(static_cast<int>(*sig));
+        }
+      }
       return true;
     }
     case FrameType::kClose:
       if (s != nullptr) HangUp(*s);
       return true;
+    case FrameType::kResize: {
+      auto size = wire::DecodeWindowSize(frame.payload);
+      if (!size) return false;
+      if (s != nullptr && s->pty) {
+        winsize ws{};
+        ws.ws_row = size->rows;
+        ws.ws_col = size->cols;
+        ::ioctl(s->pty.get(), TIOCSWINSZ, &ws);  // the kernel tells the foreground group
+      }
+      return true;
+    }
     default:
       return false;
   }
@@ -298,6 +321,8 @@ bool Agent::Open(Channel& ch, wire::Frame& frame) {
   s->program = message->argv[0];
   s->stdin_window = wire::kInitialWindow;
   s->out_credit[0] = s->out_credit[1] = wire::kInitialWindow;
+  s->detach = message->detach;
+  s->tty = message->tty.has_value();
   SpawnRequest request;
   request.message = &*message;
   request.namespaces = namespaces_;
@@ -312,6 +337,7 @@ bool Agent::Open(Channel& ch, wire::Frame& frame) {
         request.stdio[i] = frame.fds[next_fd++].get();
         break;
       case wire::Stdio::kPipe: {
+        if (message->tty) break;  // the pty's master serves both, once the child sends it
         int p[2];
         if (::pipe2(p, O_CLOEXEC) != 0) {
           SendError(ch, frame.session, 125, std::string("pipe: ") + std::strerror(errno));
@@ -349,13 +375,54 @@ void Agent::SettleSpawn(Session& s) {
   if (!s.report) return;
   SpawnReport report;
   ssize_t n;
+  UniqueFd attached;
   do {
-    n = ::read(s.report.get(), &report, sizeof(report));
+    iovec iov{&report, sizeof(report)};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    n = ::recvmsg(s.report.get(), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); n >= 0 && c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+          c->cmsg_len == CMSG_LEN(sizeof(int))) {
+        int fd;
+        std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
+        attached.reset(fd);
+      }
+    }
   } while (n < 0 && errno == EINTR);
+  if (n < 0 && errno == EAGAIN) return;
+  if (n == static_cast<ssize_t>(sizeof(report)) && report.code == 0) {
+    // The master of the command's terminal; its exec (or failure) follows.
+    if (!attached || s.pty) {
+      report = SpawnReport{};
+      report.error = EPROTO;
+    } else {
+      s.pty = std::move(attached);
+      SetNonBlocking(s.pty.get());
+      s.stdin_pipe.reset(::fcntl(s.pty.get(), F_DUPFD_CLOEXEC, 3));
+      s.out[0].reset(::fcntl(s.pty.get(), F_DUPFD_CLOEXEC, 3));
+      if (s.stdin_pipe && s.out[0]) return;
+      report = SpawnReport{};
+      report.error = errno;
+    }
+    n = sizeof(report);
+  }
   s.report.reset();
   if (n == 0) {
     s.started = true;
     Send(s, FrameType::kStarted, 0, wire::EncodeU32(static_cast<uint32_t>(s.pid)));
+    for (int sig : s.pending_signals) {
+      if (!s.exited) ::kill(-s.pid, sig);
+    }
+    s.pending_signals.clear();
+    if (s.detach) {
+      EndSession(s);  // on its own from now on; reaped as any orphan
+      return;
+    }
     MaybeFinish(s);
     return;
   }
@@ -413,7 +480,16 @@ void Agent::WriteStdin(Session& s) {
     s.stdin_pending.erase(0, static_cast<size_t>(n));
     s.stdin_consumed += static_cast<uint64_t>(n);
   }
-  if (s.stdin_pending.empty() && s.stdin_eof) s.stdin_pipe.reset();
+  if (s.stdin_pending.empty() && s.stdin_eof && s.stdin_pipe) {
+    // A terminal has no end of input of its own: the caller's EOF becomes
+    // the terminal's EOF character, as typing Ctrl-D would.
+    termios t{};
+    if (s.pty && ::tcgetattr(s.pty.get(), &t) == 0 && (t.c_lflag & ICANON) != 0) {
+      char eof = static_cast<char>(t.c_cc[VEOF]);
+      (void)!::write(s.stdin_pipe.get(), &eof, 1);
+    }
+    s.stdin_pipe.reset();
+  }
   // Credit back in batches: a frame per quarter window, or when caught up.
   if (s.stdin_consumed > 0 &&
       (s.stdin_pending.empty() || s.stdin_consumed >= wire::kInitialWindow / 4)) {
@@ -447,6 +523,7 @@ void Agent::MaybeFinish(Session& s) {
   for (int i = 0; i < 2; ++i) PumpOutput(s, i);
   if (s.out[0] || s.out[1]) return;  // waiting for credit to drain the rest
   s.stdin_pipe.reset();
+  s.pty.reset();
   Send(s, FrameType::kExit, 0, wire::EncodeU32(static_cast<uint32_t>(s.status)));
   EndSession(s);
 }
@@ -483,9 +560,29 @@ void Agent::ReapChildren() {
     s.exited = true;
     s.kill_deadline_ms = -1;
     s.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (!s.detach) EndLeftovers(pid);
     if (s.dead) continue;
     if (s.report) SettleSpawn(s);  // reaped before its report was read
     MaybeFinish(s);
+  }
+}
+
+void Agent::EndLeftovers(pid_t session_id) {
+  if (SignalSession(session_id, SIGHUP) == 0) return;
+  SignalSession(session_id, SIGCONT);
+  leftovers_[session_id] = NowMs() + kHangupGraceMs;
+}
+
+void Agent::KillOverdueLeftovers(int64_t now, int* timeout) {
+  for (auto it = leftovers_.begin(); it != leftovers_.end();) {
+    if (it->second <= now) {
+      SignalSession(it->first, SIGKILL);
+      it = leftovers_.erase(it);
+      continue;
+    }
+    int left = static_cast<int>(it->second - now);
+    *timeout = *timeout < 0 ? left : std::min(*timeout, left);
+    ++it;
   }
 }
 

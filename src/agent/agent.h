@@ -13,7 +13,9 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "agent/process_session.h"
 #include "agent/spawn.h"
 #include "common/unique_fd.h"
 #include "wire/frame.h"
@@ -57,6 +59,11 @@ class Agent {
     uint64_t stdin_consumed = 0;  // written or dropped, not yet credited back
     bool stdin_eof = false;       // close stdin_pipe once pending is written
     UniqueFd out[2];              // relayed stdout, stderr: our read ends
+    UniqueFd pty;                 // tty sessions: the terminal's master (also behind
+                                  // stdin_pipe and out[0], as duplicates)
+    bool detach = false;          // runs on alone once started
+    bool tty = false;             // its master comes with the spawn report
+    std::vector<int> pending_signals;  // sent before its exec was settled
     uint64_t out_credit[2] = {0, 0};
     int64_t kill_deadline_ms = -1;  // after a hang-up: SIGKILL the group then
   };
@@ -85,6 +92,10 @@ class Agent {
   void HangUp(Session& session);
   void MaybeFinish(Session& session);
   void EndSession(Session& session);
+  // After a session's command exited: what it left in its session is hung
+  // up now and killed kHangupGraceMs later.
+  void EndLeftovers(pid_t session_id);
+  void KillOverdueLeftovers(int64_t now, int* timeout);
   void HandleSignals();
   void ReapChildren();
   void Sweep();
@@ -98,6 +109,7 @@ class Agent {
   std::map<uint64_t, std::unique_ptr<Channel>> channels_;
   std::map<uint64_t, std::unique_ptr<Session>> sessions_;
   std::map<pid_t, uint64_t> by_pid_;  // command pid -> session serial
+  std::map<pid_t, int64_t> leftovers_;  // session id of an exited command -> SIGKILL time
 };
 
 }  // namespace tessera::agent

@@ -8,11 +8,15 @@
 #include <linux/capability.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -26,7 +30,9 @@ constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/
 struct Credentials {
   uid_t uid = 0;
   gid_t gid = 0;
+  std::string name = "root";
   std::string home = "/root";
+  std::string shell = "/bin/sh";
 };
 
 bool ParseId(const std::string& s, unsigned long* out) {
@@ -50,6 +56,7 @@ bool ResolveUser(const std::string& user, Credentials* creds, std::string* error
     creds->uid = static_cast<uid_t>(uid);
     creds->gid = static_cast<gid_t>(colon == std::string::npos ? uid : gid);
     creds->home = std::string(1, '/');  // not = "/": GCC 12 -Wrestrict false positive
+    creds->name = user;
     return true;
   }
   // The qube's root owns this file: a FIFO or device in its place must not
@@ -86,6 +93,8 @@ bool ResolveUser(const std::string& user, Credentials* creds, std::string* error
     creds->uid = static_cast<uid_t>(uid);
     creds->gid = static_cast<gid_t>(gid);
     creds->home = fields[5].empty() ? "/" : fields[5];
+    creds->name = user;
+    if (fields.size() > 6 && !fields[6].empty()) creds->shell = fields[6];
     return true;
   }
   *error = "unknown user " + user;
@@ -122,6 +131,66 @@ void DropCapabilities(uint64_t drop, int report_fd) {
   if (syscall(SYS_capset, &header, data) != 0) Fail(report_fd, 125, errno, "capset");
 }
 
+// The default environment, with the message's entries set on top.
+std::vector<std::string> Environment(const wire::OpenMessage& m, const Credentials& creds) {
+  std::vector<std::string> env = {
+      std::string("PATH=") + kDefaultPath,
+      "HOME=" + creds.home,
+      "USER=" + creds.name,
+      "LOGNAME=" + creds.name,
+      "SHELL=" + creds.shell,
+      std::string("TERM=") + (m.tty ? "xterm-256color" : "dumb"),
+  };
+  for (const auto& e : m.env) {
+    std::string key = e.substr(0, e.find('=') + 1);
+    auto same = [&](const std::string& d) { return d.compare(0, key.size(), key) == 0; };
+    env.erase(std::remove_if(env.begin(), env.end(), same), env.end());
+    env.push_back(e);
+  }
+  return env;
+}
+
+// A pseudo-terminal of the qube's own devpts for the command: the slave
+// becomes its controlling terminal (we are a session leader without one),
+// owned by the user it runs as; the master goes to the agent over the report
+// socket. Returns the slave.
+int OpenTerminal(const wire::WindowSize& size, const Credentials& creds, int report_fd) {
+  int master = ::open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0) Fail(report_fd, 125, errno, "open /dev/ptmx in the qube");
+  int unlock = 0;
+  if (::ioctl(master, TIOCSPTLCK, &unlock) != 0) Fail(report_fd, 125, errno, "unlock the pty");
+  int slave = ::ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (slave < 0) Fail(report_fd, 125, errno, "open the pty's terminal");
+  if (::fchown(slave, creds.uid, creds.gid) != 0 || ::fchmod(slave, 0600) != 0) {
+    Fail(report_fd, 125, errno, "give the pty to " + creds.name);
+  }
+  winsize ws{};
+  ws.ws_row = size.rows;
+  ws.ws_col = size.cols;
+  if (::ioctl(slave, TIOCSWINSZ, &ws) != 0 || ::ioctl(slave, TIOCSCTTY, 0) != 0) {
+    Fail(report_fd, 125, errno, "make the pty the controlling terminal");
+  }
+  SpawnReport r;
+  r.code = 0;  // not a failure: the terminal's master is attached
+  iovec iov{&r, sizeof(r)};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &master, sizeof(int));
+  if (::sendmsg(report_fd, &msg, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(r))) {
+    Fail(report_fd, 125, errno, "hand the pty to the agent");
+  }
+  ::close(master);
+  return slave;
+}
+
 [[noreturn]] void RunChild(const SpawnRequest& req, int report_fd) {
   const wire::OpenMessage& m = *req.message;
   // The agent reads its signals from a signalfd with everything blocked; its
@@ -151,28 +220,31 @@ void DropCapabilities(uint64_t drop, int report_fd) {
       ::close(adj);
     }
   }
+  Credentials creds;
+  std::string error;
+  if (!ResolveUser(m.user, &creds, &error)) Fail(report_fd, 125, 0, error);
   // Move the sources above 2 first, so dup2 never clobbers one still needed.
   int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  int terminal = m.tty ? OpenTerminal(*m.tty, creds, report_fd) : -1;
   int src[3];
   for (int i = 0; i < 3; ++i) {
-    int s = req.stdio[i] >= 0 ? req.stdio[i] : null_fd;
+    int s = terminal >= 0 ? terminal : req.stdio[i] >= 0 ? req.stdio[i] : null_fd;
     src[i] = s < 0 ? -1 : ::fcntl(s, F_DUPFD_CLOEXEC, 10);
   }
   for (int i = 0; i < 3; ++i) {
     if (src[i] < 0 || ::dup2(src[i], i) < 0) Fail(report_fd, 125, errno ? errno : EBADF, "stdio");
   }
-  Credentials creds;
-  std::string error;
-  if (!ResolveUser(m.user, &creds, &error)) Fail(report_fd, 125, 0, error);
-  std::vector<std::string> env = m.env;
-  if (env.empty()) {
-    env = {std::string("PATH=") + kDefaultPath, "HOME=" + creds.home, "TERM=xterm"};
-  }
+  std::vector<std::string> env = Environment(m, creds);
   std::string path = kDefaultPath;
   for (const auto& e : env) {
     if (e.rfind("PATH=", 0) == 0) path = e.substr(5);
   }
-  if (::chdir(m.cwd.c_str()) != 0) Fail(report_fd, 125, errno, "chdir " + m.cwd);
+  // No directory asked for: the user's home, or / when it has none (as login does).
+  if (!m.cwd.empty()) {
+    if (::chdir(m.cwd.c_str()) != 0) Fail(report_fd, 125, errno, "chdir " + m.cwd);
+  } else if (::chdir(creds.home.c_str()) != 0 && ::chdir("/") != 0) {
+    Fail(report_fd, 125, errno, "chdir /");
+  }
   if (syscall(SYS_setgroups, 0, nullptr) != 0 ||
       syscall(SYS_setresgid, creds.gid, creds.gid, creds.gid) != 0 ||
       syscall(SYS_setresuid, creds.uid, creds.uid, creds.uid) != 0) {
@@ -214,8 +286,11 @@ void DropCapabilities(uint64_t drop, int report_fd) {
 }  // namespace
 
 Result<Spawned> SpawnCommand(const SpawnRequest& request) {
+  // A socket, not a pipe: a tty session's child sends the pty master on it.
   int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return Err(Error::FromErrno("pipe2"));
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pipe_fds) != 0) {
+    return Err(Error::FromErrno("socketpair"));
+  }
   UniqueFd read_end(pipe_fds[0]);
   UniqueFd write_end(pipe_fds[1]);
   pid_t pid = ::fork();

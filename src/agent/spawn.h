@@ -4,7 +4,9 @@
 // of the qube's root; docs/CELL.md "Agent"), become the requested user, exec.
 //
 //   Spawned s = TRY(SpawnCommand(request));
-//   ... poll s.report: EOF = the command was exec'd; a SpawnReport = it failed.
+//   ... poll s.report: EOF = the command was exec'd; a SpawnReport with a
+//   code = it failed; code 0 with a descriptor attached = the master of the
+//   pty a tty session's command got (EOF or a failure follows).
 
 #include <sys/types.h>
 
@@ -38,14 +40,14 @@ struct SpawnRequest {
 // What a child that could not exec writes to the report pipe (one write,
 // below PIPE_BUF, so it arrives whole).
 struct SpawnReport {
-  int code = 125;  // 127 not found, 126 not executable, 125 anything else
+  int code = 125;  // 127 not found, 126 not executable, 125 anything else; 0 pty master
   int error = 0;   // errno of the failed step
   char message[200] = {};
 };
 
 struct Spawned {
   pid_t pid = -1;
-  UniqueFd report;  // read end; EOF without a report = exec succeeded
+  UniqueFd report;  // SOCK_SEQPACKET; EOF without a failure report = exec succeeded
 };
 
 Result<Spawned> SpawnCommand(const SpawnRequest& request);

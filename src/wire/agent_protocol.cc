@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/json_access.h"
+#include "wire/frame.h"
 
 namespace tessera::wire {
 namespace {
@@ -30,7 +31,7 @@ size_t FdsNeeded(const OpenMessage& message) {
 
 Result<OpenMessage> ParseOpen(std::string_view payload, size_t attached_fds) {
   json j = TRY(ParseJsonObject(payload, {.what = "open", .max_depth = 2}));
-  TRY(OnlyKeys(j, {"argv", "env", "cwd", "user", "stdio"}, "open"));
+  TRY(OnlyKeys(j, {"argv", "env", "cwd", "user", "stdio", "tty", "detach"}, "open"));
   OpenMessage m;
   m.argv = TRY(StringArray(j, "argv", "open", {.required = true, .max_items = kMaxArgs}));
   if (m.argv[0].empty()) return Err(Error("open: empty program name", EINVAL));
@@ -39,8 +40,9 @@ Result<OpenMessage> ParseOpen(std::string_view payload, size_t attached_fds) {
     size_t eq = e.find('=');
     if (eq == std::string::npos || eq == 0) return Err(Error("open: env entry without NAME=", EINVAL));
   }
-  m.cwd = TRY(StringOr(j, "cwd", "/", "open", 4096));
-  if (m.cwd.empty() || m.cwd[0] != '/') return Err(Error("open: \"cwd\" must be absolute", EINVAL));
+  m.cwd = TRY(StringOr(j, "cwd", "", "open", 4096));
+  if (!m.cwd.empty() && m.cwd[0] != '/')
+    return Err(Error("open: \"cwd\" must be absolute", EINVAL));
   m.user = TRY(StringOr(j, "user", "root", "open", 64));
   if (m.user.empty()) return Err(Error("open: empty \"user\"", EINVAL));
   std::vector<std::string> stdio = TRY(StringArray(j, "stdio", "open", {.max_items = 3}));
@@ -54,6 +56,28 @@ Result<OpenMessage> ParseOpen(std::string_view payload, size_t attached_fds) {
       m.stdio[i] = Stdio::kPipe;
     } else {
       return Err(Error("open: unknown stdio kind \"" + stdio[i] + "\"", EINVAL));
+    }
+  }
+  if (j.contains("tty")) {
+    const json& t = j["tty"];
+    if (!t.is_object()) return Err(Error("open: \"tty\" must be an object", EINVAL));
+    TRY(OnlyKeys(t, {"rows", "cols"}, "open tty"));
+    WindowSize size;
+    size.rows = static_cast<uint16_t>(TRY(RequiredInt(t, "rows", 1, 65535, "open tty")));
+    size.cols = static_cast<uint16_t>(TRY(RequiredInt(t, "cols", 1, 65535, "open tty")));
+    m.tty = size;
+    if (m.stdio[0] != Stdio::kPipe || m.stdio[1] != Stdio::kPipe || m.stdio[2] != Stdio::kNull) {
+      return Err(Error("open: a tty session's stdio must be pipe, pipe, null", EINVAL));
+    }
+  }
+  if (j.contains("detach")) {
+    if (!j["detach"].is_boolean())
+      return Err(Error("open: \"detach\" must be true or false", EINVAL));
+    m.detach = j["detach"].get<bool>();
+    for (Stdio s : m.stdio) {
+      if (m.detach && s != Stdio::kNull) {
+        return Err(Error("open: a detached session's stdio must be null", EINVAL));
+      }
     }
   }
   if (FdsNeeded(m) != attached_fds) {
@@ -70,7 +94,22 @@ std::string SerializeOpen(const OpenMessage& m) {
             {"cwd", m.cwd},
             {"user", m.user},
             {"stdio", {StdioName(m.stdio[0]), StdioName(m.stdio[1]), StdioName(m.stdio[2])}}};
+  if (m.tty) j["tty"] = {{"rows", m.tty->rows}, {"cols", m.tty->cols}};
+  if (m.detach) j["detach"] = true;
   return DumpJson(j);
+}
+
+std::string EncodeWindowSize(WindowSize size) {
+  return EncodeU32((static_cast<uint32_t>(size.rows) << 16) | size.cols);
+}
+
+Result<WindowSize> DecodeWindowSize(std::string_view payload) {
+  if (payload.size() != 4) return Err(Error("resize: payload is not 4 bytes", EINVAL));
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(payload[static_cast<size_t>(i)]);
+  WindowSize size{static_cast<uint16_t>(v >> 16), static_cast<uint16_t>(v & 0xffff)};
+  if (size.rows == 0 || size.cols == 0) return Err(Error("resize: zero rows or columns", EINVAL));
+  return size;
 }
 
 Result<SessionError> ParseSessionError(std::string_view payload) {

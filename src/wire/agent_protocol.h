@@ -14,6 +14,7 @@
 //                                        ◀─────  data S stdout|stderr, eof S ...
 //   credit S stdout|stderr N             ─────▶
 //   signal S N  (to its process group)   ─────▶
+//   resize S rows<<16|cols (tty sessions) ────▶
 //   close S     (hang up)                ─────▶
 //                                        ◀─────  exit S status   (ends S)
 //
@@ -24,9 +25,16 @@
 //
 // Stdio "fd" passes the caller's descriptor to the command directly (a cell
 // fast path: the data never crosses the host); "pipe" relays it as frames (a
-// VM's only choice, and how terminals are kept out of qubes).
+// VM's only choice, and how terminals are kept out of qubes). A "tty" session
+// gets a pseudo-terminal made inside the qube: its stdin is written to the
+// terminal, everything the command writes to it comes back as stdout.
+//
+// When a session's command exits, what it left running in its session is
+// hung up (SIGHUP, SIGKILL after a grace period), so nothing it started
+// outlives it on the caller's streams; a "detach" session is left alone.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,12 +49,26 @@ inline constexpr size_t kMaxArgs = 4096;
 
 enum class Stdio : uint8_t { kNull, kFd, kPipe };
 
+struct WindowSize {
+  uint16_t rows = 24;
+  uint16_t cols = 80;
+  bool operator==(const WindowSize&) const = default;
+};
+
 struct OpenMessage {
   std::vector<std::string> argv;  // non-empty; argv[0] a path or a name looked up in PATH
-  std::vector<std::string> env;   // "K=V"; empty = a minimal default (PATH, HOME, TERM)
-  std::string cwd = "/";          // absolute
+  // "K=V", set on top of the default environment (PATH, HOME, USER, LOGNAME,
+  // SHELL; TERM=dumb, or xterm-256color with a tty) and replacing its entries.
+  std::vector<std::string> env;
+  std::string cwd;                // absolute; empty = the user's home (or / without one)
   std::string user = "root";      // "root", a name in the qube's /etc/passwd, or "UID[:GID]"
   Stdio stdio[3] = {Stdio::kNull, Stdio::kNull, Stdio::kNull};
+  // A pseudo-terminal in the qube of this size; then stdio is pipe, pipe,
+  // null (the terminal is the command's 0, 1 and 2; its output is stdout).
+  std::optional<WindowSize> tty;
+  // The command runs on alone: started is the last frame of the session, it
+  // is never hung up or waited for. stdio must be null.
+  bool detach = false;
 };
 
 // Descriptors an open message needs attached: one per kFd entry, in stdio order.
@@ -54,6 +76,10 @@ size_t FdsNeeded(const OpenMessage& message);
 
 Result<OpenMessage> ParseOpen(std::string_view payload, size_t attached_fds);
 std::string SerializeOpen(const OpenMessage& message);
+
+// The payload of a resize frame (both 1..65535).
+std::string EncodeWindowSize(WindowSize size);
+Result<WindowSize> DecodeWindowSize(std::string_view payload);
 
 // Why a session did not start: 127 no such command, 126 not executable, 125
 // anything else (the message says what).

@@ -34,6 +34,7 @@ bool IsKnown(uint8_t type) {
     case FrameType::kExit:
     case FrameType::kError:
     case FrameType::kClose:
+    case FrameType::kResize:
       return true;
   }
   return false;
@@ -64,6 +65,7 @@ SizeRule SizeOf(FrameType t, uint32_t max_json) {
     case FrameType::kCredit:
     case FrameType::kSignal:
     case FrameType::kExit:
+    case FrameType::kResize:
       return {4, 4};
     default:
       return {0, 0};  // eof, close
@@ -108,6 +110,8 @@ std::string_view ToString(FrameType type) {
     case FrameType::kExit: return "exit";
     case FrameType::kError: return "error";
     case FrameType::kClose: return "close";
+    case FrameType::kResize:
+      return "resize";
   }
   return "unknown";
 }
@@ -115,7 +119,8 @@ std::string_view ToString(FrameType type) {
 DecoderRules DecoderRules::AdminServer() {
   DecoderRules r;
   r.allowed_types = Bit(FrameType::kRequest) | Bit(FrameType::kData) | Bit(FrameType::kEof) |
-                    Bit(FrameType::kCredit) | Bit(FrameType::kSignal) | Bit(FrameType::kClose);
+                    Bit(FrameType::kCredit) | Bit(FrameType::kSignal) | Bit(FrameType::kClose) |
+                    Bit(FrameType::kResize);
   return r;
 }
 
@@ -131,7 +136,7 @@ DecoderRules DecoderRules::AgentSide() {
   DecoderRules r;
   r.allowed_types = Bit(FrameType::kHello) | Bit(FrameType::kOpen) | Bit(FrameType::kData) |
                     Bit(FrameType::kEof) | Bit(FrameType::kCredit) | Bit(FrameType::kSignal) |
-                    Bit(FrameType::kClose);
+                    Bit(FrameType::kClose) | Bit(FrameType::kResize);
   return r;
 }
 

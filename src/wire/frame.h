@@ -49,6 +49,7 @@ enum class FrameType : uint8_t {
   kExit = 14,     // agent -> host: u32 exit status (128+N: killed by signal N); ends `session`
   kError = 15,    // agent -> host: JSON {code, message}: the session did not start; ends it
   kClose = 16,    // host -> agent: hang the session up (SIGHUP, later SIGKILL); empty
+  kResize = 17,   // host -> agent: u32 (rows << 16 | cols): the session's terminal size
 };
 
 std::string_view ToString(FrameType type);

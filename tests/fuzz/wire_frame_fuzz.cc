@@ -32,7 +32,10 @@ void Decode(tessera::wire::DecoderRules rules, std::string_view input) {
           if (auto open = ParseOpen(f.payload, 0)) {
             // Whatever parses must survive a serialise/parse round trip.
             auto again = ParseOpen(SerializeOpen(*open), 0);
-            if (!again || again->argv != open->argv || again->cwd != open->cwd) __builtin_trap();
+            if (!again || again->argv != open->argv || again->cwd != open->cwd ||
+                again->tty != open->tty || again->detach != open->detach) {
+              __builtin_trap();
+            }
           }
           break;
         case FrameType::kRequest:
@@ -46,6 +49,9 @@ void Decode(tessera::wire::DecoderRules rules, std::string_view input) {
           break;
         case FrameType::kHello:
           (void)ParseHello(f.payload);
+          break;
+        case FrameType::kResize:
+          (void)DecodeWindowSize(f.payload);
           break;
         default:
           (void)DecodeU32(f);

@@ -104,6 +104,49 @@ TEST(OpenMessage, RefusesHostileMessages) {
   EXPECT_FALSE(ParseOpen(many, 0));
 }
 
+TEST(OpenMessage, TtyAndDetachRoundTripWithTheirStdioRules) {
+  OpenMessage m;
+  m.argv = {"sh"};
+  m.stdio[0] = m.stdio[1] = Stdio::kPipe;
+  m.tty = WindowSize{33, 99};
+  auto back = ParseOpen(SerializeOpen(m), 0);
+  ASSERT_TRUE(back) << back.error().ToString();
+  ASSERT_TRUE(back->tty);
+  EXPECT_EQ(*back->tty, (WindowSize{33, 99}));
+  EXPECT_EQ(back->cwd, "") << "no cwd: the user's home";
+  EXPECT_FALSE(back->detach);
+
+  OpenMessage d;
+  d.argv = {"sleep", "9"};
+  d.detach = true;
+  auto detached = ParseOpen(SerializeOpen(d), 0);
+  ASSERT_TRUE(detached);
+  EXPECT_TRUE(detached->detach);
+
+  const char* bad[] = {
+      // A tty replaces all three streams: only pipe, pipe, null fits.
+      R"({"argv":["x"],"stdio":["pipe","pipe","pipe"],"tty":{"rows":1,"cols":1}})",
+      R"({"argv":["x"],"stdio":["pipe","pipe","null"],"tty":{"rows":0,"cols":1}})",
+      R"({"argv":["x"],"stdio":["pipe","pipe","null"],"tty":{"rows":1,"cols":65536}})",
+      R"({"argv":["x"],"stdio":["pipe","pipe","null"],"tty":{"rows":1}})",
+      R"({"argv":["x"],"stdio":["pipe","pipe","null"],"tty":{"rows":1,"cols":1,"x":1}})",
+      R"({"argv":["x"],"stdio":["pipe","pipe","null"],"tty":[24,80]})",
+      // Nothing may be attached to a session nobody waits for.
+      R"({"argv":["x"],"stdio":["pipe","null","null"],"detach":true})",
+      R"({"argv":["x"],"stdio":["null","null","null"],"detach":1})",
+  };
+  for (const char* text : bad) EXPECT_FALSE(ParseOpen(text, 0)) << text;
+}
+
+TEST(WindowSizeFrame, RoundTripsAndRefusesZero) {
+  auto size = DecodeWindowSize(EncodeWindowSize({24, 80}));
+  ASSERT_TRUE(size);
+  EXPECT_EQ(*size, (WindowSize{24, 80}));
+  EXPECT_EQ(*DecodeWindowSize(EncodeWindowSize({65535, 1})), (WindowSize{65535, 1}));
+  EXPECT_FALSE(DecodeWindowSize(EncodeWindowSize({0, 80})));
+  EXPECT_FALSE(DecodeWindowSize("abc"));
+}
+
 TEST(SessionError, CodesAreTheQubesOnesAndTextIsBounded) {
   auto e = ParseSessionError(SerializeSessionError({127, "cannot run x"}));
   ASSERT_TRUE(e);
