@@ -44,4 +44,27 @@ Status ValidateName(std::string_view name, std::string_view what) {
   return Err(Error(std::move(message), EINVAL));
 }
 
+bool IsUserSpec(std::string_view user) {
+  auto number = [](std::string_view n) {
+    if (n.empty() || n.size() > 5) return false;
+    unsigned v = 0;
+    for (char c : n) {
+      if (c < '0' || c > '9') return false;
+      v = v * 10 + static_cast<unsigned>(c - '0');
+    }
+    return v <= 65535;
+  };
+  size_t colon = user.find(':');
+  if (number(user.substr(0, colon))) {
+    return colon == std::string_view::npos || number(user.substr(colon + 1));
+  }
+  if (user.empty() || user.size() > 32) return false;
+  for (size_t i = 0; i < user.size(); ++i) {
+    char c = user[i];
+    bool ok = (c >= 'a' && c <= 'z') || c == '_' || (i > 0 && ((c >= '0' && c <= '9') || c == '-'));
+    if (!ok) return false;
+  }
+  return true;
+}
+
 }  // namespace tessera

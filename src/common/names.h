@@ -23,4 +23,8 @@ Status ValidateName(std::string_view name, std::string_view what = "qube");
 
 bool IsValidName(std::string_view name);
 
+// Who a command runs as in a qube: a user name as useradd takes it
+// ([a-z_][a-z0-9_-]*, at most 32 characters) or UID[:GID] (0..65535).
+bool IsUserSpec(std::string_view user);
+
 }  // namespace tessera

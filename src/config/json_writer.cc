@@ -37,6 +37,7 @@ json QubeToJson(const Qube& qube) {
   out["netvm"] = qube.netvm ? *qube.netvm : "none";
   out["provides_network"] = qube.provides_network;
   out["label"] = qube.label;
+  out["default_user"] = qube.default_user;
   out["memory"] = qube.memory_mib;
   out["cpus"] = qube.cpus;
   out["io_weight"] = qube.io_weight;

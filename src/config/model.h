@@ -66,6 +66,7 @@ struct Qube {
   std::optional<std::string> netvm;        // nullopt = offline (loopback only)
   bool provides_network = false;           // may be another qube's netvm
   std::string label = "red";               // Qubes colour name
+  std::string default_user = "user";       // who `tessera run` runs as: a name or UID[:GID]
   uint64_t memory_mib = 0;                 // hard limit
   uint32_t cpus = 1;
   uint32_t io_weight = 100;                // 1..10000: share of disk time (io.weight)

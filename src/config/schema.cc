@@ -14,6 +14,7 @@
 #include <set>
 #include <span>
 
+#include "common/names.h"
 #include "common/paths.h"
 #include "common/text.h"
 #include "config/document.h"
@@ -27,10 +28,10 @@ using Kind = Node::Kind;
 
 constexpr std::string_view kTopKeys[] = {"default_dispvm", "policy_dir", "qubes"};
 constexpr std::string_view kQubeKeys[] = {
-    "autostart", "backend",  "class",  "cpus", "default_dispvm", "features",
-    "firewall",  "idle_timeout", "io_max", "io_weight", "label", "memory", "netvm",
-    "provides_network",
-    "source",    "tags",     "template", "uuid"};
+    "autostart",    "backend",  "class",    "cpus",         "default_dispvm",
+    "default_user", "features", "firewall", "idle_timeout", "io_max",
+    "io_weight",    "label",    "memory",   "netvm",        "provides_network",
+    "source",       "tags",     "template", "uuid"};
 constexpr std::string_view kIoMaxKeys[] = {"read_bps", "read_iops", "write_bps", "write_iops"};
 constexpr std::string_view kRuleKeys[] = {"action", "comment",  "dsthost", "dstports",
                                           "expire", "icmptype", "proto",   "specialtarget"};
@@ -169,6 +170,17 @@ class Builder : public NodeReader {
         }
       } else if (key == "label") {
         if (auto label = GetChoice(value, path, kLabels)) qube.label = *label;
+      } else if (key == "default_user") {
+        if (auto user = GetString(value, path)) {
+          if (IsUserSpec(*user)) {
+            qube.default_user = *user;
+          } else {
+            Report(value.location, path,
+                   "default_user must be a user name ([a-z_][a-z0-9_-]*, at most 32 "
+                   "characters) or UID[:GID], got \"" +
+                       *user + "\"");
+          }
+        }
       } else if (key == "memory") {
         if (auto mib = GetInteger(value, path, kMinMemoryMib, kMaxMemoryMib, "MiB")) {
           qube.memory_mib = static_cast<uint64_t>(*mib);

@@ -26,4 +26,19 @@ Result<std::vector<Applet>> ParseAppletList(const std::string& text);
 // "deb URI suite ..." or deb822 "URIs:"), or "" if none.
 std::string ParseAptMirror(const std::string& text);
 
+// What /etc/passwd, group and shadow need appended so that the qube user
+// `user` (uid/gid 1000, home /home/user) exists; empty strings where nothing
+// is needed, and nothing at all when uid 1000 already belongs to another name.
+struct QubeUserEntries {
+  std::string passwd;
+  std::string group;
+  std::string shadow;
+};
+QubeUserEntries MissingQubeUser(const std::string& passwd, const std::string& group,
+                                const std::string& shadow);
+
+// Appends those entries in the tree at root_fd (debootstrap and directory
+// templates; busybox and host trees are written with the user).
+Status EnsureQubeUser(int root_fd, const std::string& root_path);
+
 }  // namespace tessera::storage::internal

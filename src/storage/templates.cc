@@ -332,9 +332,11 @@ Status Populate(const Layout& layout, const TemplateBuildOptions& options, const
       break;
     case TemplateSource::kDebootstrap:
       TRY(BuildDebootstrap(options, root_path, &detail));
+      TRY(internal::EnsureQubeUser(root_fd.get(), root_path));
       break;
     case TemplateSource::kDirectory:
       TRY(BuildFromDirectory(layout, options, root_fd.get(), root_path, &detail));
+      TRY(internal::EnsureQubeUser(root_fd.get(), root_path));
       break;
   }
   if (options.before_publish) TRY(options.before_publish());

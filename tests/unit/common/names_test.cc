@@ -59,5 +59,17 @@ TEST(NamesTest, LongNamesAreCutInTheMessage) {
   EXPECT_THAT(s.error().message(), HasSubstr("..."));
 }
 
+TEST(NamesTest, UserSpecsAreNamesOrIds) {
+  for (const char* ok :
+       {"user", "root", "_apt", "www-data", "u1", "1000", "0", "1000:100", "65535"}) {
+    EXPECT_TRUE(IsUserSpec(ok)) << ok;
+  }
+  for (const char* bad :
+       {"", "User", "1user", "-x", "a b", "a:b", "65536", "1:", ":1", "1:2:3", "a\n", "../x"}) {
+    EXPECT_FALSE(IsUserSpec(bad)) << bad;
+  }
+  EXPECT_FALSE(IsUserSpec(std::string(33, 'a')));
+}
+
 }  // namespace
 }  // namespace tessera

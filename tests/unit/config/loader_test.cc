@@ -112,6 +112,17 @@ TEST(LoaderTest, MinimalDocumentsAndDefaults) {
   EXPECT_FALSE(solo.autostart);
   EXPECT_EQ(solo.backend, Backend::kCell);
   EXPECT_EQ(solo.uuid, DeriveUuid("solo"));
+  EXPECT_EQ(solo.default_user, "user");
+}
+
+TEST(LoaderTest, DefaultUserIsANameOrIds) {
+  LoadOutcome root = LoadToml("[qubes.solo]\nclass = \"standalone\"\ndefault_user = \"root\"\n");
+  ASSERT_TRUE(root.system) << Dump(root.diagnostics);
+  EXPECT_EQ(root.system->qubes.at(0).default_user, "root");
+  LoadOutcome bad = LoadToml("[qubes.solo]\nclass = \"standalone\"\ndefault_user = \"Bad User\"\n");
+  EXPECT_FALSE(bad.system);
+  EXPECT_THAT(bad.diagnostics, ElementsAre(DiagAt(3, 16, "qubes.solo.default_user",
+                                                  "default_user must be a user name")));
 }
 
 TEST(LoaderTest, ClassDefaultsToApp) {

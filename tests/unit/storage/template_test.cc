@@ -266,8 +266,24 @@ TEST(DirectoryTemplateTest, CopiesTreeWithSymlinksAndModes) {
   EXPECT_EQ(ReadLink(root + "/dangling"), "/nonexistent/abs");
   EXPECT_TRUE(S_ISFIFO(LStat(root + "/fifo").st_mode));
   EXPECT_EQ(LStat(root + "/bin/tool").st_mtim.tv_sec, LStat(src + "/bin/tool").st_mtim.tv_sec);
+  // The tree had no user database: the qube user is added (to the copy).
+  EXPECT_THAT(Slurp(root + "/etc/passwd"), HasSubstr("user:x:1000:1000:user:/home/user:/bin/sh\n"));
+  EXPECT_FALSE(std::filesystem::exists(src + "/etc/passwd"));
   ::chmod((src + "/etc/ro").c_str(), 0755);
   ::chmod((root + "/etc/ro").c_str(), 0755);
+}
+
+TEST(TemplateInternalTest, QubeUserIsAddedOnlyWhereMissing) {
+  auto add =
+      internal::MissingQubeUser("root:x:0:0::/root:/bin/sh", "root:x:0:\n", "root:*:1::::::\n");
+  EXPECT_EQ(add.passwd, "\nuser:x:1000:1000:user:/home/user:/bin/sh\n");
+  EXPECT_EQ(add.group, "user:x:1000:\n");
+  EXPECT_EQ(add.shadow, "user:*:1::::::\n");
+  auto has = internal::MissingQubeUser("user:x:1000:1000::/home/user:/bin/sh\n", "", "");
+  EXPECT_EQ(has.passwd, "");
+  // uid 1000 is someone else's: not a second name for it.
+  auto taken = internal::MissingQubeUser("debian:x:1000:1000::/home/debian:/bin/sh\n", "", "");
+  EXPECT_EQ(taken.passwd, "");
 }
 
 TEST(DirectoryTemplateTest, UserOwnedTreeBecomesRootOwnedWithoutSetuid) {
