@@ -40,6 +40,12 @@ struct Capabilities {
   bool pass_fds = false;
 };
 
+// The memory controller's view of an instance.
+struct MemoryEvents {
+  uint64_t oom_kills = 0;    // processes the OOM killer ended so far
+  uint64_t limit_bytes = 0;  // the hard limit; 0 = none
+};
+
 // A system call the qube's sandbox denied.
 struct DeniedCall {
   pid_t pid = 0;             // host pid of the caller
@@ -86,6 +92,10 @@ class Instance {
   virtual Status AttachTap(UniqueFd tap) {
     (void)tap;
     return Err(Error("backend takes no TAP device", ENOTSUP));
+  }
+  // OOM kills so far and the memory limit (to say why a command was killed).
+  virtual Result<MemoryEvents> Memory() const {
+    return Err(Error("backend reports no memory events", ENOTSUP));
   }
   // The instance's reports of denied system calls, once (null when the
   // backend has none, or for an adopted instance). Its owner must answer

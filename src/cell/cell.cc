@@ -533,6 +533,11 @@ Result<UniqueFd> Cell::OpenNetworkNamespace() const {
   return fd;
 }
 
+Result<backend::MemoryEvents> Cell::Memory() const {
+  if (cgroup_dirs_.empty()) return Err(Error("cell " + name_ + " has no cgroups", ENOENT));
+  return ReadMemoryEvents(cgroup_dirs_.front());  // v1: the memory controller's comes first
+}
+
 Status Cell::Stop(std::chrono::milliseconds grace) {
   if (stopped_) return Ok();
   PhaseClock clock;

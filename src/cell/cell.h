@@ -111,6 +111,9 @@ class Cell : public backend::Instance {
   // cell's cgroups; removes cgroups, scratch and record. Idempotent.
   Status Stop(std::chrono::milliseconds grace = std::chrono::seconds(5)) override;
   Result<UniqueFd> OpenNetworkNamespace() const override;
+  // From the memory controller's files (v2 memory.events / memory.max; v1
+  // memory.oom_control / memory.limit_in_bytes).
+  Result<backend::MemoryEvents> Memory() const override;
 
   pid_t init_pid() const { return init_pid_; }
   const std::string& control_socket_path() const { return control_path_; }

@@ -428,4 +428,16 @@ Result<uint64_t> CellCgroups::MemoryUsage() const {
   return std::strtoull(text.c_str(), nullptr, 10);
 }
 
+Result<backend::MemoryEvents> ReadMemoryEvents(const std::string& dir) {
+  backend::MemoryEvents events;
+  bool v2 = Exists(dir + "/memory.events");
+  events.oom_kills =
+      TRY(ReadKeyed(dir + (v2 ? "/memory.events" : "/memory.oom_control"), "oom_kill"));
+  std::string limit = TRY(ReadFile(dir + (v2 ? "/memory.max" : "/memory.limit_in_bytes"), 64));
+  uint64_t bytes = std::strtoull(limit.c_str(), nullptr, 10);
+  // "max" (v2) and v1's page-rounded LONG_MAX both mean no limit.
+  events.limit_bytes = limit.rfind("max", 0) == 0 || bytes >= (uint64_t{1} << 62) ? 0 : bytes;
+  return events;
+}
+
 }  // namespace tessera::cell

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "backend/backend.h"
 #include "common/error.h"
 #include "common/unique_fd.h"
 #include "config/model.h"
@@ -111,5 +112,10 @@ Result<std::string> WholeDiskOf(const std::string& path, const std::string& sys_
 // The cgroup v2 io.max line for `device`: "MAJ:MIN rbps=N wbps=max riops=max
 // wiops=N" (0 = max, i.e. unlimited).
 std::string IoMaxLine(const std::string& device, const config::IoMax& io_max);
+
+// OOM kills and the hard memory limit read from a cell's memory cgroup
+// directory, v2 (memory.events, memory.max) or v1 (memory.oom_control,
+// memory.limit_in_bytes), whichever files it has.
+Result<backend::MemoryEvents> ReadMemoryEvents(const std::string& memory_dir);
 
 }  // namespace tessera::cell

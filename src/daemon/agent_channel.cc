@@ -57,6 +57,7 @@ Result<uint32_t> AgentChannel::Open(const wire::OpenMessage& message, std::vecto
   while (next_id_ == 0 || sessions_.count(next_id_) != 0) ++next_id_;
   uint32_t id = next_id_++;
   sessions_[id].sink = sink;
+  sessions_[id].detach = message.detach;
   Push(FrameType::kOpen, id, 0, wire::SerializeOpen(message), std::move(fds));
   Flush();
   return id;
@@ -91,6 +92,12 @@ void AgentChannel::Credit(uint32_t id, uint8_t stream, uint32_t bytes) {
 void AgentChannel::Signal(uint32_t id, int signo) {
   if (sessions_.count(id) == 0 || broken_ || signo <= 0 || signo >= 65) return;
   Push(FrameType::kSignal, id, 0, wire::EncodeU32(static_cast<uint32_t>(signo)));
+  Flush();
+}
+
+void AgentChannel::Resize(uint32_t id, wire::WindowSize size) {
+  if (sessions_.count(id) == 0 || broken_ || size.rows == 0 || size.cols == 0) return;
+  Push(FrameType::kResize, id, 0, wire::EncodeWindowSize(size));
   Flush();
 }
 
@@ -182,7 +189,9 @@ void AgentChannel::HandleFrame(wire::Frame& frame) {
   switch (frame.type) {
     case FrameType::kStarted: {
       auto pid = wire::DecodeU32(frame);
-      if (s.sink != nullptr) s.sink->OnStarted(pid ? *pid : 0);
+      Sink* sink = s.sink;
+      if (s.detach) End(id);  // the agent forgets it too
+      if (sink != nullptr) sink->OnStarted(pid ? *pid : 0);
       return;
     }
     case FrameType::kData: {

@@ -31,7 +31,8 @@ namespace tessera::daemon {
 
 class AgentChannel {
  public:
-  // One session's receiver. Exactly one of OnExit, OnError, OnLost ends it.
+  // One session's receiver. Exactly one of OnExit, OnError, OnLost ends it;
+  // a detached session (OpenMessage::detach) ends with OnStarted instead.
   class Sink {
    public:
     virtual ~Sink() = default;
@@ -67,6 +68,8 @@ class AgentChannel {
   // The sink's reader took `bytes` of `stream`: the agent may send that much more.
   void Credit(uint32_t id, uint8_t stream, uint32_t bytes);
   void Signal(uint32_t id, int signo);
+  // A tty session's terminal size (the agent ignores it for other sessions).
+  void Resize(uint32_t id, wire::WindowSize size);
   // Hangs the session up (SIGHUP, later SIGKILL in the qube); the sink still
   // gets its end.
   void HangUp(uint32_t id);
@@ -81,6 +84,7 @@ class AgentChannel {
     Sink* sink = nullptr;  // null once detached
     uint64_t out_window[2] = {wire::kInitialWindow, wire::kInitialWindow};
     uint64_t stdin_window = wire::kInitialWindow;
+    bool detach = false;
   };
 
   AgentChannel(EventLoop& loop, std::string qube, UniqueFd fd, Limits limits,

@@ -121,7 +121,8 @@ class Daemon {
     server_options.socket_mode = options_.socket_mode;
     server_options.admin_group = options_.admin_group;
     server_ = std::make_unique<AdminServer>(*loop_, *audit_, server_options);
-    runs_ = std::make_unique<RunCommands>(*loop_, *server_, *manager_, backend_->capabilities());
+    runs_ = std::make_unique<RunCommands>(*loop_, *server_, *manager_, *audit_,
+                                          backend_->capabilities());
     methods_ = std::make_unique<MethodContext>(MethodContext{*loop_, *pool_, *server_, *manager_,
                                                              *runs_, events_, *audit_,
                                                              options_.layout, options_.stop_grace});

@@ -63,6 +63,7 @@ void CompareQubes(const Qube& a, const Qube& b, QubeChange& change) {
       true);
   add("source", a.template_source, b.template_source, true);
   add("label", a.label, b.label, false);
+  add("default_user", a.default_user, b.default_user, false);
   add("tags", Join(a.tags), Join(b.tags), false);
   add("autostart", a.autostart ? "true" : "false", b.autostart ? "true" : "false", false);
   add("idle_timeout", std::to_string(a.idle_timeout), std::to_string(b.idle_timeout), false);

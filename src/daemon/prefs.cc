@@ -27,6 +27,7 @@ json QubePrefs(const config::Qube& q) {
           {"netvm", q.netvm ? json(*q.netvm) : json("none")},
           {"provides_network", q.provides_network},
           {"label", q.label},
+          {"default_user", q.default_user},
           {"memory", q.memory_mib},
           {"cpus", q.cpus},
           {"tags", q.tags},

@@ -113,6 +113,12 @@ void QubeManager::Persist() {
   }
 }
 
+Result<backend::MemoryEvents> QubeManager::Memory(const std::string& name) const {
+  const Entry* e = Find(name);
+  if (e == nullptr || !e->instance) return Err(Error("qube " + name + " is not running", ESRCH));
+  return e->instance->Memory();
+}
+
 void QubeManager::AuditLifecycle(const std::string& qube, std::string_view what,
                                  const std::string& reason) {
   json record = {{"kind", "lifecycle"}, {"qube", qube}, {"state", what}};

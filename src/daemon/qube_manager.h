@@ -89,6 +89,8 @@ class QubeManager {
 
   // The running qube's agent channel, opened on first use.
   Result<AgentChannel*> Channel(const std::string& name);
+  // The running qube's OOM kills and memory limit (backend::Instance::Memory).
+  Result<backend::MemoryEvents> Memory(const std::string& name) const;
   // Commands running in a qube: no idle timeout while any does.
   void SessionStarted(const std::string& name);
   void SessionEnded(const std::string& name);

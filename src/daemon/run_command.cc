@@ -1,7 +1,12 @@
 #include "daemon/run_command.h"
 
+#include <signal.h>
+
+#include <optional>
+
 #include "common/json_access.h"
 #include "common/log.h"
+#include "common/names.h"
 #include "wire/agent_protocol.h"
 
 namespace tessera::daemon {
@@ -16,13 +21,26 @@ struct RunParams {
   std::string qube;
   bool disposable = false;
   std::string dvm_template;  // disposable: "" = the default
-  wire::OpenMessage open;
+  wire::OpenMessage open;    // user "" = the qube's default_user
   bool relay = false;
 };
 
+// 768 MiB, 1.5 GiB, 512 KiB: how a limit is said in messages.
+std::string DescribeBytes(uint64_t bytes) {
+  if (bytes >= (uint64_t{1} << 30) && bytes % (uint64_t{1} << 29) == 0) {
+    uint64_t halves = bytes >> 29;
+    return std::to_string(halves / 2) + (halves % 2 != 0 ? ".5" : "") + " GiB";
+  }
+  if (bytes >= (uint64_t{1} << 20)) return std::to_string(bytes >> 20) + " MiB";
+  return std::to_string(bytes >> 10) + " KiB";
+}
+
 ApiResult<RunParams> ParseRunParams(const json& p, size_t fds) {
   auto bad = [](const Error& e) { return Fail(codes::kBadRequest, e.message()); };
-  if (auto s = OnlyKeys(p, {"qube", "dispvm", "argv", "env", "cwd", "user", "streams"}, "qube.run"); !s) {
+  if (auto s =
+          OnlyKeys(p, {"qube", "dispvm", "argv", "env", "cwd", "user", "streams", "tty", "detach"},
+                   "qube.run");
+      !s) {
     return bad(s.error());
   }
   RunParams r;
@@ -38,14 +56,35 @@ ApiResult<RunParams> ParseRunParams(const json& p, size_t fds) {
     }
   }
   r.open.env = std::move(*env);
-  auto cwd = StringOr(p, "cwd", "/", "qube.run", 4096);
+  auto cwd = StringOr(p, "cwd", "", "qube.run", 4096);
   if (!cwd) return bad(cwd.error());
-  if (cwd->empty() || (*cwd)[0] != '/') return Fail(codes::kBadRequest, "qube.run: cwd must be absolute");
+  if (!cwd->empty() && (*cwd)[0] != '/') {
+    return Fail(codes::kBadRequest, "qube.run: cwd must be an absolute path, got " + *cwd);
+  }
   r.open.cwd = *cwd;
-  auto user = StringOr(p, "user", "root", "qube.run", 64);
+  auto user = StringOr(p, "user", "", "qube.run", 64);
   if (!user) return bad(user.error());
-  if (user->empty()) return Fail(codes::kBadRequest, "qube.run: empty user");
+  if (p.contains("user") && !IsUserSpec(*user)) {
+    return Fail(codes::kBadRequest,
+                "qube.run: user must be a user name or UID[:GID], got \"" + *user + "\"");
+  }
   r.open.user = *user;
+  if (p.contains("detach")) {
+    if (!p["detach"].is_boolean())
+      return Fail(codes::kBadRequest, "qube.run: detach must be true or false");
+    r.open.detach = p["detach"].get<bool>();
+  }
+  if (p.contains("tty")) {
+    const json& t = p["tty"];
+    if (!t.is_object() || !t.contains("rows") || !t.contains("cols") || t.size() != 2 ||
+        !t["rows"].is_number_unsigned() || !t["cols"].is_number_unsigned() ||
+        t["rows"].get<uint64_t>() - 1 > 65534 || t["cols"].get<uint64_t>() - 1 > 65534) {
+      return Fail(codes::kBadRequest,
+                  "qube.run: tty must be {\"rows\": 1..65535, \"cols\": 1..65535}");
+    }
+    r.open.tty = wire::WindowSize{static_cast<uint16_t>(t["rows"].get<uint64_t>()),
+                                  static_cast<uint16_t>(t["cols"].get<uint64_t>())};
+  }
   auto streams = StringOr(p, "streams", fds > 0 ? "fds" : "relay", "qube.run", 16);
   if (!streams) return bad(streams.error());
   if (*streams != "fds" && *streams != "relay") {
@@ -54,6 +93,11 @@ ApiResult<RunParams> ParseRunParams(const json& p, size_t fds) {
   r.relay = *streams == "relay";
   if (r.relay && fds > 0) {
     return Fail(codes::kBadRequest, "qube.run: descriptors attached to a relayed run");
+  }
+  if (r.open.tty && !r.relay)
+    return Fail(codes::kBadRequest, "qube.run: a tty run relays its streams");
+  if (r.open.detach && (fds > 0 || r.open.tty || p.contains("streams"))) {
+    return Fail(codes::kBadRequest, "qube.run: a detached run has no streams");
   }
   if (fds > 3) return Fail(codes::kBadRequest, "qube.run: more than 3 descriptors");
   bool has_qube = p.contains("qube");
@@ -70,6 +114,10 @@ ApiResult<RunParams> ParseRunParams(const json& p, size_t fds) {
     if (!d) return bad(d.error());
     r.disposable = true;
     r.dvm_template = *d;
+    if (r.open.detach) {
+      return Fail(codes::kBadRequest,
+                  "qube.run: a disposable lives as long as its command; detach needs a named qube");
+    }
   }
   return r;
 }
@@ -106,7 +154,12 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
   }
 
   // AgentChannel::Sink
-  void OnStarted(uint32_t) override {
+  void OnStarted(uint32_t pid) override {
+    if (params_.open.detach) {
+      channel_ = nullptr;  // the session ended with its start
+      return Finish(
+          json{{"qube", name_}, {"detached", true}, {"pid", pid}, {"started", started_now_}});
+    }
     if (params_.relay) owner_.server_.Send(call_.connection, FrameType::kStarted, Sid(), 0, wire::EncodeU32(0));
   }
   void OnData(uint8_t stream, std::string data) override {
@@ -121,7 +174,9 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
   }
   void OnExit(int status) override {
     channel_ = nullptr;
-    Finish(json{{"qube", name_}, {"exit_code", status}, {"started", started_now_}});
+    json result = {{"qube", name_}, {"exit_code", status}, {"started", started_now_}};
+    if (std::string why = KillReason(status); !why.empty()) result["reason"] = why;
+    Finish(std::move(result));
   }
   void OnError(int code, std::string message) override {
     channel_ = nullptr;
@@ -131,12 +186,24 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
   }
   void OnLost(std::string reason) override {
     channel_ = nullptr;
+    // The qube going away (stop, kill, its end) takes the command with it,
+    // as a shutdown takes a local one: SIGTERM's status, and the reason.
+    const QubeRecord* record = owner_.manager_.Record(name_);
+    if (record == nullptr || record->state != QubeState::kRunning ||
+        reason.find("stopped while the command ran") != std::string::npos) {
+      std::string why = "qube stopped while the command ran";
+      Audit("command_ended", why);
+      return Finish(json{{"qube", name_},
+                         {"exit_code", 128 + SIGTERM},
+                         {"started", started_now_},
+                         {"reason", why}});
+    }
     Finish(Fail(codes::kFailed, reason));
   }
 
   // AdminServer::StreamHandler: the client's frames for this run.
   void OnClientFrame(wire::Frame& frame) override {
-    if (!params_.relay || finished_) return;
+    if (finished_) return;
     if (channel_ == nullptr) {
       // The qube is still starting. The client may send up to its initial
       // window of stdin (and eof, signals) already: kept, in order, and
@@ -153,6 +220,10 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
   }
 
   void Relay(wire::Frame& frame) {
+    bool is_stream = frame.type == FrameType::kData || frame.type == FrameType::kEof ||
+                     frame.type == FrameType::kCredit;
+    if (is_stream && !params_.relay)
+      return ClientBroke("stream frames for a run whose streams were passed");
     switch (frame.type) {
       case FrameType::kData:
         if (frame.stream != wire::kStdin || !channel_->SendStdin(session_, frame.payload)) {
@@ -173,6 +244,9 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
       case FrameType::kClose:
         channel_->HangUp(session_);
         return;
+      case FrameType::kResize:
+        if (auto size = wire::DecodeWindowSize(frame.payload)) channel_->Resize(session_, *size);
+        return;
       default:
         return;
     }
@@ -191,6 +265,37 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
 
  private:
   uint32_t Sid() const { return static_cast<uint32_t>(call_.id); }
+
+  // Who runs the command when the caller did not say: the qube's
+  // default_user (a disposable's, its disposable template's), as Qubes.
+  std::string DefaultUser(const std::string& name) const {
+    const config::System& system = owner_.manager_.config().system();
+    const config::Qube* q = system.Find(name);
+    if (q == nullptr) {
+      if (const QubeRecord* r = owner_.manager_.Record(name); r != nullptr) {
+        q = system.Find(r->dvm_template);
+      }
+    }
+    return q != nullptr ? q->default_user : "user";
+  }
+
+  // "killed: out of memory (limit 768 MiB)" when a SIGKILL came with an OOM
+  // kill in the qube during the run; "" otherwise.
+  std::string KillReason(int status) {
+    if (status != 128 + SIGKILL || !oom_before_) return "";
+    auto now = owner_.manager_.Memory(name_);
+    if (!now || now->oom_kills <= oom_before_->oom_kills) return "";
+    std::string why = "killed: out of memory";
+    if (now->limit_bytes > 0) why += " (limit " + DescribeBytes(now->limit_bytes) + ")";
+    Audit("oom_kill", why);
+    return why;
+  }
+
+  void Audit(const char* action, const std::string& why) {
+    json record = {{"kind", "run"}, {"qube", name_}, {"action", action}, {"reason", why}};
+    if (!params_.open.argv.empty()) record["program"] = params_.open.argv[0];
+    owner_.audit_.Write(std::move(record));
+  }
 
   void Ready(const std::string& name, bool started_now) {
     name_ = name;
@@ -211,9 +316,14 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
     auto channel = owner_.manager_.Channel(name);
     if (!channel) return Finish(Fail(codes::kFailed, channel.error().ToString()));
     wire::OpenMessage& open = params_.open;
+    if (open.user.empty()) open.user = DefaultUser(name);
     std::vector<UniqueFd> fds;
     for (int i = 0; i < 3; ++i) {
-      if (params_.relay) {
+      if (open.detach) {
+        open.stdio[i] = wire::Stdio::kNull;
+      } else if (open.tty) {
+        open.stdio[i] = i < 2 ? wire::Stdio::kPipe : wire::Stdio::kNull;  // the terminal is 0, 1, 2
+      } else if (params_.relay) {
         open.stdio[i] = wire::Stdio::kPipe;
       } else if (static_cast<size_t>(i) < call_.fds->size()) {
         open.stdio[i] = wire::Stdio::kFd;
@@ -223,6 +333,7 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
       }
     }
     call_.fds->clear();
+    if (auto memory = owner_.manager_.Memory(name)) oom_before_ = *memory;
     auto session = (*channel)->Open(open, std::move(fds), this);
     if (!session) {
       return Finish(Fail(session.error().errno_value() == EAGAIN ? codes::kBusy : codes::kFailed,
@@ -284,11 +395,12 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
   uint32_t session_ = 0;
   std::vector<wire::Frame> early_;  // client frames that came before the session
   size_t early_bytes_ = 0;
+  std::optional<backend::MemoryEvents> oom_before_;  // at the session's start
 };
 
 RunCommands::RunCommands(EventLoop& loop, AdminServer& server, QubeManager& manager,
-                         backend::Capabilities capabilities)
-    : loop_(loop), server_(server), manager_(manager), capabilities_(capabilities) {}
+                         AuditLog& audit, backend::Capabilities capabilities)
+    : loop_(loop), server_(server), manager_(manager), audit_(audit), capabilities_(capabilities) {}
 
 RunCommands::~RunCommands() = default;
 

@@ -6,11 +6,17 @@
 // through this admin connection (`"streams":"relay"`: data/eof/credit frames
 // whose session is the request id, signal and close frames from the client),
 // with end-to-end credits, so a slow reader never makes the daemon buffer more
-// than a window per stream. When the caller goes away the command is hung up,
-// and a disposable made for it is destroyed.
+// than a window per stream. Signal, close and (tty runs) resize frames from
+// the client reach the command in either mode. `"tty":{"rows","cols"}` gives
+// the command a pty in the qube (relayed streams only); `"detach":true` starts
+// it with no streams and answers once it runs. When the caller goes away the
+// command is hung up, and a disposable made for it is destroyed. The result
+// names the exit code and, when the qube says why, a reason (an OOM kill; the
+// qube stopping under the command, which ends it with 143).
 //
 //   RunCommands runs(server, manager, backend.capabilities());
-//   server.Register("qube.run", {.accepts_fds = true}, [&](auto call) { runs.Handle(std::move(call)); });
+//   server.Register("qube.run", {.accepts_fds = true}, [&](auto call) {
+//   runs.Handle(std::move(call)); });
 
 #include <cstdint>
 #include <map>
@@ -18,13 +24,14 @@
 
 #include "backend/backend.h"
 #include "daemon/admin_server.h"
+#include "daemon/audit.h"
 #include "daemon/qube_manager.h"
 
 namespace tessera::daemon {
 
 class RunCommands {
  public:
-  RunCommands(EventLoop& loop, AdminServer& server, QubeManager& manager,
+  RunCommands(EventLoop& loop, AdminServer& server, QubeManager& manager, AuditLog& audit,
               backend::Capabilities capabilities);
   ~RunCommands();
 
@@ -38,6 +45,7 @@ class RunCommands {
   EventLoop& loop_;
   AdminServer& server_;
   QubeManager& manager_;
+  AuditLog& audit_;
   backend::Capabilities capabilities_;
   uint64_t next_serial_ = 1;
   std::map<uint64_t, std::unique_ptr<Run>> runs_;
