@@ -17,9 +17,9 @@
 // which keeps `tessera run` from building the whole command tree each time.
 
 #include <CLI/CLI.hpp>
-
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 namespace tessera::cli {
 
@@ -30,10 +30,15 @@ struct CliContext {
 };
 
 using RegisterFn = void (*)(CLI::App& app, CliContext& ctx);
+// A verb that parses its own command line (`run`: everything after the qube
+// belongs to the command, options included, which CLI11 cannot leave alone):
+// main() hands it the words after the verb and returns what it returns.
+// Register still adds the subcommand, for `tessera --help`.
+using RawFn = int (*)(const std::vector<std::string>& args);
 
 class CommandRegistration {
  public:
-  CommandRegistration(std::initializer_list<const char*> verbs, RegisterFn fn);
+  CommandRegistration(std::initializer_list<const char*> verbs, RegisterFn fn, RawFn raw = nullptr);
 };
 
 // Exit code for command-line usage errors (bad flags, missing arguments).

@@ -18,6 +18,7 @@ namespace {
 struct Entry {
   std::vector<const char*> verbs;
   RegisterFn fn;
+  RawFn raw;
 };
 
 std::vector<Entry>& Registry() {
@@ -25,20 +26,20 @@ std::vector<Entry>& Registry() {
   return registry;
 }
 
-// The verb on the command line: the first word that is not a global option
-// (`--config FILE`, `--config=FILE`, `-h`, `--help`); "" if there is none.
-std::string_view VerbOf(int argc, char** argv) {
+// The index of the verb on the command line: the first word that is not a
+// global option (`--config FILE`, `--config=FILE`, `-h`, `--help`); 0 if none.
+int VerbIndex(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
-    if (a == "--") return "";
+    if (a == "--") return 0;
     if (a == "--config") {
       ++i;
       continue;
     }
     if (!a.empty() && a[0] == '-') continue;
-    return a;
+    return i;
   }
-  return "";
+  return 0;
 }
 
 // The registration that adds `verb`, or null.
@@ -81,9 +82,10 @@ void ReportUnknownVerb(std::string_view verb) {
 
 }  // namespace
 
-CommandRegistration::CommandRegistration(std::initializer_list<const char*> verbs, RegisterFn fn) {
+CommandRegistration::CommandRegistration(std::initializer_list<const char*> verbs, RegisterFn fn,
+                                         RawFn raw) {
   TESSERA_CHECK(verbs.size() > 0);
-  Registry().push_back({std::vector<const char*>(verbs), fn});
+  Registry().push_back({std::vector<const char*>(verbs), fn, raw});
 }
 
 }  // namespace tessera::cli
@@ -103,8 +105,10 @@ int main(int argc, char** argv) {
                  "/etc/tessera/system.toml");
   // Only the verb typed is built: the others' options are costly to set up
   // on every call (see command.h).
-  std::string_view verb = tessera::cli::VerbOf(argc, argv);
+  int verb_index = tessera::cli::VerbIndex(argc, argv);
+  std::string_view verb = verb_index > 0 ? argv[verb_index] : "";
   if (const auto* owner = tessera::cli::OwnerOf(verb)) {
+    if (owner->raw != nullptr) return owner->raw({argv + verb_index + 1, argv + argc});
     owner->fn(app, ctx);
   } else if (!verb.empty()) {
     tessera::cli::ReportUnknownVerb(verb);
