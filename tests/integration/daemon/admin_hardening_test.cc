@@ -196,7 +196,8 @@ TEST_F(AdminHardeningTest, RelayedRunsCarryStreamsStatusAndLargeData) {
 // move the cursor or hide text in an error message.
 TEST_F(AdminHardeningTest, MessagesFromQubesCannotDriveTheTerminal) {
   StartDaemon({"--no-autostart"});
-  CliResult r = Cli({"run", "dt-vault", "no\x1b]0;pwned\x07such\x1b[2J"});
+  // Two words: executed directly (one would go to sh -c, which has its own message).
+  CliResult r = Cli({"run", "dt-vault", "no\x1b]0;pwned\x07such\x1b[2J", "x"});
   EXPECT_EQ(r.exit_code, 127);
   EXPECT_THAT(r.err, HasSubstr("no\\x1b]0;pwned\\x07such\\x1b[2J"));
   EXPECT_EQ(r.err.find('\x1b'), std::string::npos) << r.err;

@@ -8,8 +8,12 @@
 //   ptys N [hold]     opens /dev/ptmx up to N times; "opened=K errno=E"; with
 //                     "hold", keeps them open until killed
 //   vsock             socket(AF_VSOCK, SOCK_STREAM, 0)
+//   tiocsti FD TEXT   pushes TEXT into the input of the terminal on FD (TIOCSTI)
+//   tiocsctty FD      makes the terminal on FD this session's controlling one
+//                     (after setsid; TIOCSCTTY with force)
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -70,6 +74,18 @@ int main(int argc, char** argv) {
       for (;;) pause();
     }
     return 0;
+  }
+  if (is("tiocsti") && argc == 4) {
+    int fd = static_cast<int>(std::strtol(argv[2], nullptr, 10));
+    for (const char* c = argv[3]; *c != '\0'; ++c) {
+      if (ioctl(fd, TIOCSTI, c) != 0) return Report(-1);
+    }
+    return Report(0);
+  }
+  if (is("tiocsctty") && argc == 3) {
+    int fd = static_cast<int>(std::strtol(argv[2], nullptr, 10));
+    setsid();
+    return Report(ioctl(fd, TIOCSCTTY, 1));
   }
   if (is("vsock")) return Report(socket(40 /*AF_VSOCK*/, SOCK_STREAM | SOCK_CLOEXEC, 0));
   std::fprintf(stderr, "tessera-hardening-probe: unknown probe %s\n", what);
