@@ -10,6 +10,7 @@
 #include "common/json_access.h"
 #include "config/loader.h"
 #include "daemon/apply_plan.h"
+#include "daemon/apply_run.h"
 #include "daemon/diff.h"
 #include "daemon/prefs.h"
 #include "daemon/recovery.h"
@@ -264,67 +265,26 @@ class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
       for (const auto& d : outcome.diagnostics) text += (text.empty() ? "" : "\n") + d.ToString();
       return ctx_.server.Reply(call_, Fail(codes::kInvalidConfig, text));
     }
-    next_ = std::move(*outcome.system);
-    diff_ = DiffSystems(ctx_.manager.config().system(), next_);
-    plan_ = PlanApply(diff_, ctx_.manager.States(), next_);
-    json result = {{"diff", DiffToJson(diff_)}, {"applied", false}, {"actions", PlanToJson(plan_)}};
+    ApplyProposal proposal = ProposeApply(ctx_.manager, std::move(*outcome.system));
+    json result = {{"diff", DiffToJson(proposal.diff)},
+                   {"applied", false},
+                   {"actions", PlanToJson(proposal.plan)}};
     if (dry_run_) return ctx_.server.Reply(call_, result);
-    ctx_.audit.Write({{"kind", "apply"}, {"source", source_}, {"diff", DiffToJson(diff_)}});
+    ctx_.audit.Write({{"kind", "apply"}, {"source", source_}, {"diff", result["diff"]}});
     auto self = shared_from_this();
-    auto steps = std::make_shared<std::deque<Step>>();
-    // 1-2: stops of removed qubes, then of those restarted, under the old description.
-    for (ApplyAction phase : {ApplyAction::kStop, ApplyAction::kRestart}) {
-      for (const ApplyStep& s : plan_) {
-        if (s.action != phase) continue;
-        steps->push_back([self, qube = s.qube](std::function<void()> next) {
-          self->ctx_.manager.Stop(qube, self->ctx_.stop_grace, [self, qube, next](ApiResult<json> r) {
-            self->Record("stop", qube, r);
-            next();
-          });
-        });
-      }
-    }
-    // 3: the new description.
-    steps->push_back([self](std::function<void()> next) {
-      self->ctx_.manager.AdoptSystem(self->next_, self->source_);
-      next();
-    });
-    // 4: restarted qubes start again, then new autostart qubes.
-    for (const ApplyStep& s : plan_) {
-      if (s.action == ApplyAction::kStop) continue;
-      steps->push_back([self, qube = s.qube](std::function<void()> next) {
-        self->ctx_.manager.Start(qube, [self, qube, next](ApiResult<json> r) {
-          self->Record("start", qube, r);
-          next();
-        });
-      });
-    }
-    Sequence(steps, [self, result]() mutable {
-      result["applied"] = true;
-      result["done"] = self->done_;
-      result["ok"] = self->ok_;
-      self->ctx_.server.Reply(self->call_, result);
-    });
-  }
-
-  void Record(const std::string& action, const std::string& qube, const ApiResult<json>& r) {
-    json entry = {{"action", action}, {"qube", qube}, {"ok", r.has_value()}};
-    if (!r) {
-      entry["error"] = r.error().message;
-      ok_ = false;
-    }
-    done_.push_back(entry);
+    CarryOutApply(ctx_.manager, std::move(proposal), source_, ctx_.stop_grace,
+                  [self, result](ApplyOutcome carried_out) mutable {
+                    result["applied"] = true;
+                    result["done"] = std::move(carried_out.done);
+                    result["ok"] = carried_out.ok;
+                    self->ctx_.server.Reply(self->call_, result);
+                  });
   }
 
   MethodContext& ctx_;
   Call call_;
   std::string source_;
   bool dry_run_ = true;
-  config::System next_;
-  SystemDiff diff_;
-  std::vector<ApplyStep> plan_;
-  json done_ = json::array();
-  bool ok_ = true;
 };
 
 }  // namespace

@@ -22,10 +22,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
 #include "backend/launcher.h"
@@ -34,6 +33,7 @@
 #include "daemon/api.h"
 #include "daemon/audit.h"
 #include "daemon/config_store.h"
+#include "daemon/diff.h"
 #include "daemon/event_bus.h"
 #include "daemon/event_loop.h"
 #include "daemon/state.h"
@@ -86,6 +86,12 @@ class QubeManager {
   // asked for (TakePreloaded, StartDisposable) or a description is adopted,
   // so stopping everything leaves nothing running.
   void PausePreload() { preload_paused_ = true; }
+  // An apply is under way: the pool makes nothing from the old description
+  // and hands out none of `leaving` (preloaded disposables the apply replaces
+  // or stops), until AdoptSystem switches to the new description.
+  void HoldPreloadForApply(const std::vector<std::string>& leaving);
+  // The disposables that exist (any state but halted), by name.
+  std::vector<RunningDisposable> Disposables() const;
 
   // The running qube's agent channel, opened on first use.
   Result<AgentChannel*> Channel(const std::string& name);
@@ -118,6 +124,7 @@ class QubeManager {
     std::unique_ptr<AgentChannel> channel;
     uint64_t channel_generation = 0;
     int sessions = 0;
+    bool leaving_pool = false;  // preloaded, but an apply is replacing or stopping it
     EventLoop::Timer idle_timer;
     std::vector<std::function<void()>> waiters;  // run when it leaves starting/stopping
   };
@@ -159,6 +166,7 @@ class QubeManager {
   bool shutting_down_ = false;
   bool refilling_ = false;
   bool preload_paused_ = false;
+  bool preload_held_ = false;  // an apply is under way (HoldPreloadForApply)
   EventLoop::Timer refill_retry_;
 };
 
