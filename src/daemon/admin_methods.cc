@@ -12,6 +12,7 @@
 #include "daemon/apply_plan.h"
 #include "daemon/apply_run.h"
 #include "daemon/diff.h"
+#include "daemon/host_sources.h"
 #include "daemon/prefs.h"
 #include "daemon/recovery.h"
 
@@ -265,6 +266,9 @@ class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
       for (const auto& d : outcome.diagnostics) text += (text.empty() ? "" : "\n") + d.ToString();
       return ctx_.server.Reply(call_, Fail(codes::kInvalidConfig, text));
     }
+    if (auto refused = RefuseHostSources(*outcome.system)) {
+      return ctx_.server.Reply(call_, tl::unexpected(*refused));
+    }
     ApplyProposal proposal = ProposeApply(ctx_.manager, std::move(*outcome.system));
     json result = {{"diff", DiffToJson(proposal.diff)},
                    {"applied", false},
@@ -279,6 +283,36 @@ class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
                     result["ok"] = carried_out.ok;
                     self->ctx_.server.Reply(self->call_, result);
                   });
+  }
+
+  // A description that makes the daemon read a host path it names (dir:,
+  // host) is refused unless the caller is root or in --allow-host-sources
+  // (host_sources.h); also for a dry run, so the answer comes before the plan.
+  std::optional<ApiError> RefuseHostSources(const config::System& next) const {
+    std::vector<HostSource> fresh = NewHostSources(ctx_.manager.config().system(), next);
+    if (fresh.empty()) return std::nullopt;
+    const std::string& group = ctx_.host_sources_group;
+    std::optional<gid_t> gid = LookupGroupId(group);
+    if (MayUseHostSources(call_.peer, gid)) return std::nullopt;
+    const HostSource& first = fresh.front();
+    std::string message = "permission denied: qube " + first.qube + " has template source \"" +
+                          first.source + "\", which makes tesserad read a host path as root; uid " +
+                          std::to_string(call_.peer.uid) + " may not ask for that";
+    if (fresh.size() > 1) {
+      message += " (nor for " + std::to_string(fresh.size() - 1) + " more such source" +
+                 (fresh.size() > 2 ? "s" : "") + ")";
+    }
+    if (group.empty()) {
+      message +=
+          ". Only root may, unless tesserad is started with --allow-host-sources GROUP "
+          "(then members of GROUP may too)";
+    } else if (!gid) {
+      message +=
+          ". Only root may: the group of --allow-host-sources, " + group + ", does not exist";
+    } else {
+      message += ". Only root and members of group " + group + " (--allow-host-sources) may";
+    }
+    return ApiError{codes::kPermissionDenied, message};
   }
 
   MethodContext& ctx_;

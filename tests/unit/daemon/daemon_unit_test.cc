@@ -14,6 +14,7 @@
 #include "daemon/audit.h"
 #include "daemon/auth.h"
 #include "daemon/diff.h"
+#include "daemon/host_sources.h"
 #include "daemon/state.h"
 
 namespace tessera::daemon {
@@ -196,6 +197,43 @@ TEST(Auth, RootOrAdminGroupOnly) {
   EXPECT_TRUE(IsAuthorized(primary, 4242));
   EXPECT_FALSE(IsAuthorized(other, 4242));
   EXPECT_FALSE(IsAuthorized(member, std::nullopt));  // no group configured: root only
+}
+
+TEST(Auth, HostSourcesNeedRootOrTheirOwnGroupNotTheAdminGroup) {
+  Peer root{1, 0, 0, {}};
+  Peer admin{1, 1000, 1000, {4242}};  // in the admin group (4242) only
+  Peer allowed{1, 1000, 1000, {4242, 77}};
+  Peer allowed_primary{1, 1000, 77, {}};
+  EXPECT_TRUE(MayUseHostSources(root, std::nullopt));
+  EXPECT_TRUE(IsAuthorized(admin, 4242));
+  EXPECT_FALSE(MayUseHostSources(admin, std::nullopt)) << "no --allow-host-sources: root only";
+  EXPECT_FALSE(MayUseHostSources(admin, 77));
+  EXPECT_TRUE(MayUseHostSources(allowed, 77));
+  EXPECT_TRUE(MayUseHostSources(allowed_primary, 77));
+}
+
+TEST(HostSources, OnlyNewHostPathSourcesCount) {
+  EXPECT_TRUE(IsHostPathSource("host"));
+  EXPECT_TRUE(IsHostPathSource("dir:/srv/root"));
+  EXPECT_FALSE(IsHostPathSource("busybox"));
+  EXPECT_FALSE(IsHostPathSource("debootstrap"));
+  EXPECT_FALSE(IsHostPathSource("hostile"));
+  config::System running, next;
+  config::Qube kept = MakeQube("kept");
+  kept.klass = config::QubeClass::kTemplate;
+  kept.template_source = "dir:/srv/approved";
+  running.qubes = {kept, MakeQube("work")};
+  next = running;
+  EXPECT_TRUE(NewHostSources(running, next).empty()) << "already running: accepted before";
+  config::Qube added = kept;
+  added.name = "added";
+  added.template_source = "host";
+  next.qubes.push_back(added);
+  next.qubes[0].template_source = "dir:/root";  // `kept` now points elsewhere
+  EXPECT_EQ(NewHostSources(running, next),
+            (std::vector<HostSource>{{"kept", "dir:/root"}, {"added", "host"}}));
+  next.qubes[0].template_source = "busybox";
+  EXPECT_EQ(NewHostSources(running, next), (std::vector<HostSource>{{"added", "host"}}));
 }
 
 TEST(Auth, PeerOfSocketpairIsUs) {
