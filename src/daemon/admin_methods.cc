@@ -277,10 +277,14 @@ class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
     ctx_.audit.Write({{"kind", "apply"}, {"source", source_}, {"diff", result["diff"]}});
     auto self = shared_from_this();
     CarryOutApply(ctx_.manager, std::move(proposal), source_, ctx_.stop_grace,
-                  [self, result](ApplyOutcome carried_out) mutable {
+                  [self, result](ApiResult<ApplyOutcome> carried_out) mutable {
+                    if (!carried_out) {
+                      return self->ctx_.server.Reply(self->call_,
+                                                     tl::unexpected(carried_out.error()));
+                    }
                     result["applied"] = true;
-                    result["done"] = std::move(carried_out.done);
-                    result["ok"] = carried_out.ok;
+                    result["done"] = std::move(carried_out->done);
+                    result["ok"] = carried_out->ok;
                     self->ctx_.server.Reply(self->call_, result);
                   });
   }

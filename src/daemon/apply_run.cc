@@ -23,7 +23,7 @@ struct ApplyState {
   ApplyProposal proposal;
   std::string source;
   std::chrono::milliseconds grace;
-  std::function<void(ApplyOutcome)> finished;
+  std::function<void(ApiResult<ApplyOutcome>)> finished;
   std::vector<std::function<void(std::function<void()>)>> steps;
   size_t next_step = 0;
   ApplyOutcome outcome;
@@ -39,7 +39,10 @@ struct ApplyState {
 };
 
 void RunNext(const std::shared_ptr<ApplyState>& state) {
-  if (state->next_step == state->steps.size()) return state->finished(std::move(state->outcome));
+  if (state->next_step == state->steps.size()) {
+    state->manager.EndApply();
+    return state->finished(std::move(state->outcome));
+  }
   auto step = state->steps[state->next_step++];
   step([state] { RunNext(state); });
 }
@@ -47,7 +50,8 @@ void RunNext(const std::shared_ptr<ApplyState>& state) {
 }  // namespace
 
 void CarryOutApply(QubeManager& manager, ApplyProposal proposal, std::string source,
-                   std::chrono::milliseconds grace, std::function<void(ApplyOutcome)> finished) {
+                   std::chrono::milliseconds grace,
+                   std::function<void(ApiResult<ApplyOutcome>)> finished) {
   auto state = std::make_shared<ApplyState>(ApplyState{
       manager, std::move(proposal), std::move(source), grace, std::move(finished), {}, 0, {}});
   const ApplyProposal& p = state->proposal;
@@ -56,7 +60,11 @@ void CarryOutApply(QubeManager& manager, ApplyProposal proposal, std::string sou
     leaving.insert(leaving.end(), d.replaced.begin(), d.replaced.end());
     leaving.insert(leaving.end(), d.stopped.begin(), d.stopped.end());
   }
-  manager.HoldPreloadForApply(leaving);
+  if (!manager.BeginApply(leaving)) {
+    return state->finished(Fail(wire::codes::kBusy,
+                                "another apply is being carried out; nothing was changed (try "
+                                "again when it is done)"));
+  }
   // 0-2: the disposables that go, removed qubes, then those restarted, all
   // under the old description.
   for (ApplyAction phase : {ApplyAction::kStop, ApplyAction::kRestart}) {

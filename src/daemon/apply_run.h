@@ -8,7 +8,7 @@
 //   ApplyProposal proposal = ProposeApply(manager, std::move(next));
 //   show(DiffToJson(proposal.diff), PlanToJson(proposal.plan));
 //   CarryOutApply(manager, std::move(proposal), source, grace,
-//                 [](ApplyOutcome outcome) { reply(outcome.done, outcome.ok); });
+//                 [](ApiResult<ApplyOutcome> outcome) { reply(...); });
 
 #include <chrono>
 #include <functional>
@@ -38,11 +38,13 @@ struct ApplyOutcome {
 ApplyProposal ProposeApply(const QubeManager& manager, config::System next);
 
 // Carries the proposal out (on the loop; the steps are asynchronous) and calls
-// `finished` when the last step is done. From the first step on, the preloaded
-// pool makes nothing from the old description and hands out none of the
+// `finished` when the last step is done, or at once with `busy` while another
+// apply is being carried out. From the first step on, the preloaded pool
+// makes nothing from the old description and hands out none of the
 // disposables the apply replaces, so a disposable taken after the apply always
 // has the new settings.
 void CarryOutApply(QubeManager& manager, ApplyProposal proposal, std::string source,
-                   std::chrono::milliseconds grace, std::function<void(ApplyOutcome)> finished);
+                   std::chrono::milliseconds grace,
+                   std::function<void(ApiResult<ApplyOutcome>)> finished);
 
 }  // namespace tessera::daemon

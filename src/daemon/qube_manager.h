@@ -86,10 +86,13 @@ class QubeManager {
   // asked for (TakePreloaded, StartDisposable) or a description is adopted,
   // so stopping everything leaves nothing running.
   void PausePreload() { preload_paused_ = true; }
-  // An apply is under way: the pool makes nothing from the old description
-  // and hands out none of `leaving` (preloaded disposables the apply replaces
-  // or stops), until AdoptSystem switches to the new description.
-  void HoldPreloadForApply(const std::vector<std::string>& leaving);
+  // An apply begins (false: another one is still being carried out; one at a
+  // time, or the second would plan against a description about to change).
+  // Until AdoptSystem switches to the new description the pool makes nothing
+  // from the old one and hands out none of `leaving` (preloaded disposables
+  // the apply replaces or stops). EndApply when its last step is done.
+  bool BeginApply(const std::vector<std::string>& leaving);
+  void EndApply() { applying_ = false; }
   // The disposables that exist (any state but halted), by name.
   std::vector<RunningDisposable> Disposables() const;
 
@@ -166,7 +169,8 @@ class QubeManager {
   bool shutting_down_ = false;
   bool refilling_ = false;
   bool preload_paused_ = false;
-  bool preload_held_ = false;  // an apply is under way (HoldPreloadForApply)
+  bool preload_held_ = false;  // an apply has not switched descriptions yet
+  bool applying_ = false;      // between BeginApply and EndApply
   EventLoop::Timer refill_retry_;
 };
 

@@ -98,12 +98,15 @@ std::string QubeManager::TakePreloaded(const std::string& dvm_in) {
   return "";
 }
 
-void QubeManager::HoldPreloadForApply(const std::vector<std::string>& leaving) {
+bool QubeManager::BeginApply(const std::vector<std::string>& leaving) {
+  if (applying_) return false;
+  applying_ = true;
   preload_held_ = true;
   for (const auto& name : leaving) {
     Entry* e = Find(name);
     if (e != nullptr && e->record.disposable == DisposableOwner::kPreload) e->leaving_pool = true;
   }
+  return true;
 }
 
 std::vector<RunningDisposable> QubeManager::Disposables() const {

@@ -209,11 +209,12 @@ class QubeManagerTest : public ::testing::Test {
     return name && *name ? **name : "";
   }
   ApplyOutcome ApplyAndWait(ApplyProposal proposal) {
-    std::optional<ApplyOutcome> outcome;
+    std::optional<ApiResult<ApplyOutcome>> outcome;
     CarryOutApply(*manager_, std::move(proposal), "test", std::chrono::milliseconds(0),
-                  [&](ApplyOutcome o) { outcome = std::move(o); });
+                  [&](ApiResult<ApplyOutcome> o) { outcome = std::move(o); });
     EXPECT_TRUE(RunUntil(*loop_, [&] { return outcome.has_value(); }));
-    return outcome.value_or(ApplyOutcome{json::array(), false});
+    if (!outcome || !*outcome) return ApplyOutcome{json::array(), false};
+    return **outcome;
   }
   QubeState StateOf(const std::string& name) {
     const QubeRecord* r = manager_->Record(name);
@@ -361,13 +362,22 @@ TEST_F(QubeManagerTest, ApplyReplacesPreloadedDisposablesAndTheNextHasTheNewSett
   ASSERT_EQ(proposal.diff.disposables.size(), 1u);
   EXPECT_EQ(proposal.diff.disposables[0].replaced, old);
   EXPECT_EQ(proposal.diff.disposables[0].in_use_kept, std::vector<std::string>{in_use});
-  std::optional<ApplyOutcome> outcome;
+  std::optional<ApiResult<ApplyOutcome>> outcome;
   CarryOutApply(*manager_, std::move(proposal), "v2", std::chrono::milliseconds(0),
-                [&](ApplyOutcome o) { outcome = std::move(o); });
+                [&](ApiResult<ApplyOutcome> o) { outcome = std::move(o); });
   // From the first step on, none of the old ones is handed out.
   EXPECT_EQ(manager_->TakePreloaded("dvm"), "");
+  // And a second apply waits for this one to be done.
+  std::optional<ApiResult<ApplyOutcome>> second;
+  CarryOutApply(*manager_, ProposeApply(*manager_, PreloadSystem(800, 2)), "v3",
+                std::chrono::milliseconds(0),
+                [&](ApiResult<ApplyOutcome> o) { second = std::move(o); });
+  ASSERT_TRUE(second.has_value()) << "refused at once";
+  ASSERT_FALSE(*second);
+  EXPECT_EQ(second->error().code, wire::codes::kBusy);
   ASSERT_TRUE(RunUntil(*loop_, [&] { return outcome.has_value(); }));
-  EXPECT_TRUE(outcome->ok) << outcome->done.dump();
+  ASSERT_TRUE(*outcome);
+  EXPECT_TRUE((*outcome)->ok) << (*outcome)->done.dump();
   for (const auto& name : old) EXPECT_FALSE(manager_->Exists(name)) << name;
   EXPECT_EQ(StateOf(in_use), QubeState::kRunning) << "its command keeps running";
 
