@@ -47,7 +47,7 @@ _tessera() {
         COMPREPLY=($(compgen -c -- "$cur"))
       fi ;;
     apply) COMPREPLY=($(compgen -W "--dry-run --yes" -f -- "$cur")) ;;
-    daemon) COMPREPLY=($(compgen -W "--example --no-autostart --admin-group --socket-mode --stop-grace-ms" -- "$cur")) ;;
+    daemon) COMPREPLY=($(compgen -W "--example --no-autostart --admin-group --allow-host-sources --socket-mode --stop-grace-ms" -- "$cur")) ;;
     events) COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
     config|policy|cell|template) COMPREPLY=($(compgen -f -- "$cur")) ;;
   esac

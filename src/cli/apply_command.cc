@@ -20,11 +20,59 @@ namespace {
 
 using nlohmann::json;
 
+bool DiffIsEmpty(const json& diff) {
+  for (const char* part : {"qubes", "system", "disposables"}) {
+    if (diff.contains(part) && !diff[part].empty()) return false;
+  }
+  return true;
+}
+
+std::string Names(const json& names) {
+  std::string out;
+  for (const auto& n : names)
+    out += (out.empty() ? "" : ", ") + EscapeControl(n.get<std::string>());
+  return out;
+}
+
+// What happens to the disposables of each disposable template: the preloaded
+// ones follow the description, ones in use only when their template goes.
+void PrintDisposables(const json& diff) {
+  if (!diff.contains("disposables")) return;
+  for (const auto& d : diff["disposables"]) {
+    std::string dvm = EscapeControl(d.value("template", ""));
+    std::string reason = EscapeControl(d.value("reason", ""));
+    std::string why = reason.empty() ? "" : " (" + reason + ")";
+    std::string counts;
+    auto count = [&](const char* key, const char* what) {
+      size_t n = d.contains(key) ? d[key].size() : 0;
+      if (n > 0) counts += (counts.empty() ? "" : ", ") + std::to_string(n) + " " + what;
+    };
+    count("replaced", "replaced");
+    count("stopped", "stopped");
+    if (int added = d.value("added", 0); added > 0) {
+      counts += (counts.empty() ? "" : ", ") + std::to_string(added) + " more";
+    }
+    if (!counts.empty()) {
+      std::printf("  ~ preloaded disposables of %s: %s%s\n", dvm.c_str(), counts.c_str(),
+                  why.c_str());
+    }
+    if (d.contains("in_use_stopped") && !d["in_use_stopped"].empty()) {
+      std::printf("  - disposables of %s in use: %s (will be stopped%s)\n", dvm.c_str(),
+                  Names(d["in_use_stopped"]).c_str(),
+                  reason.empty() ? "" : (": " + reason).c_str());
+    }
+    if (d.contains("in_use_kept") && !d["in_use_kept"].empty()) {
+      std::printf("    disposables of %s in use keep their settings until their command ends: %s\n",
+                  dvm.c_str(), Names(d["in_use_kept"]).c_str());
+    }
+  }
+}
+
 void PrintPlan(const json& result, const std::string& file) {
   const json& diff = result["diff"];
   std::map<std::string, std::string> action_of;
   for (const auto& a : result["actions"]) action_of[a.value("qube", "")] = a.value("action", "");
-  if (diff["qubes"].empty() && diff["system"].empty()) {
+  if (DiffIsEmpty(diff)) {
     std::printf("No changes: the running system already matches %s.\n", file.c_str());
     return;
   }
@@ -56,6 +104,7 @@ void PrintPlan(const json& result, const std::string& file) {
       }
     }
   }
+  PrintDisposables(diff);
 }
 
 int RunApply(const std::string& file, bool dry_run, bool yes) {
@@ -92,7 +141,7 @@ int RunApply(const std::string& file, bool dry_run, bool yes) {
   auto plan = call(true);
   if (!plan) return 1;
   PrintPlan(*plan, file);
-  bool empty = (*plan)["diff"]["qubes"].empty() && (*plan)["diff"]["system"].empty();
+  bool empty = DiffIsEmpty((*plan)["diff"]);
   if (dry_run) return 0;
   if (empty) return 0;
   if (!yes) {

@@ -20,6 +20,7 @@ struct DaemonFlags {
   bool example = false;
   bool no_autostart = false;
   std::string admin_group = "tessera";
+  std::string allow_host_sources;
   std::string socket_mode = "0666";
   unsigned stop_grace_ms = 5000;
 };
@@ -41,6 +42,9 @@ int ExecDaemon(const CliContext& ctx, const DaemonFlags& flags) {
   if (flags.no_autostart) args.push_back("--no-autostart");
   args.insert(args.end(), {"--admin-group", flags.admin_group, "--socket-mode", flags.socket_mode,
                            "--stop-grace-ms", std::to_string(flags.stop_grace_ms)});
+  if (!flags.allow_host_sources.empty()) {
+    args.insert(args.end(), {"--allow-host-sources", flags.allow_host_sources});
+  }
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -58,12 +62,22 @@ void Register(CLI::App& app, CliContext& ctx) {
   cmd->add_flag("--example", flags.example, "Run the built-in example system");
   cmd->add_flag("--no-autostart", flags.no_autostart, "Do not start autostart qubes");
   cmd->add_option("--admin-group", flags.admin_group,
-                  "Group whose members may use the admin socket (default tessera)");
+                  "Group whose members may use the admin socket (default tessera). Its members are "
+                  "root-equivalent, as dom0 is in Qubes: they start qubes with the host's "
+                  "resources and change the whole system description");
+  cmd->add_option("--allow-host-sources", flags.allow_host_sources,
+                  "Group whose members may also apply host-path template sources (dir:PATH, host), "
+                  "which tesserad reads as root; default: root only")
+      ->type_name("GROUP");
   cmd->add_option("--socket-mode", flags.socket_mode,
                   "Mode of R/admin.sock (default 0666: the daemon itself refuses and audits "
                   "non-admins; 0660 adds a kernel check but refusals are not audited)");
   cmd->add_option("--stop-grace-ms", flags.stop_grace_ms,
                   "How long `stop` waits before killing (default 5000)");
+  cmd->footer(
+      "The admin group is root-equivalent, as dom0 is in Qubes: give it only to people you "
+      "would give root. Even so, only root (or members of --allow-host-sources GROUP) may "
+      "make tesserad read a host path a description names (template sources dir:PATH, host).");
   cmd->callback([&ctx] { ctx.exit_code = ExecDaemon(ctx, flags); });
 }
 

@@ -10,7 +10,9 @@
 #include "common/json_access.h"
 #include "config/loader.h"
 #include "daemon/apply_plan.h"
+#include "daemon/apply_run.h"
 #include "daemon/diff.h"
+#include "daemon/host_sources.h"
 #include "daemon/prefs.h"
 #include "daemon/recovery.h"
 
@@ -264,67 +266,63 @@ class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
       for (const auto& d : outcome.diagnostics) text += (text.empty() ? "" : "\n") + d.ToString();
       return ctx_.server.Reply(call_, Fail(codes::kInvalidConfig, text));
     }
-    next_ = std::move(*outcome.system);
-    diff_ = DiffSystems(ctx_.manager.config().system(), next_);
-    plan_ = PlanApply(diff_, ctx_.manager.States(), next_);
-    json result = {{"diff", DiffToJson(diff_)}, {"applied", false}, {"actions", PlanToJson(plan_)}};
+    if (auto refused = RefuseHostSources(*outcome.system)) {
+      return ctx_.server.Reply(call_, tl::unexpected(*refused));
+    }
+    ApplyProposal proposal = ProposeApply(ctx_.manager, std::move(*outcome.system));
+    json result = {{"diff", DiffToJson(proposal.diff)},
+                   {"applied", false},
+                   {"actions", PlanToJson(proposal.plan)}};
     if (dry_run_) return ctx_.server.Reply(call_, result);
-    ctx_.audit.Write({{"kind", "apply"}, {"source", source_}, {"diff", DiffToJson(diff_)}});
+    ctx_.audit.Write({{"kind", "apply"}, {"source", source_}, {"diff", result["diff"]}});
     auto self = shared_from_this();
-    auto steps = std::make_shared<std::deque<Step>>();
-    // 1-2: stops of removed qubes, then of those restarted, under the old description.
-    for (ApplyAction phase : {ApplyAction::kStop, ApplyAction::kRestart}) {
-      for (const ApplyStep& s : plan_) {
-        if (s.action != phase) continue;
-        steps->push_back([self, qube = s.qube](std::function<void()> next) {
-          self->ctx_.manager.Stop(qube, self->ctx_.stop_grace, [self, qube, next](ApiResult<json> r) {
-            self->Record("stop", qube, r);
-            next();
-          });
-        });
-      }
-    }
-    // 3: the new description.
-    steps->push_back([self](std::function<void()> next) {
-      self->ctx_.manager.AdoptSystem(self->next_, self->source_);
-      next();
-    });
-    // 4: restarted qubes start again, then new autostart qubes.
-    for (const ApplyStep& s : plan_) {
-      if (s.action == ApplyAction::kStop) continue;
-      steps->push_back([self, qube = s.qube](std::function<void()> next) {
-        self->ctx_.manager.Start(qube, [self, qube, next](ApiResult<json> r) {
-          self->Record("start", qube, r);
-          next();
-        });
-      });
-    }
-    Sequence(steps, [self, result]() mutable {
-      result["applied"] = true;
-      result["done"] = self->done_;
-      result["ok"] = self->ok_;
-      self->ctx_.server.Reply(self->call_, result);
-    });
+    CarryOutApply(ctx_.manager, std::move(proposal), source_, ctx_.stop_grace,
+                  [self, result](ApiResult<ApplyOutcome> carried_out) mutable {
+                    if (!carried_out) {
+                      return self->ctx_.server.Reply(self->call_,
+                                                     tl::unexpected(carried_out.error()));
+                    }
+                    result["applied"] = true;
+                    result["done"] = std::move(carried_out->done);
+                    result["ok"] = carried_out->ok;
+                    self->ctx_.server.Reply(self->call_, result);
+                  });
   }
 
-  void Record(const std::string& action, const std::string& qube, const ApiResult<json>& r) {
-    json entry = {{"action", action}, {"qube", qube}, {"ok", r.has_value()}};
-    if (!r) {
-      entry["error"] = r.error().message;
-      ok_ = false;
+  // A description that makes the daemon read a host path it names (dir:,
+  // host) is refused unless the caller is root or in --allow-host-sources
+  // (host_sources.h); also for a dry run, so the answer comes before the plan.
+  std::optional<ApiError> RefuseHostSources(const config::System& next) const {
+    std::vector<HostSource> fresh = NewHostSources(ctx_.manager.config().system(), next);
+    if (fresh.empty()) return std::nullopt;
+    const std::string& group = ctx_.host_sources_group;
+    std::optional<gid_t> gid = LookupGroupId(group);
+    if (MayUseHostSources(call_.peer, gid)) return std::nullopt;
+    const HostSource& first = fresh.front();
+    std::string message = "permission denied: qube " + first.qube + " has template source \"" +
+                          first.source + "\", which makes tesserad read a host path as root; uid " +
+                          std::to_string(call_.peer.uid) + " may not ask for that";
+    if (fresh.size() > 1) {
+      message += " (nor for " + std::to_string(fresh.size() - 1) + " more such source" +
+                 (fresh.size() > 2 ? "s" : "") + ")";
     }
-    done_.push_back(entry);
+    if (group.empty()) {
+      message +=
+          ". Only root may, unless tesserad is started with --allow-host-sources GROUP "
+          "(then members of GROUP may too)";
+    } else if (!gid) {
+      message +=
+          ". Only root may: the group of --allow-host-sources, " + group + ", does not exist";
+    } else {
+      message += ". Only root and members of group " + group + " (--allow-host-sources) may";
+    }
+    return ApiError{codes::kPermissionDenied, message};
   }
 
   MethodContext& ctx_;
   Call call_;
   std::string source_;
   bool dry_run_ = true;
-  config::System next_;
-  SystemDiff diff_;
-  std::vector<ApplyStep> plan_;
-  json done_ = json::array();
-  bool ok_ = true;
 };
 
 }  // namespace

@@ -29,6 +29,9 @@ struct MethodContext {
   AuditLog& audit;
   storage::Layout layout;
   std::chrono::milliseconds stop_grace;
+  // --allow-host-sources: whose members (besides root) may apply host-path
+  // template sources; "" = root only. Looked up per request.
+  std::string host_sources_group;
 };
 
 void RegisterAdminMethods(MethodContext& context);

@@ -318,6 +318,11 @@ void AdminServer::Reply(const Call& call, ApiResult<json> result) {
     if (auto q = result->find("qube"); q != result->end() && q->is_string()) entry["qube"] = *q;
     if (auto code = result->find("exit_code"); code != result->end()) entry["exit_code"] = *code;
     response = wire::OkResponse(call.id, *result);
+  } else if (result.error().code == codes::kPermissionDenied) {
+    // A method's refusal is recorded like the server's own (AuditRefusal).
+    entry["result"] = "denied";
+    entry["reason"] = result.error().message;
+    response = wire::ErrorResponse(call.id, result.error().code, result.error().message);
   } else {
     entry["result"] = result.error().code;
     entry["error"] = result.error().message;

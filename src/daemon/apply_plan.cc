@@ -10,6 +10,11 @@ std::vector<ApplyStep> PlanApply(const SystemDiff& diff,
     return it != states.end() && it->second != QubeState::kHalted;
   };
   std::vector<ApplyStep> plan;
+  for (const auto& d : diff.disposables) {
+    for (const auto* names : {&d.replaced, &d.stopped, &d.in_use_stopped}) {
+      for (const auto& name : *names) plan.push_back({ApplyAction::kStop, name});
+    }
+  }
   for (const auto& c : diff.qubes) {
     if (c.kind == ChangeKind::kRemoved && running(c.qube)) {
       plan.push_back({ApplyAction::kStop, c.qube});

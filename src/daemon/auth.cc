@@ -47,11 +47,18 @@ std::optional<gid_t> LookupGroupId(const std::string& name) {
   return found->gr_gid;
 }
 
+bool IsMember(const Peer& peer, std::optional<gid_t> gid) {
+  if (!gid) return false;
+  if (peer.gid == *gid) return true;
+  return std::find(peer.groups.begin(), peer.groups.end(), *gid) != peer.groups.end();
+}
+
 bool IsAuthorized(const Peer& peer, std::optional<gid_t> admin_gid) {
-  if (peer.uid == 0) return true;
-  if (!admin_gid) return false;
-  if (peer.gid == *admin_gid) return true;
-  return std::find(peer.groups.begin(), peer.groups.end(), *admin_gid) != peer.groups.end();
+  return peer.uid == 0 || IsMember(peer, admin_gid);
+}
+
+bool MayUseHostSources(const Peer& peer, std::optional<gid_t> host_sources_gid) {
+  return peer.uid == 0 || IsMember(peer, host_sources_gid);
 }
 
 }  // namespace tessera::daemon

@@ -21,6 +21,7 @@
 #include "daemon/admin_methods.h"
 #include "daemon/admin_server.h"
 #include "daemon/audit.h"
+#include "daemon/auth.h"
 #include "daemon/config_store.h"
 #include "daemon/denial_reporter.h"
 #include "daemon/event_bus.h"
@@ -123,10 +124,19 @@ class Daemon {
     server_ = std::make_unique<AdminServer>(*loop_, *audit_, server_options);
     runs_ = std::make_unique<RunCommands>(*loop_, *server_, *manager_, *audit_,
                                           backend_->capabilities());
-    methods_ = std::make_unique<MethodContext>(MethodContext{*loop_, *pool_, *server_, *manager_,
-                                                             *runs_, events_, *audit_,
-                                                             options_.layout, options_.stop_grace});
+    methods_ = std::make_unique<MethodContext>(
+        MethodContext{*loop_, *pool_, *server_, *manager_, *runs_, events_, *audit_,
+                      options_.layout, options_.stop_grace, options_.allow_host_sources_group});
     RegisterAdminMethods(*methods_);
+    // Groups are looked up per connection and request (one created later
+    // counts); one missing now is worth a warning, before the socket
+    // listens. The admin group's is Listen's: it also decides the socket's group.
+    if (!options_.allow_host_sources_group.empty() &&
+        !LookupGroupId(options_.allow_host_sources_group)) {
+      Log(LogLevel::kWarn,
+          "group of --allow-host-sources does not exist: only root may apply host-path sources",
+          {{"group", options_.allow_host_sources_group}});
+    }
     if (auto listening = server_->Listen(); !listening) return Fatal(listening.error());
     for (int signo : {SIGTERM, SIGINT}) {
       auto watch = loop_->OnSignal(signo, [this](const signalfd_siginfo&) { BeginShutdown(); });

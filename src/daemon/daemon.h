@@ -30,7 +30,11 @@ struct DaemonOptions {
   std::string config_path;           // TOML/JSON/Nix description
   bool use_example = false;          // the built-in example instead of a file
   storage::Layout layout;            // state and runtime directories
+  // Members may use the admin API: root-equivalent (docs/DAEMON.md).
   std::string admin_group = "tessera";
+  // Members (and root) may apply host-path template sources (dir:, host);
+  // "" = root only.
+  std::string allow_host_sources_group;
   // Mode of R/admin.sock. 0666 lets every local user reach the daemon, which
   // then refuses (and audits) everyone but root and the admin group; 0660 adds
   // a kernel-level gate (group = admin group) but refusals are then invisible.

@@ -1,5 +1,7 @@
 #include "daemon/diff.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <map>
 
 namespace tessera::daemon {
@@ -34,6 +36,13 @@ std::string Features(const std::map<std::string, std::string>& m) {
   return "{" + out + "}";
 }
 
+constexpr const char* kPreloadFeature = "preload-dispvm-max";
+
+std::map<std::string, std::string> WithoutPreload(std::map<std::string, std::string> features) {
+  features.erase(kPreloadFeature);
+  return features;
+}
+
 std::string Firewall(const std::vector<config::FirewallRule>& rules) {
   return std::to_string(rules.size()) + " rule" + (rules.size() == 1 ? "" : "s");
 }
@@ -58,7 +67,14 @@ void CompareQubes(const Qube& a, const Qube& b, QubeChange& change) {
   add("cpus", std::to_string(a.cpus), std::to_string(b.cpus), true);
   add("io_weight", std::to_string(a.io_weight), std::to_string(b.io_weight), true);
   add("io_max", config::ToString(a.io_max), config::ToString(b.io_max), true);
-  add("features", Features(a.features), Features(b.features), true);
+  // The preload count is the daemon's bookkeeping (how many disposables to
+  // keep ready), not the qube's shape: changing it restarts nothing.
+  add("features", Features(WithoutPreload(a.features)), Features(WithoutPreload(b.features)), true);
+  auto preload = [](const Qube& q) {
+    auto it = q.features.find(kPreloadFeature);
+    return it == q.features.end() ? std::string("none") : it->second;
+  };
+  add(kPreloadFeature, preload(a), preload(b), false);
   add("backend", std::string(config::ToString(a.backend)), std::string(config::ToString(b.backend)),
       true);
   add("source", a.template_source, b.template_source, true);
@@ -74,9 +90,71 @@ void CompareQubes(const Qube& a, const Qube& b, QubeChange& change) {
   }
 }
 
+std::string JoinFields(const std::vector<std::string>& fields) {
+  std::string out;
+  for (size_t i = 0; i < fields.size(); ++i) {
+    out += (i == 0 ? "" : i + 1 == fields.size() ? " and " : ", ") + fields[i];
+  }
+  return out;
+}
+
+// The disposables of one template after the switch from `before` to `after`;
+// `change` is the template's own entry in the qube diff (nullptr: unchanged).
+DisposableChange DiffTemplateDisposables(const std::string& dvm, const config::System& before,
+                                         const config::System& after, const QubeChange* change,
+                                         const std::vector<const RunningDisposable*>& mine) {
+  DisposableChange out;
+  out.dvm_template = dvm;
+  std::vector<std::string> preloaded, in_use;
+  for (const RunningDisposable* d : mine) (d->preloaded ? preloaded : in_use).push_back(d->name);
+  const Qube* old_q = before.Find(dvm);
+  const Qube* new_q = after.Find(dvm);
+  if (new_q == nullptr || new_q->klass != config::QubeClass::kDisposableTemplate) {
+    // Nothing describes them any more: every one goes, in use or not.
+    out.stopped = preloaded;
+    out.in_use_stopped = in_use;
+    out.reason = new_q == nullptr ? "template removed" : "no longer a disposable template";
+    return out;
+  }
+  std::vector<std::string> inherited;  // the template's settings its disposables were made with
+  if (change != nullptr) {
+    for (const FieldChange& f : change->fields) {
+      if (f.needs_restart) inherited.push_back(f.field);
+    }
+  }
+  size_t count = static_cast<size_t>(PreloadCount(*new_q));
+  std::vector<std::string> reasons;
+  if (!inherited.empty()) {
+    for (size_t i = 0; i < preloaded.size(); ++i) {
+      (i < count ? out.replaced : out.stopped).push_back(preloaded[i]);
+    }
+    out.in_use_kept = in_use;
+    reasons.push_back(JoinFields(inherited) + " changed");
+  } else if (preloaded.size() > count) {
+    out.stopped.assign(preloaded.begin() + static_cast<std::ptrdiff_t>(count), preloaded.end());
+  }
+  int old_count = old_q != nullptr ? PreloadCount(*old_q) : 0;
+  int new_count = static_cast<int>(count);
+  if (new_count > old_count) out.added = new_count - old_count;
+  if (new_count != old_count) {
+    reasons.push_back("preload count " + std::to_string(old_count) + " -> " +
+                      std::to_string(new_count));
+  }
+  for (const auto& r : reasons) out.reason += (out.reason.empty() ? "" : "; ") + r;
+  return out;
+}
+
 }  // namespace
 
-SystemDiff DiffSystems(const config::System& before, const config::System& after) {
+int PreloadCount(const config::Qube& q) {
+  if (q.klass != config::QubeClass::kDisposableTemplate) return 0;
+  auto it = q.features.find(kPreloadFeature);
+  if (it == q.features.end()) return 0;
+  return std::clamp(std::atoi(it->second.c_str()), 0, 16);
+}
+
+SystemDiff DiffSystems(const config::System& before, const config::System& after,
+                       const std::vector<RunningDisposable>& running) {
   SystemDiff diff;
   std::map<std::string, const Qube*> old_qubes, new_qubes;
   for (const Qube& q : before.qubes) old_qubes[q.name] = &q;
@@ -103,6 +181,30 @@ SystemDiff DiffSystems(const config::System& before, const config::System& after
     diff.system_fields.push_back(
         {"default_dispvm", Opt(before.default_dispvm), Opt(after.default_dispvm), false});
   }
+  // Disposables, by template: those that exist, and templates whose preload
+  // count changed (the pool grows or shrinks).
+  std::map<std::string, std::vector<const RunningDisposable*>> by_template;
+  for (const RunningDisposable& d : running) by_template[d.dvm_template].push_back(&d);
+  for (const QubeChange& c : diff.qubes) {
+    const Qube* a = before.Find(c.qube);
+    const Qube* b = after.Find(c.qube);
+    if ((a != nullptr ? PreloadCount(*a) : 0) != (b != nullptr ? PreloadCount(*b) : 0)) {
+      by_template[c.qube];
+    }
+  }
+  for (auto& [dvm, mine] : by_template) {
+    std::sort(mine.begin(), mine.end(), [](const RunningDisposable* x, const RunningDisposable* y) {
+      return x->name < y->name;
+    });
+    auto change = std::find_if(diff.qubes.begin(), diff.qubes.end(),
+                               [&](const QubeChange& c) { return c.qube == dvm; });
+    DisposableChange d = DiffTemplateDisposables(
+        dvm, before, after, change == diff.qubes.end() ? nullptr : &*change, mine);
+    if (!d.replaced.empty() || !d.stopped.empty() || !d.in_use_stopped.empty() ||
+        !d.in_use_kept.empty() || d.added > 0) {
+      diff.disposables.push_back(std::move(d));
+    }
+  }
   return diff;
 }
 
@@ -120,7 +222,17 @@ json DiffToJson(const SystemDiff& diff) {
   }
   json system = json::array();
   for (const auto& f : diff.system_fields) system.push_back(field_json(f));
-  return {{"qubes", qubes}, {"system", system}};
+  json disposables = json::array();
+  for (const auto& d : diff.disposables) {
+    disposables.push_back({{"template", d.dvm_template},
+                           {"replaced", d.replaced},
+                           {"stopped", d.stopped},
+                           {"in_use_stopped", d.in_use_stopped},
+                           {"in_use_kept", d.in_use_kept},
+                           {"added", d.added},
+                           {"reason", d.reason}});
+  }
+  return {{"qubes", qubes}, {"system", system}, {"disposables", disposables}};
 }
 
 }  // namespace tessera::daemon

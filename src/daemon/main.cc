@@ -22,6 +22,7 @@ struct Flags {
   bool example = false;
   bool no_autostart = false;
   std::string admin_group = "tessera";
+  std::string allow_host_sources;
   std::string socket_mode = "0666";
   unsigned stop_grace_ms = 5000;
 };
@@ -44,6 +45,7 @@ int Run(const Flags& flags) {
     }
   }
   options.admin_group = flags.admin_group;
+  options.allow_host_sources_group = flags.allow_host_sources;
   char* end = nullptr;
   unsigned long mode = std::strtoul(flags.socket_mode.c_str(), &end, 8);
   if (end == flags.socket_mode.c_str() || *end != '\0' || mode > 0777) {
@@ -67,12 +69,22 @@ int main(int argc, char** argv) {
   app.add_flag("--example", flags.example, "Run the built-in example system");
   app.add_flag("--no-autostart", flags.no_autostart, "Do not start autostart qubes");
   app.add_option("--admin-group", flags.admin_group,
-                 "Group whose members may use the admin socket (default tessera)");
+                 "Group whose members may use the admin socket (default tessera). Its members are "
+                 "root-equivalent, as dom0 is in Qubes: they start qubes with the host's "
+                 "resources and change the whole system description");
+  app.add_option("--allow-host-sources", flags.allow_host_sources,
+                 "Group whose members may also apply host-path template sources (dir:PATH, host), "
+                 "which tesserad reads as root; default: root only")
+      ->type_name("GROUP");
   app.add_option("--socket-mode", flags.socket_mode,
                  "Mode of R/admin.sock (default 0666: the daemon itself refuses and audits "
                  "non-admins; 0660 adds a kernel check but refusals are not audited)");
   app.add_option("--stop-grace-ms", flags.stop_grace_ms,
                  "How long `stop` waits before killing (default 5000)");
+  app.footer(
+      "The admin group is root-equivalent, as dom0 is in Qubes: give it only to people you "
+      "would give root. Even so, only root (or members of --allow-host-sources GROUP) may "
+      "make tesserad read a host path a description names (template sources dir:PATH, host).");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

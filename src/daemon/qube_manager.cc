@@ -378,6 +378,7 @@ void QubeManager::AdoptSystem(config::System next, std::string source) {
   Persist();
   events_.Emit({{"event", "applied"}, {"source", config_.source()}});
   preload_paused_ = false;
+  preload_held_ = false;
   RefillPreloaded();
 }
 

@@ -22,10 +22,9 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
 #include "backend/launcher.h"
@@ -34,6 +33,7 @@
 #include "daemon/api.h"
 #include "daemon/audit.h"
 #include "daemon/config_store.h"
+#include "daemon/diff.h"
 #include "daemon/event_bus.h"
 #include "daemon/event_loop.h"
 #include "daemon/state.h"
@@ -86,6 +86,15 @@ class QubeManager {
   // asked for (TakePreloaded, StartDisposable) or a description is adopted,
   // so stopping everything leaves nothing running.
   void PausePreload() { preload_paused_ = true; }
+  // An apply begins (false: another one is still being carried out; one at a
+  // time, or the second would plan against a description about to change).
+  // Until AdoptSystem switches to the new description the pool makes nothing
+  // from the old one and hands out none of `leaving` (preloaded disposables
+  // the apply replaces or stops). EndApply when its last step is done.
+  bool BeginApply(const std::vector<std::string>& leaving);
+  void EndApply() { applying_ = false; }
+  // The disposables that exist (any state but halted), by name.
+  std::vector<RunningDisposable> Disposables() const;
 
   // The running qube's agent channel, opened on first use.
   Result<AgentChannel*> Channel(const std::string& name);
@@ -120,6 +129,7 @@ class QubeManager {
     std::unique_ptr<AgentChannel> channel;
     uint64_t channel_generation = 0;
     int sessions = 0;
+    bool leaving_pool = false;  // preloaded, but an apply is replacing or stopping it
     EventLoop::Timer idle_timer;
     std::vector<std::function<void()>> waiters;  // run when it leaves starting/stopping
   };
@@ -161,6 +171,8 @@ class QubeManager {
   bool shutting_down_ = false;
   bool refilling_ = false;
   bool preload_paused_ = false;
+  bool preload_held_ = false;  // an apply has not switched descriptions yet
+  bool applying_ = false;      // between BeginApply and EndApply
   EventLoop::Timer refill_retry_;
 };
 

@@ -86,7 +86,7 @@ std::string QubeManager::TakePreloaded(const std::string& dvm_in) {
   if (dvm.empty() && config_.system().default_dispvm) dvm = *config_.system().default_dispvm;
   for (auto& [name, e] : qubes_) {
     if (e.record.disposable == DisposableOwner::kPreload && e.record.dvm_template == dvm &&
-        e.record.state == QubeState::kRunning && e.instance) {
+        e.record.state == QubeState::kRunning && e.instance && !e.leaving_pool) {
       e.record.disposable = DisposableOwner::kRun;
       Persist();
       audit_.Write({{"kind", "lifecycle"}, {"qube", name}, {"action", "taken_from_preload"}});
@@ -98,17 +98,39 @@ std::string QubeManager::TakePreloaded(const std::string& dvm_in) {
   return "";
 }
 
+bool QubeManager::BeginApply(const std::vector<std::string>& leaving) {
+  if (applying_) return false;
+  applying_ = true;
+  preload_held_ = true;
+  for (const auto& name : leaving) {
+    Entry* e = Find(name);
+    if (e != nullptr && e->record.disposable == DisposableOwner::kPreload) e->leaving_pool = true;
+  }
+  return true;
+}
+
+std::vector<RunningDisposable> QubeManager::Disposables() const {
+  std::vector<RunningDisposable> out;
+  for (const auto& [name, e] : qubes_) {
+    if (e.record.disposable == DisposableOwner::kNone || e.record.state == QubeState::kHalted) {
+      continue;
+    }
+    out.push_back({name, e.record.dvm_template, e.record.disposable == DisposableOwner::kPreload});
+  }
+  return out;
+}
+
 void QubeManager::RefillPreloaded() {
-  if (shutting_down_ || refilling_ || preload_paused_) return;
+  if (shutting_down_ || refilling_ || preload_paused_ || preload_held_) return;
   for (const config::Qube& q : config_.system().qubes) {
-    if (q.klass != config::QubeClass::kDisposableTemplate) continue;
-    auto f = q.features.find("preload-dispvm-max");
-    if (f == q.features.end()) continue;
-    int max = std::min(std::atoi(f->second.c_str()), 16);
+    int max = PreloadCount(q);
+    if (max == 0) continue;
     int have = 0;
     for (const auto& [name, e] : qubes_) {
-      if (e.record.disposable == DisposableOwner::kPreload && e.record.dvm_template == q.name)
+      if (e.record.disposable == DisposableOwner::kPreload && e.record.dvm_template == q.name &&
+          !e.leaving_pool) {
         ++have;
+      }
     }
     if (have >= max) continue;
     // One at a time: the next is started when this one settles.

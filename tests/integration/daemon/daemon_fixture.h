@@ -261,34 +261,45 @@ class DaemonTest : public ::testing::Test {
     return l.count(qube) ? l[qube].value("state", "?") : "absent";
   }
 
+  struct CallOutcome {
+    std::string code;     // "ok", the error code, or what failed
+    std::string message;  // the error message, if any
+  };
   // Calls `method` on the admin socket from a child running as `uid`/`gid`
-  // with supplementary `groups`; returns "ok", the error code, or what failed.
-  std::string CallAs(uid_t uid, gid_t gid, const std::vector<gid_t>& groups,
-                     const std::string& method, const json& params) {
+  // with supplementary `groups`.
+  CallOutcome CallAsWithMessage(uid_t uid, gid_t gid, const std::vector<gid_t>& groups,
+                                const std::string& method, const json& params) {
     int pipefd[2];
     EXPECT_EQ(::pipe(pipefd), 0);
     pid_t pid = ::fork();
     if (pid == 0) {
       ::close(pipefd[0]);
-      std::string code;
+      std::string text;
       if (::setgroups(groups.size(), groups.data()) != 0 || ::setgid(gid) != 0 ||
           ::setuid(uid) != 0) {
-        code = "cannot drop privileges";
+        text = "cannot drop privileges";
       } else if (auto client = wire::AdminClient::Connect(layout_.runtime_dir + "/admin.sock");
                  !client) {
-        code = "cannot connect";
+        text = "cannot connect";
       } else {
         auto reply = client->Call(method, params);
-        code = !reply ? "transport" : reply->ok ? "ok" : reply->code;
+        text = !reply ? "transport" : reply->ok ? "ok" : reply->code + "\n" + reply->message;
       }
-      (void)!::write(pipefd[1], code.data(), code.size());
+      (void)!::write(pipefd[1], text.data(), text.size());
       _exit(0);
     }
     ::close(pipefd[1]);
-    std::string code = ReadAllFd(pipefd[0]);
+    std::string text = ReadAllFd(pipefd[0]);
     ::close(pipefd[0]);
     ::waitpid(pid, nullptr, 0);
-    return code;
+    size_t nl = text.find('\n');
+    if (nl == std::string::npos) return {text, ""};
+    return {text.substr(0, nl), text.substr(nl + 1)};
+  }
+  // The same, when only the outcome's code matters.
+  std::string CallAs(uid_t uid, gid_t gid, const std::vector<gid_t>& groups,
+                     const std::string& method, const json& params) {
+    return CallAsWithMessage(uid, gid, groups, method, params).code;
   }
 
   // Waits (bounded) until `qube` is in `state`; true if it got there.
@@ -315,11 +326,18 @@ class DaemonTest : public ::testing::Test {
     EXPECT_THAT(Glob("/sys/fs/cgroup/tessera/" + tag + "/" + qube), ::testing::IsEmpty()) << qube;
   }
   // Disposables are torn down right after their command's exit code is sent,
-  // so wait (bounded) for the teardown to finish.
+  // so wait (bounded) for the teardown to finish: its files go on a worker
+  // first, its entry in `ls` when the loop hears of it.
   void ExpectNoDisposables() {
+    auto listed = [&] {
+      for (const auto& [name, q] : List()) {
+        if (name.rfind("disp", 0) == 0) return true;
+      }
+      return false;
+    };
     for (int i = 0; i < 250; ++i) {
       bool any = !Glob(layout_.runtime_dir + "/cells/disp*").empty() ||
-                 !Glob(layout_.state_dir + "/qubes/disp*").empty();
+                 !Glob(layout_.state_dir + "/qubes/disp*").empty() || listed();
       if (!any) break;
       std::this_thread::sleep_for(20ms);
     }

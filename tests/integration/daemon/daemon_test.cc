@@ -128,6 +128,79 @@ TEST_F(DaemonTest, PreloadedDisposableIsUsedAndReplaced) {
   EXPECT_FALSE(Exists(layout_.ScratchDir(second)));
 }
 
+// Issue 10: `apply` changing or removing a disposable template left its
+// preloaded disposables with the old settings and kept handing them out.
+TEST_F(DaemonTest, ApplyReplacesOrStopsPreloadedDisposables) {
+  auto with_pdvm = [&](int memory) {
+    return std::string(kSystem) +
+           "\n[qubes.dt-pdvm]\nclass = \"disposable-template\"\ntemplate = \"dt-base\"\n"
+           "netvm = \"none\"\nmemory = " +
+           std::to_string(memory) + "\nfeatures = { \"preload-dispvm-max\" = \"2\" }\n";
+  };
+  ASSERT_TRUE(WriteFileAtomic(config_, with_pdvm(256)));
+  StartDaemon({"--no-autostart"});
+  // The running preloaded disposables once there are `n` of them, none of `not_in`.
+  auto preloaded = [&](size_t n, const std::vector<std::string>& not_in) {
+    std::vector<std::string> names;
+    for (int i = 0; i < 500; ++i) {
+      names.clear();
+      for (const auto& [name, q] : List()) {
+        if (name.rfind("disp", 0) == 0 && q.value("state", "") == "running" &&
+            std::count(not_in.begin(), not_in.end(), name) == 0) {
+          names.push_back(name);
+        }
+      }
+      if (names.size() == n) break;
+      std::this_thread::sleep_for(20ms);
+    }
+    return names;
+  };
+  // The limit the host's cgroup really holds (`ls` shows the template's value).
+  auto memory_limit_mib = [&](const std::string& qube) -> long long {
+    char real[PATH_MAX];
+    if (::realpath(layout_.runtime_dir.c_str(), real) == nullptr) return -1;
+    std::string dir = "tessera/" + cell::InstanceTag(real) + "/" + qube;
+    for (const std::string& file : {"/sys/fs/cgroup/memory/" + dir + "/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/" + dir + "/memory.max"}) {
+      if (auto text = ReadFile(file, 64)) return std::atoll(text->c_str()) >> 20;
+    }
+    return -1;
+  };
+  std::vector<std::string> old = preloaded(2, {});
+  ASSERT_EQ(old.size(), 2u);
+  EXPECT_EQ(memory_limit_mib(old[0]), 256);
+
+  std::string next = root_ + "/next.toml";
+  ASSERT_TRUE(WriteFileAtomic(next, with_pdvm(320)));
+  CliResult dry = Cli({"apply", next, "--dry-run"});
+  EXPECT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_THAT(dry.out,
+              HasSubstr("~ preloaded disposables of dt-pdvm: 2 replaced (memory changed)"));
+  CliResult yes = Cli({"apply", next, "--yes"});
+  EXPECT_EQ(yes.exit_code, 0) << yes.out << yes.err;
+  EXPECT_THAT(yes.out, HasSubstr("stop " + old[0] + ": ok"));
+  EXPECT_THAT(yes.out, HasSubstr("stop " + old[1] + ": ok"));
+  std::vector<std::string> fresh = preloaded(2, old);
+  ASSERT_EQ(fresh.size(), 2u) << "the pool is refilled from the new description";
+  for (const auto& name : old) EXPECT_FALSE(Exists(layout_.QubeDir(name))) << name;
+  for (const auto& name : fresh) EXPECT_EQ(memory_limit_mib(name), 320) << name;
+  CliResult r = Cli({"run", "--dispvm=dt-pdvm", "hostname"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(fresh, ::testing::Contains(r.out.substr(0, r.out.find('\n'))))
+      << "a disposable taken after the apply is one made with the new settings";
+
+  // Removing the template stops them (the one taken above is being replaced).
+  std::vector<std::string> pool = preloaded(2, {});
+  ASSERT_EQ(pool.size(), 2u);
+  ASSERT_TRUE(WriteFileAtomic(next, kSystem));
+  CliResult removed = Cli({"apply", next, "--yes"});
+  EXPECT_EQ(removed.exit_code, 0) << removed.out << removed.err;
+  EXPECT_THAT(removed.out, HasSubstr("- qube dt-pdvm"));
+  EXPECT_THAT(removed.out,
+              HasSubstr("~ preloaded disposables of dt-pdvm: 2 stopped (template removed)"));
+  ExpectNoDisposables();
+}
+
 TEST_F(DaemonTest, ApplyShowsDiffAndCarriesItOut) {
   StartDaemon();
   ASSERT_EQ(Cli({"start", "dt-work"}).exit_code, 0);

@@ -87,6 +87,7 @@ TEST(CliCompletionTest, CompletesExactlyTheVerbsTheCliHas) {
   EXPECT_EQ(Complete({"tessera", "st"}), "start\nstop\n");
   EXPECT_EQ(Complete({"tessera", "--config", "x.toml", "ru"}), "run\n");
   EXPECT_EQ(Complete({"tessera", "ls", "--j"}), "--json\n");
+  EXPECT_EQ(Complete({"tessera", "daemon", "--al"}), "--allow-host-sources\n");
 }
 
 }  // namespace

@@ -2,19 +2,19 @@
 // decision, audit rotation.
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <string>
 
-#include <gtest/gtest.h>
-
 #include "common/fs.h"
 #include "config/model.h"
 #include "daemon/audit.h"
 #include "daemon/auth.h"
 #include "daemon/diff.h"
+#include "daemon/host_sources.h"
 #include "daemon/state.h"
 
 namespace tessera::daemon {
@@ -99,6 +99,94 @@ TEST(Diff, LabelOnlyNeedsNoRestartAndIdenticalIsEmpty) {
   EXPECT_EQ(DiffSystems(a, b).system_fields.size(), 1u);
 }
 
+config::Qube MakeDvm(const std::string& name, int preload) {
+  config::Qube q = MakeQube(name);
+  q.klass = config::QubeClass::kDisposableTemplate;
+  if (preload > 0) q.features["preload-dispvm-max"] = std::to_string(preload);
+  return q;
+}
+
+// disp1, disp2 preloaded from dvm; disp3 runs a command.
+std::vector<RunningDisposable> DvmDisposables() {
+  return {{"disp1", "dvm", true}, {"disp2", "dvm", true}, {"disp3", "dvm", false}};
+}
+
+TEST(DiffDisposables, AChangedTemplateReplacesItsPreloadedOnes) {
+  config::System a, b;
+  a.qubes = {MakeDvm("dvm", 2)};
+  b = a;
+  b.qubes[0].memory_mib = 768;
+  b.qubes[0].cpus = 2;
+  SystemDiff d = DiffSystems(a, b, DvmDisposables());
+  ASSERT_EQ(d.disposables.size(), 1u);
+  const DisposableChange& c = d.disposables[0];
+  EXPECT_EQ(c.dvm_template, "dvm");
+  EXPECT_EQ(c.replaced, (std::vector<std::string>{"disp1", "disp2"}));
+  EXPECT_TRUE(c.stopped.empty());
+  EXPECT_TRUE(c.in_use_stopped.empty());
+  EXPECT_EQ(c.in_use_kept, (std::vector<std::string>{"disp3"}));
+  EXPECT_EQ(c.reason, "memory and cpus changed");
+  EXPECT_EQ(DiffToJson(d)["disposables"][0]["replaced"].size(), 2u);
+  // A label is read live: nothing to replace.
+  b = a;
+  b.qubes[0].label = "green";
+  EXPECT_TRUE(DiffSystems(a, b, DvmDisposables()).disposables.empty());
+}
+
+TEST(DiffDisposables, ARemovedTemplateTakesEveryDisposableAlong) {
+  config::System a, b;
+  a.qubes = {MakeDvm("dvm", 2), MakeQube("work")};
+  b.qubes = {MakeQube("work")};
+  SystemDiff d = DiffSystems(a, b, DvmDisposables());
+  ASSERT_EQ(d.disposables.size(), 1u);
+  EXPECT_EQ(d.disposables[0].stopped, (std::vector<std::string>{"disp1", "disp2"}));
+  EXPECT_EQ(d.disposables[0].in_use_stopped, (std::vector<std::string>{"disp3"}));
+  EXPECT_TRUE(d.disposables[0].replaced.empty());
+  EXPECT_EQ(d.disposables[0].reason, "template removed");
+  // Still there but no longer a disposable template: the same.
+  b.qubes = {MakeQube("dvm"), MakeQube("work")};
+  d = DiffSystems(a, b, DvmDisposables());
+  ASSERT_EQ(d.disposables.size(), 1u);
+  EXPECT_EQ(d.disposables[0].stopped.size(), 2u);
+  EXPECT_EQ(d.disposables[0].in_use_stopped.size(), 1u);
+  EXPECT_EQ(d.disposables[0].reason, "no longer a disposable template");
+}
+
+TEST(DiffDisposables, APreloadCountChangeResizesThePoolWithoutARestart) {
+  config::System a, b;
+  a.qubes = {MakeDvm("dvm", 2)};
+  b.qubes = {MakeDvm("dvm", 1)};
+  SystemDiff d = DiffSystems(a, b, DvmDisposables());
+  ASSERT_EQ(d.qubes.size(), 1u);
+  ASSERT_EQ(d.qubes[0].fields.size(), 1u);
+  EXPECT_EQ(d.qubes[0].fields[0].field, "preload-dispvm-max");
+  EXPECT_FALSE(d.qubes[0].needs_restart) << "the disposable template itself keeps running";
+  ASSERT_EQ(d.disposables.size(), 1u);
+  EXPECT_EQ(d.disposables[0].stopped, (std::vector<std::string>{"disp2"}));
+  EXPECT_TRUE(d.disposables[0].replaced.empty());
+  EXPECT_TRUE(d.disposables[0].in_use_kept.empty());
+  EXPECT_EQ(d.disposables[0].reason, "preload count 2 -> 1");
+  // Raised: the pool grows, nothing stops.
+  d = DiffSystems(b, a, {{"disp1", "dvm", true}});
+  ASSERT_EQ(d.disposables.size(), 1u);
+  EXPECT_EQ(d.disposables[0].added, 1);
+  EXPECT_TRUE(d.disposables[0].stopped.empty());
+  // Changed settings and a lower count at once: as many replaced as the new
+  // count keeps, the rest stopped.
+  b.qubes[0].memory_mib = 300;
+  d = DiffSystems(a, b, DvmDisposables());
+  ASSERT_EQ(d.disposables.size(), 1u);
+  EXPECT_EQ(d.disposables[0].replaced, (std::vector<std::string>{"disp1"}));
+  EXPECT_EQ(d.disposables[0].stopped, (std::vector<std::string>{"disp2"}));
+  EXPECT_EQ(d.disposables[0].reason, "memory changed; preload count 2 -> 1");
+  // Another template's disposables are not touched.
+  a.qubes.push_back(MakeDvm("other", 1));
+  b.qubes.push_back(MakeDvm("other", 1));
+  d = DiffSystems(a, b, {{"disp1", "dvm", true}, {"disp9", "other", true}});
+  ASSERT_EQ(d.disposables.size(), 1u);
+  EXPECT_EQ(d.disposables[0].dvm_template, "dvm");
+}
+
 TEST(Auth, RootOrAdminGroupOnly) {
   Peer root{1, 0, 0, {}};
   Peer member{1, 1000, 1000, {27, 4242}};
@@ -109,6 +197,43 @@ TEST(Auth, RootOrAdminGroupOnly) {
   EXPECT_TRUE(IsAuthorized(primary, 4242));
   EXPECT_FALSE(IsAuthorized(other, 4242));
   EXPECT_FALSE(IsAuthorized(member, std::nullopt));  // no group configured: root only
+}
+
+TEST(Auth, HostSourcesNeedRootOrTheirOwnGroupNotTheAdminGroup) {
+  Peer root{1, 0, 0, {}};
+  Peer admin{1, 1000, 1000, {4242}};  // in the admin group (4242) only
+  Peer allowed{1, 1000, 1000, {4242, 77}};
+  Peer allowed_primary{1, 1000, 77, {}};
+  EXPECT_TRUE(MayUseHostSources(root, std::nullopt));
+  EXPECT_TRUE(IsAuthorized(admin, 4242));
+  EXPECT_FALSE(MayUseHostSources(admin, std::nullopt)) << "no --allow-host-sources: root only";
+  EXPECT_FALSE(MayUseHostSources(admin, 77));
+  EXPECT_TRUE(MayUseHostSources(allowed, 77));
+  EXPECT_TRUE(MayUseHostSources(allowed_primary, 77));
+}
+
+TEST(HostSources, OnlyNewHostPathSourcesCount) {
+  EXPECT_TRUE(IsHostPathSource("host"));
+  EXPECT_TRUE(IsHostPathSource("dir:/srv/root"));
+  EXPECT_FALSE(IsHostPathSource("busybox"));
+  EXPECT_FALSE(IsHostPathSource("debootstrap"));
+  EXPECT_FALSE(IsHostPathSource("hostile"));
+  config::System running, next;
+  config::Qube kept = MakeQube("kept");
+  kept.klass = config::QubeClass::kTemplate;
+  kept.template_source = "dir:/srv/approved";
+  running.qubes = {kept, MakeQube("work")};
+  next = running;
+  EXPECT_TRUE(NewHostSources(running, next).empty()) << "already running: accepted before";
+  config::Qube added = kept;
+  added.name = "added";
+  added.template_source = "host";
+  next.qubes.push_back(added);
+  next.qubes[0].template_source = "dir:/root";  // `kept` now points elsewhere
+  EXPECT_EQ(NewHostSources(running, next),
+            (std::vector<HostSource>{{"kept", "dir:/root"}, {"added", "host"}}));
+  next.qubes[0].template_source = "busybox";
+  EXPECT_EQ(NewHostSources(running, next), (std::vector<HostSource>{{"added", "host"}}));
 }
 
 TEST(Auth, PeerOfSocketpairIsUs) {

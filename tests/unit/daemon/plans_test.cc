@@ -110,6 +110,25 @@ TEST(ApplyPlan, StopsThenRestartsThenStartsAutostart) {
   EXPECT_EQ(PlanToJson(plan)[1]["action"], "restart");
 }
 
+TEST(ApplyPlan, DisposablesThatGoStopFirst) {
+  SystemDiff diff;
+  diff.qubes = {{"gone", ChangeKind::kRemoved, {}, false}};
+  DisposableChange d;
+  d.dvm_template = "dvm";
+  d.replaced = {"disp1"};
+  d.stopped = {"disp2"};
+  d.in_use_stopped = {"disp3"};
+  d.in_use_kept = {"disp4"};
+  diff.disposables = {d};
+  config::System next;
+  auto plan = PlanApply(diff, {{"gone", QubeState::kRunning}}, next);
+  std::vector<ApplyStep> expected = {{ApplyAction::kStop, "disp1"},
+                                     {ApplyAction::kStop, "disp2"},
+                                     {ApplyAction::kStop, "disp3"},
+                                     {ApplyAction::kStop, "gone"}};
+  EXPECT_EQ(plan, expected) << "disp4 keeps running its command";
+}
+
 TEST(TokenBucket, BurstThenRate) {
   auto t0 = TokenBucket::Clock::now();
   TokenBucket b(10, 3);  // 10/s, bursts of 3

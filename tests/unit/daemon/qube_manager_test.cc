@@ -2,6 +2,10 @@
 // namespaces): netvm order, one launch for concurrent starts, failures,
 // instances that exit on their own, disposables, recovery.
 
+#include "daemon/qube_manager.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -11,11 +15,9 @@
 #include <mutex>
 #include <set>
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include "common/fs.h"
-#include "daemon/qube_manager.h"
+#include "config/loader.h"
+#include "daemon/apply_run.h"
 #include "storage/storage.h"
 #include "unit/daemon/loop_support.h"
 
@@ -83,6 +85,7 @@ class FakeLauncher : public backend::Backend, public backend::Launcher {
     std::unique_lock<std::mutex> lock(mu);
     cv.wait(lock, [&] { return !hold; });
     launched.push_back(plan.spec.name);
+    memory_of[plan.spec.name] = plan.spec.memory_mib;
     if (fail.count(plan.spec.name)) return Err(Error("no room for " + plan.spec.name, ENOSPC));
     auto instance = std::make_unique<FakeInstance>(plan.spec.name);
     instances[plan.spec.name] = instance.get();
@@ -111,6 +114,7 @@ class FakeLauncher : public backend::Backend, public backend::Launcher {
   bool hold = false;
   std::set<std::string> fail, adoptable, leftovers;
   std::vector<std::string> launched, retired, cleaned;
+  std::map<std::string, uint64_t> memory_of;  // the memory limit each launch was given
   std::map<std::string, FakeInstance*> instances;
 };
 
@@ -177,6 +181,40 @@ class QubeManagerTest : public ::testing::Test {
     manager_->Stop(name, std::chrono::milliseconds(0), [&](ApiResult<json> r) { result = std::move(r); });
     EXPECT_TRUE(RunUntil(*loop_, [&] { return result.has_value(); }));
     return result.value_or(Fail("timeout", "no answer"));
+  }
+  // Running preloaded disposables of `dvm`, by name.
+  std::vector<std::string> Preloaded(const std::string& dvm) {
+    std::vector<std::string> out;
+    for (const auto& name : manager_->Names()) {
+      const QubeRecord* r = manager_->Record(name);
+      if (r->disposable == DisposableOwner::kPreload && r->dvm_template == dvm &&
+          r->state == QubeState::kRunning) {
+        out.push_back(name);
+      }
+    }
+    return out;
+  }
+  uint64_t MemoryOf(const std::string& name) {
+    std::lock_guard<std::mutex> lock(fake_.mu);
+    return fake_.memory_of.count(name) ? fake_.memory_of[name] : 0;
+  }
+  size_t Launches() {
+    std::lock_guard<std::mutex> lock(fake_.mu);
+    return fake_.launched.size();
+  }
+  std::string StartDisposableAndWait(DisposableOwner owner) {
+    std::optional<ApiResult<std::string>> name;
+    manager_->StartDisposable("dvm", owner, [&](ApiResult<std::string> r) { name = r; });
+    EXPECT_TRUE(RunUntil(*loop_, [&] { return name.has_value(); }));
+    return name && *name ? **name : "";
+  }
+  ApplyOutcome ApplyAndWait(ApplyProposal proposal) {
+    std::optional<ApiResult<ApplyOutcome>> outcome;
+    CarryOutApply(*manager_, std::move(proposal), "test", std::chrono::milliseconds(0),
+                  [&](ApiResult<ApplyOutcome> o) { outcome = std::move(o); });
+    EXPECT_TRUE(RunUntil(*loop_, [&] { return outcome.has_value(); }));
+    if (!outcome || !*outcome) return ApplyOutcome{json::array(), false};
+    return **outcome;
   }
   QubeState StateOf(const std::string& name) {
     const QubeRecord* r = manager_->Record(name);
@@ -297,6 +335,99 @@ TEST_F(QubeManagerTest, UnknownNamesGetAHint) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, wire::codes::kNoSuchQube);
   EXPECT_EQ(r.error().message, "no such qube: wrok (did you mean work?)");
+}
+
+// kSystem with the disposable template's memory and preload count set.
+config::System PreloadSystem(int memory, int preload) {
+  std::string text = std::string(kSystem) + "memory = " + std::to_string(memory) + "\n" +
+                     "features = { \"preload-dispvm-max\" = \"" + std::to_string(preload) +
+                     "\" }\n";
+  auto loaded = config::LoadSystemFromString(text, config::Format::kToml, "preload.toml");
+  EXPECT_TRUE(loaded.system.has_value());
+  return loaded.system.value_or(config::System{});
+}
+
+// The issue-10 report: after `apply` changed a disposable template, its
+// preloaded disposables kept the old settings and were still handed out.
+TEST_F(QubeManagerTest, ApplyReplacesPreloadedDisposablesAndTheNextHasTheNewSettings) {
+  manager_->Recover();
+  manager_->AdoptSystem(PreloadSystem(400, 2), "v1");
+  ASSERT_TRUE(RunUntil(*loop_, [&] { return Preloaded("dvm").size() == 2; }));
+  std::vector<std::string> old = Preloaded("dvm");
+  EXPECT_EQ(MemoryOf(old[0]), 400u);
+  std::string in_use = StartDisposableAndWait(DisposableOwner::kRun);
+  ASSERT_FALSE(in_use.empty());
+
+  ApplyProposal proposal = ProposeApply(*manager_, PreloadSystem(600, 2));
+  ASSERT_EQ(proposal.diff.disposables.size(), 1u);
+  EXPECT_EQ(proposal.diff.disposables[0].replaced, old);
+  EXPECT_EQ(proposal.diff.disposables[0].in_use_kept, std::vector<std::string>{in_use});
+  std::optional<ApiResult<ApplyOutcome>> outcome;
+  CarryOutApply(*manager_, std::move(proposal), "v2", std::chrono::milliseconds(0),
+                [&](ApiResult<ApplyOutcome> o) { outcome = std::move(o); });
+  // From the first step on, none of the old ones is handed out.
+  EXPECT_EQ(manager_->TakePreloaded("dvm"), "");
+  // And a second apply waits for this one to be done.
+  std::optional<ApiResult<ApplyOutcome>> second;
+  CarryOutApply(*manager_, ProposeApply(*manager_, PreloadSystem(800, 2)), "v3",
+                std::chrono::milliseconds(0),
+                [&](ApiResult<ApplyOutcome> o) { second = std::move(o); });
+  ASSERT_TRUE(second.has_value()) << "refused at once";
+  ASSERT_FALSE(*second);
+  EXPECT_EQ(second->error().code, wire::codes::kBusy);
+  ASSERT_TRUE(RunUntil(*loop_, [&] { return outcome.has_value(); }));
+  ASSERT_TRUE(*outcome);
+  EXPECT_TRUE((*outcome)->ok) << (*outcome)->done.dump();
+  for (const auto& name : old) EXPECT_FALSE(manager_->Exists(name)) << name;
+  EXPECT_EQ(StateOf(in_use), QubeState::kRunning) << "its command keeps running";
+
+  ASSERT_TRUE(RunUntil(*loop_, [&] { return Preloaded("dvm").size() == 2; }));
+  std::string taken = manager_->TakePreloaded("dvm");
+  ASSERT_FALSE(taken.empty());
+  EXPECT_EQ(std::count(old.begin(), old.end(), taken), 0);
+  EXPECT_EQ(MemoryOf(taken), 600u) << "taken after the apply: the new settings";
+}
+
+TEST_F(QubeManagerTest, ApplyRemovingADisposableTemplateStopsAllItsDisposables) {
+  manager_->Recover();
+  manager_->AdoptSystem(PreloadSystem(400, 2), "v1");
+  ASSERT_TRUE(RunUntil(*loop_, [&] { return Preloaded("dvm").size() == 2; }));
+  std::string in_use = StartDisposableAndWait(DisposableOwner::kStart);
+  ASSERT_FALSE(in_use.empty());
+
+  std::string text = kSystem;
+  text.erase(text.find("[qubes.dvm]"));
+  text.erase(0, text.find("[qubes.base]"));  // and default_dispvm, which named it
+  auto next = config::LoadSystemFromString(text, config::Format::kToml, "next.toml");
+  ASSERT_TRUE(next.system);
+  ApplyProposal proposal = ProposeApply(*manager_, std::move(*next.system));
+  ASSERT_EQ(proposal.diff.disposables.size(), 1u);
+  EXPECT_EQ(proposal.diff.disposables[0].stopped.size(), 2u);
+  EXPECT_EQ(proposal.diff.disposables[0].in_use_stopped, std::vector<std::string>{in_use});
+  ApplyOutcome outcome = ApplyAndWait(std::move(proposal));
+  EXPECT_TRUE(outcome.ok) << outcome.done.dump();
+  size_t launches = Launches();
+  RunUntil(
+      *loop_, [] { return false; }, std::chrono::milliseconds(200));
+  EXPECT_TRUE(manager_->Disposables().empty()) << "no disposable outlives its template";
+  EXPECT_EQ(Launches(), launches) << "and the pool makes no new ones";
+  EXPECT_EQ(manager_->TakePreloaded("dvm"), "");
+}
+
+TEST_F(QubeManagerTest, ApplyLoweringThePreloadCountStopsTheSurplusOnly) {
+  manager_->Recover();
+  manager_->AdoptSystem(PreloadSystem(400, 2), "v1");
+  ASSERT_TRUE(RunUntil(*loop_, [&] { return Preloaded("dvm").size() == 2; }));
+  std::vector<std::string> old = Preloaded("dvm");
+  ApplyProposal proposal = ProposeApply(*manager_, PreloadSystem(400, 1));
+  EXPECT_TRUE(proposal.plan.size() == 1 && proposal.plan[0].qube == old[1]);
+  ApplyOutcome outcome = ApplyAndWait(std::move(proposal));
+  EXPECT_TRUE(outcome.ok) << outcome.done.dump();
+  size_t launches = Launches();
+  RunUntil(
+      *loop_, [] { return false; }, std::chrono::milliseconds(200));
+  EXPECT_EQ(Preloaded("dvm"), std::vector<std::string>{old[0]}) << "the one kept is not remade";
+  EXPECT_EQ(Launches(), launches);
 }
 
 }  // namespace
