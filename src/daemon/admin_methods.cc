@@ -8,11 +8,13 @@
 
 #include "common/fs.h"
 #include "common/json_access.h"
+#include "common/log.h"
 #include "config/loader.h"
 #include "daemon/apply_plan.h"
 #include "daemon/diff.h"
 #include "daemon/prefs.h"
 #include "daemon/recovery.h"
+#include "daemon/volume_methods.h"
 
 namespace tessera::daemon {
 
@@ -250,15 +252,23 @@ class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
     source_ = *source;
     dry_run_ = *dry_run;
     auto self = shared_from_this();
-    ctx_.pool.Run<config::LoadOutcome>(
-        [text = *description, src = source_] {
-          return config::LoadSystemFromString(text, config::Format::kJson, src);
+    ctx_.pool.Run<Loaded>(
+        [text = *description, src = source_, layout = ctx_.layout] {
+          // The orphans too: an added qube of an orphan's name gets a note.
+          return Loaded{config::LoadSystemFromString(text, config::Format::kJson, src),
+                        storage::ListOrphans(layout)};
         },
-        [self](config::LoadOutcome outcome) { self->Validated(std::move(outcome)); });
+        [self](Loaded loaded) { self->Validated(std::move(loaded)); });
   }
 
  private:
-  void Validated(config::LoadOutcome outcome) {
+  struct Loaded {
+    config::LoadOutcome outcome;
+    Result<std::vector<storage::OrphanInfo>> orphans;
+  };
+
+  void Validated(Loaded loaded) {
+    config::LoadOutcome& outcome = loaded.outcome;
     if (!outcome.system) {
       std::string text;
       for (const auto& d : outcome.diagnostics) text += (text.empty() ? "" : "\n") + d.ToString();
@@ -268,7 +278,15 @@ class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
     diff_ = DiffSystems(ctx_.manager.config().system(), next_);
     plan_ = PlanApply(diff_, ctx_.manager.States(), next_);
     json result = {{"diff", DiffToJson(diff_)}, {"applied", false}, {"actions", PlanToJson(plan_)}};
+    if (!loaded.orphans) {
+      Log(LogLevel::kWarn, "apply: cannot list orphaned volumes",
+          {{"error", loaded.orphans.error().ToString()}});
+    }
+    json notes = OrphanNotes(diff_, loaded.orphans.value_or(std::vector<storage::OrphanInfo>{}));
+    if (!notes.empty()) result["notes"] = notes;
     if (dry_run_) return ctx_.server.Reply(call_, result);
+    for (const auto& note : notes)
+      Log(LogLevel::kInfo, "apply", {{"note", note.get<std::string>()}});
     ctx_.audit.Write({{"kind", "apply"}, {"source", source_}, {"diff", DiffToJson(diff_)}});
     auto self = shared_from_this();
     auto steps = std::make_shared<std::deque<Step>>();
@@ -288,6 +306,21 @@ class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
     steps->push_back([self](std::function<void()> next) {
       self->ctx_.manager.AdoptSystem(self->next_, self->source_);
       next();
+    });
+    // 3b: the volumes of removed qubes are kept aside as orphans, so a qube
+    // added later under the same name starts empty.
+    steps->push_back([self](std::function<void()> next) {
+      std::vector<std::string> removed;
+      for (const QubeChange& c : self->diff_.qubes) {
+        if (c.kind == ChangeKind::kRemoved) removed.push_back(c.qube);
+      }
+      KeepRemovedVolumes(self->ctx_, std::move(removed), [self, next](json entries) {
+        for (auto& e : entries) {
+          if (!e.value("ok", false)) self->ok_ = false;
+          self->done_.push_back(std::move(e));
+        }
+        next();
+      });
     });
     // 4: restarted qubes start again, then new autostart qubes.
     for (const ApplyStep& s : plan_) {
@@ -346,6 +379,7 @@ void RegisterAdminMethods(MethodContext& ctx) {
     std::make_shared<ApplyRun>(*c, std::move(call))->Begin();
   });
   s.Register("events.subscribe", {}, [c](Call call) { Subscribe(*c, std::move(call)); });
+  RegisterVolumeMethods(ctx);
 }
 
 }  // namespace tessera::daemon
