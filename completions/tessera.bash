@@ -9,7 +9,7 @@ _tessera() {
   COMPREPLY=()
   cur=${COMP_WORDS[COMP_CWORD]}
   prev=${COMP_WORDS[COMP_CWORD-1]}
-  local verbs="apply cell config daemon events kill logs ls policy prefs restart run start stop template version"
+  local verbs="apply cell config daemon events kill logs ls policy prefs restart run start stop template version volume"
   verb=""
   for ((i = 1; i < COMP_CWORD; i++)); do
     case ${COMP_WORDS[i]} in
@@ -50,6 +50,12 @@ _tessera() {
     daemon) COMPREPLY=($(compgen -W "--example --no-autostart --admin-group --allow-host-sources --socket-mode --stop-grace-ms" -- "$cur")) ;;
     events) COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
     config|policy|cell|template) COMPREPLY=($(compgen -f -- "$cur")) ;;
+    volume)
+      if [[ $prev == volume ]]; then
+        COMPREPLY=($(compgen -W "ls purge adopt copy" -- "$cur"))
+      else
+        COMPREPLY=($(compgen -W "--json --force --to $(_tessera_qubes)" -- "$cur"))
+      fi ;;
   esac
 }
 complete -F _tessera tessera

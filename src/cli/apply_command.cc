@@ -105,6 +105,12 @@ void PrintPlan(const json& result, const std::string& file) {
     }
   }
   PrintDisposables(diff);
+  if (result.contains("notes")) {
+    for (const auto& n : result["notes"]) {
+      std::printf("Note: %s\n",
+                  EscapeControl(n.get<std::string>(), EscapeNewlines::kEscape).c_str());
+    }
+  }
 }
 
 int RunApply(const std::string& file, bool dry_run, bool yes) {
@@ -166,6 +172,7 @@ int RunApply(const std::string& file, bool dry_run, bool yes) {
     bool ok = a.value("ok", false);
     std::printf("%s %s: %s%s\n", a.value("action", "").c_str(), a.value("qube", "").c_str(),
                 ok ? "ok" : "FAILED ", ok ? "" : a.value("error", "").c_str());
+    if (a.contains("note")) std::printf("  %s\n", a.value("note", "").c_str());
     if (!ok) rc = 1;
   }
   std::printf("Applied %s.\n", file.c_str());

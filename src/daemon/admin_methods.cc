@@ -8,6 +8,7 @@
 
 #include "common/fs.h"
 #include "common/json_access.h"
+#include "common/log.h"
 #include "config/loader.h"
 #include "daemon/apply_plan.h"
 #include "daemon/apply_run.h"
@@ -15,6 +16,7 @@
 #include "daemon/host_sources.h"
 #include "daemon/prefs.h"
 #include "daemon/recovery.h"
+#include "daemon/volume_methods.h"
 
 namespace tessera::daemon {
 
@@ -252,15 +254,23 @@ class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
     source_ = *source;
     dry_run_ = *dry_run;
     auto self = shared_from_this();
-    ctx_.pool.Run<config::LoadOutcome>(
-        [text = *description, src = source_] {
-          return config::LoadSystemFromString(text, config::Format::kJson, src);
+    ctx_.pool.Run<Loaded>(
+        [text = *description, src = source_, layout = ctx_.layout] {
+          // The orphans too: an added qube of an orphan's name gets a note.
+          return Loaded{config::LoadSystemFromString(text, config::Format::kJson, src),
+                        storage::ListOrphans(layout)};
         },
-        [self](config::LoadOutcome outcome) { self->Validated(std::move(outcome)); });
+        [self](Loaded loaded) { self->Validated(std::move(loaded)); });
   }
 
  private:
-  void Validated(config::LoadOutcome outcome) {
+  struct Loaded {
+    config::LoadOutcome outcome;
+    Result<std::vector<storage::OrphanInfo>> orphans;
+  };
+
+  void Validated(Loaded loaded) {
+    config::LoadOutcome& outcome = loaded.outcome;
     if (!outcome.system) {
       std::string text;
       for (const auto& d : outcome.diagnostics) text += (text.empty() ? "" : "\n") + d.ToString();
@@ -273,20 +283,38 @@ class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
     json result = {{"diff", DiffToJson(proposal.diff)},
                    {"applied", false},
                    {"actions", PlanToJson(proposal.plan)}};
+    if (!loaded.orphans) {
+      Log(LogLevel::kWarn, "apply: cannot list orphaned volumes",
+          {{"error", loaded.orphans.error().ToString()}});
+    }
+    json notes =
+        OrphanNotes(proposal.diff, loaded.orphans.value_or(std::vector<storage::OrphanInfo>{}));
+    if (!notes.empty()) result["notes"] = notes;
     if (dry_run_) return ctx_.server.Reply(call_, result);
+    for (const auto& note : notes) Log(LogLevel::kInfo, "apply", {{"note", note.get<std::string>()}});
     ctx_.audit.Write({{"kind", "apply"}, {"source", source_}, {"diff", result["diff"]}});
     auto self = shared_from_this();
-    CarryOutApply(ctx_.manager, std::move(proposal), source_, ctx_.stop_grace,
-                  [self, result](ApiResult<ApplyOutcome> carried_out) mutable {
-                    if (!carried_out) {
-                      return self->ctx_.server.Reply(self->call_,
-                                                     tl::unexpected(carried_out.error()));
-                    }
-                    result["applied"] = true;
-                    result["done"] = std::move(carried_out->done);
-                    result["ok"] = carried_out->ok;
-                    self->ctx_.server.Reply(self->call_, result);
-                  });
+    // After the switch: the volumes of removed qubes are kept aside as
+    // orphans, so a qube added later under the same name starts empty.
+    AfterAdopt keep_volumes = [self](const SystemDiff& diff, std::function<void(json)> done) {
+      std::vector<std::string> removed;
+      for (const QubeChange& c : diff.qubes) {
+        if (c.kind == ChangeKind::kRemoved) removed.push_back(c.qube);
+      }
+      KeepRemovedVolumes(self->ctx_, std::move(removed), std::move(done));
+    };
+    CarryOutApply(
+        ctx_.manager, std::move(proposal), source_, ctx_.stop_grace,
+        [self, result](ApiResult<ApplyOutcome> carried_out) mutable {
+          if (!carried_out) {
+            return self->ctx_.server.Reply(self->call_, tl::unexpected(carried_out.error()));
+          }
+          result["applied"] = true;
+          result["done"] = std::move(carried_out->done);
+          result["ok"] = carried_out->ok;
+          self->ctx_.server.Reply(self->call_, result);
+        },
+        std::move(keep_volumes));
   }
 
   // A description that makes the daemon read a host path it names (dir:,
@@ -344,6 +372,7 @@ void RegisterAdminMethods(MethodContext& ctx) {
     std::make_shared<ApplyRun>(*c, std::move(call))->Begin();
   });
   s.Register("events.subscribe", {}, [c](Call call) { Subscribe(*c, std::move(call)); });
+  RegisterVolumeMethods(ctx);
 }
 
 }  // namespace tessera::daemon

@@ -51,7 +51,7 @@ void RunNext(const std::shared_ptr<ApplyState>& state) {
 
 void CarryOutApply(QubeManager& manager, ApplyProposal proposal, std::string source,
                    std::chrono::milliseconds grace,
-                   std::function<void(ApiResult<ApplyOutcome>)> finished) {
+                   std::function<void(ApiResult<ApplyOutcome>)> finished, AfterAdopt after_adopt) {
   auto state = std::make_shared<ApplyState>(ApplyState{
       manager, std::move(proposal), std::move(source), grace, std::move(finished), {}, 0, {}});
   const ApplyProposal& p = state->proposal;
@@ -83,6 +83,17 @@ void CarryOutApply(QubeManager& manager, ApplyProposal proposal, std::string sou
     state->manager.AdoptSystem(state->proposal.next, state->source);
     next();
   });
+  if (after_adopt) {
+    state->steps.push_back([state, after_adopt](std::function<void()> next) {
+      after_adopt(state->proposal.diff, [state, next](json entries) {
+        for (auto& e : entries) {
+          if (!e.value("ok", false)) state->outcome.ok = false;
+          state->outcome.done.push_back(std::move(e));
+        }
+        next();
+      });
+    });
+  }
   // 4: restarted qubes start again, then new autostart qubes.
   for (const ApplyStep& s : p.plan) {
     if (s.action == ApplyAction::kStop) continue;

@@ -43,8 +43,15 @@ ApplyProposal ProposeApply(const QubeManager& manager, config::System next);
 // makes nothing from the old description and hands out none of the
 // disposables the apply replaces, so a disposable taken after the apply always
 // has the new settings.
+// `after_adopt`, if given, runs right after the switch to the new description
+// (the removed qubes are halted and forgotten by then: the daemon keeps their
+// volumes as orphans there); the entries it reports join `done`, and one with
+// "ok": false makes the outcome not ok.
+using AfterAdopt =
+    std::function<void(const SystemDiff& diff, std::function<void(nlohmann::json entries)> done)>;
 void CarryOutApply(QubeManager& manager, ApplyProposal proposal, std::string source,
                    std::chrono::milliseconds grace,
-                   std::function<void(ApiResult<ApplyOutcome>)> finished);
+                   std::function<void(ApiResult<ApplyOutcome>)> finished,
+                   AfterAdopt after_adopt = nullptr);
 
 }  // namespace tessera::daemon

@@ -6,6 +6,7 @@
 #include "common/log.h"
 #include "common/text.h"
 #include "daemon/recovery.h"
+#include "storage/volume_ops.h"
 
 namespace tessera::daemon {
 
@@ -184,6 +185,9 @@ void QubeManager::StartChecked(const std::string& name, int depth, Done<json> do
       break;
   }
   if (shutting_down_) return done(Fail(codes::kShuttingDown, "tesserad is shutting down"));
+  if (e->held) {
+    return done(Fail(codes::kBusy, name + " is busy: a volume operation on it is in progress"));
+  }
   if (config_.system().Find(name) == nullptr) {
     return done(Fail(codes::kInvalidState,
                      name + " is a disposable that is not running; start a new one with "
@@ -361,6 +365,25 @@ void QubeManager::Exited(const std::string& name) {
       });
 }
 
+ApiResult<bool> QubeManager::Hold(const std::string& name) {
+  Entry* e = Find(name);
+  if (e == nullptr || config_.system().Find(name) == nullptr) {
+    return tl::unexpected(NoSuchQube(name));
+  }
+  if (e->record.state != QubeState::kHalted && e->record.state != QubeState::kFailed) {
+    return Fail(codes::kInvalidState, name + " is " + std::string(ToString(e->record.state)) +
+                                          "; stop it first (`tessera stop " + name + "`)");
+  }
+  if (e->held)
+    return Fail(codes::kBusy, name + " is busy: another volume operation is in progress");
+  e->held = true;
+  return true;
+}
+
+void QubeManager::Release(const std::string& name) {
+  if (Entry* e = Find(name)) e->held = false;
+}
+
 // ---------------------------------------------------------------------------
 // Description changes, startup
 
@@ -467,6 +490,21 @@ void QubeManager::Recover() {
         (void)backend_.Cleanup(name);
         report(name, "stopped", step.reason);
         break;
+    }
+  }
+  // The volume of a qube no longer described (removed while the daemon was
+  // down, or an apply interrupted before it set the volume aside) becomes an
+  // orphan, so a new qube of that name never gets its data.
+  for (const std::string& name : input.storage) {
+    if (input.configured.count(name) || IsDisposableName(name) || qubes_.count(name)) continue;
+    auto orphan = storage::OrphanQubeStorage(layout_, name, "no longer in the system description");
+    if (!orphan) {
+      report(name, "kept",
+             "volume of a qube no longer described could not be orphaned: " +
+                 orphan.error().ToString());
+    } else if (*orphan) {
+      report(name, "orphaned",
+             "no longer in the system description; volume kept as " + (*orphan)->id);
     }
   }
   Persist();

@@ -104,6 +104,13 @@ class QubeManager {
   void SessionStarted(const std::string& name);
   void SessionEnded(const std::string& name);
 
+  // Volume operations (volume_methods.h) hold the halted qubes whose files
+  // they move, so that no start begins meanwhile: a start of a held qube is
+  // refused (busy). Hold fails (invalid_state) unless the qube is configured
+  // and halted or failed, and (busy) if it is held already.
+  ApiResult<bool> Hold(const std::string& name);
+  void Release(const std::string& name);
+
   // Switches to a new description (apply step 3): qubes added get an entry,
   // removed halted ones are forgotten.
   void AdoptSystem(config::System next, std::string source);
@@ -130,6 +137,7 @@ class QubeManager {
     uint64_t channel_generation = 0;
     int sessions = 0;
     bool leaving_pool = false;  // preloaded, but an apply is replacing or stopping it
+    bool held = false;          // by a volume operation (Hold)
     EventLoop::Timer idle_timer;
     std::vector<std::function<void()>> waiters;  // run when it leaves starting/stopping
   };

@@ -100,6 +100,10 @@ Status CopyTreeShifted(const std::string& source, int dest_fd, const std::string
 Status CopyFileAt(const std::string& source, int dst_dir_fd, const std::string& name, mode_t mode,
                   const std::string& what);
 
+// True when the private volume `path` (S/qubes/<q>/private, "private"
+// below qube_fd) holds more than the empty skeleton (volume_usage.cc).
+Result<bool> PrivateVolumeHasData(int qube_fd, const std::string& path);
+
 // The lexically canonical absolute form of an existing path (realpath).
 Result<std::string> RealPath(const std::string& path);
 

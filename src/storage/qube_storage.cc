@@ -14,6 +14,7 @@
 #include "common/unique_fd.h"
 #include "storage/id_shift.h"
 #include "storage/internal.h"
+#include "storage/volume_ops.h"
 
 namespace tessera::storage {
 namespace {
@@ -73,6 +74,9 @@ Result<PreparedStorage> PrepareQubeStorage(const Layout& layout, const QubeStora
     info = TRY_CTX(ReadTemplateInfo(layout, r.template_name), "prepare storage of qube " + r.qube);
   }
   out.ids = TRY_CTX(AllocateIdRange(layout, r.qube), "prepare storage of qube " + r.qube);
+  // An adoption a crash interrupted is finished before anything looks at
+  // the volume (its files may still carry the orphan's ids).
+  TRY_CTX(FinishAdoption(layout, r.qube, out.ids), "prepare storage of qube " + r.qube);
 
   if (r.root == RootSource::kStandalone) {
     // Reads the template (ENOENT naming it) only when the root is still to be made.

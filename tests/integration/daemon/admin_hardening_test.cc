@@ -73,6 +73,14 @@ TEST_F(AdminHardeningTest, MalformedParametersAreBadRequestsNotCrashes) {
       {"system.apply", {{"description", 3}}},
       {"system.apply", {{"description", "{}"}, {"dry_run", "no"}}},
       {"daemon.info", {{"x", 1}}},
+      {"volume.list", {{"x", 1}}},
+      {"volume.purge", {{"name", 3}}},
+      {"volume.purge", json::object()},
+      {"volume.adopt", {{"name", "dt-vault"}, {"force", "yes"}}},
+      {"volume.adopt", {{"name", "dt-vault"}, {"qube", json::array()}}},
+      {"volume.copy", {{"source", "dt-vault"}}},
+      {"volume.copy", {{"source", "dt-vault"}, {"dest", "dt-work"}, {"force", 1}}},
+      {"volume.copy", {{"source", "dt-vault"}, {"dest", "dt-vault"}}},
   };
   for (const auto& [method, params] : bad) {
     auto reply = client->Call(method, params);

@@ -20,9 +20,9 @@ using tessera::testing::RunCli;
 using tessera::testing::RunProgram;
 using ::testing::HasSubstr;
 
-const std::vector<std::string> kVerbs = {"apply", "cell", "config",   "daemon", "events",  "kill",
-                                         "logs",  "ls",   "policy",   "prefs",  "restart", "run",
-                                         "start", "stop", "template", "version"};
+const std::vector<std::string> kVerbs = {"apply", "cell", "config",   "daemon",  "events",  "kill",
+                                         "logs",  "ls",   "policy",   "prefs",   "restart", "run",
+                                         "start", "stop", "template", "version", "volume"};
 
 TEST(CliVerbsTest, HelpListsEveryVerb) {
   CliRun run = RunCli({"--help"});
