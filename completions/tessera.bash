@@ -36,13 +36,25 @@ _tessera() {
         COMPREPLY=($(compgen -W "autostart backend class cpus default_dispvm features firewall idle_timeout label memory name netvm provides_network source tags template uuid" -- "$cur"))
       fi ;;
     run)
-      # Only the word right after `run` (or after its options) is a qube.
+      # Only the word right after `run` and its options (and their values)
+      # is a qube; after it, the command.
+      if [[ $prev == --user || $prev == -u ]]; then
+        COMPREPLY=($(compgen -W "user root" -- "$cur")); return
+      fi
+      if [[ $prev == --cwd ]]; then
+        COMPREPLY=($(compgen -d -- "$cur")); return
+      fi
+      [[ $prev == --env ]] && return
       local n=0
       for ((i = i + 1; i < COMP_CWORD; i++)); do
-        [[ ${COMP_WORDS[i]} == -* ]] || n=$((n + 1))
+        case ${COMP_WORDS[i]} in
+          --user|-u|--env|--cwd) ((i++)) ;;
+          -*) ;;
+          *) n=$((n + 1)) ;;
+        esac
       done
       if ((n == 0)); then
-        COMPREPLY=($(compgen -W "--dispvm --dispvm= --user -- $(_tessera_qubes)" -- "$cur"))
+        COMPREPLY=($(compgen -W "--dispvm --dispvm= --user -u -t -T --env --cwd --detach --no-filter-escape-chars --relay --help -- $(_tessera_qubes)" -- "$cur"))
       else
         COMPREPLY=($(compgen -c -- "$cur"))
       fi ;;

@@ -90,5 +90,15 @@ TEST(CliCompletionTest, CompletesExactlyTheVerbsTheCliHas) {
   EXPECT_EQ(Complete({"tessera", "daemon", "--al"}), "--allow-host-sources\n");
 }
 
+TEST(CliCompletionTest, RunCompletesTheQubeAfterItsOptionsAndTheirValues) {
+  EXPECT_EQ(Complete({"tessera", "run", "--user", ""}), "user\nroot\n");
+  // After `--user X` (and --env K=V) the qube's place is still to come:
+  // options and qube names, not commands.
+  EXPECT_EQ(Complete({"tessera", "run", "--user", "user", "--env", "A=b", "--de"}), "--detach\n");
+  EXPECT_EQ(Complete({"tessera", "run", "-u", "root", "--no-f"}), "--no-filter-escape-chars\n");
+  // After the qube: commands.
+  EXPECT_THAT(Complete({"tessera", "run", "--user", "user", "work", "ech"}), HasSubstr("echo\n"));
+}
+
 }  // namespace
 }  // namespace tessera::cli
