@@ -4,6 +4,61 @@ _tessera_qubes() {
   tessera ls --json 2>/dev/null | sed -n 's/^ *"name": "\(.*\)",\{0,1\}$/\1/p'
 }
 
+_tessera_templates() {
+  tessera template list 2>/dev/null | sed -n '2,$s/ .*//p'
+}
+
+# Completes the words after a verb that has subcommands (config, policy,
+# template, cell): the subcommand first, then its options and arguments.
+# $1 = the verb, $2 = index of the verb in COMP_WORDS.
+_tessera_group() {
+  local verb=$1 i sub="" n=0
+  for ((i = $2 + 1; i < COMP_CWORD; i++)); do
+    case ${COMP_WORDS[i]} in
+      --policy-dir|--runtime-dir|--compat-dir|--system|--from|--suite|--mirror|--busybox) ((i++)) ;;
+      -*) ;;
+      *) if [[ -z $sub ]]; then sub=${COMP_WORDS[i]}; else n=$((n + 1)); fi ;;
+    esac
+  done
+  if [[ -z $sub ]]; then
+    case $verb in
+      config) COMPREPLY=($(compgen -W "check show --help" -- "$cur")) ;;
+      policy) COMPREPLY=($(compgen -W "check eval explain --help" -- "$cur")) ;;
+      template) COMPREPLY=($(compgen -W "build list show remove --help" -- "$cur")) ;;
+      cell) COMPREPLY=($(compgen -W "run cleanup --help" -- "$cur")) ;;
+    esac
+    return
+  fi
+  case $prev in
+    --policy-dir|--runtime-dir|--compat-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
+    --system|--busybox) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    --from) COMPREPLY=($(compgen -W "busybox debootstrap host" -d -- "$cur")); return ;;
+    --suite|--mirror) return ;;
+  esac
+  case $verb/$sub in
+    config/check) COMPREPLY=($(compgen -W "--example" -f -- "$cur")) ;;
+    config/show) COMPREPLY=($(compgen -W "--example --json" -f -- "$cur")) ;;
+    policy/check) COMPREPLY=($(compgen -W "--policy-dir --runtime-dir --compat-dir" -- "$cur")) ;;
+    policy/eval|policy/explain)
+      # SERVICE SOURCE TARGET: the last two are qubes.
+      if ((n >= 1)) && [[ $cur != -* ]]; then
+        COMPREPLY=($(compgen -W "$(_tessera_qubes) @default @dispvm @adminvm" -- "$cur"))
+      else
+        COMPREPLY=($(compgen -W "--policy-dir --runtime-dir --compat-dir --system" -- "$cur"))
+      fi ;;
+    template/build) COMPREPLY=($(compgen -W "--from --suite --mirror --busybox --replace" -- "$cur")) ;;
+    template/list) COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
+    template/show) COMPREPLY=($(compgen -W "--json $(_tessera_templates)" -- "$cur")) ;;
+    template/remove) COMPREPLY=($(compgen -W "$(_tessera_templates)" -- "$cur")) ;;
+    cell/run)
+      if ((n == 0)); then
+        COMPREPLY=($(compgen -W "--dispvm -- $(_tessera_qubes)" -- "$cur"))
+      else
+        COMPREPLY=($(compgen -c -- "$cur"))
+      fi ;;
+  esac
+}
+
 _tessera() {
   local cur prev verb i
   COMPREPLY=()
@@ -25,12 +80,14 @@ _tessera() {
     COMPREPLY=($(compgen -W "$verbs --config --help" -- "$cur")); return
   fi
   case $verb in
-    ls) COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
+    ls) COMPREPLY=($(compgen -W "--json $(_tessera_qubes)" -- "$cur")) ;;
     start) COMPREPLY=($(compgen -W "--dispvm $(_tessera_qubes)" -- "$cur")) ;;
     stop|kill) COMPREPLY=($(compgen -W "--all $(_tessera_qubes)" -- "$cur")) ;;
     restart|logs) COMPREPLY=($(compgen -W "$(_tessera_qubes)" -- "$cur")) ;;
     prefs)
-      if [[ $prev == prefs ]]; then
+      if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "--json" -- "$cur"))
+      elif [[ $prev == prefs ]]; then
         COMPREPLY=($(compgen -W "$(_tessera_qubes)" -- "$cur"))
       else
         COMPREPLY=($(compgen -W "autostart backend class cpus default_dispvm features firewall idle_timeout label memory name netvm provides_network source tags template uuid" -- "$cur"))
@@ -61,7 +118,7 @@ _tessera() {
     apply) COMPREPLY=($(compgen -W "--dry-run --yes" -f -- "$cur")) ;;
     daemon) COMPREPLY=($(compgen -W "--example --no-autostart --admin-group --allow-host-sources --socket-mode --stop-grace-ms" -- "$cur")) ;;
     events) COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
-    config|policy|cell|template) COMPREPLY=($(compgen -f -- "$cur")) ;;
+    config|policy|cell|template) _tessera_group "$verb" "$i" ;;
     volume)
       if [[ $prev == volume ]]; then
         COMPREPLY=($(compgen -W "ls purge adopt copy" -- "$cur"))

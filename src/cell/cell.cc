@@ -310,6 +310,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   plan.rlimits = ChildRlimits(spec);
   std::string pty_max = std::to_string(spec.pty_max);
   plan.pty_max = pty_max.c_str();
+  plan.die_with_starter = options.on_starter_death == StarterDeath::kCellDies;
 
   // The warm-up thread must be gone before the clone: a thread holding a libc
   // lock (malloc) at clone time would leave that lock held in the child.

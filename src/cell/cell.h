@@ -57,6 +57,17 @@ struct CellTestHooks {
   bool exit_after_clone = false;
 };
 
+// What happens to a cell when the thread that started it dies.
+enum class StarterDeath {
+  // The cell runs on (tesserad: a restarted daemon adopts its cells).
+  kCellSurvives,
+  // SIGKILL to the cell's init, and with it every process of the cell
+  // (PR_SET_PDEATHSIG): `tessera cell run`, whose cell must not outlive a
+  // kill -9 of the CLI. What is left on the host (cgroups, scratch, a
+  // disposable's storage) is for the next run to remove (Cell::Cleanup).
+  kCellDies,
+};
+
 struct CellOptions {
   // How seccomp denials are delivered: kErrno (default) or kNotify, which
   // leaves a listener in the started Cell (TakeSeccompListener) that the
@@ -65,6 +76,7 @@ struct CellOptions {
   SeccompMode seccomp_mode = SeccompMode::kErrno;
   // The agent binary; empty = tessera-agent next to /proc/self/exe.
   std::string agent_path;
+  StarterDeath on_starter_death = StarterDeath::kCellSurvives;
   CellTestHooks test_hooks;
 };
 

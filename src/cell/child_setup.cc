@@ -346,6 +346,8 @@ const char* StepName(int step) {
     case ChildStep::kExecAgent: return "exec tessera-agent";
     case ChildStep::kSetRlimits: return "set rlimits";
     case ChildStep::kSendSeccompListener: return "send seccomp listener";
+    case ChildStep::kDieWithStarter:
+      return "die with the starter (PR_SET_PDEATHSIG)";
   }
   return "unknown step";
 }
@@ -631,14 +633,24 @@ void RunChild(const ChildPlan& plan) {
   //      clone of 12b, the fds it opens) is bound by the qube's limits.
   SetRlimits(plan);
 
+  // 14c. StarterDeath::kCellDies: die with the starting thread. Set again
+  //      here because the credential changes of step 3 cleared step 0's. A
+  //      starter that died before this line sends no signal any more; its
+  //      end of the sync socket is then closed (EOF), so check that.
+  if (plan.die_with_starter) {
+    Check(plan, ChildStep::kDieWithStarter, ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
+    char peek = 0;
+    if (::recv(plan.sync_fd, &peek, 1, MSG_DONTWAIT | MSG_PEEK) == 0) _exit(1);
+  }
+
   // 15. seccomp last: the filter also constrains this setup code otherwise.
   //     kNotify: installed with a new listener, which goes to the parent.
   int rc = ApplySeccompProgram(*plan.seccomp);
   if (rc < 0) Fail(plan, ChildStep::kSeccomp, -rc);
   if (plan.seccomp->mode == SeccompMode::kNotify) SendSeccompListener(plan, rc);
 
-  // The agent outlives whoever started it.
-  ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+  // The agent outlives whoever started it, unless told otherwise (14c).
+  if (!plan.die_with_starter) ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
   syscall(SYS_execveat, plan.agent_fd, "", plan.agent_argv, plan.agent_envp, AT_EMPTY_PATH);
   Fail(plan, ChildStep::kExecAgent, errno);
 }

@@ -51,6 +51,7 @@ enum class ChildStep : int {
   kExecAgent,
   kSetRlimits,
   kSendSeccompListener,
+  kDieWithStarter,
 };
 
 // A sync-socket message whose step is kSeccompListenerMessage is no failure:
@@ -102,6 +103,8 @@ struct ChildPlan {
   const SeccompProgram* seccomp = nullptr;
   std::vector<ChildRlimit> rlimits;  // set in step 14b, after stdio
   const char* pty_max = "64";        // devpts `max=`: ptys this cell may hold
+  // StarterDeath::kCellDies: the agent keeps PR_SET_PDEATHSIG = SIGKILL.
+  bool die_with_starter = false;
 };
 
 // Never returns. Runs in the child right after clone.

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <string>
 
@@ -125,6 +126,14 @@ int RunApply(const std::string& file, bool dry_run, bool yes) {
     return 1;
   }
   std::string description = config::ToJson(*outcome.system);
+  // The daemon records where the running description came from: a path
+  // relative to this shell's directory would mean nothing there.
+  std::error_code ec;
+  const std::string source = std::filesystem::absolute(file, ec).lexically_normal().string();
+  if (ec) {
+    std::fprintf(stderr, "tessera apply: %s: %s\n", file.c_str(), ec.message().c_str());
+    return 1;
+  }
   auto client = wire::AdminClient::Connect();
   if (!client) {
     std::fprintf(stderr, "%s\n", wire::ExplainConnectError(client.error()).c_str());
@@ -132,7 +141,7 @@ int RunApply(const std::string& file, bool dry_run, bool yes) {
   }
   auto call = [&](bool dry) -> std::optional<json> {
     auto reply = client->Call("system.apply",
-                              {{"description", description}, {"source", file}, {"dry_run", dry}});
+                              {{"description", description}, {"source", source}, {"dry_run", dry}});
     if (!reply) {
       std::fprintf(stderr, "tessera apply: %s\n", reply.error().ToString().c_str());
       return std::nullopt;

@@ -3,6 +3,10 @@
 // (or, with --dispvm, a fresh disposable made from the disposable template
 // QUBE) as a cell, runs CMD inside as the qube's root with this process's
 // stdin/stdout/stderr, stops the cell and exits with CMD's status.
+// No cell outlives the run: SIGINT/SIGTERM/SIGHUP/SIGQUIT stop it and clean
+// up; on SIGKILL the cell dies with this process (StarterDeath::kCellDies) and
+// the next `cell run` or `tessera cell cleanup` removes what is left
+// (backend/run_claim.h).
 
 #include <pthread.h>
 #include <signal.h>
@@ -21,6 +25,7 @@
 #include "backend/exec.h"
 #include "backend/launcher.h"
 #include "backend/planner.h"
+#include "backend/run_claim.h"
 #include "cell/cell_backend.h"
 #include "cli/command.h"
 #include "common/paths.h"
@@ -51,11 +56,37 @@ Result<std::string> FreshDisposableName(const storage::Layout& layout) {
     if (getrandom(&r, sizeof(r), 0) != sizeof(r)) return Err(Error::FromErrno("getrandom"));
     std::string name = "disp" + std::to_string(1000 + r % 9000);
     struct stat st;
-    if (::stat(layout.QubeDir(name).c_str(), &st) != 0 && ::stat(layout.ScratchDir(name).c_str(), &st) != 0) {
+    if (::stat(layout.QubeDir(name).c_str(), &st) != 0 &&
+        ::stat(layout.ScratchDir(name).c_str(), &st) != 0 &&
+        ::stat((backend::RunClaimDir(layout) + "/" + name).c_str(), &st) != 0) {
       return name;
     }
   }
   return Err(Error("no free disposable name", EEXIST));
+}
+
+// Removes what killed runs left (their claims are no longer held). Quiet
+// when nothing was found unless `verbose`; failures are always reported.
+// Returns whether every leftover was removed.
+bool SweepKilledRuns(backend::Backend& backend, const storage::Layout& layout, bool verbose) {
+  bool ok = true;
+  std::vector<backend::SweptRun> swept = backend::SweepDeadRuns(backend, layout);
+  for (const auto& s : swept) {
+    if (s.left_running) {
+      std::fprintf(stderr,
+                   "tessera cell: a killed run left %s, which runs again (started elsewhere): "
+                   "left alone\n",
+                   s.name.c_str());
+    } else if (s.result) {
+      std::fprintf(stderr, "tessera cell: removed what a killed run left of %s\n", s.name.c_str());
+    } else {
+      ok = false;
+      std::fprintf(stderr, "tessera cell: cannot remove what a killed run left of %s: %s\n",
+                   s.name.c_str(), s.result.error().ToString().c_str());
+    }
+  }
+  if (verbose && swept.empty()) std::printf("nothing left by killed runs\n");
+  return ok;
 }
 
 int Run(const RunArgs& args, const CliContext& ctx) {
@@ -82,16 +113,24 @@ int Run(const RunArgs& args, const CliContext& ctx) {
   }
   bool disposable = plan->spec.disposable;
 
-  // SIGINT/SIGTERM/SIGHUP end the cell (its agent terminates CMD), then we
-  // clean up normally. Blocked before any thread exists so all inherit it.
+  // SIGINT/SIGTERM/SIGHUP/SIGQUIT end the cell (its agent terminates CMD),
+  // then we clean up normally. Blocked before any thread exists so all
+  // inherit it; one arriving during the launch is acted on right after it.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGHUP);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaddset(&stop_signals, sig);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  cell::CellBackend cells(layout, {});
+  cell::CellOptions options;
+  options.on_starter_death = cell::StarterDeath::kCellDies;
+  cell::CellBackend cells(layout, options);
+  SweepKilledRuns(cells, layout, /*verbose=*/false);
+  auto claim = backend::RunClaim::Take(
+      layout, plan->spec.name, disposable ? backend::Disposable::kYes : backend::Disposable::kNo);
+  if (!claim) {
+    PrintError(claim.error().ToString());
+    return kExitFailure;
+  }
   auto instance = backend::Launch(cells, layout, *plan, [](const backend::TemplateNeed& need) {
     std::fprintf(stderr, "tessera cell run: template %s does not exist yet; building it from %s\n",
                  need.name.c_str(), need.source.empty() ? "busybox" : need.source.c_str());
@@ -99,10 +138,12 @@ int Run(const RunArgs& args, const CliContext& ctx) {
   if (!instance) {
     // A disposable's storage is made for this run alone.
     if (disposable) (void)storage::DestroyQubeStorage(layout, plan->spec.name);
+    claim->Release();
     PrintError(instance.error().ToString());
     return kExitFailure;
   }
   pid_t init = (*instance)->pid();
+  if (auto noted = claim->SetInstance(init); !noted) PrintError(noted.error().ToString());
   // `done` under the mutex: once set, init may be reaped and its pid reused,
   // so the watcher must not signal it any more.
   std::mutex mu;
@@ -130,7 +171,12 @@ int Run(const RunArgs& args, const CliContext& ctx) {
   pthread_kill(watcher.native_handle(), SIGTERM);  // wakes its sigwait
   watcher.join();
   auto stopped = backend::Retire(**instance, layout, disposable, std::chrono::seconds(5));
-  if (!stopped) PrintError(stopped.error().ToString());
+  if (stopped) {
+    claim->Release();
+  } else {
+    // The claim stays: the next run or `cell cleanup` tries again.
+    PrintError(stopped.error().ToString());
+  }
   if (interrupted_by != 0) {
     PrintError(std::string("interrupted by ") + sigabbrev_np(interrupted_by) + "; cell stopped");
     return 128 + interrupted_by;
@@ -141,6 +187,12 @@ int Run(const RunArgs& args, const CliContext& ctx) {
     return e == ENOENT ? kExitNotFound : e == EACCES ? kExitCannotRun : kExitFailure;
   }
   return stopped ? *code : kExitFailure;
+}
+
+int RunCleanup() {
+  storage::Layout layout = storage::Layout::FromEnvironment();
+  cell::CellBackend cells(layout, {});
+  return SweepKilledRuns(cells, layout, /*verbose=*/true) ? 0 : 1;
 }
 
 void Register(CLI::App& app, CliContext& ctx) {
@@ -161,6 +213,12 @@ void Register(CLI::App& app, CliContext& ctx) {
       "The system description comes from --config (before `cell`), else $TESSERA_CONFIG, else\n"
       "/etc/tessera/system.toml. Put -- before CMD when it has options of its own.");
   run->callback([args, &ctx] { ctx.exit_code = Run(*args, ctx); });
+
+  auto* cleanup = cell->add_subcommand(
+      "cleanup",
+      "Remove what `cell run`s killed with SIGKILL left behind (cgroups, runtime dir, a "
+      "disposable's storage); runs that are alive are left alone");
+  cleanup->callback([&ctx] { ctx.exit_code = RunCleanup(); });
 }
 
 const CommandRegistration kRegistration({"cell"}, Register);

@@ -80,6 +80,17 @@ void ReportUnknownVerb(std::string_view verb) {
                EscapeControl(verb, EscapeNewlines::kEscape).c_str(), hint.c_str());
 }
 
+// The innermost command given that requires a subcommand and got none, or null.
+CLI::App* MissingSubcommand(CLI::App& app) {
+  CLI::App* command = &app;
+  for (;;) {
+    auto chosen = command->get_subcommands();
+    if (chosen.empty()) break;
+    command = chosen.front();
+  }
+  return command->get_require_subcommand_min() > 0 ? command : nullptr;
+}
+
 }  // namespace
 
 CommandRegistration::CommandRegistration(std::initializer_list<const char*> verbs, RegisterFn fn,
@@ -126,6 +137,15 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    // A missing verb (`tessera`, `tessera config`): the help of the command
+    // that needs one says what to type, not just "a subcommand is required".
+    CLI::App* command = dynamic_cast<const CLI::RequiredError*>(&e) != nullptr
+                            ? tessera::cli::MissingSubcommand(app)
+                            : nullptr;
+    if (command != nullptr) {
+      std::fputs(command->help().c_str(), stderr);
+      return tessera::cli::kExitUsage;
+    }
     app.exit(e);
     return tessera::cli::kExitUsage;
   }

@@ -125,7 +125,7 @@ int RunCheck(const PolicyOptions& opts, const CliContext& ctx) {
 // The qubes the request is evaluated against; nullptr after printing why.
 std::unique_ptr<policy::SystemInfo> LoadSystem(const PolicyOptions& opts, ConfigCache& config) {
   if (!opts.system_file.empty()) {
-    auto text = ReadFile(opts.system_file);
+    auto text = ReadRegularFile(opts.system_file);
     if (!text) {
       std::fprintf(stderr, "tessera policy: --system %s: %s\n", opts.system_file.c_str(),
                    text.error().ToString().c_str());
@@ -213,6 +213,67 @@ json ToJson(const Outcome& out) {
           {"reason", reason}};
 }
 
+// A name the system does not know, in a request or a rule: the call or rule
+// silently never applies to the qube meant. Keywords, uuid: and dom0 are known.
+bool UnknownQube(std::string_view name, const policy::SystemInfo& system) {
+  if (name.starts_with("@dispvm:")) name.remove_prefix(8);
+  if (name.empty() || name.starts_with('@') || name == "*" || policy::IsDom0(name)) return false;
+  return system.Find(name) == nullptr;
+}
+
+// `explain`: one warning per qube name (in the request, or in a rule for this
+// service) that is not in the system the call is evaluated against.
+void WarnUnknownQubes(const PolicyOptions& opts, const policy::SystemInfo& system,
+                      const policy::Policy* policy, const std::string& service) {
+  std::vector<std::string> warned;
+  auto warn = [&](std::string_view name, const std::string& where) {
+    std::string key = std::string(name) + "\n" + where;
+    if (std::find(warned.begin(), warned.end(), key) != warned.end()) return;
+    warned.push_back(key);
+    std::fprintf(stderr,
+                 "tessera policy: warning: %s names qube '%s', which is not in the system "
+                 "description\n",
+                 where.c_str(), std::string(name).c_str());
+  };
+  if (UnknownQube(opts.source, system)) warn(opts.source, "the request's source");
+  if (UnknownQube(opts.target, system)) warn(opts.target, "the request's target");
+  if (policy == nullptr) return;
+  for (const policy::Rule& rule : policy->rules()) {
+    if (rule.service && *rule.service != service) continue;
+    std::vector<const policy::Token*> tokens = {&rule.source, &rule.target};
+    if (rule.redirect) tokens.push_back(&*rule.redirect);
+    if (rule.default_target) tokens.push_back(&*rule.default_target);
+    for (const policy::Token* token : tokens) {
+      if (UnknownQube(token->text, system)) warn(token->text, "rule " + policy->Where(rule));
+    }
+  }
+}
+
+// `explain` of an `ask` left without candidates: which rules took them away.
+void ExplainEmptyAsk(const PolicyOptions& opts, const policy::SystemInfo& system,
+                     const policy::Policy& policy, const policy::Resolution& r) {
+  policy::Request request;
+  policy::SplitServiceArgument(opts.service, request);
+  request.source = opts.source;
+  request.target = opts.target;
+  auto normalized = policy::NormalizeRequest(request, system);
+  if (!normalized) return;
+  const policy::Rule& ask = policy.rules()[static_cast<size_t>(r.rule_index)];
+  auto removed = policy.RemovedAskCandidates(*normalized, system);
+  for (const auto& c : removed) {
+    std::printf("candidate %s: removed by the deny rule %s\n", c.target.c_str(),
+                policy.Where(policy.rules()[static_cast<size_t>(c.rule_index)]).c_str());
+  }
+  if (!ask.autostart && !policy.CollectTargetsForAsk(*normalized, system).empty()) {
+    std::printf(
+        "the remaining candidates are not running, and autostart=no at %s allows only "
+        "running ones\n",
+        policy.Where(ask).c_str());
+  } else if (removed.empty() && !ask.redirect) {
+    std::printf("no rule offers a target for this request (other than the caller itself)\n");
+  }
+}
+
 int RunEval(const PolicyOptions& opts, const CliContext& ctx, bool explain) {
   ConfigCache config(ctx);
   auto system = LoadSystem(opts, config);
@@ -229,6 +290,9 @@ int RunEval(const PolicyOptions& opts, const CliContext& ctx, bool explain) {
     std::printf("%s\n", ToJson(out).dump().c_str());
     return 0;
   }
+  policy::Request parsed;
+  policy::SplitServiceArgument(opts.service, parsed);
+  WarnUnknownQubes(opts, *system, loaded ? &*loaded : nullptr, parsed.service);
   std::printf("policy: %s (runtime %s, legacy %s)\n", dirs.policy_dir.c_str(),
               dirs.runtime_dir.c_str(), dirs.compat_dir.c_str());
   if (loaded) {
@@ -273,6 +337,9 @@ int RunEval(const PolicyOptions& opts, const CliContext& ctx, bool explain) {
     std::printf("rule: %s: %s\n", out.policy->Where(rule).c_str(), text.c_str());
   }
   std::printf("reason: %s\n", ToJson(out)["reason"].get<std::string>().c_str());
+  if (out.policy != nullptr && r.why == policy::DenyReason::kAskWithoutTargets) {
+    ExplainEmptyAsk(opts, *system, *out.policy, r);
+  }
   return 0;
 }
 

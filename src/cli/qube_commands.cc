@@ -1,7 +1,7 @@
 // Daily qube verbs, thin over the admin API (cli/daemon_call.h):
-//   tessera ls [--json]            tessera start QUBE... | --dispvm[=T]
+//   tessera ls [QUBE...] [--json]  tessera start QUBE... | --dispvm[=T]
 //   tessera stop QUBE...|--all     tessera kill QUBE...    tessera restart QUBE...
-//   tessera logs QUBE [-n N]       tessera prefs QUBE [KEY [VALUE]]
+//   tessera logs QUBE [-n N]       tessera prefs QUBE [KEY [VALUE]] [--json]
 // Exit codes: 0 ok, 1 failure (message on stderr), 2 usage. `run` is in
 // run_command.cc.
 
@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,22 +28,44 @@ std::string Str(const json& v) {
   return v.dump();
 }
 
-int RunLs(bool as_json) {
+// `names` empty: every qube; else only those, in the order given, and each
+// unknown name is an error (with the nearest known name as a hint).
+int RunLs(const std::vector<std::string>& names, bool as_json) {
   auto result = CallDaemon("ls", "qube.list", json::object());
   if (!result) return 1;
-  const json& qubes = (*result)["qubes"];
+  json qubes = (*result)["qubes"];
+  int rc = 0;
+  if (!names.empty()) {
+    std::vector<std::string> known;
+    for (const auto& q : qubes) known.push_back(q.value("name", ""));
+    json picked = json::array();
+    std::vector<std::string> seen;
+    for (const auto& name : names) {
+      if (std::find(seen.begin(), seen.end(), name) != seen.end()) continue;
+      seen.push_back(name);
+      auto it = std::find(known.begin(), known.end(), name);
+      if (it == known.end()) {
+        std::optional<std::string> best = ClosestMatch(name, known);
+        std::fprintf(stderr, "tessera ls: no qube named '%s'%s\n",
+                     EscapeControl(name, EscapeNewlines::kEscape).c_str(),
+                     best ? (" (did you mean '" + *best + "'?)").c_str() : "");
+        rc = 1;
+        continue;
+      }
+      picked.push_back(qubes[static_cast<size_t>(it - known.begin())]);
+    }
+    qubes = std::move(picked);
+  }
   if (as_json) {
     std::printf("%s\n", qubes.dump(2).c_str());
-    return 0;
+    return rc;
   }
   std::vector<std::vector<std::string>> rows = {
       {"NAME", "CLASS", "STATE", "TEMPLATE", "NETVM", "LABEL", "MEMORY"}};
   for (const auto& q : qubes) {
-    std::string state = Str(q.value("state", json("?")));
-    rows.push_back({Str(q.value("name", json("?"))), Str(q.value("class", json("-"))), state,
-                    Str(q.value("template", json("-"))), Str(q.value("netvm", json("-"))),
-                    Str(q.value("label", json("-"))),
-                    q.contains("memory") ? std::to_string(q["memory"].get<uint64_t>()) : "-"});
+    auto field = [&](const char* key) { return Str(q.value(key, json())); };
+    rows.push_back({field("name"), field("class"), field("state"), field("template"),
+                    field("netvm"), field("label"), field("memory")});
   }
   std::vector<size_t> width(rows[0].size(), 0);
   for (const auto& r : rows) {
@@ -57,12 +80,12 @@ int RunLs(bool as_json) {
     std::printf("%s\n", EscapeControl(line, EscapeNewlines::kEscape).c_str());
   }
   for (const auto& q : qubes) {
-    if (q.contains("reason") && q.value("state", "") == "failed") {
+    if (q.value("reason", json()).is_string() && q.value("state", "") == "failed") {
       std::printf("%s failed: %s\n", EscapeControl(Str(q["name"]), EscapeNewlines::kEscape).c_str(),
                   EscapeControl(Str(q["reason"]), EscapeNewlines::kEscape).c_str());
     }
   }
-  return 0;
+  return rc;
 }
 
 int RunStart(const std::vector<std::string>& names, const std::string* dispvm) {
@@ -148,7 +171,7 @@ int RunLogs(const std::string& name, unsigned lines) {
   return 0;
 }
 
-int RunPrefs(const std::vector<std::string>& args) {
+int RunPrefs(const std::vector<std::string>& args, bool as_json) {
   if (args.empty() || args.size() > 3) {
     std::fprintf(stderr, "Usage: tessera prefs QUBE [KEY [VALUE]]\n");
     return kExitUsage;
@@ -158,6 +181,11 @@ int RunPrefs(const std::vector<std::string>& args) {
   if (args.size() == 3) params["value"] = args[2];
   auto result = CallDaemon("prefs", "qube.prefs", params);
   if (!result) return 1;
+  if (as_json) {
+    // The daemon's answer as it is: {KEY: VALUE, ...}, null where unset.
+    std::printf("%s\n", result->dump(2, ' ', false, json::error_handler_t::replace).c_str());
+    return 0;
+  }
   if (args.size() == 2) {
     const json& v = (*result)[args[1]];
     std::printf("%s\n", EscapeControl(v.is_string() ? v.get<std::string>() : v.dump(),
@@ -177,10 +205,13 @@ int RunPrefs(const std::vector<std::string>& args) {
 
 void Register(CLI::App& app, CliContext& ctx) {
   {
-    auto* cmd = app.add_subcommand("ls", "List qubes (name, class, state, template, netvm, ...)");
+    auto* cmd = app.add_subcommand(
+        "ls", "List qubes (name, class, state, template, netvm, ...); all, or the QUBEs named");
     static bool as_json = false;
-    cmd->add_flag("--json", as_json, "JSON output");
-    cmd->callback([&ctx] { ctx.exit_code = RunLs(as_json); });
+    static std::vector<std::string> names;
+    cmd->add_option("qubes", names, "Only these qubes (an unknown name is an error)");
+    cmd->add_flag("--json", as_json, "JSON output (an array; null where a value is absent)");
+    cmd->callback([&ctx] { ctx.exit_code = RunLs(names, as_json); });
   }
   {
     auto* cmd = app.add_subcommand("start", "Start qubes (their netvms first)");
@@ -232,8 +263,10 @@ void Register(CLI::App& app, CliContext& ctx) {
         "prefs", "Show a qube's properties (they come from the declarative description; "
                  "change them with `tessera apply`)");
     static std::vector<std::string> args;
+    static bool as_json = false;
     cmd->add_option("args", args, "QUBE [KEY [VALUE]]")->required();
-    cmd->callback([&ctx] { ctx.exit_code = RunPrefs(args); });
+    cmd->add_flag("--json", as_json, "JSON output (an object; null where a value is unset)");
+    cmd->callback([&ctx] { ctx.exit_code = RunPrefs(args, as_json); });
   }
 }
 

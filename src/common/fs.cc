@@ -13,8 +13,9 @@
 
 namespace tessera {
 
-Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {
-  UniqueFd fd(TRY(Syscall("open " + path, [&] { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC); })));
+namespace {
+
+Result<std::string> ReadAllFrom(const UniqueFd& fd, const std::string& path, size_t max_bytes) {
   std::string out;
   char buf[65536];
   for (;;) {
@@ -26,6 +27,41 @@ Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {
     out.append(buf, static_cast<size_t>(n));
   }
   return out;
+}
+
+std::string_view FileKind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  return "not a regular file";
+}
+
+}  // namespace
+
+Result<std::string> ReadFile(const std::string& path, size_t max_bytes) {
+  UniqueFd fd(
+      TRY(Syscall("open " + path, [&] { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC); })));
+  return ReadAllFrom(fd, path, max_bytes);
+}
+
+Result<std::string> ReadRegularFile(const std::string& path, size_t max_bytes) {
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+  UniqueFd fd(TRY(Syscall("open " + path, [&] {
+    return ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  })));
+  struct stat st {};
+  TRY(Syscall("fstat " + path, [&] { return ::fstat(fd.get(), &st); }));
+  if (!S_ISREG(st.st_mode)) {
+    std::string_view kind = FileKind(st.st_mode);
+    return Err(Error(path + " is " + std::string(kind) +
+                     (kind.starts_with("not") ? "" : ", not a regular file")));
+  }
+  // A regular file never blocks, but reads should not see EAGAIN semantics.
+  int flags = TRY(Syscall("fcntl " + path, [&] { return ::fcntl(fd.get(), F_GETFL); }));
+  TRY(Syscall("fcntl " + path, [&] { return ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK); }));
+  return ReadAllFrom(fd, path, max_bytes);
 }
 
 std::string DirName(const std::string& path) {

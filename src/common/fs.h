@@ -19,6 +19,12 @@ namespace tessera {
 // exhaust memory).
 Result<std::string> ReadFile(const std::string& path, size_t max_bytes = 64u << 20);
 
+// ReadFile for input a user names (a system description, a policy file):
+// refuses anything but a regular file — a FIFO, socket or device — without
+// blocking on it (opened O_NONBLOCK, checked with fstat), so a FIFO given as a
+// config is an error ("PATH is a FIFO, not a regular file"), not a hang.
+Result<std::string> ReadRegularFile(const std::string& path, size_t max_bytes = 64u << 20);
+
 // How far WriteFileAtomic goes to make a write survive.
 enum class Durability {
   // fsync the file before the rename and the directory after it: after a

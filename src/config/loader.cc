@@ -94,7 +94,7 @@ LoadOutcome LoadSystem(const std::string& path) {
   }
   // Read even Nix files first: a missing or unreadable file gets a plain message
   // instead of nix's, and the size limit applies to the top-level file.
-  Result<std::string> text = ReadFile(path, kMaxDocumentBytes);
+  Result<std::string> text = ReadRegularFile(path, kMaxDocumentBytes);
   if (!text) return Fail(path, "cannot read: " + text.error().ToString());
   if (*format == Format::kNix) return FromNixFile(path, path);
   return FromText(*text, *format, SourceInfo{path, true});

@@ -105,8 +105,11 @@ NixResult EvalNixFile(const std::string& input_path, const NixEvalOptions& optio
                   "false",
                   "-I",
                   dir,
-                  "--",
-                  path};
+                  "--argstr",
+                  "file",
+                  path,
+                  "--expr",
+                  kNixAutoCall};
   process.search_path = SearchPath::kYes;
   process.out = Output::kCapture;
   process.err = Output::kCapture;
@@ -140,6 +143,15 @@ NixResult EvalNixFile(const std::string& input_path, const NixEvalOptions& optio
   if (run->exit_code != 0) {
     // stdout may hold half a document ({"a":) on failure: never use it.
     ParseNixError(run->err, result);
+    if (result.error_file == "\u00abstring\u00bb") {
+      // The location is in kNixAutoCall, not in anything the user wrote:
+      // the call of a top-level function that has an argument without default.
+      result.error_file.clear();
+      result.error_line = 0;
+      result.error_column = 0;
+      result.error_message +=
+          " (a top-level function is called with no arguments: give every argument a default)";
+    }
     return result;
   }
   result.ok = true;

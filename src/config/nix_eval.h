@@ -3,9 +3,12 @@
 //
 //   nix-instantiate --eval --strict --json --readonly-mode
 //       --option restrict-eval true --option allow-import-from-derivation false
-//       -I <directory of FILE> FILE
+//       -I <directory of FILE> --argstr file FILE --expr kNixAutoCall
 //
-// spawned directly (RunProcess, common/spawn.h: PATH lookup, no shell, clean
+// where kNixAutoCall imports FILE and, when it is a function, calls it with
+// no arguments ({}), so a top-level function whose arguments all have defaults
+// works (nix-instantiate alone refuses: "cannot convert a function to JSON").
+// Spawned directly (RunProcess, common/spawn.h: PATH lookup, no shell, clean
 // signal state), stdin /dev/null, stdout and stderr captured, killed with its
 // process group after a timeout. Restricted evaluation lets the expression
 // read only files under its own directory and NIX_PATH entries (no
@@ -19,6 +22,11 @@
 #include <string>
 
 namespace tessera::config {
+
+// The expression nix evaluates: FILE (passed as the string `file`), called
+// with {} when it is a function.
+inline constexpr const char* kNixAutoCall =
+    "{ file }: let f = import file; in if builtins.isFunction f then f { } else f";
 
 struct NixEvalOptions {
   // The evaluator to run; looked up on PATH when it has no '/'. The environment

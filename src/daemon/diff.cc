@@ -20,9 +20,7 @@ std::string_view ToString(ChangeKind kind) {
 
 namespace {
 
-std::string Opt(const std::optional<std::string>& v, const char* none = "none") {
-  return v ? *v : none;
-}
+std::string Opt(const std::optional<std::string>& v) { return v ? *v : "none"; }
 
 std::string Join(const std::vector<std::string>& v) {
   std::string out;
@@ -47,11 +45,21 @@ std::string Firewall(const std::vector<config::FirewallRule>& rules) {
   return std::to_string(rules.size()) + " rule" + (rules.size() == 1 ? "" : "s");
 }
 
+// A qube's default_dispvm as the validator resolved it (the system default
+// already applied; unset = none), marked when it is the system's default, so
+// the diff never shows a placeholder where a real template is meant.
+std::string DispVm(const Qube& q, const config::System& system) {
+  if (!q.default_dispvm) return "none";
+  if (system.default_dispvm == q.default_dispvm) return *q.default_dispvm + " (system default)";
+  return *q.default_dispvm;
+}
+
 // Which fields a running cell cannot pick up without a restart: everything
 // that shapes the cell (root, limits, namespaces, network wiring). Label, tags,
 // autostart, idle timeout and default disposable are daemon-side bookkeeping;
 // firewall rules are reloaded live by the network layer.
-void CompareQubes(const Qube& a, const Qube& b, QubeChange& change) {
+void CompareQubes(const Qube& a, const config::System& sys_a, const Qube& b,
+                  const config::System& sys_b, QubeChange& change) {
   auto add = [&](const char* field, std::string before, std::string after, bool restart) {
     if (before == after) return;
     change.fields.push_back({field, std::move(before), std::move(after), restart});
@@ -83,8 +91,7 @@ void CompareQubes(const Qube& a, const Qube& b, QubeChange& change) {
   add("tags", Join(a.tags), Join(b.tags), false);
   add("autostart", a.autostart ? "true" : "false", b.autostart ? "true" : "false", false);
   add("idle_timeout", std::to_string(a.idle_timeout), std::to_string(b.idle_timeout), false);
-  add("default_dispvm", Opt(a.default_dispvm, "(system default)"),
-      Opt(b.default_dispvm, "(system default)"), false);
+  add("default_dispvm", DispVm(a, sys_a), DispVm(b, sys_b), false);
   if (!(a.firewall == b.firewall)) {
     change.fields.push_back({"firewall", Firewall(a.firewall), Firewall(b.firewall), false});
   }
@@ -167,7 +174,7 @@ SystemDiff DiffSystems(const config::System& before, const config::System& after
       continue;
     }
     QubeChange change{name, ChangeKind::kChanged, {}, false};
-    CompareQubes(*q, *it->second, change);
+    CompareQubes(*q, before, *it->second, after, change);
     if (!change.fields.empty()) changes[name] = std::move(change);
   }
   for (const auto& [name, q] : new_qubes) {

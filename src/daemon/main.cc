@@ -4,11 +4,11 @@
 
 #include <sys/stat.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
-
-#include <CLI/CLI.hpp>
 
 #include "common/paths.h"
 #include "daemon/daemon.h"
@@ -33,7 +33,12 @@ int Run(const Flags& flags) {
   options.layout = storage::Layout::FromEnvironment();
   options.use_example = flags.example;
   if (!flags.example) {
-    options.config_path = ConfigPath(flags.config);
+    // Absolute: the path is recorded (daemon.info, applied.json) and compared
+    // when the daemon starts again, perhaps from another directory.
+    std::error_code ec;
+    options.config_path =
+        std::filesystem::absolute(ConfigPath(flags.config), ec).lexically_normal().string();
+    if (ec) options.config_path = ConfigPath(flags.config);
     struct stat st;
     if (::stat(options.config_path.c_str(), &st) != 0) {
       std::fprintf(stderr,

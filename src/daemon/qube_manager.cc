@@ -78,14 +78,27 @@ json QubeManager::Summary(const std::string& name) const {
   const Entry* e = Find(name);
   if (e == nullptr) return json();
   const QubeRecord& r = e->record;
-  json q = {{"name", name}, {"state", ToString(r.state)}, {"since", r.since}};
+  // Every key is always there; what is not known or not set is null (never
+  // "" or "-"), so a script can tell "absent" from a value.
+  auto or_null = [](const std::string& s) { return s.empty() ? json(nullptr) : json(s); };
+  json q = {{"name", name},
+            {"state", ToString(r.state)},
+            {"since", or_null(r.since)},
+            {"class", nullptr},
+            {"template", nullptr},
+            {"netvm", nullptr},
+            {"label", nullptr},
+            {"memory", nullptr},
+            {"autostart", nullptr},
+            {"reason", nullptr},
+            {"pid", nullptr}};
   const config::System& system = config_.system();
   auto describe = [&](const config::Qube& c, std::string_view klass, const std::string& tpl,
                       bool autostart) {
     q["class"] = klass;
-    q["template"] = tpl.empty() ? json(nullptr) : json(tpl);
+    q["template"] = or_null(tpl);
     q["netvm"] = c.netvm ? json(*c.netvm) : json(nullptr);
-    q["label"] = c.label;
+    q["label"] = or_null(c.label);
     q["memory"] = c.memory_mib;
     q["autostart"] = autostart;
   };
@@ -93,8 +106,11 @@ json QubeManager::Summary(const std::string& name) const {
     describe(*c, config::ToString(c->klass), c->template_name.value_or(""), c->autostart);
   } else if (const config::Qube* t = system.Find(r.dvm_template)) {
     describe(*t, "disposable", r.dvm_template, false);
+  } else if (!r.dvm_template.empty()) {
+    q["class"] = "disposable";  // its template is gone from the description
+    q["template"] = r.dvm_template;
   }
-  if (!r.reason.empty()) q["reason"] = r.reason;
+  q["reason"] = or_null(r.reason);
   if (e->instance) q["pid"] = e->instance->pid();
   q["commands"] = e->sessions;
   return q;

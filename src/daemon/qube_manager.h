@@ -119,6 +119,8 @@ class QubeManager {
   const QubeRecord* Record(const std::string& name) const;
   std::map<std::string, QubeState> States() const;
   std::vector<std::string> Names() const;
+  // One `qube.list` entry: every key always present, null where absent
+  // (docs/DAEMON.md, "qube.list").
   nlohmann::json Summary(const std::string& name) const;
   ApiError NoSuchQube(const std::string& name) const;
   const ConfigStore& config() const { return config_; }

@@ -467,6 +467,68 @@ std::vector<std::string> Policy::CollectTargetsForAsk(const ResolvedRequest& res
   return targets.Finish(resolved.req, resolved.source.qube);
 }
 
+std::vector<Policy::RemovedCandidate> Policy::RemovedAskCandidates(const NormalizedRequest& req,
+                                                                   const SystemInfo& system) const {
+  // Explain-only, so plain strings. The bottom-up walk of
+  // CollectTargetsForAsk works on the strings ExpandTarget() gives (names,
+  // "@dispvm:NAME", the keywords "@dispvm" and "@adminvm"): one is kept
+  // exactly when the topmost matching rule denoting it is an allow or ask.
+  // An offered string whose topmost rule is a deny was removed by that rule.
+  const ResolvedRequest resolved = Resolve(ViewOf(req), system);
+  std::vector<std::pair<std::string, int>> topmost;  // string -> deny rule, or -1
+  std::vector<std::pair<std::string, int>> removed;  // string -> the deny rule
+  AskTargets offered(system);                        // what the allow/ask rules offer
+  ForEachCandidate(resolved.req.service, [&](uint32_t i) {
+    const Rule& rule = rules_[i];
+    if (!MatchesButTarget(rule, resolved, system)) return false;
+    const bool deny = rule.action == Action::kDeny;
+    const Token& token = !deny && rule.redirect ? *rule.redirect : rule.target;
+    if (!deny) offered.Apply(token, true);
+    for (std::string& t : ExpandTarget(token, system)) {
+      auto it =
+          std::find_if(topmost.begin(), topmost.end(), [&](const auto& f) { return f.first == t; });
+      if (it == topmost.end()) {
+        topmost.emplace_back(std::move(t), deny ? static_cast<int>(i) : -1);
+      } else if (!deny && it->second >= 0) {
+        removed.emplace_back(it->first, it->second);
+        it->second = -1;  // reported once
+      }
+    }
+    return false;
+  });
+  // In the candidates' own spelling ("@dispvm" is the caller's template,
+  // "@adminvm" dom0); only those offered and not kept after all (another
+  // spelling of the same candidate may have survived).
+  const std::vector<std::string> kept = CollectTargetsForAsk(resolved, system);
+  const std::vector<std::string> offers = offered.Finish(resolved.req, resolved.source.qube);
+  std::vector<RemovedCandidate> out;
+  for (const auto& [text, rule] : removed) {
+    std::string target = text;
+    if (target == "@adminvm") {
+      target = "dom0";
+    } else if (target == "@dispvm") {
+      const QubeInfo* src = resolved.source.qube;
+      if (src == nullptr || !src->default_dispvm) continue;
+      target = std::string(kDispVmPrefix) + *src->default_dispvm;
+    }
+    auto is = [&](const std::string& t) { return t == target; };
+    if (std::none_of(offers.begin(), offers.end(), is) ||
+        std::any_of(kept.begin(), kept.end(), is)) {
+      continue;
+    }
+    auto same =
+        std::find_if(out.begin(), out.end(), [&](const auto& o) { return o.target == target; });
+    if (same == out.end()) {
+      out.push_back({std::move(target), rule});
+    } else {
+      same->rule_index = std::min(same->rule_index, rule);
+    }
+  }
+  std::stable_sort(out.begin(), out.end(),
+                   [](const auto& a, const auto& b) { return a.rule_index < b.rule_index; });
+  return out;
+}
+
 Resolution Policy::Evaluate(const Request& request, const SystemInfo& system,
                             const TraceFn& trace) const {
   const QubeInfo* target_qube = nullptr;

@@ -34,7 +34,7 @@ PolicyFileSystem::Kind RealFileSystem::Stat(const std::string& path) const {
 }
 
 Result<std::string> RealFileSystem::Read(const std::string& path) const {
-  return ReadFile(path, 16u << 20);
+  return ReadRegularFile(path, 16u << 20);
 }
 
 Result<std::vector<std::string>> RealFileSystem::List(const std::string& dir) const {

@@ -204,6 +204,16 @@ class Policy {
   // Candidates for an `ask` prompt built from all rules (reference semantics).
   std::vector<std::string> CollectTargetsForAsk(const NormalizedRequest& request,
                                                 const SystemInfo& system) const;
+  // For `explain`: the targets some allow/ask rule would offer for this
+  // request but a `deny` rule above it takes out of the `ask` list, each with
+  // that deny rule's index (in file order of the removing rules). When an
+  // `ask` has no candidate, these are the rules that removed them.
+  struct RemovedCandidate {
+    std::string target;
+    int rule_index = -1;
+  };
+  std::vector<RemovedCandidate> RemovedAskCandidates(const NormalizedRequest& request,
+                                                     const SystemInfo& system) const;
 
  private:
   friend class PolicyBuilder;

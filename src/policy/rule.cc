@@ -54,21 +54,28 @@ bool IsRpcNameChar(char c) {
          c == '-' || c == '.' || c == '_';
 }
 
-// "('+', '/')": the offending characters, sorted and unique, like the reference.
+// "'+', '/'": the offending characters, sorted and unique, each quoted.
 std::string InvalidChars(std::string_view s, bool plus_allowed) {
   std::set<char> bad;
   for (char c : s) {
     if (!IsRpcNameChar(c) || (!plus_allowed && c == '+')) bad.insert(c);
   }
-  if (bad.empty()) return {};
-  std::string out = "(";
-  for (char c : bad) out += std::string("'") + c + "', ";
-  if (bad.size() == 1) {
-    out.pop_back();  // "('x',)"
-  } else {
-    out.resize(out.size() - 2);
+  std::string out;
+  for (char c : bad) {
+    if (!out.empty()) out += ", ";
+    out += std::string("'") + c + "'";
   }
-  return out + ")";
+  return out;
+}
+
+// The error for a token in the v4 '$' spelling ("$anyvm", "$tag:x"), or "".
+// Old-syntax files reach MakeRule with '$' already turned into '@'.
+std::string V4Keyword(std::string_view token) {
+  if (!token.starts_with('$')) return {};
+  std::string v5(token);
+  v5[0] = '@';
+  return "'" + std::string(token) + "' is Qubes policy v4 syntax; in a v5 policy file write '" +
+         v5 + "'";
 }
 
 tl::unexpected<std::string> Fail(std::string message) {
@@ -83,6 +90,11 @@ tl::expected<Rule, std::string> MakeRule(std::string_view service, std::string_v
   Rule rule;
   if (auto ok = ValidateServiceArgument(service, argument, rule.service, rule.argument); !ok) {
     return tl::unexpected(ok.error());
+  }
+  // Qubes policy v4 spelled keywords with '$' ("$anyvm"); in a v5 file that
+  // would silently be a qube name no qube can have.
+  for (std::string_view token : {source, target}) {
+    if (auto v4 = V4Keyword(token); !v4.empty()) return Fail(v4);
   }
   auto src = ParseToken(source, TokenContext::kSource);
   if (!src) return tl::unexpected(src.error());
@@ -135,14 +147,19 @@ tl::expected<Rule, std::string> MakeRule(std::string_view service, std::string_v
     }
     if (rule.action == Action::kAsk) ok = ok || p.key == "default_target";
     if (!ok) {
-      std::string list;
-      for (std::string_view q : params) list += (list.empty() ? "'" : ", '") + std::string(q) + "'";
-      return Fail("invalid parameters for action " + std::string(ActionName(rule.action)) + ": [" +
-                  list + "]");
+      std::string_view takes = rule.action == Action::kDeny ? "notify="
+                               : rule.action == Action::kAllow
+                                   ? "target=, user=, autostart=, notify="
+                                   : "target=, default_target=, user=, "
+                                     "autostart=, notify=";
+      return Fail("invalid parameter " + std::string(p.key) + "=" + std::string(p.value) +
+                  " for action " + std::string(ActionName(rule.action)) + " (it takes " +
+                  std::string(takes) + ")");
     }
   }
   for (const auto& p : kv) {
     if (p.key == "target" || p.key == "default_target") {
+      if (auto v4 = V4Keyword(p.value); !v4.empty()) return Fail(v4);
       auto tok = ParseToken(p.value, TokenContext::kRedirect);
       if (!tok) return tl::unexpected(tok.error());
       (p.key == "target" ? rule.redirect : rule.default_target) = std::move(*tok);
@@ -251,7 +268,7 @@ tl::expected<Rule, std::string> ParseServiceRule(std::string_view service,
 }
 
 std::string Rule::ToString() const {
-  std::string s = service ? *service : "None";
+  std::string s = service ? *service : "*";
   s += '\t';
   s += argument ? *argument : "*";
   s += '\t';

@@ -40,7 +40,8 @@ struct Rule {
   int line = 0;
 
   // Canonical tab-separated text, as the Qubes reference prints a rule
-  // (a '*' service prints as "None"; notify/autostart are not printed).
+  // (notify/autostart are not printed), except that a '*' service prints as
+  // "*" where the reference prints Python's "None".
   std::string ToString() const;
   bool operator==(const Rule&) const = default;
 };

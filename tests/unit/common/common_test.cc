@@ -86,6 +86,23 @@ size_t CountEntries(const std::string& dir) {
   return entries;
 }
 
+TEST(FsTest, ReadRegularFileRefusesFifosAndDirectoriesWithoutBlocking) {
+  TempDir dir;
+  const std::string fifo = dir.path() + "/system.toml";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  // ReadFile would block in open() until a writer came; this must not.
+  auto refused = ReadRegularFile(fifo);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().ToString(), fifo + " is a FIFO, not a regular file");
+  auto directory = ReadRegularFile(dir.path());
+  ASSERT_FALSE(directory);
+  EXPECT_EQ(directory.error().ToString(), dir.path() + " is a directory, not a regular file");
+  const std::string file = dir.path() + "/ok.toml";
+  ASSERT_TRUE(WriteFileAtomic(file, "x = 1\n"));
+  EXPECT_EQ(ReadRegularFile(file).value_or("?"), "x = 1\n");
+  EXPECT_FALSE(ReadRegularFile(file, 3));  // the size limit still holds
+}
+
 TEST(FsTest, WriteAtomicSetsTheExactModeWhateverTheUmask) {
   TempDir dir;
   std::string path = dir.path() + "/f";

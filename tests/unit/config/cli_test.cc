@@ -3,6 +3,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <sstream>
 #include <string>
@@ -75,6 +77,20 @@ TEST(ConfigCliTest, DefaultFileComesFromConfigFlagAndEnvironment) {
   CliRun missing = RunCli({"config", "check"}, {"TESSERA_CONFIG=/nonexistent/system.toml"});
   EXPECT_EQ(missing.exit_code, 1);
   EXPECT_THAT(missing.err, StartsWith("/nonexistent/system.toml: cannot read"));
+}
+
+TEST(ConfigCliTest, FifoIsRefusedNotWaitedOn) {
+  char dir[] = "/tmp/tessera-config-cli-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string fifo = std::string(dir) + "/system.toml";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  // `timeout`: a CLI that waits for a writer would hang the test otherwise.
+  CliRun run =
+      tessera::testing::RunProgram({"timeout", "20", TESSERA_CLI, "config", "check", fifo});
+  ::unlink(fifo.c_str());
+  ::rmdir(dir);
+  EXPECT_EQ(run.exit_code, 1) << run.err;
+  EXPECT_THAT(run.err, HasSubstr(fifo + " is a FIFO, not a regular file"));
 }
 
 TEST(ConfigCliTest, ShowJsonIsTheNormalisedModel) {

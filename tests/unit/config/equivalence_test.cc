@@ -257,6 +257,32 @@ TEST(NixTest, FunctionsAndImportsWork) {
   EXPECT_THAT(outcome.system->qubes, SizeIs(2));
 }
 
+// CONFIG.md: a top-level function whose arguments all have defaults is
+// called automatically (nix-instantiate alone cannot convert it to JSON).
+TEST(NixTest, TopLevelFunctionWithDefaultsIsCalled) {
+  REQUIRE_NIX();
+  TempDir dir;
+  std::string file = dir.Write(
+      "fn.nix",
+      "{ memory ? 640, ... }: { qubes.a = { class = \"standalone\"; inherit memory; }; }\n");
+  LoadOutcome outcome = LoadSystem(file);
+  ASSERT_TRUE(outcome.system) << Dump(outcome.diagnostics);
+  ASSERT_THAT(outcome.system->qubes, SizeIs(1));
+  EXPECT_EQ(outcome.system->qubes[0].memory_mib, 640u);
+
+  // An argument without a default cannot be supplied: a clear error naming
+  // the file, not a location inside tessera's wrapper expression.
+  std::string needs = dir.Write("needs.nix", "{ memory }: { qubes = { }; }\n");
+  LoadOutcome refused = LoadSystem(needs);
+  EXPECT_FALSE(refused.system);
+  ASSERT_THAT(refused.diagnostics, SizeIs(1));
+  EXPECT_EQ(refused.diagnostics[0].file, needs);
+  EXPECT_THAT(refused.diagnostics[0].message,
+              HasSubstr("called without required argument 'memory'"));
+  EXPECT_THAT(refused.diagnostics[0].message, HasSubstr("give every argument a default"));
+  EXPECT_THAT(refused.diagnostics[0].ToString(), ::testing::Not(HasSubstr("\u00abstring")));
+}
+
 TEST(NixTest, RestrictedEvaluationCannotReadOtherFiles) {
   REQUIRE_NIX();
   TempDir dir;

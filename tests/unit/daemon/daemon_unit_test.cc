@@ -187,6 +187,35 @@ TEST(DiffDisposables, APreloadCountChangeResizesThePoolWithoutARestart) {
   EXPECT_EQ(d.disposables[0].dvm_template, "dvm");
 }
 
+// The diff shows default_dispvm as resolved: the system default by name (not
+// a placeholder), and "none" for a qube without one.
+TEST(Diff, DefaultDispVmShowsTheResolvedSystemDefault) {
+  config::System a, b;
+  a.qubes = {MakeQube("work"), MakeQube("offline")};
+  b = a;
+  b.default_dispvm = "dvm";
+  b.qubes[0].default_dispvm = "dvm";  // what the validator gives a qube inheriting it
+  SystemDiff d = DiffSystems(a, b);
+  ASSERT_EQ(d.system_fields.size(), 1u);
+  EXPECT_EQ(d.system_fields[0].before, "none");
+  EXPECT_EQ(d.system_fields[0].after, "dvm");
+  ASSERT_EQ(d.qubes.size(), 1u);
+  EXPECT_EQ(d.qubes[0].qube, "work");
+  ASSERT_EQ(d.qubes[0].fields.size(), 1u);
+  EXPECT_EQ(d.qubes[0].fields[0].field, "default_dispvm");
+  EXPECT_EQ(d.qubes[0].fields[0].before, "none");
+  EXPECT_EQ(d.qubes[0].fields[0].after, "dvm (system default)");
+
+  // A new system default reaches every qube that inherits it.
+  config::System c = b;
+  c.default_dispvm = "dvm2";
+  c.qubes[0].default_dispvm = "dvm2";
+  d = DiffSystems(b, c);
+  ASSERT_EQ(d.qubes.size(), 1u);
+  EXPECT_EQ(d.qubes[0].fields[0].before, "dvm (system default)");
+  EXPECT_EQ(d.qubes[0].fields[0].after, "dvm2 (system default)");
+}
+
 TEST(Auth, RootOrAdminGroupOnly) {
   Peer root{1, 0, 0, {}};
   Peer member{1, 1000, 1000, {27, 4242}};

@@ -213,4 +213,48 @@ TEST_F(PolicyCli, ExplainShowsRulesAndDecision) {
   EXPECT_THAT(r.out, HasSubstr("decision: ask"));
 }
 
+TEST_F(PolicyCli, ExplainPrintsStarAndWarnsAboutUnknownQubes) {
+  Write("etc/20-any.policy", "* * @anyvm vualt deny\n");
+  CliRun r = Tessera("policy explain" + Dirs() + " --system " + dir_ +
+                     "/system.json qubes.Filecopy work persnal");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("20-any.policy:1: * * @anyvm vualt deny"));
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("None")));
+  EXPECT_THAT(r.err, HasSubstr("warning: the request's target names qube 'persnal', which is not "
+                               "in the system description"));
+  EXPECT_THAT(r.err, HasSubstr("warning: rule 20-any.policy:1 names qube 'vualt'"));
+  EXPECT_THAT(r.err, ::testing::Not(HasSubstr("'work'")));
+  EXPECT_THAT(r.err, ::testing::Not(HasSubstr("'vault'")));
+  // Known names only: no warning at all.
+  std::filesystem::remove(std::filesystem::path(dir_) / "etc/20-any.policy");
+  r = Tessera("policy explain" + Dirs() + " --system " + dir_ +
+              "/system.json test.Echo+hi work vault");
+  EXPECT_THAT(r.err, ::testing::Not(HasSubstr("warning")));
+}
+
+TEST_F(PolicyCli, ExplainNamesTheRulesThatRemovedEveryAskCandidate) {
+  Write("etc/10-ask.policy",
+        "test.Ask * work @tag:secret deny\n"
+        "test.Ask * work @anyvm ask\n");
+  Write("ask.json", R"({"qubes": {
+      "work": {"type": "AppVM", "uuid": "11111111-1111-1111-1111-111111111111"},
+      "vault": {"type": "AppVM", "tags": ["secret"], "uuid": "22222222-2222-2222-2222-222222222222"},
+      "bank": {"type": "AppVM", "tags": ["secret"], "uuid": "33333333-3333-3333-3333-333333333333"}}})");
+  CliRun r =
+      Tessera("policy explain" + Dirs() + " --system " + dir_ + "/ask.json test.Ask work @default");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("decision: deny"));
+  EXPECT_THAT(r.out, HasSubstr("no target is available to choose from"));
+  EXPECT_THAT(r.out, HasSubstr("candidate bank: removed by the deny rule 10-ask.policy:1\n"));
+  EXPECT_THAT(r.out, HasSubstr("candidate vault: removed by the deny rule 10-ask.policy:1\n"));
+}
+
+TEST_F(PolicyCli, V4DollarSyntaxIsAnErrorNamingFileAndLine) {
+  Write("etc/40-old.policy", "# old habits\nqubes.Filecopy * $anyvm @anyvm deny\n");
+  CliRun r = Tessera("policy check" + Dirs());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("40-old.policy:2: '$anyvm' is Qubes policy v4 syntax; in a v5 "
+                               "policy file write '@anyvm'"));
+}
+
 }  // namespace

@@ -268,7 +268,11 @@ TEST_P(PolicyCase, MatchesReference) {
     if (rule) {
       EXPECT_EQ(RuleJson(*rule), expect["rule"]);
       if (expect.contains("str")) {
-        EXPECT_EQ(rule->ToString(), expect["str"].get<std::string>());
+        // The reference prints a '*' service as Python's "None"; tessera
+        // prints "*" (no Python text in anything a user reads).
+        std::string str = expect["str"].get<std::string>();
+        if (str.starts_with("None\t")) str.replace(0, 4, "*");
+        EXPECT_EQ(rule->ToString(), str);
       }
     } else {
       EXPECT_EQ(expect["error"], "PolicySyntaxError");

@@ -2,21 +2,22 @@
 // collection and locations, include cycles and limits, real directories,
 // the service index, PolicyHolder, SystemInfo parsing.
 
+#include "policy/policy.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <set>
 #include <string>
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include "policy/holder.h"
 #include "policy/loader.h"
-#include "policy/policy.h"
 #include "policy/system.h"
 
 namespace tessera::policy {
@@ -451,6 +452,101 @@ TEST(PolicyEval, AskCandidatesAgreeWithStringSetModel) {
       EXPECT_EQ(p->CollectTargetsForAsk(*n, sys), AskModel(*p, *n, sys)) << text << src;
     }
   }
+}
+
+// RemovedAskCandidates (what `explain` prints for an ask left without
+// candidates): exactly the targets an allow/ask rule offers that the ask list
+// lacks, each blamed on a deny rule.
+TEST(PolicyEval, RemovedAskCandidatesAreTheOffersTheDenyRulesTookAway) {
+  std::mt19937 rng(44);
+  const std::vector<std::string> targets = {"@anyvm",    "vault", "@dispvm",
+                                            "@adminvm",  "*",     "@dispvm:dvm",
+                                            "@tag:disp", "work",  "@type:AppVM"};
+  const SystemInfo sys = TestSystem();
+  int nonempty = 0;
+  for (int round = 0; round < 30; ++round) {
+    std::string text, offers_only;
+    for (int i = 0; i < 8; ++i) {
+      const bool deny = rng() % 2 == 0;
+      std::string line =
+          "a.S * @anyvm " + targets[rng() % targets.size()] + (deny ? " deny\n" : " ask\n");
+      text += line;
+      if (!deny) offers_only += line;
+    }
+    auto p = Policy::LoadMemory({{"__main__", text}});
+    auto offers = Policy::LoadMemory({{"__main__", offers_only.empty() ? "\n" : offers_only}});
+    ASSERT_TRUE(p && offers) << text;
+    auto n = NormalizeRequest(Req("a.S", "work", "@default"), sys);
+    ASSERT_TRUE(n);
+    const auto kept = p->CollectTargetsForAsk(*n, sys);
+    std::set<std::string> expected;
+    for (const auto& t : offers->CollectTargetsForAsk(*n, sys)) {
+      if (std::find(kept.begin(), kept.end(), t) == kept.end()) expected.insert(t);
+    }
+    std::set<std::string> got;
+    for (const auto& removed : p->RemovedAskCandidates(*n, sys)) {
+      EXPECT_TRUE(got.insert(removed.target).second) << "reported twice: " << removed.target;
+      ASSERT_GE(removed.rule_index, 0);
+      EXPECT_EQ(p->rules()[static_cast<size_t>(removed.rule_index)].action, Action::kDeny) << text;
+    }
+    EXPECT_EQ(got, expected) << text;
+    nonempty += expected.empty() ? 0 : 1;
+  }
+  EXPECT_GT(nonempty, 5);  // the random policies did exercise removals
+}
+
+TEST(PolicyEval, RemovedAskCandidatesNameTheTopmostDeny) {
+  auto p = Policy::LoadMemory({{"__main__",
+                                "a.S * work vault deny\n"
+                                "a.S * work @type:AppVM deny\n"
+                                "a.S * work @anyvm ask\n"}});
+  ASSERT_TRUE(p);
+  const SystemInfo sys = TestSystem();
+  auto n = NormalizeRequest(Req("a.S", "work", "@default"), sys);
+  ASSERT_TRUE(n);
+  std::vector<std::string> got;
+  for (const auto& r : p->RemovedAskCandidates(*n, sys)) {
+    got.push_back(r.target + "@" + p->Where(p->rules()[static_cast<size_t>(r.rule_index)]));
+  }
+  // vault by line 1 (not 2); dvm (an AppVM) by line 2; work is the caller.
+  EXPECT_THAT(got, ElementsAre("vault@__main__:1", "dvm@__main__:2"));
+}
+
+TEST(PolicyParse, MessagesHaveNoPythonText) {
+  auto chars = ParseRule("test.Service+x * @anyvm @anyvm allow");
+  ASSERT_FALSE(chars);
+  EXPECT_EQ(chars.error(), "service 'test.Service+x' contains invalid characters: '+'");
+  auto two = ParseRule("test.S +a/b:c @anyvm @anyvm allow");
+  ASSERT_FALSE(two);
+  EXPECT_EQ(two.error(), "argument '+a/b:c' contains invalid characters: '/', ':'");
+  auto params = ParseRule("test.S * @anyvm @anyvm deny target=vault");
+  ASSERT_FALSE(params);
+  EXPECT_EQ(params.error(), "invalid parameter target=vault for action deny (it takes notify=)");
+  auto any = ParseRule("* * @anyvm @anyvm deny");
+  ASSERT_TRUE(any);
+  EXPECT_EQ(any->ToString(), "*\t*\t@anyvm\t@anyvm\tdeny");
+}
+
+TEST(PolicyLoad, V4DollarKeywordsAreErrorsInV5Files) {
+  auto p = Policy::LoadMemory({{"__main__",
+                                "test.S * @anyvm @anyvm allow\n"
+                                "test.S * $anyvm @anyvm allow\n"
+                                "test.S * @anyvm $tag:x deny\n"
+                                "test.S * @anyvm @default allow target=$adminvm\n"}});
+  ASSERT_FALSE(p);
+  std::vector<std::string> got;
+  for (const auto& e : p.error()) got.push_back(e.ToString());
+  EXPECT_THAT(got,
+              ElementsAre("__main__:2: '$anyvm' is Qubes policy v4 syntax; in a v5 policy file "
+                          "write '@anyvm'",
+                          "__main__:3: '$tag:x' is Qubes policy v4 syntax; in a v5 policy file "
+                          "write '@tag:x'",
+                          "__main__:4: '$adminvm' is Qubes policy v4 syntax; in a v5 policy file "
+                          "write '@adminvm'"));
+  // The old per-service syntax (!compat-4.0 files) still takes them.
+  auto compat =
+      Policy::LoadMemory({{"__main__", "!compat-4.0\n"}}, {{"test.S", "$anyvm $anyvm allow\n"}});
+  EXPECT_TRUE(compat) << compat.error()[0].ToString();
 }
 
 TEST(PolicyEval, TraceNamesEveryConsideredRule) {
