@@ -13,11 +13,13 @@ namespace {
 TEST_F(DaemonTest, TemplateChangesReachAppQubesAfterTheTemplateQubeStops) {
   StartDaemon();
   ASSERT_EQ(Cli({"start", "dt-vault"}).exit_code, 0);
-  CliResult write = Cli({"run", "--user", "root", "dt-base", "--", "sh", "-c",
-                         "echo v2 > /etc/gen-mark && cat /etc/gen-mark"});
+  // /var/tmp (1777) is part of the template tree and writable whatever user
+  // `run` defaults to.
+  CliResult write = Cli(
+      {"run", "dt-base", "--", "sh", "-c", "echo v2 > /var/tmp/gen-mark && cat /var/tmp/gen-mark"});
   ASSERT_EQ(write.exit_code, 0) << write.err;
   ASSERT_EQ(write.out, "v2\n");
-  EXPECT_NE(Cli({"run", "dt-vault", "--", "cat", "/etc/gen-mark"}).exit_code, 0)
+  EXPECT_NE(Cli({"run", "dt-vault", "--", "cat", "/var/tmp/gen-mark"}).exit_code, 0)
       << "a running app qube saw a running template qube's write";
 
   // Removal is refused while qubes use the template, naming them.
@@ -33,7 +35,7 @@ TEST_F(DaemonTest, TemplateChangesReachAppQubesAfterTheTemplateQubeStops) {
   CliResult ls = Cli({"template", "ls"});
   ASSERT_EQ(ls.exit_code, 0) << ls.err;
   EXPECT_THAT(ls.out, HasSubstr("2 (older in use: 1 by dt-vault)"));
-  EXPECT_NE(Cli({"run", "dt-vault", "--", "cat", "/etc/gen-mark"}).exit_code, 0)
+  EXPECT_NE(Cli({"run", "dt-vault", "--", "cat", "/var/tmp/gen-mark"}).exit_code, 0)
       << "a running app qube changed generation";
 
   // Records survive a daemon crash: the adopted dt-vault keeps generation 1.
@@ -50,7 +52,7 @@ TEST_F(DaemonTest, TemplateChangesReachAppQubesAfterTheTemplateQubeStops) {
 
   // Its next start gets the new generation; the old one is collected.
   ASSERT_EQ(Cli({"stop", "dt-vault"}).exit_code, 0);
-  CliResult read = Cli({"run", "dt-vault", "--", "cat", "/etc/gen-mark"});
+  CliResult read = Cli({"run", "dt-vault", "--", "cat", "/var/tmp/gen-mark"});
   EXPECT_EQ(read.exit_code, 0) << read.err;
   EXPECT_EQ(read.out, "v2\n");
   EXPECT_FALSE(std::filesystem::exists(layout_.TemplateDir("dt-base") + "/gen/1"));
