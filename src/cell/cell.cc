@@ -42,6 +42,7 @@
 #include "common/names.h"
 #include "common/scope_guard.h"
 #include "common/syscall.h"
+#include "storage/generations.h"
 #include "storage/id_shift.h"
 
 namespace tessera::cell {
@@ -149,6 +150,8 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
       (void)cgroups->Remove();
     }
     (void)storage::RemoveScratch(layout, name);
+    // Nothing runs on the generation the storage recorded for this start.
+    (void)storage::ReleaseGenerations(layout, name);
   });
 
   // Mount points for the child, owned by the qube's root so it can use them
@@ -156,7 +159,13 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   std::string mnt = scratch + "/mnt";
   TRY_CTX(MakeOwnedDir(mnt, ids.base, 0700), ctx("scratch"));
   TRY_CTX(MakeOwnedDir(mnt + "/root", ids.base, 0755), ctx("scratch"));
-  if (spec.root == RootKind::kOverlay) {
+  // The template qube runs on an overlay too: its generation below its
+  // persistent changes (storage/generations.h).
+  bool overlay = spec.root == RootKind::kOverlay || spec.root == RootKind::kTemplate;
+  if (spec.root == RootKind::kTemplate && prepared.changes_path.empty()) {
+    return Err(Error(ctx("storage prepared without the template's changes directory"), EINVAL));
+  }
+  if (overlay) {
     TRY_CTX(MakeOwnedDir(mnt + "/lower", ids.base, 0755), ctx("scratch"));
     TRY_CTX(MakeOwnedDir(mnt + "/upper", ids.base, 0755), ctx("scratch"));
   }
@@ -196,6 +205,13 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
     UniqueFd root_dir(::open(root_path.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!root_dir) return Err(Error::FromErrno(ctx("open root tree " + root_path)));
     root_tree = TRY_CTX(CloneTree(root_dir.get(), "", false, root_path), ctx("root tree"));
+  }
+  UniqueFd upper_tree;
+  if (spec.root == RootKind::kTemplate) {
+    const std::string& changes = prepared.changes_path;
+    UniqueFd dir(::open(changes.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!dir) return Err(Error::FromErrno(ctx("open " + changes)));
+    upper_tree = TRY_CTX(CloneTree(dir.get(), "", false, changes), ctx("template changes"));
   }
   std::vector<UniqueFd> owned_mounts;
   std::vector<std::string> targets;  // storage for PreparedMount::target
@@ -250,7 +266,9 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
 
   clock.Mark("mounts");
   // The plan: every string and array the child reads is built now.
-  std::string overlay_options = "lowerdir=lower,upperdir=upper/u,workdir=upper/w,userxattr";
+  std::string overlay_options =
+      upper_tree ? "lowerdir=lower,upperdir=upper/upper,workdir=upper/work,userxattr"
+                 : "lowerdir=lower,upperdir=upper/u,workdir=upper/w,userxattr";
   std::string upper_size = std::to_string(spec.scratch_mib) + "m";
   std::string hostname = spec.hostname.empty() ? name : spec.hostname;
   std::string identity_map = "0 0 " + std::to_string(ids.count) + "\n";
@@ -289,8 +307,9 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   plan.sync_fd = sync_child.get();
   plan.parent_sync_fd = sync_parent.get();
   plan.mnt_dir = mnt.c_str();
-  plan.overlay = spec.root == RootKind::kOverlay;
+  plan.overlay = overlay;
   plan.root_tree_fd = root_tree.get();
+  plan.upper_tree_fd = upper_tree ? upper_tree.get() : -1;
   plan.overlay_options = overlay_options.c_str();
   plan.upper_size = upper_size.c_str();
   plan.hostname = hostname.c_str();
@@ -362,9 +381,17 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
     if (spec.root == RootKind::kStandalone) {
       TRY_CTX(SetMountAttr(root_tree.get(), MOUNT_ATTR_NODEV, false), ctx("standalone root tree"));
     } else {
-      uint64_t attrs = MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV;
-      if (spec.root == RootKind::kOverlay) attrs |= MOUNT_ATTR_RDONLY;
-      TRY_CTX(SetMountAttr(root_tree.get(), attrs, false, userns.get()), ctx("idmap root tree"));
+      // A generation is never written: read-only for the template qube too.
+      TRY_CTX(SetMountAttr(root_tree.get(), MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV | MOUNT_ATTR_RDONLY,
+                           false, userns.get()),
+              ctx("idmap root tree"));
+    }
+    if (upper_tree) {
+      // Written as the qube's root, stored as host root: a commit copies it
+      // into a generation as it is.
+      TRY_CTX(
+          SetMountAttr(upper_tree.get(), MOUNT_ATTR_IDMAP | MOUNT_ATTR_NODEV, false, userns.get()),
+          ctx("idmap template changes"));
     }
   }
   // cgroups before the child runs any setup: every page and process it makes
@@ -464,7 +491,8 @@ Result<Cell> Cell::Adopt(const storage::Layout& layout, const std::string& name)
 Status Cell::Cleanup(const storage::Layout& layout, const std::string& name) {
   TRY(CheckName(name));
   QubeLock lock = TRY(QubeLock::Acquire(layout, name, /*wait=*/true));
-  return CleanupLocked(layout, name);
+  TRY(CleanupLocked(layout, name));
+  return ReleaseStorage(layout, name);
 }
 
 Status Cell::CleanupLocked(const storage::Layout& layout, const std::string& name) {
@@ -483,6 +511,12 @@ Status Cell::CleanupLocked(const storage::Layout& layout, const std::string& nam
   TRY(cg.Remove());
   TRY(storage::RemoveScratch(layout, name));
   return Ok();
+}
+
+Status Cell::ReleaseStorage(const storage::Layout& layout, const std::string& name) {
+  // Only once nothing of the cell runs: a template qube's changes are
+  // committed here, and generations nothing uses any more are collected.
+  return storage::ReleaseGenerations(layout, name);
 }
 
 Result<std::vector<std::string>> Cell::List(const storage::Layout& layout) {
@@ -570,6 +604,8 @@ Status Cell::Stop(std::chrono::milliseconds grace) {
   clock.Mark("scratch");
   stopped_ = true;
   pidfd_.reset();
+  TRY_CTX(ReleaseStorage(layout_, name_), "stop cell " + name_);
+  clock.Mark("storage");
   Log(LogLevel::kDebug, "cell stopped", {{"qube", name_}, {"phases_ms", clock.text()}});
   return Ok();
 }

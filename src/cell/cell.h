@@ -146,6 +146,11 @@ class Cell : public backend::Instance {
   Cell() = default;
   // Cleanup with the qube's lock already held.
   static Status CleanupLocked(const storage::Layout& layout, const std::string& name);
+  // After the cell is gone (stop, cleanup): drops its record of the template
+  // generation it ran on, committing a template qube's changes
+  // (storage::ReleaseGenerations). Not part of CleanupLocked, which a start
+  // runs after its storage recorded the generation it is about to mount.
+  static Status ReleaseStorage(const storage::Layout& layout, const std::string& name);
 
   storage::Layout layout_;
   std::string name_;

@@ -322,6 +322,8 @@ const char* StepName(int step) {
     case ChildStep::kLoopbackUp: return "bring loopback up";
     case ChildStep::kMountUpperTmpfs: return "mount overlay upper tmpfs";
     case ChildStep::kMakeUpperDirs: return "create overlay upper/work dirs";
+    case ChildStep::kMoveUpper:
+      return "move the template's idmapped changes into place";
     case ChildStep::kMoveLower: return "move idmapped template into place";
     case ChildStep::kMountOverlay: return "mount overlay root";
     case ChildStep::kMoveRoot: return "move persistent root into place";
@@ -527,7 +529,13 @@ void RunChild(const ChildPlan& plan) {
   // 6. (Hostname and loopback: step 12b, in the namespaces the qube's root owns.)
 
   // 7. The root filesystem, assembled under mnt/root in our own mount namespace.
-  if (plan.overlay) {
+  if (plan.overlay && plan.upper_tree_fd >= 0) {
+    // The template qube: writes persist in the template's changes directory
+    // (committed into a new generation when it stops), never in the lower one.
+    Check(plan, ChildStep::kMoveUpper,
+          ::move_mount(plan.upper_tree_fd, "", AT_FDCWD, "upper", MOVE_MOUNT_F_EMPTY_PATH));
+    ::close(plan.upper_tree_fd);
+  } else if (plan.overlay) {
     const FsOption upper[] = {{"size", plan.upper_size}, {"mode", "0755"}};
     int m = NewMount("tmpfs", upper, 2, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
     if (m < 0) Fail(plan, ChildStep::kMountUpperTmpfs, -m);
@@ -536,6 +544,8 @@ void RunChild(const ChildPlan& plan) {
     ::close(m);
     Check(plan, ChildStep::kMakeUpperDirs, ::mkdir("upper/u", 0755));
     Check(plan, ChildStep::kMakeUpperDirs, ::mkdir("upper/w", 0755));
+  }
+  if (plan.overlay) {
     // The template tree, idmapped by the parent so host root appears as the
     // qube's root, becomes the overlay's read-only lower layer.
     Check(plan, ChildStep::kMoveLower,

@@ -27,6 +27,7 @@ enum class ChildStep : int {
   kLoopbackUp,
   kMountUpperTmpfs,
   kMakeUpperDirs,
+  kMoveUpper,
   kMoveLower,
   kMountOverlay,
   kMoveRoot,
@@ -85,6 +86,9 @@ struct ChildPlan {
   const char* mnt_dir = nullptr;  // absolute R/cells/<n>/mnt (owned by the qube's root)
   bool overlay = true;      // app/disposable; else a persistent root tree
   int root_tree_fd = -1;    // template (idmapped after clone) or standalone root
+  // The template qube: its persistent changes directory (idmapped after
+  // clone), holding upper/ and work/, instead of a tmpfs upper. -1 otherwise.
+  int upper_tree_fd = -1;
   const char* overlay_options = nullptr;  // "lowerdir=lower,upperdir=upper/u,..."
   const char* upper_size = nullptr;       // tmpfs size of the upper, e.g. "512m"
   const char* hostname = nullptr;

@@ -1,10 +1,11 @@
-// `tessera template build|list|show|remove`: manage template trees in the
-// state directory (thin over src/storage).
+// `tessera template build|list|show|commit|remove`: manage template trees in
+// the state directory (thin over src/storage; generations: storage/generations.h).
 //
 //   tessera template build NAME --from busybox|debootstrap|host|DIR
 //                          [--suite S] [--mirror URL] [--busybox PATH] [--replace]
 //   tessera template list [--json]
 //   tessera template show NAME [--json]
+//   tessera template commit NAME
 //   tessera template remove NAME
 //
 // Exit 0 on success, 1 on failure (message on stderr), 2 on usage errors.
@@ -17,6 +18,7 @@
 #include <string>
 
 #include "cli/command.h"
+#include "storage/generations.h"
 #include "storage/storage.h"
 
 namespace tessera::cli {
@@ -37,14 +39,48 @@ int Fail(const char* verb, const Error& error) {
   return 1;
 }
 
-nlohmann::json ToJson(const storage::Layout& layout, const storage::TemplateInfo& info) {
+std::vector<std::string> UsersOf(const storage::GenerationStatus& status, uint64_t n) {
+  std::vector<std::string> out;
+  for (const auto& u : status.users) {
+    if (u.generation == n) out.push_back(u.qube);
+  }
+  return out;
+}
+
+// "3 (in use: 2 by work, dev)": the current generation and the older ones
+// still in use.
+std::string GenerationSummary(const storage::GenerationStatus& status) {
+  std::string text = std::to_string(status.current);
+  std::string used;
+  for (uint64_t n : status.generations) {
+    std::vector<std::string> users = UsersOf(status, n);
+    if (n == status.current || users.empty()) continue;
+    std::string names;
+    for (const auto& q : users) names += (names.empty() ? "" : ", ") + q;
+    used += (used.empty() ? "" : "; ") + std::to_string(n) + " by " + names;
+  }
+  if (!used.empty()) text += " (older in use: " + used + ")";
+  if (status.changes_pending) text += " +changes";
+  return text;
+}
+
+nlohmann::json ToJson(const storage::Layout& layout, const storage::TemplateInfo& info,
+                      const storage::GenerationStatus& status) {
+  nlohmann::json generations = nlohmann::json::array();
+  for (uint64_t n : status.generations) {
+    generations.push_back(
+        {{"number", n}, {"current", n == status.current}, {"used_by", UsersOf(status, n)}});
+  }
   return {{"name", info.name},
           {"built_from", info.built_from},
           {"source", info.source},
           {"created", info.created},
           {"host_ro_binds", info.host_ro_binds},
           {"format", info.format},
-          {"root", layout.TemplateRoot(info.name)}};
+          {"root", layout.TemplateRoot(info.name)},
+          {"generation", status.current},
+          {"generations", generations},
+          {"changes_pending", status.changes_pending}};
 }
 
 int RunBuild(const TemplateArgs& args) {
@@ -88,16 +124,24 @@ int RunList(const TemplateArgs& args) {
   storage::Layout layout = storage::Layout::FromEnvironment();
   auto list = storage::ListTemplates(layout);
   if (!list) return Fail("list", list.error());
+  std::vector<storage::GenerationStatus> statuses;
+  for (const auto& info : *list) {
+    auto status = storage::GetGenerationStatus(layout, info.name);
+    if (!status) return Fail("list", status.error());
+    statuses.push_back(std::move(*status));
+  }
   if (args.json) {
     nlohmann::json out = nlohmann::json::array();
-    for (const auto& info : *list) out.push_back(ToJson(layout, info));
+    for (size_t i = 0; i < list->size(); ++i)
+      out.push_back(ToJson(layout, (*list)[i], statuses[i]));
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   }
-  std::printf("%-20s %-22s %s\n", "NAME", "CREATED", "BUILT FROM");
-  for (const auto& info : *list) {
-    std::printf("%-20s %-22s %s\n", info.name.c_str(), info.created.c_str(),
-                info.built_from.c_str());
+  std::printf("%-20s %-22s %-20s %s\n", "NAME", "CREATED", "BUILT FROM", "GENERATION");
+  for (size_t i = 0; i < list->size(); ++i) {
+    const auto& info = (*list)[i];
+    std::printf("%-20s %-22s %-20s %s\n", info.name.c_str(), info.created.c_str(),
+                info.built_from.c_str(), GenerationSummary(statuses[i]).c_str());
   }
   return 0;
 }
@@ -106,8 +150,10 @@ int RunShow(const TemplateArgs& args) {
   storage::Layout layout = storage::Layout::FromEnvironment();
   auto info = storage::ReadTemplateInfo(layout, args.name);
   if (!info) return Fail("show", info.error());
+  auto status = storage::GetGenerationStatus(layout, args.name);
+  if (!status) return Fail("show", status.error());
   if (args.json) {
-    std::printf("%s\n", ToJson(layout, *info).dump(2).c_str());
+    std::printf("%s\n", ToJson(layout, *info, *status).dump(2).c_str());
     return 0;
   }
   std::printf("name:          %s\n", info->name.c_str());
@@ -115,9 +161,26 @@ int RunShow(const TemplateArgs& args) {
   std::printf("source:        %s\n", info->source.c_str());
   std::printf("created:       %s\n", info->created.c_str());
   std::printf("root:          %s\n", layout.TemplateRoot(info->name).c_str());
+  std::printf("generation:    %s\n", GenerationSummary(*status).c_str());
   std::string binds;
   for (const auto& b : info->host_ro_binds) binds += (binds.empty() ? "" : " ") + b + " (ro)";
   std::printf("host binds:    %s\n", binds.empty() ? "none" : binds.c_str());
+  return 0;
+}
+
+int RunCommit(const TemplateArgs& args) {
+  storage::Layout layout = storage::Layout::FromEnvironment();
+  auto before = storage::CurrentGeneration(layout, args.name);
+  if (!before) return Fail("commit", before.error());
+  auto after = storage::CommitTemplateChanges(layout, args.name);
+  if (!after) return Fail("commit", after.error());
+  if (after->number == before->number) {
+    std::printf("template %s: no changes to commit (generation %llu)\n", args.name.c_str(),
+                static_cast<unsigned long long>(after->number));
+  } else {
+    std::printf("template %s: generation %llu (app qubes get it at their next start)\n",
+                args.name.c_str(), static_cast<unsigned long long>(after->number));
+  }
   return 0;
 }
 
@@ -157,7 +220,9 @@ void Register(CLI::App& app, CliContext& ctx) {
   build->add_flag("--replace", args.replace, "Rebuild (atomically swap) an existing template");
   build->callback([&ctx] { ctx.exit_code = RunBuild(args); });
 
-  auto* list = cmd->add_subcommand("list", "List templates");
+  auto* list = cmd->add_subcommand(
+      "list", "List templates: current generation, older ones still in use, uncommitted changes");
+  list->alias("ls");
   list->add_flag("--json", args.json, "Print JSON");
   list->callback([&ctx] { ctx.exit_code = RunList(args); });
 
@@ -166,8 +231,15 @@ void Register(CLI::App& app, CliContext& ctx) {
   show->add_flag("--json", args.json, "Print JSON");
   show->callback([&ctx] { ctx.exit_code = RunShow(args); });
 
+  auto* commit = cmd->add_subcommand(
+      "commit",
+      "Make the changes made in template qube NAME a new generation now (refused while it runs:\n"
+      "its changes are committed when it stops). App qubes get it at their next start.");
+  commit->add_option("NAME", args.name, "Template name")->required();
+  commit->callback([&ctx] { ctx.exit_code = RunCommit(args); });
+
   auto* remove = cmd->add_subcommand(
-      "remove", "Delete template NAME (does not check for qubes using it; the daemon does)");
+      "remove", "Delete template NAME (refused while a running qube uses it, naming them)");
   remove->add_option("NAME", args.name, "Template name")->required();
   remove->callback([&ctx] { ctx.exit_code = RunRemove(args); });
 }

@@ -28,6 +28,7 @@
 #include "daemon/event_loop.h"
 #include "daemon/qube_manager.h"
 #include "daemon/run_command.h"
+#include "storage/generations.h"
 
 namespace tessera::daemon {
 namespace {
@@ -117,6 +118,12 @@ class Daemon {
     denials_ = std::make_unique<DenialReporter>(*loop_, *audit_, events_);
     manager_->AddObserver(denials_.get());
     manager_->Recover();
+    // After recovery released what dead qubes held: template generations no
+    // running qube uses are removed (storage/generations.h).
+    if (auto collected = storage::CollectAllGenerations(options_.layout); !collected) {
+      Log(LogLevel::kWarn, "template generations not collected",
+          {{"error", collected.error().ToString()}});
+    }
     AdminServerOptions server_options;
     server_options.socket_path = options_.layout.runtime_dir + "/admin.sock";
     server_options.socket_mode = options_.socket_mode;

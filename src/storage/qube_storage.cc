@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
+#include "storage/generations.h"
 #include "storage/id_shift.h"
 #include "storage/internal.h"
 #include "storage/volume_ops.h"
@@ -92,8 +93,6 @@ Result<PreparedStorage> PrepareQubeStorage(const Layout& layout, const QubeStora
         return Err(std::move(standalone_info).error());
       }
     }
-  } else {
-    out.root_path = layout.TemplateRoot(r.template_name);
   }
   if (info) out.host_ro_binds = info->host_ro_binds;
 
@@ -101,6 +100,17 @@ Result<PreparedStorage> PrepareQubeStorage(const Layout& layout, const QubeStora
   TRY(EnsurePrivateVolume(layout, r.qube, out.ids));
   TRY(ShiftPrivateVolume(layout, r.qube, out.ids));
   out.private_volume = layout.PrivateVolume(r.qube);
+  if (r.root != RootSource::kStandalone) {
+    // Last: a failure above leaves no record of a generation in use.
+    bool own = r.root == RootSource::kTemplateOwn;
+    Generation g =
+        TRY_CTX(AcquireGeneration(layout, r.template_name, r.qube,
+                                  own ? GenerationRole::kTemplateQube : GenerationRole::kApp),
+                "prepare storage of qube " + r.qube);
+    out.root_path = g.path;
+    out.generation = g.number;
+    if (own) out.changes_path = TemplateChangesDir(layout, r.template_name);
+  }
   return out;
 }
 

@@ -14,6 +14,7 @@
 //   ...
 //   TRY(storage::DestroyQubeStorage(layout, "disp4711"));   // disposables, at stop
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -24,8 +25,9 @@ namespace tessera::storage {
 
 // What the qube's root tree is.
 enum class RootSource {
-  kTemplateShared,  // app/disposable: the template's tree, read-only, under an overlay
-  kTemplateOwn,     // the template qube itself: the template's tree, read-write
+  kTemplateShared,  // app/disposable: the template's current generation, read-only, under an
+                    // overlay
+  kTemplateOwn,     // the template qube itself: its current generation under its persistent changes
   kStandalone,      // S/qubes/<n>/root, the qube's own (made at the first start)
 };
 
@@ -43,7 +45,13 @@ struct QubeStorageRequest {
 
 struct PreparedStorage {
   IdRange ids;
-  std::string root_path;                   // tree the backend mounts as root
+  std::string root_path;  // tree the backend mounts as root (a generation)
+  // kTemplateShared/kTemplateOwn: the generation root_path is (generations.h),
+  // recorded as used by this qube until ReleaseGenerations.
+  uint64_t generation = 0;
+  // kTemplateOwn: S/templates/<t>/changes, whose upper/ and work/ are the
+  // overlay's persistent upper and work directories.
+  std::string changes_path;
   std::vector<std::string> host_ro_binds;  // from template.json
   std::string private_volume;              // S/qubes/<n>/private, owned by the qube's range
 };
@@ -54,7 +62,9 @@ struct PreparedStorage {
 // job; nothing is allocated or created then), allocates or looks up the
 // qube's id range, makes the standalone root at the first start, and makes
 // sure the private volume exists and belongs to the range (a host-root-owned
-// one of an older version is shifted).
+// one of an older version is shifted), and last records the template's current
+// generation as used by the qube (AcquireGeneration; the backend's stop or
+// cleanup releases it with ReleaseGenerations).
 //
 // A disposable with snapshot_from gets, at its first preparation, a copy of
 // S/qubes/<snapshot_from>/private with every id moved from the disposable

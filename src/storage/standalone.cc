@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
+#include "storage/generations.h"
 #include "storage/id_shift.h"
 #include "storage/internal.h"
 #include "storage/storage.h"
@@ -31,13 +32,19 @@
 namespace tessera::storage {
 namespace {
 
-Status Populate(const Layout& layout, const std::string& template_name, const IdRange& ids,
-                const std::function<Status()>& before_publish, int tmp_fd, const std::string& tmp) {
+Status Populate(const Layout& layout, const std::string& qube, const std::string& template_name,
+                const IdRange& ids, const std::function<Status()>& before_publish, int tmp_fd,
+                const std::string& tmp) {
   if (!template_name.empty()) {
     // Fails with ENOENT naming the template if it does not exist.
     TRY(ReadTemplateInfo(layout, template_name));
-    TRY(internal::CopyTreeShifted(layout.TemplateRoot(template_name), tmp_fd, tmp,
-                                  IdShift{.from_base = 0, .to_base = ids.base}));
+    // Recorded as used while it is copied, so no commit collects it meanwhile.
+    Generation g = TRY(AcquireGeneration(layout, template_name, qube, GenerationRole::kApp));
+    Status copied = internal::CopyTreeShifted(g.path, tmp_fd, tmp,
+                                              IdShift{.from_base = 0, .to_base = ids.base});
+    Status released = ReleaseGenerations(layout, qube);
+    TRY(copied);
+    TRY(released);
   } else {
     std::string detail;
     TRY(internal::BuildBusyboxTree(tmp_fd, tmp, &detail));
@@ -67,7 +74,7 @@ Status EnsureStandaloneRoot(const Layout& layout, const std::string& qube,
   TRY(internal::EnsureDirAt(qubes_fd.get(), qube, 0700, 0, 0, qube_dir));
   UniqueFd qube_fd = TRY(internal::OpenDirAt(qubes_fd.get(), qube, qube_dir));
   auto fill = [&](int tmp_fd, const std::string& tmp) -> Status {
-    TRY_CTX(Populate(layout, template_name, ids, before_publish, tmp_fd, tmp),
+    TRY_CTX(Populate(layout, qube, template_name, ids, before_publish, tmp_fd, tmp),
             "create standalone root of qube " + qube +
                 (template_name.empty() ? " from busybox" : " from template " + template_name));
     return Ok();

@@ -10,7 +10,9 @@
 //   storage::Scratch scratch = TRY(storage::CreateScratch(layout, "disp1234"));
 //
 // On-disk layout (state dir S, runtime dir R):
-//   S/templates/<name>/root/            template root tree (read-only for app qubes)
+//   S/templates/<name>/gen/<N>/         template generations (generations.h)
+//   S/templates/<name>/root -> gen/<N>  the current one
+//   S/templates/<name>/changes/         the template qube's overlay upper/work
 //   S/templates/<name>/template.json    {"name", "built_from", "source", "created"}
 //   S/qubes/<name>/private/             persistent private volume (/home, /rw)
 //   S/qubes/<name>/root/                persistent root of a standalone qube
@@ -41,7 +43,8 @@ struct Layout {
   static Layout FromEnvironment();
 
   std::string TemplateDir(const std::string& name) const;   // S/templates/<name>
-  std::string TemplateRoot(const std::string& name) const;  // S/templates/<name>/root
+  // S/templates/<name>/root: the current generation (a symlink; generations.h).
+  std::string TemplateRoot(const std::string& name) const;
   std::string QubeDir(const std::string& name) const;       // S/qubes/<name>
   std::string PrivateVolume(const std::string& name) const; // S/qubes/<name>/private
   std::string StandaloneRoot(const std::string& name) const;// S/qubes/<name>/root
@@ -121,7 +124,8 @@ Result<TemplateInfo> BuildTemplate(const Layout& layout, const std::string& name
 Result<TemplateInfo> ReadTemplateInfo(const Layout& layout, const std::string& name);
 Result<std::vector<TemplateInfo>> ListTemplates(const Layout& layout);
 // Renames the template aside (so it vanishes from its name atomically), then
-// deletes it. Does not check whether a running qube uses it (the daemon does).
+// deletes it. Refused (EBUSY, naming them) while a qube runs on one of its
+// generations (generations.h); so is a replacing BuildTemplate.
 Status RemoveTemplate(const Layout& layout, const std::string& name);
 
 // Creates the private volume directory tree (home/user, rw) if missing; never

@@ -39,6 +39,7 @@
 #include "common/scope_guard.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
+#include "storage/generation_internal.h"
 #include "storage/internal.h"
 #include "storage/storage.h"
 #include "storage/template_internal.h"
@@ -317,10 +318,16 @@ Status CleanLeftovers(const Layout& layout, const std::string& name) {
 
 Status Populate(const Layout& layout, const TemplateBuildOptions& options, const std::string& tmp,
                 TemplateInfo* info) {
-  std::string root_path = tmp + "/root";
+  // The tree is generation 1, and root -> gen/1 names it current
+  // (generations.h).
+  std::string root_path = tmp + "/gen/1";
   UniqueFd tmp_fd = TRY(internal::OpenDir(tmp, O_NOFOLLOW));
-  TRY(MakeDir(tmp_fd.get(), "root", 0755, tmp));
-  UniqueFd root_fd = TRY(internal::OpenDirAt(tmp_fd.get(), "root", root_path));
+  TRY(MakeDir(tmp_fd.get(), "gen", 0700, tmp));
+  UniqueFd gen_fd = TRY(internal::OpenDirAt(tmp_fd.get(), "gen", tmp + "/gen"));
+  TRY(MakeDir(gen_fd.get(), "1", 0755, tmp + "/gen"));
+  TRY(Syscall("symlink " + tmp + "/root",
+              [&] { return ::symlinkat("gen/1", tmp_fd.get(), "root"); }));
+  UniqueFd root_fd = TRY(internal::OpenDirAt(gen_fd.get(), "1", root_path));
   std::string detail;
   switch (options.source) {
     case TemplateSource::kBusybox:
@@ -454,6 +461,8 @@ Result<TemplateInfo> BuildTemplate(const Layout& layout, const std::string& name
                          " (use --replace to rebuild it)",
                      EEXIST));
   }
+  // Replacing deletes every generation: not while a qube runs on one.
+  if (exists) TRY(internal::CheckTemplateUnused(layout, name, "replace"));
 
   std::string tmpl = dir + "/." + name + ".tmp-XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr) return Err(Error::FromErrno("mkdtemp in " + dir));
@@ -583,6 +592,8 @@ Status RemoveTemplate(const Layout& layout, const std::string& name) {
     return Err(Error::FromErrno("stat " + path));
   }
   UniqueFd lock = TRY(LockTemplate(layout, name));
+  // A running qube's root is a generation of it: never pulled from under it.
+  TRY(internal::CheckTemplateUnused(layout, name, "remove"));
   // Rename aside first so the name disappears atomically; the hidden .old-
   // directory is deleted now, or by the next build of this name if we die.
   std::string aside = dir + "/." + name + ".old-XXXXXX";

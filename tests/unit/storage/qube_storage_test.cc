@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "storage/generations.h"
 #include "storage/storage.h"
 #include "test_util.h"
 
@@ -70,7 +71,11 @@ class QubeStorageTest : public ::testing::Test {
 TEST_F(QubeStorageTest, AppQubeSharesTheTemplateRootAndGetsItsOwnVolume) {
   auto p = Prepare(Req("work", kShared, "tpl"));
   ASSERT_TRUE(p) << p.error().ToString();
-  EXPECT_EQ(p->root_path, layout().TemplateRoot("tpl"));
+  // The template's current generation, recorded as used by the qube.
+  EXPECT_EQ(p->root_path, layout().TemplateDir("tpl") + "/gen/1");
+  EXPECT_EQ(p->generation, 1u);
+  EXPECT_TRUE(p->changes_path.empty());
+  EXPECT_TRUE(Exists(layout().runtime_dir + "/generations/tpl/work@1"));
   EXPECT_EQ(p->private_volume, layout().PrivateVolume("work"));
   EXPECT_EQ(p->ids, *LookupIdRange(layout(), "work"));
   EXPECT_TRUE(p->host_ro_binds.empty());
@@ -92,7 +97,11 @@ TEST_F(QubeStorageTest, HostBindsComeFromTheTemplate) {
 TEST_F(QubeStorageTest, TemplateQubeUsesItsTemplateTree) {
   auto p = Prepare(Req("tpl", RootSource::kTemplateOwn, "tpl"));
   ASSERT_TRUE(p) << p.error().ToString();
-  EXPECT_EQ(p->root_path, layout().TemplateRoot("tpl"));
+  // Its generation below its persistent changes (generations.h).
+  EXPECT_EQ(p->root_path, layout().TemplateDir("tpl") + "/gen/1");
+  EXPECT_EQ(p->changes_path, layout().TemplateDir("tpl") + "/changes");
+  EXPECT_TRUE(Exists(p->changes_path + "/upper"));
+  EXPECT_TRUE(Exists(p->changes_path + "/work"));
   EXPECT_TRUE(Exists(layout().PrivateVolume("tpl") + "/home/user"));
   // The template tree stays host-root owned (it is idmapped, never shifted).
   EXPECT_EQ(LStat(p->root_path + "/bin/busybox").st_uid, 0u);
@@ -175,6 +184,8 @@ TEST_F(QubeStorageTest, DestroyLeavesNothingOfADisposable) {
   auto disp = Prepare(Req("disp4", kShared, "tpl", true, "dvm"));
   ASSERT_TRUE(disp) << disp.error().ToString();
   EXPECT_NE(Tree(t_.base()), before);
+  // Its stop released the template generation it ran on (Cell::Stop).
+  ASSERT_TRUE(ReleaseGenerations(layout(), "disp4"));
   ASSERT_TRUE(DestroyQubeStorage(layout(), "disp4"));
   EXPECT_EQ(Tree(t_.base()), before);
   EXPECT_FALSE(LookupIdRange(layout(), "disp4"));
