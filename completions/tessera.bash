@@ -24,7 +24,7 @@ _tessera_group() {
     case $verb in
       config) COMPREPLY=($(compgen -W "check show --help" -- "$cur")) ;;
       policy) COMPREPLY=($(compgen -W "check eval explain --help" -- "$cur")) ;;
-      template) COMPREPLY=($(compgen -W "build list show remove --help" -- "$cur")) ;;
+      template) COMPREPLY=($(compgen -W "build list ls show commit remove --help" -- "$cur")) ;;
       cell) COMPREPLY=($(compgen -W "run cleanup --help" -- "$cur")) ;;
     esac
     return
@@ -47,9 +47,9 @@ _tessera_group() {
         COMPREPLY=($(compgen -W "--policy-dir --runtime-dir --compat-dir --system" -- "$cur"))
       fi ;;
     template/build) COMPREPLY=($(compgen -W "--from --suite --mirror --busybox --replace" -- "$cur")) ;;
-    template/list) COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
+    template/list|template/ls) COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
     template/show) COMPREPLY=($(compgen -W "--json $(_tessera_templates)" -- "$cur")) ;;
-    template/remove) COMPREPLY=($(compgen -W "$(_tessera_templates)" -- "$cur")) ;;
+    template/remove|template/commit) COMPREPLY=($(compgen -W "$(_tessera_templates)" -- "$cur")) ;;
     cell/run)
       if ((n == 0)); then
         COMPREPLY=($(compgen -W "--dispvm -- $(_tessera_qubes)" -- "$cur"))

@@ -349,7 +349,10 @@ class RunSession {
       case SIGTSTP:
         // Stopped from the keyboard or by job control: the command stops
         // too, and so do we, giving the terminal back to the shell.
-        Send(FrameType::kSignal, 0, wire::EncodeU32(SIGTSTP));
+        // SIGSTOP, not SIGTSTP: the command leads its own session in the
+        // qube, an orphaned process group, to which the kernel does not
+        // deliver the keyboard's stop signals.
+        Send(FrameType::kSignal, 0, wire::EncodeU32(SIGSTOP));
         terminal_.Restore();
         signals_.StopSelf();
         // Continued (fg/bg): SIGCONT is pending on the signalfd and resumes

@@ -3,9 +3,11 @@
 // per test, a busybox template, helpers to start cells and run commands in
 // them, and cleanup of every cell even when the test fails.
 
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -128,6 +130,34 @@ class CellTest : public ::testing::Test {
   }
 
   RunResult Sh(Cell& cell, const std::string& script) { return Run(cell, {"/bin/sh", "-c", script}); }
+
+  // Does this kernel run i386 system calls (int 0x80) at all? Kernels built
+  // without IA32 emulation, or booted with ia32_emulation=0, answer SIGSEGV
+  // to every process, sandboxed or not: then there is no foreign ABI to kill.
+  static bool KernelRunsInt80() {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      std::string probe = std::string(TESSERA_BINARY_DIR) + "/tessera-cell-probe";
+      int null_fd = ::open("/dev/null", O_WRONLY);
+      ::dup2(null_fd, 1);
+      ::execl(probe.c_str(), probe.c_str(), "int80", nullptr);
+      ::_exit(127);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  }
+
+  // The i386 entry is killed by the filter (SIGSYS), where the kernel has one.
+  void ExpectInt80Killed(Cell& cell) {
+    if (!KernelRunsInt80()) {
+      std::printf(
+          "[ SKIPPED  ] int 0x80 check: this kernel has no i386 system call entry "
+          "(no IA32 emulation), so there is no foreign ABI to deny\n");
+      return;
+    }
+    EXPECT_EQ(Run(cell, {"/probe", "int80"}).code, 128 + SIGSYS);
+  }
 
   // ---- Seccomp notify mode (opt-in) -----------------------------------------
   // MustStartMonitored starts a cell in SeccompMode::kNotify with a responder

@@ -96,9 +96,16 @@ TEST_F(CellTest, DisposableLeavesNoResidue) {
 
 TEST_F(CellTest, StopKillsEverythingAndRemovesCgroupsAndScratch) {
   Cell cell = MustStart(Spec("stopper"));
-  ASSERT_EQ(Sh(cell, "for i in 1 2 3; do sleep 1000 >/dev/null 2>&1 & done; echo ok").out, "ok\n");
+  // Out of the command's session (which is hung up when the command exits):
+  // started by a setsid'd shell, in the foreground, so that they are out
+  // before the command ends.
+  ASSERT_EQ(Sh(cell,
+               "setsid sh -c 'for i in 1 2 3; do sleep 1000 >/dev/null 2>&1 & done'; "
+               "echo ok")
+                .out,
+            "ok\n");
   // A process that ignores SIGTERM must still die (SIGKILL after the grace).
-  ASSERT_EQ(Sh(cell, "trap '' TERM; (trap '' TERM; sleep 1000) >/dev/null 2>&1 & echo ok").out,
+  ASSERT_EQ(Sh(cell, "setsid sh -c \"trap '' TERM; sleep 1000 >/dev/null 2>&1 &\"; echo ok").out,
             "ok\n");
   auto dirs = cell.cgroup_dirs();
   ASSERT_FALSE(dirs.empty());

@@ -363,6 +363,36 @@ TEST_F(RunTest, SignalsReachTheCommand) {
   EXPECT_EQ(Cli({"run", "--detach", "--dispvm", "--", "true"}).exit_code, 2);
 }
 
+TEST_F(RunTest, StopAndContinueReachTheCommand) {
+  StartDaemon();
+  Background b = SpawnWithPipes({"run", "dt-work", "--", "sh", "-c", "echo ready; exec sleep 55"});
+  ASSERT_TRUE(WaitForOutput(b, "ready"));
+  auto state_of_sleep = [&] {
+    CliResult r = Cli({"run", "-u", "root", "dt-work", "--", "sh", "-c",
+                       "for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = sleep ] && "
+                       "cut -d' ' -f3 $p/stat; done"});
+    return r.out;
+  };
+  auto wait_for = [&](const std::string& want) {
+    for (int i = 0; i < 50; ++i) {
+      if (state_of_sleep() == want) return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
+  };
+  // As ^Z: the command stops, then `run` itself (the shell gets the terminal).
+  ::kill(b.pid, SIGTSTP);
+  int status = 0;
+  ASSERT_EQ(::waitpid(b.pid, &status, WUNTRACED), b.pid);
+  EXPECT_TRUE(WIFSTOPPED(status));
+  EXPECT_TRUE(wait_for("T\n")) << state_of_sleep();
+  // As fg: both continue.
+  ::kill(b.pid, SIGCONT);
+  EXPECT_TRUE(wait_for("S\n")) << state_of_sleep();
+  ::kill(b.pid, SIGTERM);
+  EXPECT_EQ(Finish(b), 143);
+}
+
 TEST_F(RunTest, AnOomKillAndAStoppedQubeSayWhy) {
   StartDaemon();
   // dt-vault has 256 MiB: a shell variable growing past it is OOM-killed.

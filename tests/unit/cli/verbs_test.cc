@@ -188,7 +188,10 @@ std::vector<std::string> SubcommandsInHelp(const std::string& group) {
     }
     if (!in_list || line.rfind("   ", 0) == 0) continue;  // a wrapped description
     if (line.rfind("  ", 0) == 0) {
-      names.push_back(line.substr(2, line.find(' ', 2) - 2));
+      // "  list, ls   description": the name and its aliases.
+      std::istringstream words(line.substr(2, line.find("  ", 2) - 2));
+      for (std::string w; words >> w;)
+        names.push_back(w.back() == ',' ? w.substr(0, w.size() - 1) : w);
     } else if (!line.empty()) {
       in_list = false;
     }
