@@ -41,7 +41,14 @@ struct ApplyState {
 void RunNext(const std::shared_ptr<ApplyState>& state) {
   if (state->next_step == state->steps.size()) {
     state->manager.EndApply();
-    return state->finished(std::move(state->outcome));
+    // Every step holds `state` (it continues from it): dropped here, or the
+    // state would keep itself alive for ever. None of them is running: each
+    // ran as a copy, below.
+    auto steps = std::move(state->steps);
+    state->steps.clear();
+    auto finished = std::move(state->finished);
+    finished(std::move(state->outcome));
+    return;
   }
   auto step = state->steps[state->next_step++];
   step([state] { RunNext(state); });

@@ -189,6 +189,15 @@ class DaemonTest : public ::testing::Test {
 
   // In a forked child: `fds` become stdin/stdout/stderr, then the CLI runs.
   [[noreturn]] static void ExecCli(std::vector<std::string> args, int in, int out, int err) {
+    // As a shell starts a foreground job: default signal handling, nothing
+    // blocked (a test run from a background job inherits SIGINT and SIGQUIT
+    // ignored, and `run` rightly forwards no signal its caller ignores).
+    for (int sig = 1; sig < NSIG; ++sig) {
+      if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::dup2(in, 0);
     ::dup2(out, 1);
     ::dup2(err, 2);

@@ -128,7 +128,8 @@ class RunTest : public DaemonTest {
   int CountInQube(const std::string& qube, const std::string& comm) {
     CliResult r = Cli({"run", "-u", "root", qube, "--", "sh", "-c",
                        "n=0; for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = " + comm +
-                           " ] && n=$((n+1)); done; echo $n"});
+                           " ] && [ \"$(cut -d' ' -f3 $p/stat)\" != Z ] && n=$((n+1)); done; "
+                           "echo $n"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return std::atoi(r.out.c_str());
   }
@@ -352,29 +353,37 @@ TEST_F(RunTest, SignalsReachTheCommand) {
   }
   EXPECT_EQ(left, 0);
 
-  // --detach: started, and left to run on.
-  auto t0 = std::chrono::steady_clock::now();
-  CliResult d =
-      Cli({"run", "--detach", "dt-work", "--", "sh", "-c", "sleep 1; echo done > /tmp/d"});
+  // --detach: started, and left to run on. It returns while the command
+  // still waits for a file only we create afterwards.
+  CliResult d = Cli({"run", "--detach", "dt-work", "--", "sh", "-c",
+                     "while [ ! -e /tmp/go ]; do sleep 0.1; done; echo done > /tmp/d"});
   EXPECT_EQ(d.exit_code, 0) << d.err;
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
-  std::this_thread::sleep_for(1500ms);
-  EXPECT_EQ(Cli({"run", "dt-work", "cat", "/tmp/d"}).out, "done\n");
+  EXPECT_EQ(Cli({"run", "dt-work", "cat /tmp/d 2>/dev/null; touch /tmp/go"}).out, "");
+  std::string done;
+  for (int i = 0; i < 100 && done.empty(); ++i) {
+    std::this_thread::sleep_for(100ms);
+    done = Cli({"run", "dt-work", "cat /tmp/d 2>/dev/null || true"}).out;
+  }
+  EXPECT_EQ(done, "done\n");
   EXPECT_EQ(Cli({"run", "--detach", "--dispvm", "--", "true"}).exit_code, 2);
 }
 
 TEST_F(RunTest, StopAndContinueReachTheCommand) {
   StartDaemon();
-  Background b = SpawnWithPipes({"run", "dt-work", "--", "sh", "-c", "echo ready; exec sleep 55"});
-  ASSERT_TRUE(WaitForOutput(b, "ready"));
+  // The pid is the command's before and after its exec: the stop may come
+  // while it is still the shell.
+  Background b =
+      SpawnWithPipes({"run", "dt-work", "--", "sh", "-c", "echo ready $$; exec sleep 55"});
+  ASSERT_TRUE(WaitForOutput(b, "\n"));
+  ASSERT_THAT(b.seen, ::testing::StartsWith("ready "));
+  std::string pid = b.seen.substr(6, b.seen.find('\n') - 6);
   auto state_of_sleep = [&] {
-    CliResult r = Cli({"run", "-u", "root", "dt-work", "--", "sh", "-c",
-                       "for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = sleep ] && "
-                       "cut -d' ' -f3 $p/stat; done"});
+    CliResult r = Cli(
+        {"run", "-u", "root", "dt-work", "--", "cut", "-d", " ", "-f3", "/proc/" + pid + "/stat"});
     return r.out;
   };
   auto wait_for = [&](const std::string& want) {
-    for (int i = 0; i < 50; ++i) {
+    for (int i = 0; i < 100; ++i) {
       if (state_of_sleep() == want) return true;
       std::this_thread::sleep_for(100ms);
     }
