@@ -203,8 +203,10 @@ SystemDiff DiffSystems(const config::System& before, const config::System& after
     std::sort(mine.begin(), mine.end(), [](const RunningDisposable* x, const RunningDisposable* y) {
       return x->name < y->name;
     });
+    // A named copy: clang 14 cannot capture a structured binding.
+    const std::string& template_name = dvm;
     auto change = std::find_if(diff.qubes.begin(), diff.qubes.end(),
-                               [&](const QubeChange& c) { return c.qube == dvm; });
+                               [&](const QubeChange& c) { return c.qube == template_name; });
     DisposableChange d = DiffTemplateDisposables(
         dvm, before, after, change == diff.qubes.end() ? nullptr : &*change, mine);
     if (!d.replaced.empty() || !d.stopped.empty() || !d.in_use_stopped.empty() ||
