@@ -30,23 +30,6 @@
 #include "storage/storage.h"
 
 namespace tessera::storage::internal {
-namespace {
-
-// Two fds per level; the default soft limit is 1024.
-constexpr int kMaxCopyDepth = 256;
-
-// kShift: ids moved by `shift` (id_shift.h: the one rule), with every mode
-// bit kept: the copy belongs to one qube's id range (a standalone root, a
-// disposable's private volume).
-enum class Ownership { kPreserve, kRoot, kShift };
-
-struct CopyContext {
-  Ownership ownership = Ownership::kRoot;
-  IdShift shift;
-  bool can_chown = false;
-  uint64_t source_mnt_id = 0;
-  dev_t source_dev = 0;
-};
 
 Status CopyData(int in, int out, const std::string& what) {
   for (;;) {
@@ -71,6 +54,24 @@ Status CopyData(int in, int out, const std::string& what) {
     }
   }
 }
+
+namespace {
+
+// Two fds per level; the default soft limit is 1024.
+constexpr int kMaxCopyDepth = 256;
+
+// kShift: ids moved by `shift` (id_shift.h: the one rule), with every mode
+// bit kept: the copy belongs to one qube's id range (a standalone root, a
+// disposable's private volume).
+enum class Ownership { kPreserve, kRoot, kShift };
+
+struct CopyContext {
+  Ownership ownership = Ownership::kRoot;
+  IdShift shift;
+  bool can_chown = false;
+  uint64_t source_mnt_id = 0;
+  dev_t source_dev = 0;
+};
 
 // Owner and mode the copy gets, per the ownership rule; `what` names the
 // source in errors.

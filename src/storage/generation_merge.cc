@@ -92,27 +92,6 @@ Status SetMeta(int fd, const struct stat& st, const std::string& what) {
   return Ok();
 }
 
-Status CopyData(int in, int out, const std::string& what) {
-  for (;;) {
-    ssize_t n = ::copy_file_range(in, nullptr, out, nullptr, 1u << 30, 0);
-    if (n == 0) return Ok();
-    if (n > 0) continue;
-    if (errno == EINTR) continue;
-    if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) break;
-    return Err(Error::FromErrno("copy " + what));
-  }
-  char buf[65536];
-  for (;;) {
-    ssize_t n = TRY(SyscallSize("read " + what, [&] { return ::read(in, buf, sizeof buf); }));
-    if (n == 0) return Ok();
-    for (ssize_t done = 0; done < n;) {
-      done += TRY(SyscallSize("write " + what, [&] {
-        return ::write(out, buf + done, static_cast<size_t>(n - done));
-      }));
-    }
-  }
-}
-
 struct Paths {
   std::string lower, upper, out;
   Paths Child(const std::string& name) const {

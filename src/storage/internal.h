@@ -63,6 +63,10 @@ Result<UniqueFd> EnsurePrivateStateDir(const std::string& path);
 Status WriteFileAt(int dir_fd, const std::string& name, const std::string& content, mode_t mode,
                    const std::string& what);
 
+// Copies the rest of `in` to `out` (copy_file_range, else read/write); `what`
+// names the file in errors. Shared by the tree copy and the generation merge.
+Status CopyData(int in, int out, const std::string& what);
+
 // Runs argv[0] (absolute path) with argv through RunProcess (common/spawn.h:
 // clean signal state, stdin from /dev/null, only fds 0-2); captures stdout
 // (up to 16 MiB) when `capture` is non-null, otherwise inherits it. Fails with
