@@ -17,6 +17,7 @@
 #include <ctime>
 #include <vector>
 
+#include "cell/fd_passing.h"
 #include "wire/agent_protocol.h"
 
 namespace tessera::agent {
@@ -377,22 +378,9 @@ void Agent::SettleSpawn(Session& s) {
   ssize_t n;
   UniqueFd attached;
   do {
-    iovec iov{&report, sizeof(report)};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    n = ::recvmsg(s.report.get(), &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); n >= 0 && c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-          c->cmsg_len == CMSG_LEN(sizeof(int))) {
-        int fd;
-        std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
-        attached.reset(fd);
-      }
-    }
+    int fd = -1;
+    n = cell::RecvWithFd(s.report.get(), &report, sizeof(report), &fd);
+    attached.reset(fd);
   } while (n < 0 && errno == EINTR);
   if (n < 0 && errno == EAGAIN) return;
   if (n == static_cast<ssize_t>(sizeof(report)) && report.code == 0) {

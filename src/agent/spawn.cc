@@ -22,6 +22,8 @@
 #include <cstring>
 #include <vector>
 
+#include "cell/fd_passing.h"
+
 namespace tessera::agent {
 namespace {
 
@@ -172,19 +174,7 @@ int OpenTerminal(const wire::WindowSize& size, const Credentials& creds, int rep
   }
   SpawnReport r;
   r.code = 0;  // not a failure: the terminal's master is attached
-  iovec iov{&r, sizeof(r)};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &master, sizeof(int));
-  if (::sendmsg(report_fd, &msg, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(r))) {
+  if (cell::SendWithFd(report_fd, &r, sizeof(r), master) != static_cast<ssize_t>(sizeof(r))) {
     Fail(report_fd, 125, errno, "hand the pty to the agent");
   }
   ::close(master);
