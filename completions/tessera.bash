@@ -121,7 +121,7 @@ _tessera() {
     config|policy|cell|template) _tessera_group "$verb" "$i" ;;
     volume)
       if [[ $prev == volume ]]; then
-        COMPREPLY=($(compgen -W "ls purge adopt copy" -- "$cur"))
+        COMPREPLY=($(compgen -W "ls purge adopt copy resize" -- "$cur"))
       else
         COMPREPLY=($(compgen -W "--json --force --to $(_tessera_qubes)" -- "$cur"))
       fi ;;

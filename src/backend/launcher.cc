@@ -63,6 +63,7 @@ storage::QubeStorageRequest StorageRequestFor(const LaunchSpec& spec) {
   request.template_name = spec.template_name;
   request.disposable = spec.disposable;
   request.snapshot_from = spec.snapshot_from;
+  request.private_size = spec.private_mib << 20;
   return request;
 }
 

@@ -77,6 +77,7 @@ Status FillLimits(const config::Qube& q, LaunchSpec* spec) {
                      ENOTSUP));
   }
   spec->memory_mib = q.memory_mib != 0 ? q.memory_mib : 1024;
+  if (q.private_size_mib != 0) spec->private_mib = q.private_size_mib;
   spec->cpus = q.cpus;
   spec->io_weight = q.io_weight;
   spec->io_max = q.io_max;

@@ -44,6 +44,7 @@
 #include "common/syscall.h"
 #include "storage/generations.h"
 #include "storage/id_shift.h"
+#include "storage/private_volume.h"
 
 namespace tessera::cell {
 namespace {
@@ -150,8 +151,10 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
       (void)cgroups->Remove();
     }
     (void)storage::RemoveScratch(layout, name);
-    // Nothing runs on the generation the storage recorded for this start.
+    // Nothing runs on the generation the storage recorded for this start,
+    // nor on the volume it opened.
     (void)storage::ReleaseGenerations(layout, name);
+    (void)storage::ClosePrivateVolume(layout, name);
   });
 
   // Mount points for the child, owned by the qube's root so it can use them
@@ -515,8 +518,11 @@ Status Cell::CleanupLocked(const storage::Layout& layout, const std::string& nam
 
 Status Cell::ReleaseStorage(const storage::Layout& layout, const std::string& name) {
   // Only once nothing of the cell runs: a template qube's changes are
-  // committed here, and generations nothing uses any more are collected.
-  return storage::ReleaseGenerations(layout, name);
+  // committed here, and generations nothing uses any more are collected;
+  // the private volume image is unmounted.
+  Status released = storage::ReleaseGenerations(layout, name);
+  Status closed = storage::ClosePrivateVolume(layout, name);
+  return released ? closed : released;
 }
 
 Result<std::vector<std::string>> Cell::List(const storage::Layout& layout) {

@@ -5,6 +5,7 @@
 //   tessera volume purge NAME...            NAME: an orphan id, or a qube name with one orphan
 //   tessera volume adopt NAME [--to QUBE] [--force]
 //   tessera volume copy SRC DST [--force]
+//   tessera volume resize QUBE SIZE         SIZE: 4G, 512M, 8GiB or a number of MiB
 //
 // Exit 0 on success, 1 on failure (message on stderr), 2 on usage errors.
 
@@ -43,14 +44,22 @@ int RunLs(bool as_json) {
     std::printf("%s\n", result->dump(2).c_str());
     return 0;
   }
-  std::printf("%-36s %-10s %-10s %s\n", "NAME", "KIND", "SIZE", "REMOVED");
+  // USED: what the volume takes on the host disk; SIZE: its limit (a
+  // volume not started since it got one shows its private_size, "at start").
+  std::printf("%-36s %-7s %-10s %-19s %s\n", "NAME", "KIND", "USED", "SIZE", "REMOVED");
   for (const auto& v : (*result)["volumes"]) {
-    std::printf("%-36s %-10s %-10s %s\n", Safe(v.value("qube", "?")).c_str(), "qube",
-                HumanBytes(v.value("bytes", uint64_t{0})).c_str(), "-");
+    std::string size = "-";
+    if (v.contains("size") && v["size"].is_number_unsigned()) {
+      size = FormatBytes(v["size"].get<uint64_t>());
+    } else if (v.contains("private_size") && v["private_size"].is_number_unsigned()) {
+      size = FormatBytes(v["private_size"].get<uint64_t>()) + " at start";
+    }
+    std::printf("%-36s %-7s %-10s %-19s %s\n", Safe(v.value("qube", "?")).c_str(), "qube",
+                HumanBytes(v.value("bytes", uint64_t{0})).c_str(), size.c_str(), "-");
   }
   for (const auto& o : (*result)["orphans"]) {
-    std::printf("%-36s %-10s %-10s %s\n", Safe(o.value("id", "?")).c_str(), "orphan",
-                HumanBytes(o.value("bytes", uint64_t{0})).c_str(),
+    std::printf("%-36s %-7s %-10s %-19s %s\n", Safe(o.value("id", "?")).c_str(), "orphan",
+                HumanBytes(o.value("bytes", uint64_t{0})).c_str(), "-",
                 Safe(o.value("removed", "?")).c_str());
   }
   return 0;
@@ -101,8 +110,27 @@ int RunCopy(const std::string& source, const std::string& dest, bool force) {
   return 0;
 }
 
+int RunResize(const std::string& qube, const std::string& size) {
+  auto result = CallDaemon("volume resize", "volume.resize", {{"qube", qube}, {"size", size}});
+  if (!result) return 1;
+  uint64_t now = result->value("size", uint64_t{0});
+  uint64_t declared = result->value("private_size", uint64_t{0});
+  std::printf("the private volume of %s is %s%s\n", Safe(qube).c_str(), FormatBytes(now).c_str(),
+              result->value("pending", false)
+                  ? " (the running qube sees the new size after a restart: growing a mounted "
+                    "volume needs CAP_SYS_RESOURCE, which tesserad lacks)"
+                  : "");
+  if (declared != 0 && declared < now) {
+    std::printf("note: its private_size in the system description is %s; a volume is never "
+                "shrunk to it\n",
+                FormatBytes(declared).c_str());
+  }
+  return 0;
+}
+
 void Register(CLI::App& app, CliContext& ctx) {
-  auto* cmd = app.add_subcommand("volume", "Private volumes: list, purge or adopt orphans, copy");
+  auto* cmd = app.add_subcommand("volume",
+                                 "Private volumes: list, resize, copy; purge or adopt orphans");
   cmd->require_subcommand(1);
 
   static bool json_out = false;
@@ -137,6 +165,14 @@ void Register(CLI::App& app, CliContext& ctx) {
   copy->add_flag("--force", copy_force,
                  "If the destination's volume holds data, keep it as an orphan (never deleted)");
   copy->callback([&ctx] { ctx.exit_code = RunCopy(copy_source, copy_dest, copy_force); });
+
+  static std::string resize_qube, resize_size;
+  auto* resize = cmd->add_subcommand(
+      "resize", "Grow a qube's private volume (running or not; volumes never shrink)");
+  resize->add_option("qube", resize_qube, "Qube whose volume grows")->required();
+  resize->add_option("size", resize_size, "New size: 4G, 512M, 8GiB, or a number of MiB")
+      ->required();
+  resize->callback([&ctx] { ctx.exit_code = RunResize(resize_qube, resize_size); });
 }
 
 const CommandRegistration kRegistration({"volume"}, Register);

@@ -130,4 +130,36 @@ std::string EscapeControl(std::string_view text, EscapeNewlines keep) {
   return out;
 }
 
+std::optional<uint64_t> ParseSizeMib(std::string_view text) {
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  if (digits == 0 || digits > 15) return std::nullopt;  // 10^15 MiB: beyond any disk
+  uint64_t number = 0;
+  for (size_t i = 0; i < digits; ++i) number = number * 10 + static_cast<uint64_t>(text[i] - '0');
+  std::string unit;
+  for (char c : text.substr(digits)) unit += static_cast<char>(c >= 'a' && c <= 'z' ? c - 32 : c);
+  uint64_t factor = 0;
+  if (unit.empty() || unit == "M" || unit == "MIB") {
+    factor = 1;
+  } else if (unit == "G" || unit == "GIB") {
+    factor = 1024;
+  } else if (unit == "T" || unit == "TIB") {
+    factor = 1024 * 1024;
+  } else {
+    return std::nullopt;
+  }
+  if (number > UINT64_MAX / factor / (1u << 20)) return std::nullopt;
+  return number * factor;
+}
+
+std::string FormatBytes(uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"TiB", "GiB", "MiB", "KiB"};
+  static constexpr int kShifts[] = {40, 30, 20, 10};
+  for (size_t i = 0; i < 4; ++i) {
+    uint64_t unit = uint64_t{1} << kShifts[i];
+    if (bytes >= unit && bytes % unit == 0) return std::to_string(bytes / unit) + " " + kUnits[i];
+  }
+  return std::to_string(bytes) + (bytes == 1 ? " byte" : " bytes");
+}
+
 }  // namespace tessera

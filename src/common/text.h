@@ -6,6 +6,7 @@
 //   std::fprintf(stderr, "%s\n", EscapeControl(reply_from_a_qube).c_str());
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
@@ -38,5 +39,14 @@ enum class EscapeNewlines { kKeep, kEscape };
 // unchanged; a backslash stays a backslash (the output is for people, not
 // for parsing back).
 std::string EscapeControl(std::string_view text, EscapeNewlines keep = EscapeNewlines::kKeep);
+
+// A size in MiB from "2048", "2048M", "2048MiB", "2G", "2GiB", "1T" or
+// "1TiB" (binary units; case-insensitive suffix; a bare number is MiB, as
+// `memory` is). nullopt for anything else, fractions and overflow included.
+std::optional<uint64_t> ParseSizeMib(std::string_view text);
+
+// "2 GiB", "1536 MiB", "12 KiB", "100 bytes": exact when the size is a whole
+// number of the unit, else the next smaller unit ("1.5 GiB" is "1536 MiB").
+std::string FormatBytes(uint64_t bytes);
 
 }  // namespace tessera

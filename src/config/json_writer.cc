@@ -39,6 +39,7 @@ json QubeToJson(const Qube& qube) {
   out["label"] = qube.label;
   out["default_user"] = qube.default_user;
   out["memory"] = qube.memory_mib;
+  out["private_size"] = qube.private_size_mib;
   out["cpus"] = qube.cpus;
   out["io_weight"] = qube.io_weight;
   out["io_max"] = {{"read_bps", qube.io_max.read_bps},

@@ -68,6 +68,7 @@ struct Qube {
   std::string label = "red";               // Qubes colour name
   std::string default_user = "user";       // who `tessera run` runs as: a name or UID[:GID]
   uint64_t memory_mib = 0;                 // hard limit
+  uint64_t private_size_mib = 0;           // private volume size (0 = unset: 2048)
   uint32_t cpus = 1;
   uint32_t io_weight = 100;                // 1..10000: share of disk time (io.weight)
   IoMax io_max;

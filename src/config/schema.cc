@@ -30,8 +30,8 @@ constexpr std::string_view kTopKeys[] = {"default_dispvm", "policy_dir", "qubes"
 constexpr std::string_view kQubeKeys[] = {
     "autostart",    "backend",  "class",    "cpus",         "default_dispvm",
     "default_user", "features", "firewall", "idle_timeout", "io_max",
-    "io_weight",    "label",    "memory",   "netvm",        "provides_network",
-    "source",       "tags",     "template", "uuid"};
+    "io_weight",    "label",    "memory",   "netvm",        "private_size",
+    "provides_network", "source", "tags",   "template",     "uuid"};
 constexpr std::string_view kIoMaxKeys[] = {"read_bps", "read_iops", "write_bps", "write_iops"};
 constexpr std::string_view kRuleKeys[] = {"action", "comment",  "dsthost", "dstports",
                                           "expire", "icmptype", "proto",   "specialtarget"};
@@ -45,6 +45,9 @@ constexpr std::string_view kSources[] = {"busybox", "debootstrap", "host", "dir:
 constexpr int64_t kMinMemoryMib = 32;
 constexpr int64_t kMaxMemoryMib = 1048576;
 constexpr uint64_t kDefaultMemoryMib = 1024;
+constexpr uint64_t kMinPrivateMib = 32;             // room for ext4's journal
+constexpr uint64_t kMaxPrivateMib = 16ull << 20;    // 16 TiB
+constexpr uint64_t kDefaultPrivateMib = 2048;       // as Qubes
 constexpr int64_t kMaxCpus = 1024;
 constexpr int64_t kMaxIdleTimeout = 7 * 24 * 3600;
 constexpr int64_t kMaxIoWeight = 10000;
@@ -185,6 +188,8 @@ class Builder : public NodeReader {
         if (auto mib = GetInteger(value, path, kMinMemoryMib, kMaxMemoryMib, "MiB")) {
           qube.memory_mib = static_cast<uint64_t>(*mib);
         }
+      } else if (key == "private_size") {
+        ReadPrivateSize(value, path, qube);
       } else if (key == "cpus") {
         if (auto cpus = GetInteger(value, path, 1, kMaxCpus, "")) {
           qube.cpus = static_cast<uint32_t>(*cpus);
@@ -234,8 +239,39 @@ class Builder : public NodeReader {
       }
     }
     if (qube.memory_mib == 0) qube.memory_mib = kDefaultMemoryMib;
+    if (qube.private_size_mib == 0) qube.private_size_mib = kDefaultPrivateMib;
     if (qube.uuid.empty()) qube.uuid = DeriveUuid(qube.name);
     drafts_.push_back(std::move(draft));
+  }
+
+  // An integer of MiB (as `memory`) or a string with a binary unit ("20G").
+  void ReadPrivateSize(const Node& value, const std::string& path, Qube& qube) {
+    std::optional<uint64_t> mib;
+    if (value.kind == Kind::kString) {
+      mib = ParseSizeMib(value.string);
+      if (!mib) {
+        Report(value.location, path,
+               "private_size " + QuoteValue(value.string) +
+                   ": expected a size like \"2G\", \"512M\" or a number of MiB");
+        return;
+      }
+    } else if (value.kind == Kind::kInteger && !value.integer_overflow && value.integer >= 0) {
+      mib = static_cast<uint64_t>(value.integer);
+    } else if (value.kind != Kind::kInteger) {
+      Report(value.location, path,
+             "private_size: expected a size like \"2G\" or a number of MiB, got " +
+                 std::string(KindName(value)));
+      return;
+    }
+    if (!mib || *mib < kMinPrivateMib || *mib > kMaxPrivateMib) {
+      Report(value.location, path,
+             "private_size must be between 32 MiB and 16 TiB, got " +
+                 (mib                                      ? std::to_string(*mib) + " MiB"
+                  : !value.integer_overflow && value.integer < 0 ? std::string("a negative size")
+                                                                 : std::string("more")));
+      return;
+    }
+    qube.private_size_mib = *mib;
   }
 
   void ReadSource(const Node& value, const std::string& path, Draft& draft) {

@@ -296,12 +296,19 @@ class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
     auto self = shared_from_this();
     // After the switch: the volumes of removed qubes are kept aside as
     // orphans, so a qube added later under the same name starts empty.
+    // Volumes whose private_size went up are grown.
     AfterAdopt keep_volumes = [self](const SystemDiff& diff, std::function<void(json)> done) {
       std::vector<std::string> removed;
       for (const QubeChange& c : diff.qubes) {
         if (c.kind == ChangeKind::kRemoved) removed.push_back(c.qube);
       }
-      KeepRemovedVolumes(self->ctx_, std::move(removed), std::move(done));
+      KeepRemovedVolumes(self->ctx_, std::move(removed),
+                         [self, diff, done = std::move(done)](json kept) {
+                           GrowChangedVolumes(self->ctx_, diff, [kept, done](json grown) mutable {
+                             for (auto& e : grown) kept.push_back(std::move(e));
+                             done(std::move(kept));
+                           });
+                         });
     };
     CarryOutApply(
         ctx_.manager, std::move(proposal), source_, ctx_.stop_grace,

@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <map>
 
+#include "common/text.h"
+
 namespace tessera::daemon {
 
 using config::Qube;
@@ -73,6 +75,9 @@ void CompareQubes(const Qube& a, const config::System& sys_a, const Qube& b,
       b.provides_network ? "true" : "false", true);
   add("memory", std::to_string(a.memory_mib), std::to_string(b.memory_mib), true);
   add("cpus", std::to_string(a.cpus), std::to_string(b.cpus), true);
+  // Grown in place by the apply, running or not (volumes never shrink).
+  add("private_size", FormatBytes(a.private_size_mib << 20), FormatBytes(b.private_size_mib << 20),
+      false);
   add("io_weight", std::to_string(a.io_weight), std::to_string(b.io_weight), true);
   add("io_max", config::ToString(a.io_max), config::ToString(b.io_max), true);
   // The preload count is the daemon's bookkeeping (how many disposables to

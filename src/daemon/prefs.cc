@@ -29,6 +29,7 @@ json QubePrefs(const config::Qube& q) {
           {"label", q.label},
           {"default_user", q.default_user},
           {"memory", q.memory_mib},
+          {"private_size", q.private_size_mib},
           {"cpus", q.cpus},
           {"tags", q.tags},
           {"autostart", q.autostart},

@@ -6,6 +6,7 @@
 #include "common/log.h"
 #include "common/text.h"
 #include "daemon/recovery.h"
+#include "storage/private_volume.h"
 #include "storage/volume_ops.h"
 
 namespace tessera::daemon {
@@ -506,6 +507,16 @@ void QubeManager::Recover() {
         (void)backend_.Cleanup(name);
         report(name, "stopped", step.reason);
         break;
+    }
+  }
+  // A volume image left mounted by a daemon that died between preparing a
+  // qube's storage and starting it (or stopping it) is unmounted: only a
+  // running qube keeps its volume open.
+  for (const std::string& name : input.storage) {
+    auto it = qubes_.find(name);
+    if (it != qubes_.end() && it->second.record.state == QubeState::kRunning) continue;
+    if (auto closed = storage::ClosePrivateVolume(layout_, name); !closed) {
+      report(name, "kept", "volume could not be unmounted: " + closed.error().ToString());
     }
   }
   // The volume of a qube no longer described (removed while the daemon was

@@ -1,11 +1,14 @@
 #include "daemon/volume_methods.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <memory>
 #include <optional>
 
 #include "common/json_access.h"
 #include "common/log.h"
+#include "common/text.h"
+#include "storage/private_volume.h"
 #include "daemon/recovery.h"
 
 namespace tessera::daemon {
@@ -59,8 +62,11 @@ void ListVolumes(MethodContext& ctx, Call call) {
   if (auto s = OnlyKeys(call.params, {}, call.method); !s) {
     return ctx.server.Reply(call, tl::unexpected(BadRequest(s.error())));
   }
-  std::vector<std::string> qubes;
-  for (const config::Qube& q : ctx.manager.config().system().qubes) qubes.push_back(q.name);
+  std::vector<std::pair<std::string, uint64_t>> qubes;  // name, private_size in bytes
+  for (const config::Qube& q : ctx.manager.config().system().qubes) {
+    if (q.klass == config::QubeClass::kDisposable) continue;  // no volume of its own to keep
+    qubes.emplace_back(q.name, q.private_size_mib << 20);
+  }
   auto* server = &ctx.server;
   ctx.pool.Run<ApiResult<json>>(
       [layout = ctx.layout, qubes]() -> ApiResult<json> {
@@ -68,11 +74,20 @@ void ListVolumes(MethodContext& ctx, Call call) {
         if (!orphans) return tl::unexpected(FromStorage(orphans.error()));
         json out = {{"orphans", json::array()}, {"volumes", json::array()}};
         for (const auto& o : *orphans) out["orphans"].push_back(ToJson(o));
-        for (const auto& q : qubes) {
-          auto bytes = storage::DiskUsage(layout.PrivateVolume(q));
+        for (const auto& [q, private_size] : qubes) {
+          // An image's disk usage is what its file holds on the host; a
+          // directory volume (not started since the upgrade) is walked.
+          std::string image = layout.QubeDir(q) + "/private.img";
+          bool imaged = storage::HasPrivateImage(layout, q);
+          auto bytes = storage::DiskUsage(imaged ? image : layout.PrivateVolume(q));
           if (!bytes) return tl::unexpected(FromStorage(bytes.error()));
-          out["volumes"].push_back(
-              {{"qube", q}, {"bytes", *bytes}, {"path", layout.PrivateVolume(q)}});
+          auto size = storage::PrivateVolumeSize(layout, q);
+          if (!size) return tl::unexpected(FromStorage(size.error()));
+          out["volumes"].push_back({{"qube", q},
+                                    {"bytes", *bytes},
+                                    {"size", *size ? json(**size) : json(nullptr)},
+                                    {"private_size", private_size},
+                                    {"path", imaged ? image : layout.PrivateVolume(q)}});
         }
         return out;
       },
@@ -161,6 +176,48 @@ void Copy(MethodContext& ctx, Call call) {
           });
 }
 
+// `tessera volume resize QUBE SIZE`: grows the volume (never shrinks). A
+// halted qube is held for the offline growth; a running one grows online.
+void Resize(MethodContext& ctx, Call call) {
+  auto& p = call.params;
+  if (auto s = OnlyKeys(p, {"qube", "size"}, call.method); !s) {
+    return ctx.server.Reply(call, tl::unexpected(BadRequest(s.error())));
+  }
+  auto qube = RequiredString(p, "qube", call.method, 64);
+  if (!qube) return ctx.server.Reply(call, tl::unexpected(BadRequest(qube.error())));
+  std::optional<uint64_t> mib;
+  if (p.contains("size") && p["size"].is_string()) {
+    mib = ParseSizeMib(p["size"].get<std::string>());
+  } else if (p.contains("size") && p["size"].is_number_unsigned()) {
+    mib = p["size"].get<uint64_t>();
+  }
+  if (!mib || *mib > (uint64_t{16} << 20)) {
+    return ctx.server.Reply(
+        call, Fail(codes::kBadRequest,
+                   "volume.resize: size must be like \"4G\", \"512M\" or a number of MiB, "
+                   "at most 16 TiB"));
+  }
+  const config::Qube* q = ctx.manager.config().system().Find(*qube);
+  if (q == nullptr) return ctx.server.Reply(call, tl::unexpected(ctx.manager.NoSuchQube(*qube)));
+  std::vector<std::string> held;
+  if (auto h = ctx.manager.Hold(*qube); h) {
+    held.push_back(*qube);
+  } else if (h.error().code != codes::kInvalidState) {
+    return ctx.server.Reply(call, tl::unexpected(h.error()));
+  }
+  uint64_t private_size = q->private_size_mib << 20;
+  RunHeld(ctx, std::move(call), held,
+          [layout = ctx.layout, qube = *qube, bytes = *mib << 20,
+           private_size]() -> ApiResult<json> {
+            auto resized = storage::ResizePrivateVolume(layout, qube, bytes);
+            if (!resized) return tl::unexpected(FromStorage(resized.error()));
+            return json{{"qube", qube},
+                        {"size", resized->size},
+                        {"pending", resized->pending},
+                        {"private_size", private_size}};
+          });
+}
+
 }  // namespace
 
 std::vector<std::string> OrphanNotes(const SystemDiff& diff,
@@ -226,6 +283,57 @@ void KeepRemovedVolumes(MethodContext& ctx, std::vector<std::string> removed,
       });
 }
 
+void GrowChangedVolumes(MethodContext& ctx, const SystemDiff& diff,
+                        std::function<void(json entries)> done) {
+  std::vector<std::pair<std::string, uint64_t>> grow;  // qube, new private_size in bytes
+  for (const QubeChange& c : diff.qubes) {
+    if (c.kind != ChangeKind::kChanged) continue;
+    bool changed = std::any_of(c.fields.begin(), c.fields.end(),
+                               [](const FieldChange& f) { return f.field == "private_size"; });
+    const config::Qube* q = ctx.manager.config().system().Find(c.qube);
+    if (changed && q != nullptr) grow.emplace_back(c.qube, q->private_size_mib << 20);
+  }
+  if (grow.empty()) return done(json::array());
+  auto* c = &ctx;
+  ctx.pool.Run<json>(
+      [layout = ctx.layout, grow] {
+        json entries = json::array();
+        for (const auto& [qube, bytes] : grow) {
+          json e = {{"action", "grow volume"}, {"qube", qube}, {"ok", true}};
+          auto size = storage::PrivateVolumeSize(layout, qube);
+          if (!size) {
+            e["ok"] = false;
+            e["error"] = size.error().ToString();
+          } else if (!*size) {
+            e["note"] = "volume of " + qube + " is made at " + FormatBytes(bytes) +
+                        " at its next start";
+          } else if (**size >= bytes) {
+            e["note"] = "volume of " + qube + " stays " + FormatBytes(**size) +
+                        (**size > bytes ? " (volumes never shrink)" : "");
+          } else if (auto resized = storage::ResizePrivateVolume(layout, qube, bytes); !resized) {
+            e["ok"] = false;
+            e["error"] = resized.error().ToString();
+          } else {
+            e["note"] = "volume of " + qube + " grown from " + FormatBytes(**size) + " to " +
+                        FormatBytes(resized->size) +
+                        (resized->pending ? " (the running qube sees it after a restart)" : "");
+          }
+          entries.push_back(std::move(e));
+        }
+        return entries;
+      },
+      [c, done](json entries) {
+        for (const auto& e : entries) {
+          c->audit.Write({{"kind", "volume"},
+                          {"action", "grow"},
+                          {"qube", e["qube"]},
+                          {"ok", e["ok"]},
+                          {"error", e.value("error", "")}});
+        }
+        done(std::move(entries));
+      });
+}
+
 void RegisterVolumeMethods(MethodContext& ctx) {
   AdminServer& s = ctx.server;
   MethodContext* c = &ctx;
@@ -233,6 +341,7 @@ void RegisterVolumeMethods(MethodContext& ctx) {
   s.Register("volume.purge", {}, [c](Call call) { Purge(*c, std::move(call)); });
   s.Register("volume.adopt", {}, [c](Call call) { Adopt(*c, std::move(call)); });
   s.Register("volume.copy", {}, [c](Call call) { Copy(*c, std::move(call)); });
+  s.Register("volume.resize", {}, [c](Call call) { Resize(*c, std::move(call)); });
 }
 
 }  // namespace tessera::daemon

@@ -5,7 +5,7 @@
 // The file work runs on the worker pool (storage/volume_ops.h); qubes whose
 // files move are held halted for the duration (QubeManager::Hold).
 //
-//   RegisterVolumeMethods(context);   // volume.list/purge/adopt/copy
+//   RegisterVolumeMethods(context);   // volume.list/purge/adopt/copy/resize
 
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -30,6 +30,14 @@ std::vector<std::string> OrphanNotes(const SystemDiff& diff,
 // pool). `done` gets one entry per qube that had storage:
 // {"action": "orphan", "qube", "ok", "orphan" | "error", "note"}.
 void KeepRemovedVolumes(MethodContext& context, std::vector<std::string> removed,
+                        std::function<void(nlohmann::json entries)> done);
+
+// Apply, after the new description is adopted: every qube whose
+// private_size changed has its volume grown to it (online while it runs,
+// storage::ResizePrivateVolume); a larger volume stays as it is. `done`
+// gets one entry per such qube: {"action": "grow volume", "qube", "ok",
+// "note" | "error"}.
+void GrowChangedVolumes(MethodContext& context, const SystemDiff& diff,
                         std::function<void(nlohmann::json entries)> done);
 
 }  // namespace tessera::daemon

@@ -42,6 +42,7 @@
 #include "common/unique_fd.h"
 #include "storage/id_shift.h"
 #include "storage/internal.h"
+#include "storage/private_volume.h"
 #include "storage/volume_ops.h"
 
 namespace tessera::storage {
@@ -178,6 +179,7 @@ Result<std::optional<OrphanInfo>> OrphanQubeLocked(const Layout& layout, int orp
     return Err(std::move(qube_fd).error());
   }
   TRY(internal::RemoveLeftovers(dir, {kCreationLeftovers[0], kCreationLeftovers[1]}));
+  TRY(ClosePrivateVolume(layout, qube));  // the image moves along, unmounted
   OrphanInfo o;
   o.id = TRY(NewOrphanId(orphans_fd, qube));
   o.qube = qube;
@@ -209,7 +211,10 @@ Result<OrphanInfo> OrphanPrivateLocked(const Layout& layout, int orphans_fd, int
   o.removed = internal::NowRfc3339();
   o.reason = reason;
   o.id_base = id_base;
-  o.bytes = TRY(DiskUsage(layout.PrivateVolume(qube)));
+  TRY(ClosePrivateVolume(layout, qube));
+  std::string image = layout.QubeDir(qube) + "/private.img";
+  bool has_image = HasPrivateImage(layout, qube);
+  o.bytes = TRY(DiskUsage(has_image ? image : layout.PrivateVolume(qube)));
   std::string tmp = orphans + "/.new-XXXXXX";
   if (::mkdtemp(tmp.data()) == nullptr) return Err(Error::FromErrno("mkdtemp in " + orphans));
   std::string tmp_name = tmp.substr(orphans.size() + 1);
@@ -220,6 +225,13 @@ Result<OrphanInfo> OrphanPrivateLocked(const Layout& layout, int orphans_fd, int
   }));
   cleanup.Dismiss();
   UniqueFd orphan_fd = TRY(internal::OpenDirAt(orphans_fd, o.id, orphans + "/" + o.id));
+  // The image first: a crash after it leaves the qube an empty mount point,
+  // which its next start fills with a fresh volume.
+  if (has_image) {
+    TRY(Syscall("rename " + image + " into orphan " + o.id, [&] {
+      return ::renameat2(qube_fd, "private.img", orphan_fd.get(), "private.img", RENAME_NOREPLACE);
+    }));
+  }
   TRY(Syscall("rename " + layout.PrivateVolume(qube) + " into orphan " + o.id, [&] {
     return ::renameat2(qube_fd, "private", orphan_fd.get(), "private", RENAME_NOREPLACE);
   }));
@@ -360,7 +372,11 @@ Status FinishAdoption(const Layout& layout, const std::string& qube, const IdRan
   }
   OrphanInfo o = TRY(ParseOrphan(marker, ""));
   if (o.id_base != ids.base) {
-    TRY_CTX(ShiftPart(qube_fd->get(), "private", dir + "/private", o.id_base, ids),
+    TRY_CTX(WithPrivateVolume(layout, qube,
+                              [&] {
+                                return ShiftPart(qube_fd->get(), "private", dir + "/private",
+                                                 o.id_base, ids);
+                              }),
             "move the adopted volume of " + qube + " into its id range");
     TRY_CTX(ShiftPart(qube_fd->get(), "root", dir + "/root", o.id_base, ids),
             "move the adopted root of " + qube + " into its id range");
@@ -398,6 +414,7 @@ Result<AdoptOutcome> AdoptOrphan(const Layout& layout, const std::string& name,
         what);
   } else {
     // A fresh skeleton (or nothing): no data to keep.
+    TRY_CTX(ClosePrivateVolume(layout, qube), what);
     TRY_CTX(RemoveTree(layout.QubeDir(qube)), what);
   }
   UniqueFd qubes_fd = TRY(internal::EnsurePrivateStateDir(layout.state_dir + "/qubes"));
@@ -436,16 +453,24 @@ Result<CopyOutcome> CopyPrivateVolume(const Layout& layout, const std::string& s
   TRY_CTX(FinishAdoption(layout, dest, dest_ids), what);
   // The source's volume of an older version (host-root owned) is shifted
   // first, so every id of the copy comes from the source's range.
-  TRY_CTX(ShiftPrivateVolume(layout, source, source_ids), what);
+  TRY_CTX(WithPrivateVolume(layout, source,
+                            [&] { return ShiftPrivateVolume(layout, source, source_ids); }),
+          what);
 
   UniqueFd qubes_fd = TRY(internal::EnsurePrivateStateDir(layout.state_dir + "/qubes"));
   std::string dest_dir = layout.QubeDir(dest);
   TRY(internal::EnsureDirAt(qubes_fd.get(), dest, 0700, 0, 0, dest_dir));
   UniqueFd dest_fd = TRY(internal::OpenDirAt(qubes_fd.get(), dest, dest_dir));
   bool dest_exists = ::fstatat(dest_fd.get(), "private", &st, AT_SYMLINK_NOFOLLOW) == 0;
-  bool dest_data =
-      dest_exists &&
-      TRY_CTX(internal::PrivateVolumeHasData(dest_fd.get(), layout.PrivateVolume(dest)), what);
+  bool dest_image = HasPrivateImage(layout, dest);
+  bool dest_data = false;
+  if (dest_exists) {
+    Status checked = WithPrivateVolume(layout, dest, [&]() -> Status {
+      dest_data = TRY(internal::PrivateVolumeHasData(dest_fd.get(), layout.PrivateVolume(dest)));
+      return Ok();
+    });
+    TRY_CTX(std::move(checked), what);
+  }
   if (dest_data && displace == Displace::kRefuse) {
     uint64_t bytes = DiskUsage(layout.PrivateVolume(dest)).value_or(0);
     return Err(Error(what + ": " + dest + " already has a private volume with data (" +
@@ -468,13 +493,27 @@ Result<CopyOutcome> CopyPrivateVolume(const Layout& layout, const std::string& s
     }
   });
   UniqueFd tmp_fd = TRY(internal::OpenDir(tmp, O_NOFOLLOW));
-  TRY_CTX(
-      internal::CopyTreeShifted(from, tmp_fd.get(), tmp,
-                                IdShift{.from_base = source_ids.base, .to_base = dest_ids.base}),
-      what);
+  // An image source is mounted for the copy. The copy is a directory
+  // volume: the destination's next start moves it into an image of its own
+  // private_size.
+  TRY_CTX(WithPrivateVolume(layout, source,
+                            [&]() -> Status {
+                              return internal::CopyTreeShifted(
+                                  from, tmp_fd.get(), tmp,
+                                  IdShift{.from_base = source_ids.base,
+                                          .to_base = dest_ids.base});
+                            }),
+          what);
   ::syncfs(tmp_fd.get());
 
   CopyOutcome out;
+  if (dest_image && !dest_data) {
+    // An empty image goes before the copy takes its place (a crash in
+    // between leaves an empty volume, as before the copy).
+    TRY_CTX(ClosePrivateVolume(layout, dest), what);
+    TRY(Syscall("unlink " + dest_dir + "/private.img",
+                [&] { return ::unlinkat(dest_fd.get(), "private.img", 0); }));
+  }
   if (dest_data) {
     out.displaced = TRY_CTX(OrphanPrivateLocked(layout, orphans.dir.get(), dest_fd.get(), dest,
                                                 dest_ids.base, "replaced by a copy of " + source),

@@ -10,11 +10,13 @@
 #include <optional>
 
 #include "common/log.h"
+#include "common/scope_guard.h"
 #include "common/syscall.h"
 #include "common/unique_fd.h"
 #include "storage/generations.h"
 #include "storage/id_shift.h"
 #include "storage/internal.h"
+#include "storage/private_volume.h"
 #include "storage/volume_ops.h"
 
 namespace tessera::storage {
@@ -96,7 +98,27 @@ Result<PreparedStorage> PrepareQubeStorage(const Layout& layout, const QubeStora
   }
   if (info) out.host_ro_binds = info->host_ro_binds;
 
-  if (!r.snapshot_from.empty()) TRY(SnapshotPrivateVolume(layout, r.qube, out.ids, r.snapshot_from));
+  if (!r.snapshot_from.empty()) {
+    bool imaged = false;
+    if (r.private_size != 0 && HasPrivateImage(layout, r.snapshot_from)) {
+      IdRange dvm_ids = TRY_CTX(LookupIdRange(layout, r.snapshot_from),
+                                "snapshot the private volume of " + r.snapshot_from + " for " +
+                                    r.qube);
+      imaged = TRY(SnapshotPrivateImage(layout, r.qube, out.ids, r.snapshot_from, dvm_ids));
+    }
+    if (!imaged) TRY(SnapshotPrivateVolume(layout, r.qube, out.ids, r.snapshot_from));
+  }
+  // An opened volume is closed again if a later step fails: the caller
+  // starts nothing then, and nothing else would unmount it.
+  bool opened = false;
+  auto close = ScopeGuard([&] {
+    if (opened) (void)ClosePrivateVolume(layout, r.qube);
+  });
+  if (r.private_size != 0) {
+    TRY_CTX(OpenPrivateVolume(layout, r.qube, out.ids, r.private_size),
+            "prepare storage of qube " + r.qube);
+    opened = true;
+  }
   TRY(EnsurePrivateVolume(layout, r.qube, out.ids));
   TRY(ShiftPrivateVolume(layout, r.qube, out.ids));
   out.private_volume = layout.PrivateVolume(r.qube);
@@ -111,6 +133,7 @@ Result<PreparedStorage> PrepareQubeStorage(const Layout& layout, const QubeStora
     out.generation = g.number;
     if (own) out.changes_path = TemplateChangesDir(layout, r.template_name);
   }
+  close.Dismiss();
   return out;
 }
 

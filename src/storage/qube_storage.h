@@ -41,6 +41,11 @@ struct QubeStorageRequest {
   // Disposables: the disposable template whose private volume they start
   // from ("" = an empty volume).
   std::string snapshot_from;
+  // Bytes of the private volume, an ext4 image mounted at private/
+  // (private_volume.h): made, migrated from a directory volume or grown to
+  // this. 0 keeps a plain directory volume with no limit (storage tests;
+  // every launch passes the qube's private_size).
+  uint64_t private_size = 0;
 };
 
 struct PreparedStorage {
@@ -54,6 +59,8 @@ struct PreparedStorage {
   std::string changes_path;
   std::vector<std::string> host_ro_binds;  // from template.json
   std::string private_volume;              // S/qubes/<n>/private, owned by the qube's range
+  // An image volume is mounted at private_volume until ClosePrivateVolume
+  // (Cell::ReleaseStorage at stop).
 };
 
 // In order: checks the request (names; a disposable is kTemplateShared; only

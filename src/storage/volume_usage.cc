@@ -15,6 +15,7 @@
 #include "common/unique_fd.h"
 #include "storage/id_shift.h"
 #include "storage/internal.h"
+#include "storage/private_volume.h"
 #include "storage/volume_ops.h"
 
 namespace tessera::storage {
@@ -82,6 +83,9 @@ Result<bool> PrivateHasData(int qube_fd, const std::string& path) {
   for (const std::string& name : TRY(Entries(priv.get(), path))) {
     if (name == "rw") {
       if (!TRY(IsEmptyDirAt(priv.get(), name, path + "/rw"))) return true;
+    } else if (name == "lost+found") {
+      // Made by mkfs in an image volume; only fsck puts anything there.
+      if (!TRY(IsEmptyDirAt(priv.get(), name, path + "/lost+found"))) return true;
     } else if (name == "home") {
       struct stat st {};
       if (::fstatat(priv.get(), "home", &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) {
@@ -130,7 +134,13 @@ Result<bool> HasData(const Layout& layout, const std::string& qube) {
     if (errno == ENOENT) return false;
     return Err(Error::FromErrno("stat " + dir + "/private"));
   }
-  return PrivateHasData(qube_fd->get(), layout.PrivateVolume(qube));
+  bool has_data = false;
+  Status checked = WithPrivateVolume(layout, qube, [&]() -> Status {
+    has_data = TRY(PrivateHasData(qube_fd->get(), layout.PrivateVolume(qube)));
+    return Ok();
+  });
+  TRY(std::move(checked));
+  return has_data;
 }
 
 namespace internal {

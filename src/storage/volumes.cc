@@ -19,6 +19,7 @@
 #include "common/fs.h"
 #include "common/syscall.h"
 #include "storage/internal.h"
+#include "storage/private_volume.h"
 #include "storage/storage.h"
 
 namespace tessera::storage {
@@ -88,6 +89,7 @@ Status DestroyQubeStorage(const Layout& layout, const std::string& qube) {
   // Files first, id range last: if a removal fails (a mount still inside), the
   // range stays recorded, so its leftovers can never surface in another qube.
   TRY_CTX(RemoveScratch(layout, qube), "destroy storage of qube " + qube);
+  TRY_CTX(ClosePrivateVolume(layout, qube), "destroy storage of qube " + qube);
   TRY_CTX(RemoveTree(layout.QubeDir(qube)), "destroy storage of qube " + qube);
   TRY_CTX(ReleaseIdRange(layout, qube), "destroy storage of qube " + qube);
   return Ok();

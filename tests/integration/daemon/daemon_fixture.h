@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -139,6 +140,19 @@ class DaemonTest : public ::testing::Test {
       std::string name = dir.substr(dir.rfind('/') + 1);
       auto s = cell::Cell::Cleanup(layout_, name);
       EXPECT_TRUE(s) << name << ": " << s.error().ToString();
+    }
+    // Volume images a failed test left mounted go before the tree does.
+    {
+      std::ifstream mounts("/proc/self/mountinfo");
+      std::vector<std::string> below;
+      std::string line;
+      while (std::getline(mounts, line)) {
+        std::istringstream fields(line);
+        std::string id, parent, devno, root, point;
+        fields >> id >> parent >> devno >> root >> point;
+        if (point.rfind(root_ + "/", 0) == 0) below.insert(below.begin(), point);
+      }
+      for (const auto& m : below) ::umount2(m.c_str(), MNT_DETACH);
     }
     std::string cmd = "rm -rf --one-file-system '" + root_ + "'";
     EXPECT_EQ(std::system(cmd.c_str()), 0);

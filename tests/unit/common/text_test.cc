@@ -10,6 +10,26 @@
 namespace tessera {
 namespace {
 
+TEST(SizeTest, ParseSizeMibTakesBinaryUnitsAndBareMiB) {
+  EXPECT_EQ(ParseSizeMib("2048"), 2048u);
+  EXPECT_EQ(ParseSizeMib("2g"), 2048u);
+  EXPECT_EQ(ParseSizeMib("2GiB"), 2048u);
+  EXPECT_EQ(ParseSizeMib("7M"), 7u);
+  EXPECT_EQ(ParseSizeMib("1T"), 1048576u);
+  for (const char* bad : {"", "G", "1.5G", "2 G", "2GB", "-1", "1e3", "9999999999999999"}) {
+    EXPECT_EQ(ParseSizeMib(bad), std::nullopt) << bad;
+  }
+}
+
+TEST(SizeTest, FormatBytesUsesTheLargestExactUnit) {
+  EXPECT_EQ(FormatBytes(2ull << 30), "2 GiB");
+  EXPECT_EQ(FormatBytes(1536ull << 20), "1536 MiB");
+  EXPECT_EQ(FormatBytes(4096), "4 KiB");
+  EXPECT_EQ(FormatBytes(1ull << 40), "1 TiB");
+  EXPECT_EQ(FormatBytes(100), "100 bytes");
+  EXPECT_EQ(FormatBytes(1), "1 byte");
+}
+
 TEST(EditDistanceTest, Levenshtein) {
   EXPECT_EQ(EditDistance("kitten", "sitting"), 3u);
   EXPECT_EQ(EditDistance("", "abc"), 3u);

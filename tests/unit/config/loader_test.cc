@@ -113,6 +113,42 @@ TEST(LoaderTest, MinimalDocumentsAndDefaults) {
   EXPECT_EQ(solo.backend, Backend::kCell);
   EXPECT_EQ(solo.uuid, DeriveUuid("solo"));
   EXPECT_EQ(solo.default_user, "user");
+  EXPECT_EQ(solo.private_size_mib, 2048u);  // as Qubes
+}
+
+TEST(LoaderTest, PrivateSizeIsMiBOrASizeWithAUnit) {
+  auto size_of = [](const std::string& value) -> std::optional<uint64_t> {
+    LoadOutcome o =
+        LoadToml("[qubes.solo]\nclass = \"standalone\"\nprivate_size = " + value + "\n");
+    if (!o.system) return std::nullopt;
+    return o.system->qubes.at(0).private_size_mib;
+  };
+  EXPECT_EQ(size_of("4096"), 4096u);
+  EXPECT_EQ(size_of("\"20G\""), 20480u);
+  EXPECT_EQ(size_of("\"512MiB\""), 512u);
+  EXPECT_EQ(size_of("\"1TiB\""), 1048576u);
+  EXPECT_EQ(size_of("\"32m\""), 32u);
+  EXPECT_EQ(size_of("\"16T\""), 16777216u);
+  for (const char* bad : {"16", "-5", "\"2.5G\"", "\"20X\"", "\"G\"", "\"17T\"", "true",
+                          "99999999999999999999"}) {
+    EXPECT_EQ(size_of(bad), std::nullopt) << bad;
+  }
+  LoadOutcome small =
+      LoadToml("[qubes.solo]\nclass = \"standalone\"\nprivate_size = \"16M\"\n");
+  EXPECT_THAT(small.diagnostics,
+              ElementsAre(DiagAt(3, 16, "qubes.solo.private_size",
+                                 "between 32 MiB and 16 TiB, got 16 MiB")));
+  LoadOutcome unit = LoadToml("[qubes.solo]\nclass = \"standalone\"\nprivate_size = \"2 GB\"\n");
+  EXPECT_THAT(unit.diagnostics, ElementsAre(DiagAt(3, 16, "qubes.solo.private_size",
+                                                   "expected a size like \"2G\"")));
+  // JSON gives the same, and the written JSON reads back to it.
+  LoadOutcome json =
+      LoadJson(R"({"qubes": {"solo": {"class": "standalone", "private_size": "3G"}}})");
+  ASSERT_TRUE(json.system) << Dump(json.diagnostics);
+  EXPECT_EQ(json.system->qubes.at(0).private_size_mib, 3072u);
+  LoadOutcome again = LoadJson(ToJson(*json.system));
+  ASSERT_TRUE(again.system) << Dump(again.diagnostics);
+  EXPECT_EQ(again.system->qubes.at(0).private_size_mib, 3072u);
 }
 
 TEST(LoaderTest, DefaultUserIsANameOrIds) {
