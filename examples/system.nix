@@ -32,6 +32,7 @@ in
       netvm = "sys-firewall";
       label = "blue";
       memory = 2048;
+      private_size = "10G";
       cpus = 2;
       tags = [ "work" ];
       features = { gui = "1"; };

@@ -120,7 +120,8 @@ Result<std::optional<std::string>> LoopDeviceOf(const std::string& image) {
   return std::optional<std::string>{};
 }
 
-Status MountExt4Image(const std::string& image, const std::string& mount_point) {
+Status MountExt4Image(const std::string& image, const std::string& mount_point,
+                      Durability durability) {
   if (auto bound = TRY(LoopDeviceOf(image))) {
     return Err(Error(image + ": already attached to " + *bound +
                          " (still mounted somewhere; a second mount would corrupt it)",
@@ -145,8 +146,9 @@ Status MountExt4Image(const std::string& image, const std::string& mount_point) 
     }
     // The loop fd stays open until the mount holds the device: closing it
     // first would let autoclear detach it at once.
-    if (::mount(dev.c_str(), mount_point.c_str(), "ext4", MS_NOSUID | MS_NODEV,
-                "errors=remount-ro") != 0) {
+    const char* options = durability == Durability::kThrowaway ? "errors=remount-ro,nobarrier,noinit_itable"
+                                                               : "errors=remount-ro";
+    if (::mount(dev.c_str(), mount_point.c_str(), "ext4", MS_NOSUID | MS_NODEV, options) != 0) {
       int saved = errno;
       ::ioctl(loop.get(), LOOP_CLR_FD, 0);
       return Err(Error("mount " + image + " (" + dev + ") at " + mount_point, saved));
@@ -299,7 +301,6 @@ Status CopyExt4Image(const std::string& from, const std::string& to,
     }
     pos = hole;
   }
-  if (::fsync(out.get()) != 0) return Err(Error::FromErrno("sync " + to));
   remove.Dismiss();
   return Ok();
 }

@@ -38,11 +38,20 @@ struct Ext4ImageOptions {
 // (mkfs.ext4, no reserved blocks, lazy init). On failure the file is removed.
 Status MakeExt4Image(const std::string& path, uint64_t bytes, const Ext4ImageOptions& options);
 
+enum class Durability {
+  kDurable,    // write barriers: what was synced survives a host crash
+  kThrowaway,  // nobarrier,noinit_itable: no cache flushes and no background
+               // zeroing of inode tables (a disposable's volume, which no crash
+               // may bring back); unmounting it is about twice as fast
+};
+
 // Attaches `image` to a free loop device (LOOP_CTL_GET_FREE +
-// LOOP_CONFIGURE, autoclear) and mounts it at `mount_point` (nosuid,nodev).
-// Refused (EBUSY, naming the device) when the image is attached to a loop
-// device already: a second mount of one ext4 would corrupt it.
-Status MountExt4Image(const std::string& image, const std::string& mount_point);
+// LOOP_CONFIGURE, autoclear, direct I/O) and mounts it at `mount_point`
+// (nosuid,nodev,errors=remount-ro). Refused (EBUSY, naming the device) when
+// the image is attached to a loop device already: a second mount of one
+// ext4 would corrupt it.
+Status MountExt4Image(const std::string& image, const std::string& mount_point,
+                      Durability durability = Durability::kDurable);
 
 // Unmounts `mount_point` (the autoclear loop device detaches with it).
 Status UnmountExt4Image(const std::string& mount_point);
@@ -77,7 +86,8 @@ Result<uint64_t> Ext4FsBytes(const std::string& image);
 // Copies the image `from` to `to` (created O_EXCL, mode 0600), holes kept
 // (SEEK_DATA/SEEK_HOLE). When `frozen_mount` is set, that mount of `from`
 // is frozen (FIFREEZE) for the copy and thawed after: a crash-consistent
-// snapshot of a file system in use. On failure `to` is removed.
+// snapshot of a file system in use. On failure `to` is removed. Not synced:
+// the copies are disposables' volumes, which no crash may bring back.
 Status CopyExt4Image(const std::string& from, const std::string& to,
                      const std::optional<std::string>& frozen_mount);
 

@@ -118,21 +118,26 @@ Status UnmountLocked(const QubeVolume& v) {
   return UnmountExt4Image(v.mount);
 }
 
+// lost+found, made by mkfs as host root, joins the qube's range (its root)
+// so id shifts of copies accept it.
+Status OwnLostAndFound(int root_fd, const std::string& mount, uid_t base) {
+  struct stat st {};
+  if (::fstatat(root_fd, "lost+found", &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+      st.st_uid < kFirstHostId) {
+    TRY(Syscall("chown " + mount + "/lost+found", [&] {
+      return ::fchownat(root_fd, "lost+found", base, base, AT_SYMLINK_NOFOLLOW);
+    }));
+  }
+  return Ok();
+}
+
 // The mounted root belongs to the qube's root and is 0700, as a directory
-// volume's private/ is; lost+found (made by mkfs as host root) joins the
-// range so id shifts of copies accept it.
+// volume's private/ is.
 Status OwnMountedRoot(const QubeVolume& v, const IdRange& ids) {
   UniqueFd root = TRY(internal::OpenDirAt(v.dir_fd.get(), kMountPoint, v.mount));
   TRY(Syscall("chown " + v.mount, [&] { return ::fchown(root.get(), ids.base, ids.base); }));
   TRY(Syscall("chmod " + v.mount, [&] { return ::fchmod(root.get(), 0700); }));
-  struct stat st {};
-  if (::fstatat(root.get(), "lost+found", &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
-      st.st_uid < kFirstHostId) {
-    TRY(Syscall("chown " + v.mount + "/lost+found", [&] {
-      return ::fchownat(root.get(), "lost+found", ids.base, ids.base, AT_SYMLINK_NOFOLLOW);
-    }));
-  }
-  return Ok();
+  return OwnLostAndFound(root.get(), v.mount, ids.base);
 }
 
 // A fresh hidden temporary name for an image below v.dir.
@@ -146,12 +151,15 @@ std::string TempImagePath(const QubeVolume& v) {
   return path;
 }
 
-Status RenameInto(const QubeVolume& v, const std::string& tmp_path, const char* name) {
+// `durable`: the directory is synced, so the rename survives a host crash
+// (not needed for a disposable's volume, which recovery destroys anyway).
+Status RenameInto(const QubeVolume& v, const std::string& tmp_path, const char* name,
+                  bool durable = true) {
   std::string tmp = tmp_path.substr(v.dir.size() + 1);
   TRY(Syscall("rename " + tmp_path + " to " + v.dir + "/" + name, [&] {
     return ::renameat2(v.dir_fd.get(), tmp.c_str(), v.dir_fd.get(), name, RENAME_NOREPLACE);
   }));
-  ::fsync(v.dir_fd.get());
+  if (durable) ::fsync(v.dir_fd.get());
   return Ok();
 }
 
@@ -310,9 +318,23 @@ Result<VolumeResize> ResizePrivateVolume(const Layout& layout, const std::string
 
 Result<bool> SnapshotPrivateImage(const Layout& layout, const std::string& qube,
                                   const IdRange& ids, const std::string& dvm,
-                                  const IdRange& dvm_ids) {
+                                  const IdRange& dvm_ids, uint64_t bytes) {
   std::string what = "snapshot the private volume of " + dvm + " for " + qube;
-  if (!HasPrivateImage(layout, dvm)) return false;
+  TRY(CheckSize(bytes, qube));
+  if (!HasPrivateImage(layout, dvm)) {
+    // A template without any volume yet gets its image now (not mounted),
+    // once, instead of every disposable making one. One with a directory
+    // volume keeps it until its own next start migrates it: it may be
+    // running on it.
+    auto source = TRY_CTX(LockVolume(layout, dvm, true), what);
+    if (!ExistsAt(source->dir_fd.get(), kImage)) {
+      if (TRY(HasEntries(source->dir_fd.get(), kMountPoint, source->mount)) ||
+          ExistsAt(source->dir_fd.get(), kMigrating)) {
+        return false;
+      }
+      TRY_CTX(CreateImageLocked(*source, dvm_ids, bytes), what);
+    }
+  }
   QubeVolume v = std::move(*TRY_CTX(LockVolume(layout, qube, true), what));
   if (ExistsAt(v.dir_fd.get(), kImage) || TRY(HasEntries(v.dir_fd.get(), kMountPoint, v.mount))) {
     return false;
@@ -330,16 +352,17 @@ Result<bool> SnapshotPrivateImage(const Layout& layout, const std::string& qube,
   }
   auto drop = ScopeGuard([&] { ::unlink(tmp.c_str()); });
   TRY(MakeMountPoint(v));
-  TRY_CTX(MountExt4Image(tmp, v.mount), what);
+  TRY_CTX(MountExt4Image(tmp, v.mount, Durability::kThrowaway), what);
   auto unmount = ScopeGuard([&] { (void)UnmountExt4Image(v.mount); });
   {
     UniqueFd root = TRY(internal::OpenDirAt(v.dir_fd.get(), kMountPoint, v.mount));
+    TRY_CTX(OwnLostAndFound(root.get(), v.mount, dvm_ids.base), what);
     TRY_CTX(ShiftTreeOwnership(root.get(), v.mount,
                                IdShift{.from_base = dvm_ids.base, .to_base = ids.base}),
             what);
   }
   // Renamed while mounted: the loop device holds the file, not its name.
-  TRY(RenameInto(v, tmp, kImage));
+  TRY(RenameInto(v, tmp, kImage, /*durable=*/false));
   drop.Dismiss();
   unmount.Dismiss();
   return true;

@@ -75,10 +75,13 @@ Result<VolumeResize> ResizePrivateVolume(const Layout& layout, const std::string
 // A disposable's first volume: a crash-consistent copy of the image of its
 // disposable template `dvm` (frozen for the copy if it is mounted), holes
 // kept, every id moved from dvm_ids to ids, mounted at the disposable's
-// private/. Returns false (nothing done) when `dvm` has no image or the
-// disposable has a volume already.
+// private/. A template with no volume at all gets an empty image of `bytes`
+// first (unmounted), so only its first disposable pays for mkfs. Returns
+// false (nothing done) when `dvm` still has a directory volume (an older
+// version's, migrated at its own next start) or the disposable has a volume
+// already.
 Result<bool> SnapshotPrivateImage(const Layout& layout, const std::string& qube,
                                   const IdRange& ids, const std::string& dvm,
-                                  const IdRange& dvm_ids);
+                                  const IdRange& dvm_ids, uint64_t bytes);
 
 }  // namespace tessera::storage

@@ -1,7 +1,8 @@
 #pragma once
 // Storage: where qube filesystems live on the host, and the stable host uid/gid
-// range of each qube. Pure bookkeeping and file trees; no namespaces or mounts
-// (that is src/cell/).
+// range of each qube. Bookkeeping and file trees; no namespaces, and no
+// mounts but the private volume images (private_volume.h; the rest is
+// src/cell/).
 //
 //   storage::Layout layout = storage::Layout::FromEnvironment();
 //   storage::IdRange ids = TRY(storage::AllocateIdRange(layout, "work"));
@@ -14,7 +15,9 @@
 //   S/templates/<name>/root -> gen/<N>  the current one
 //   S/templates/<name>/changes/         the template qube's overlay upper/work
 //   S/templates/<name>/template.json    {"name", "built_from", "source", "created"}
-//   S/qubes/<name>/private/             persistent private volume (/home, /rw)
+//   S/qubes/<name>/private.img          persistent private volume: ext4 image of
+//                                       private_size (private_volume.h)
+//   S/qubes/<name>/private/             its mount point while in use (/home, /rw)
 //   S/qubes/<name>/root/                persistent root of a standalone qube
 //                                       (shifted into its id range on disk)
 //   S/idmap.json                        qube name -> host id base (stable forever)

@@ -24,6 +24,7 @@
 #include "cell/seccomp_monitor.h"
 #include "common/unique_fd.h"
 #include "storage/idmap_internal.h"
+#include "storage/private_volume.h"
 #include "storage/storage.h"
 
 namespace tessera::cell::testing {

@@ -169,8 +169,14 @@ TEST_F(CellTest, TemplateIsSharedReadOnlyAndAppearsRootOwned) {
   EXPECT_EQ(after.st_uid, 0u);
   // ... and owned by the qube's unprivileged host range outside.
   storage::IdRange ids = *storage::AllocateIdRange(layout_, "app1");
-  struct stat mine;
-  ASSERT_EQ(::stat((layout_.PrivateVolume("app1") + "/rw/mine").c_str(), &mine), 0);
+  struct stat mine {};
+  int stat_rc = -1;
+  // The volume image is unmounted once the qube stops: mounted for the look.
+  ASSERT_TRUE(storage::WithPrivateVolume(layout_, "app1", [&]() -> Status {
+    stat_rc = ::stat((layout_.PrivateVolume("app1") + "/rw/mine").c_str(), &mine);
+    return Ok();
+  }));
+  ASSERT_EQ(stat_rc, 0);
   EXPECT_EQ(mine.st_uid, ids.base);
   EXPECT_GE(ids.base, storage::kFirstHostId);
   // The next start sees the pristine template again.

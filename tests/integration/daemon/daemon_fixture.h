@@ -35,6 +35,8 @@
 #include "common/fs.h"
 #include "common/unique_fd.h"
 #include "storage/idmap_internal.h"
+#include "storage/ext4_image.h"
+#include "storage/private_volume.h"
 #include "storage/storage.h"
 #include "wire/admin_client.h"
 
@@ -347,6 +349,24 @@ class DaemonTest : public ::testing::Test {
     std::string tag = cell::InstanceTag(real);
     EXPECT_THAT(Glob("/sys/fs/cgroup/*/tessera/" + tag + "/" + qube), ::testing::IsEmpty()) << qube;
     EXPECT_THAT(Glob("/sys/fs/cgroup/tessera/" + tag + "/" + qube), ::testing::IsEmpty()) << qube;
+    // A halted qube's volume image is not mounted (nor its loop device bound).
+    EXPECT_FALSE(storage::IsMountRoot(layout_.PrivateVolume(qube)).value_or(true)) << qube;
+    if (storage::HasPrivateImage(layout_, qube)) {
+      EXPECT_FALSE(storage::LoopDeviceOf(layout_.QubeDir(qube) + "/private.img")
+                       .value_or(std::optional<std::string>("?")))
+          << qube;
+    }
+  }
+  // True when `rel` exists in the qube's private volume, its image mounted
+  // for the look if the qube is halted.
+  bool VolumeHas(const std::string& qube, const std::string& rel) {
+    bool found = false;
+    auto looked = storage::WithPrivateVolume(layout_, qube, [&]() -> Status {
+      found = Exists(layout_.PrivateVolume(qube) + "/" + rel);
+      return Ok();
+    });
+    EXPECT_TRUE(looked) << looked.error().ToString();
+    return found;
   }
   // Disposables are torn down right after their command's exit code is sent,
   // so wait (bounded) for the teardown to finish: its files go on a worker

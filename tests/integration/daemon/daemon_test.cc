@@ -467,8 +467,7 @@ TEST_F(DaemonTest, ReadinessAndStoppingAreNotified) {
 TEST_F(DaemonTest, CrashRecovery) {
   StartDaemon({"--no-autostart"});
   ASSERT_EQ(Cli({"run", "dt-vault", "sh", "-c", "echo keep > /home/user/marker"}).exit_code, 0);
-  std::string marker = layout_.PrivateVolume("dt-vault") + "/home/user/marker";
-  ASSERT_TRUE(Exists(marker));
+  ASSERT_TRUE(VolumeHas("dt-vault", "home/user/marker"));
 
   // 1. During start (dt-work, whose netvm dt-net starts first).
   KillDaemonWhen("dt-work", "starting", [&] { Cli({"start", "dt-work"}); });
@@ -498,7 +497,7 @@ TEST_F(DaemonTest, CrashRecovery) {
   StartDaemon({"--no-autostart"});
   EXPECT_EQ(StateOf("dt-vault"), "halted");
   ExpectNoLeftovers("dt-vault");
-  EXPECT_TRUE(Exists(marker)) << "private volume kept";
+  EXPECT_TRUE(VolumeHas("dt-vault", "home/user/marker")) << "private volume kept";
 
   // 4. During disposable teardown, and during a disposable's command.
   KillDaemonWhen("disp", "stopping", [&] { Cli({"run", "--dispvm", "true"}); });
@@ -512,7 +511,7 @@ TEST_F(DaemonTest, CrashRecovery) {
   EXPECT_EQ(Cli({"run", "dt-vault", "cat", "/home/user/marker"}).out, "keep\n");
   EXPECT_EQ(Cli({"stop", "--all"}).exit_code, 0);
   for (const char* q : {"dt-net", "dt-work", "dt-vault"}) ExpectNoLeftovers(q);
-  EXPECT_TRUE(Exists(marker));
+  EXPECT_TRUE(VolumeHas("dt-vault", "home/user/marker"));
   EXPECT_THAT(AuditText(), HasSubstr("\"kind\":\"recovery\""));
 }
 

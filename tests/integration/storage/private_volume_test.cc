@@ -285,7 +285,7 @@ TEST_F(PrivateVolumeTest, ADisposableStartsFromAFrozenCopyOfItsTemplatesImage) {
 
   IdRange disp = Ids("disp1");
   // The template is mounted (running): it is frozen for the copy, then thawed.
-  auto snap = SnapshotPrivateImage(layout(), "disp1", disp, "dvm", dvm);
+  auto snap = SnapshotPrivateImage(layout(), "disp1", disp, "dvm", dvm, 64 * kMiB);
   ASSERT_TRUE(snap) << snap.error().ToString();
   ASSERT_TRUE(*snap);
   ASSERT_TRUE(Mounted("disp1"));
@@ -298,7 +298,7 @@ TEST_F(PrivateVolumeTest, ADisposableStartsFromAFrozenCopyOfItsTemplatesImage) {
   EXPECT_EQ(Slurp(Mount("dvm") + "/after"), "thawed");
   EXPECT_FALSE(Exists(Mount("disp1") + "/after"));
   // A second snapshot does nothing: the disposable has its volume.
-  auto again = SnapshotPrivateImage(layout(), "disp1", disp, "dvm", dvm);
+  auto again = SnapshotPrivateImage(layout(), "disp1", disp, "dvm", dvm, 64 * kMiB);
   ASSERT_TRUE(again) << again.error().ToString();
   EXPECT_FALSE(*again);
   ASSERT_TRUE(OpenPrivateVolume(layout(), "disp1", disp, 64 * kMiB));
@@ -307,11 +307,35 @@ TEST_F(PrivateVolumeTest, ADisposableStartsFromAFrozenCopyOfItsTemplatesImage) {
   ASSERT_TRUE(ClosePrivateVolume(layout(), "dvm"));
   // From a halted template: a plain copy.
   IdRange disp2 = Ids("disp2");
-  auto halted = SnapshotPrivateImage(layout(), "disp2", disp2, "dvm", dvm);
+  auto halted = SnapshotPrivateImage(layout(), "disp2", disp2, "dvm", dvm, 64 * kMiB);
   ASSERT_TRUE(halted) << halted.error().ToString();
   ASSERT_TRUE(*halted);
   EXPECT_EQ(Slurp(Mount("disp2") + "/after"), "thawed");
   ASSERT_TRUE(DestroyQubeStorage(layout(), "disp2"));
+}
+
+TEST_F(PrivateVolumeTest, ATemplateWithoutAVolumeGetsItsImageOnceForItsDisposables) {
+  IdRange dvm = Ids("fresh-dvm");
+  IdRange disp = Ids("disp3");
+  auto snap = SnapshotPrivateImage(layout(), "disp3", disp, "fresh-dvm", dvm, 64 * kMiB);
+  ASSERT_TRUE(snap) << snap.error().ToString();
+  EXPECT_TRUE(*snap);
+  EXPECT_TRUE(HasPrivateImage(layout(), "fresh-dvm"));
+  EXPECT_FALSE(Mounted("fresh-dvm")) << "made for copying, not mounted";
+  ASSERT_TRUE(Mounted("disp3"));
+  EXPECT_EQ(LStat(Mount("disp3") + "/lost+found").st_uid, disp.base);
+  ASSERT_TRUE(DestroyQubeStorage(layout(), "disp3"));
+  // A template still on a directory volume (it may be running on it) is
+  // left alone: no image, and the disposable falls back to a directory copy.
+  IdRange old = Ids("old-dvm");
+  ASSERT_TRUE(EnsurePrivateVolume(layout(), "old-dvm", old));
+  Spit(Mount("old-dvm") + "/rw/x", "x");
+  IdRange disp4 = Ids("disp4");
+  auto skipped = SnapshotPrivateImage(layout(), "disp4", disp4, "old-dvm", old, 64 * kMiB);
+  ASSERT_TRUE(skipped) << skipped.error().ToString();
+  EXPECT_FALSE(*skipped);
+  EXPECT_FALSE(HasPrivateImage(layout(), "old-dvm"));
+  EXPECT_EQ(Slurp(Mount("old-dvm") + "/rw/x"), "x");
 }
 
 TEST_F(PrivateVolumeTest, OrphansAdoptionsAndCopiesCarryTheImage) {
