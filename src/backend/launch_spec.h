@@ -51,7 +51,7 @@ struct LaunchSpec {
   uint32_t io_weight = 100;    // qube key io_weight: disk time share 1..10000
   config::IoMax io_max;        // qube key io_max: throttling of the state dir's disk
   uint64_t scratch_mib = 512;  // size of the throwaway root layer
-  uint64_t private_mib = 2048; // qube key private_size: its private volume (an ext4 image)
+  uint64_t private_mib = 2048;  // qube key private_size: its private volume (an ext4 image)
   bool nested_userns = false;  // feature "nested-userns": user namespaces inside
   std::vector<HostBind> extra_ro_binds;
   // Resource limits of the qube's init, inherited by every command. A hard

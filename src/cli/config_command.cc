@@ -76,8 +76,7 @@ void PrintTable(const std::string& file, const config::System& system) {
               system.default_dispvm ? system.default_dispvm->c_str() : "none");
   std::printf("%s%s%s%s%s%s%s%s%s\n", Pad("NAME", 14).c_str(), Pad("CLASS", 21).c_str(),
               Pad("TEMPLATE", 12).c_str(), Pad("NETVM", 14).c_str(), Pad("LABEL", 8).c_str(),
-              Pad("MEMORY", 9).c_str(), Pad("PRIVATE", 9).c_str(), Pad("CPUS", 6).c_str(),
-              "FLAGS");
+              Pad("MEMORY", 9).c_str(), Pad("PRIVATE", 9).c_str(), Pad("CPUS", 6).c_str(), "FLAGS");
   for (const config::Qube& qube : system.qubes) {
     std::string klass(config::ToString(qube.klass));
     if (qube.klass == config::QubeClass::kTemplate) klass += " (" + qube.template_source + ")";
@@ -88,10 +87,10 @@ void PrintTable(const std::string& file, const config::System& system) {
     if (qube.idle_timeout > 0) add("idle=" + std::to_string(qube.idle_timeout) + "s");
     for (const std::string& tag : qube.tags) add("tag:" + tag);
     uint64_t priv = qube.private_size_mib;
-    std::string private_size = priv % 1024 == 0 ? std::to_string(priv / 1024) + "G"
-                                                : std::to_string(priv) + "M";
-    std::printf("%s %s %s %s %s %s %s %s %s\n", Pad(qube.name, 13).c_str(),
-                Pad(klass, 20).c_str(), Pad(qube.template_name.value_or("-"), 11).c_str(),
+    std::string private_size =
+        priv % 1024 == 0 ? std::to_string(priv / 1024) + "G" : std::to_string(priv) + "M";
+    std::printf("%s %s %s %s %s %s %s %s %s\n", Pad(qube.name, 13).c_str(), Pad(klass, 20).c_str(),
+                Pad(qube.template_name.value_or("-"), 11).c_str(),
                 Pad(qube.netvm.value_or("none"), 13).c_str(), Pad(qube.label, 7).c_str(),
                 Pad(std::to_string(qube.memory_mib) + "M", 8).c_str(), Pad(private_size, 8).c_str(),
                 Pad(std::to_string(qube.cpus), 5).c_str(), flags.c_str());

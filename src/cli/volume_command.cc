@@ -121,16 +121,17 @@ int RunResize(const std::string& qube, const std::string& size) {
                     "volume needs CAP_SYS_RESOURCE, which tesserad lacks)"
                   : "");
   if (declared != 0 && declared < now) {
-    std::printf("note: its private_size in the system description is %s; a volume is never "
-                "shrunk to it\n",
-                FormatBytes(declared).c_str());
+    std::printf(
+        "note: its private_size in the system description is %s; a volume is never "
+        "shrunk to it\n",
+        FormatBytes(declared).c_str());
   }
   return 0;
 }
 
 void Register(CLI::App& app, CliContext& ctx) {
-  auto* cmd = app.add_subcommand("volume",
-                                 "Private volumes: list, resize, copy; purge or adopt orphans");
+  auto* cmd =
+      app.add_subcommand("volume", "Private volumes: list, resize, copy; purge or adopt orphans");
   cmd->require_subcommand(1);
 
   static bool json_out = false;

@@ -28,10 +28,10 @@ using Kind = Node::Kind;
 
 constexpr std::string_view kTopKeys[] = {"default_dispvm", "policy_dir", "qubes"};
 constexpr std::string_view kQubeKeys[] = {
-    "autostart",    "backend",  "class",    "cpus",         "default_dispvm",
-    "default_user", "features", "firewall", "idle_timeout", "io_max",
-    "io_weight",    "label",    "memory",   "netvm",        "private_size",
-    "provides_network", "source", "tags",   "template",     "uuid"};
+    "autostart",        "backend",  "class",    "cpus",         "default_dispvm",
+    "default_user",     "features", "firewall", "idle_timeout", "io_max",
+    "io_weight",        "label",    "memory",   "netvm",        "private_size",
+    "provides_network", "source",   "tags",     "template",     "uuid"};
 constexpr std::string_view kIoMaxKeys[] = {"read_bps", "read_iops", "write_bps", "write_iops"};
 constexpr std::string_view kRuleKeys[] = {"action", "comment",  "dsthost", "dstports",
                                           "expire", "icmptype", "proto",   "specialtarget"};
@@ -45,9 +45,9 @@ constexpr std::string_view kSources[] = {"busybox", "debootstrap", "host", "dir:
 constexpr int64_t kMinMemoryMib = 32;
 constexpr int64_t kMaxMemoryMib = 1048576;
 constexpr uint64_t kDefaultMemoryMib = 1024;
-constexpr uint64_t kMinPrivateMib = 32;             // room for ext4's journal
-constexpr uint64_t kMaxPrivateMib = 16ull << 20;    // 16 TiB
-constexpr uint64_t kDefaultPrivateMib = 2048;       // as Qubes
+constexpr uint64_t kMinPrivateMib = 32;           // room for ext4's journal
+constexpr uint64_t kMaxPrivateMib = 16ull << 20;  // 16 TiB
+constexpr uint64_t kDefaultPrivateMib = 2048;     // as Qubes
 constexpr int64_t kMaxCpus = 1024;
 constexpr int64_t kMaxIdleTimeout = 7 * 24 * 3600;
 constexpr int64_t kMaxIoWeight = 10000;
@@ -266,7 +266,7 @@ class Builder : public NodeReader {
     if (!mib || *mib < kMinPrivateMib || *mib > kMaxPrivateMib) {
       Report(value.location, path,
              "private_size must be between 32 MiB and 16 TiB, got " +
-                 (mib                                      ? std::to_string(*mib) + " MiB"
+                 (mib                                            ? std::to_string(*mib) + " MiB"
                   : !value.integer_overflow && value.integer < 0 ? std::string("a negative size")
                                                                  : std::string("more")));
       return;

@@ -8,8 +8,8 @@
 #include "common/json_access.h"
 #include "common/log.h"
 #include "common/text.h"
-#include "storage/private_volume.h"
 #include "daemon/recovery.h"
+#include "storage/private_volume.h"
 
 namespace tessera::daemon {
 
@@ -206,16 +206,16 @@ void Resize(MethodContext& ctx, Call call) {
     return ctx.server.Reply(call, tl::unexpected(h.error()));
   }
   uint64_t private_size = q->private_size_mib << 20;
-  RunHeld(ctx, std::move(call), held,
-          [layout = ctx.layout, qube = *qube, bytes = *mib << 20,
-           private_size]() -> ApiResult<json> {
-            auto resized = storage::ResizePrivateVolume(layout, qube, bytes);
-            if (!resized) return tl::unexpected(FromStorage(resized.error()));
-            return json{{"qube", qube},
-                        {"size", resized->size},
-                        {"pending", resized->pending},
-                        {"private_size", private_size}};
-          });
+  RunHeld(
+      ctx, std::move(call), held,
+      [layout = ctx.layout, qube = *qube, bytes = *mib << 20, private_size]() -> ApiResult<json> {
+        auto resized = storage::ResizePrivateVolume(layout, qube, bytes);
+        if (!resized) return tl::unexpected(FromStorage(resized.error()));
+        return json{{"qube", qube},
+                    {"size", resized->size},
+                    {"pending", resized->pending},
+                    {"private_size", private_size}};
+      });
 }
 
 }  // namespace
@@ -305,8 +305,8 @@ void GrowChangedVolumes(MethodContext& ctx, const SystemDiff& diff,
             e["ok"] = false;
             e["error"] = size.error().ToString();
           } else if (!*size) {
-            e["note"] = "volume of " + qube + " is made at " + FormatBytes(bytes) +
-                        " at its next start";
+            e["note"] =
+                "volume of " + qube + " is made at " + FormatBytes(bytes) + " at its next start";
           } else if (**size >= bytes) {
             e["note"] = "volume of " + qube + " stays " + FormatBytes(**size) +
                         (**size > bytes ? " (volumes never shrink)" : "");

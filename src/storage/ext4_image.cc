@@ -87,10 +87,19 @@ Status MakeExt4Image(const std::string& path, uint64_t bytes, const Ext4ImageOpt
     }
   }
   auto remove = ScopeGuard([&] { ::unlink(path.c_str()); });
-  std::vector<std::string> argv = {
-      "/sbin/mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0", "-L", "private", "-E",
-      "root_owner=" + std::to_string(options.root_uid) + ":" + std::to_string(options.root_gid) +
-          ",lazy_itable_init=1,lazy_journal_init=1"};
+  std::vector<std::string> argv = {"/sbin/mkfs.ext4",
+                                   "-q",
+                                   "-F",
+                                   "-b",
+                                   "4096",
+                                   "-m",
+                                   "0",
+                                   "-L",
+                                   "private",
+                                   "-E",
+                                   "root_owner=" + std::to_string(options.root_uid) + ":" +
+                                       std::to_string(options.root_gid) +
+                                       ",lazy_itable_init=1,lazy_journal_init=1"};
   if (!options.populate_from.empty()) {
     argv.push_back("-d");
     argv.push_back(options.populate_from);
@@ -146,8 +155,9 @@ Status MountExt4Image(const std::string& image, const std::string& mount_point,
     }
     // The loop fd stays open until the mount holds the device: closing it
     // first would let autoclear detach it at once.
-    const char* options = durability == Durability::kThrowaway ? "errors=remount-ro,nobarrier,noinit_itable"
-                                                               : "errors=remount-ro";
+    const char* options = durability == Durability::kThrowaway
+                              ? "errors=remount-ro,nobarrier,noinit_itable"
+                              : "errors=remount-ro";
     if (::mount(dev.c_str(), mount_point.c_str(), "ext4", MS_NOSUID | MS_NODEV, options) != 0) {
       int saved = errno;
       ::ioctl(loop.get(), LOOP_CLR_FD, 0);
@@ -231,9 +241,8 @@ Status GrowExt4Offline(const std::string& image, uint64_t bytes) {
   check.err = Output::kCapture;
   ProcessResult checked = TRY(RunProcess(check));
   if (checked.term_signal != 0 || (checked.exit_code != 0 && checked.exit_code != 1)) {
-    return Err(Error(checked.Describe("e2fsck") + " on " + image + ": " + checked.out +
-                         checked.err,
-                     EIO));
+    return Err(
+        Error(checked.Describe("e2fsck") + " on " + image + ": " + checked.out + checked.err, EIO));
   }
   std::string output;  // its progress report is not ours to print
   TRY_CTX(internal::RunCommand({SbinTool("resize2fs"), "-f", image}, &output),
@@ -294,8 +303,8 @@ Status CopyExt4Image(const std::string& from, const std::string& to,
     off_t src = data;
     off_t dst = data;
     while (src < hole) {
-      ssize_t n = ::copy_file_range(in.get(), &src, out.get(), &dst,
-                                    static_cast<size_t>(hole - src), 0);
+      ssize_t n =
+          ::copy_file_range(in.get(), &src, out.get(), &dst, static_cast<size_t>(hole - src), 0);
       if (n < 0) return Err(Error::FromErrno("copy " + from + " to " + to));
       if (n == 0) return Err(Error(from + ": shorter than it was", EIO));
     }

@@ -372,12 +372,11 @@ Status FinishAdoption(const Layout& layout, const std::string& qube, const IdRan
   }
   OrphanInfo o = TRY(ParseOrphan(marker, ""));
   if (o.id_base != ids.base) {
-    TRY_CTX(WithPrivateVolume(layout, qube,
-                              [&] {
-                                return ShiftPart(qube_fd->get(), "private", dir + "/private",
-                                                 o.id_base, ids);
-                              }),
-            "move the adopted volume of " + qube + " into its id range");
+    TRY_CTX(
+        WithPrivateVolume(
+            layout, qube,
+            [&] { return ShiftPart(qube_fd->get(), "private", dir + "/private", o.id_base, ids); }),
+        "move the adopted volume of " + qube + " into its id range");
     TRY_CTX(ShiftPart(qube_fd->get(), "root", dir + "/root", o.id_base, ids),
             "move the adopted root of " + qube + " into its id range");
   }
@@ -500,8 +499,7 @@ Result<CopyOutcome> CopyPrivateVolume(const Layout& layout, const std::string& s
                             [&]() -> Status {
                               return internal::CopyTreeShifted(
                                   from, tmp_fd.get(), tmp,
-                                  IdShift{.from_base = source_ids.base,
-                                          .to_base = dest_ids.base});
+                                  IdShift{.from_base = source_ids.base, .to_base = dest_ids.base});
                             }),
           what);
   ::syncfs(tmp_fd.get());

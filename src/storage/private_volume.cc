@@ -170,8 +170,7 @@ Status CreateImageLocked(const QubeVolume& v, const IdRange& ids, uint64_t bytes
   if (!from_dir && !TRY(IsMountRoot(v.mount)) &&
       TRY(HasEntries(v.dir_fd.get(), kMountPoint, v.mount))) {
     TRY(Syscall("rename " + v.mount + " to " + migrating, [&] {
-      return ::renameat2(v.dir_fd.get(), kMountPoint, v.dir_fd.get(), kMigrating,
-                         RENAME_NOREPLACE);
+      return ::renameat2(v.dir_fd.get(), kMountPoint, v.dir_fd.get(), kMigrating, RENAME_NOREPLACE);
     }));
     ::fsync(v.dir_fd.get());
     from_dir = true;
@@ -183,7 +182,8 @@ Status CreateImageLocked(const QubeVolume& v, const IdRange& ids, uint64_t bytes
     // Room for what is there: a volume that already holds more than
     // private_size is migrated whole, never cut.
     uint64_t used = TRY(DiskUsage(migrating));
-    uint64_t needed = (used + used / 4 + kMinExt4ImageBytes + (1u << 20) - 1) & ~uint64_t{(1u << 20) - 1};
+    uint64_t needed =
+        (used + used / 4 + kMinExt4ImageBytes + (1u << 20) - 1) & ~uint64_t{(1u << 20) - 1};
     if (needed > size) {
       Log(LogLevel::kWarn, "private volume larger than private_size: migrated at its size",
           {{"dir", migrating}, {"size", FormatBytes(needed)}});
@@ -311,14 +311,15 @@ Result<VolumeResize> ResizePrivateVolume(const Layout& layout, const std::string
     TRY_CTX(GrowExt4Offline(v->image, bytes), what);
   }
   Log(LogLevel::kInfo, "private volume grown",
-      {{"qube", qube}, {"from", FormatBytes(size)}, {"to", FormatBytes(bytes)},
+      {{"qube", qube},
+       {"from", FormatBytes(size)},
+       {"to", FormatBytes(bytes)},
        {"pending", out.pending ? "until the next start" : "no"}});
   return out;
 }
 
-Result<bool> SnapshotPrivateImage(const Layout& layout, const std::string& qube,
-                                  const IdRange& ids, const std::string& dvm,
-                                  const IdRange& dvm_ids, uint64_t bytes) {
+Result<bool> SnapshotPrivateImage(const Layout& layout, const std::string& qube, const IdRange& ids,
+                                  const std::string& dvm, const IdRange& dvm_ids, uint64_t bytes) {
   std::string what = "snapshot the private volume of " + dvm + " for " + qube;
   TRY(CheckSize(bytes, qube));
   if (!HasPrivateImage(layout, dvm)) {

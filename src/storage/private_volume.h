@@ -80,8 +80,7 @@ Result<VolumeResize> ResizePrivateVolume(const Layout& layout, const std::string
 // false (nothing done) when `dvm` still has a directory volume (an older
 // version's, migrated at its own next start) or the disposable has a volume
 // already.
-Result<bool> SnapshotPrivateImage(const Layout& layout, const std::string& qube,
-                                  const IdRange& ids, const std::string& dvm,
-                                  const IdRange& dvm_ids, uint64_t bytes);
+Result<bool> SnapshotPrivateImage(const Layout& layout, const std::string& qube, const IdRange& ids,
+                                  const std::string& dvm, const IdRange& dvm_ids, uint64_t bytes);
 
 }  // namespace tessera::storage

@@ -101,11 +101,11 @@ Result<PreparedStorage> PrepareQubeStorage(const Layout& layout, const QubeStora
   if (!r.snapshot_from.empty()) {
     bool imaged = false;
     if (r.private_size != 0) {
-      IdRange dvm_ids = TRY_CTX(AllocateIdRange(layout, r.snapshot_from),
-                                "snapshot the private volume of " + r.snapshot_from + " for " +
-                                    r.qube);
-      imaged = TRY(SnapshotPrivateImage(layout, r.qube, out.ids, r.snapshot_from, dvm_ids,
-                                        r.private_size));
+      IdRange dvm_ids =
+          TRY_CTX(AllocateIdRange(layout, r.snapshot_from),
+                  "snapshot the private volume of " + r.snapshot_from + " for " + r.qube);
+      imaged = TRY(
+          SnapshotPrivateImage(layout, r.qube, out.ids, r.snapshot_from, dvm_ids, r.private_size));
     }
     if (!imaged) TRY(SnapshotPrivateVolume(layout, r.qube, out.ids, r.snapshot_from));
   }

@@ -3,6 +3,8 @@
 // growing, double mounts refused, disposable snapshots, orphans and copies.
 // Real loop devices and mounts; needs root.
 
+#include "storage/private_volume.h"
+
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -21,7 +23,6 @@
 #include <vector>
 
 #include "storage/ext4_image.h"
-#include "storage/private_volume.h"
 #include "storage/storage.h"
 #include "storage/volume_ops.h"
 #include "unit/storage/test_util.h"
@@ -29,8 +30,8 @@
 namespace tessera::storage {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::Exists;
+using ::testing::HasSubstr;
 using testing::LStat;
 using testing::Slurp;
 using testing::Spit;
@@ -80,7 +81,9 @@ class PrivateVolumeTest : public ::testing::Test {
   const Layout& layout() const { return t_.layout(); }
   IdRange Ids(const std::string& qube) { return AllocateIdRange(layout(), qube).value(); }
   std::string Mount(const std::string& qube) const { return layout().PrivateVolume(qube); }
-  std::string Image(const std::string& qube) const { return layout().QubeDir(qube) + "/private.img"; }
+  std::string Image(const std::string& qube) const {
+    return layout().QubeDir(qube) + "/private.img";
+  }
   bool Mounted(const std::string& qube) const { return IsMountRoot(Mount(qube)).value(); }
 
   // Size of the mounted file system in bytes (what `df` shows).
@@ -223,8 +226,9 @@ TEST_F(PrivateVolumeTest, VolumesGrowOnlineAndOfflineAndNeverShrink) {
     EXPECT_FALSE(online->pending);
     EXPECT_GT(FsBytes("grow"), before + 56 * kMiB);
   } else {
-    std::printf("note: no CAP_SYS_RESOURCE here, so ext4 refuses to grow while mounted; "
-                "checking that the growth waits for the next open instead\n");
+    std::printf(
+        "note: no CAP_SYS_RESOURCE here, so ext4 refuses to grow while mounted; "
+        "checking that the growth waits for the next open instead\n");
     EXPECT_TRUE(online->pending);
     EXPECT_EQ(FsBytes("grow"), before);
   }

@@ -129,18 +129,16 @@ TEST(LoaderTest, PrivateSizeIsMiBOrASizeWithAUnit) {
   EXPECT_EQ(size_of("\"1TiB\""), 1048576u);
   EXPECT_EQ(size_of("\"32m\""), 32u);
   EXPECT_EQ(size_of("\"16T\""), 16777216u);
-  for (const char* bad : {"16", "-5", "\"2.5G\"", "\"20X\"", "\"G\"", "\"17T\"", "true",
-                          "99999999999999999999"}) {
+  for (const char* bad :
+       {"16", "-5", "\"2.5G\"", "\"20X\"", "\"G\"", "\"17T\"", "true", "99999999999999999999"}) {
     EXPECT_EQ(size_of(bad), std::nullopt) << bad;
   }
-  LoadOutcome small =
-      LoadToml("[qubes.solo]\nclass = \"standalone\"\nprivate_size = \"16M\"\n");
-  EXPECT_THAT(small.diagnostics,
-              ElementsAre(DiagAt(3, 16, "qubes.solo.private_size",
-                                 "between 32 MiB and 16 TiB, got 16 MiB")));
+  LoadOutcome small = LoadToml("[qubes.solo]\nclass = \"standalone\"\nprivate_size = \"16M\"\n");
+  EXPECT_THAT(small.diagnostics, ElementsAre(DiagAt(3, 16, "qubes.solo.private_size",
+                                                    "between 32 MiB and 16 TiB, got 16 MiB")));
   LoadOutcome unit = LoadToml("[qubes.solo]\nclass = \"standalone\"\nprivate_size = \"2 GB\"\n");
-  EXPECT_THAT(unit.diagnostics, ElementsAre(DiagAt(3, 16, "qubes.solo.private_size",
-                                                   "expected a size like \"2G\"")));
+  EXPECT_THAT(unit.diagnostics,
+              ElementsAre(DiagAt(3, 16, "qubes.solo.private_size", "expected a size like \"2G\"")));
   // JSON gives the same, and the written JSON reads back to it.
   LoadOutcome json =
       LoadJson(R"({"qubes": {"solo": {"class": "standalone", "private_size": "3G"}}})");
