@@ -352,6 +352,9 @@ Result<bool> SnapshotPrivateImage(const Layout& layout, const std::string& qube,
     TRY_CTX(CopyExt4Image(source->image, tmp, frozen), what);
   }
   auto drop = ScopeGuard([&] { ::unlink(tmp.c_str()); });
+  // A disposable with a larger private_size than its template's volume
+  // gets it before the mount (offline growth needs no capability).
+  if (TRY(Ext4ImageSize(tmp)) < bytes) TRY_CTX(GrowExt4Offline(tmp, bytes), what);
   TRY(MakeMountPoint(v));
   TRY_CTX(MountExt4Image(tmp, v.mount, Durability::kThrowaway), what);
   auto unmount = ScopeGuard([&] { (void)UnmountExt4Image(v.mount); });

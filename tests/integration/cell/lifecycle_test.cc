@@ -389,7 +389,13 @@ TEST_F(CellCliTest, RunBuildsTemplateRunsCommandAndPassesExitStatus) {
   auto qubes_before = ListTree(layout_.state_dir + "/qubes");
   EXPECT_EQ(RunCli("--dispvm dvm -- /bin/sh -c 'hostname; touch /rw/x'", &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("disp"));
-  EXPECT_EQ(ListTree(layout_.state_dir + "/qubes"), qubes_before);
+  // Nothing of the disposable is left. Its template, which had no volume,
+  // now has its image (made once, for every disposable to copy).
+  auto qubes_after = ListTree(layout_.state_dir + "/qubes");
+  std::string dvm_dir = layout_.state_dir + "/qubes/dvm";
+  EXPECT_THAT(qubes_after, ::testing::Contains(dvm_dir + "/private.img"));
+  std::erase_if(qubes_after, [&](const std::string& p) { return p.rfind(dvm_dir, 0) == 0; });
+  EXPECT_EQ(qubes_after, qubes_before);
   EXPECT_TRUE(ListTree(layout_.runtime_dir + "/cells").empty());
   out.clear();
   EXPECT_EQ(RunCli("nosuchqube -- /bin/true", &out), 125);

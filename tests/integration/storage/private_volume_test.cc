@@ -301,6 +301,7 @@ TEST_F(PrivateVolumeTest, ADisposableStartsFromAFrozenCopyOfItsTemplatesImage) {
   ASSERT_EQ(::chown((Mount("dvm") + "/after").c_str(), dvm.base, dvm.base), 0);
   EXPECT_EQ(Slurp(Mount("dvm") + "/after"), "thawed");
   EXPECT_FALSE(Exists(Mount("disp1") + "/after"));
+  EXPECT_EQ(PrivateVolumeSize(layout(), "disp1").value(), 64 * kMiB);
   // A second snapshot does nothing: the disposable has its volume.
   auto again = SnapshotPrivateImage(layout(), "disp1", disp, "dvm", dvm, 64 * kMiB);
   ASSERT_TRUE(again) << again.error().ToString();
@@ -309,11 +310,13 @@ TEST_F(PrivateVolumeTest, ADisposableStartsFromAFrozenCopyOfItsTemplatesImage) {
   ASSERT_TRUE(DestroyQubeStorage(layout(), "disp1"));
   EXPECT_FALSE(Exists(layout().QubeDir("disp1")));
   ASSERT_TRUE(ClosePrivateVolume(layout(), "dvm"));
-  // From a halted template: a plain copy.
   IdRange disp2 = Ids("disp2");
-  auto halted = SnapshotPrivateImage(layout(), "disp2", disp2, "dvm", dvm, 64 * kMiB);
+  // From a halted template, for a disposable of a larger private_size: a
+  // plain copy, grown before it is mounted.
+  auto halted = SnapshotPrivateImage(layout(), "disp2", disp2, "dvm", dvm, 96 * kMiB);
   ASSERT_TRUE(halted) << halted.error().ToString();
   ASSERT_TRUE(*halted);
+  EXPECT_GT(FsBytes("disp2"), 80 * kMiB);
   EXPECT_EQ(Slurp(Mount("disp2") + "/after"), "thawed");
   ASSERT_TRUE(DestroyQubeStorage(layout(), "disp2"));
 }
