@@ -19,6 +19,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/syscall.h"
@@ -92,6 +93,43 @@ Status SetMeta(int fd, const struct stat& st, const std::string& what) {
   return Ok();
 }
 
+// The overlay's own bookkeeping (opaque, redirect, origin, ...), not the file's.
+bool IsOverlayXattr(std::string_view name) {
+  return name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.");
+}
+
+// Copies the extended attributes of the file open as in_fd to out_fd: file
+// capabilities (security.capability), ACLs (system.posix_acl_*), user.* and
+// the rest, but not the overlay's own. After SetMeta: a chown clears
+// security.capability.
+Status CopyXattrs(int in_fd, int out_fd, const std::string& what) {
+  ssize_t size = ::flistxattr(in_fd, nullptr, 0);
+  if (size < 0) {
+    if (errno == ENOTSUP) return Ok();
+    return Err(Error::FromErrno("list xattrs of " + what));
+  }
+  if (size == 0) return Ok();
+  std::vector<char> names(static_cast<size_t>(size));
+  size = TRY(SyscallSize("list xattrs of " + what,
+                         [&] { return ::flistxattr(in_fd, names.data(), names.size()); }));
+  for (size_t i = 0; i < static_cast<size_t>(size);) {
+    std::string name(names.data() + i);
+    i += name.size() + 1;
+    if (name.empty() || IsOverlayXattr(name)) continue;
+    ssize_t length = TRY(SyscallSize("read xattr " + name + " of " + what, [&] {
+      return ::fgetxattr(in_fd, name.c_str(), nullptr, 0);
+    }));
+    std::vector<char> value(static_cast<size_t>(length));
+    length = TRY(SyscallSize("read xattr " + name + " of " + what, [&] {
+      return ::fgetxattr(in_fd, name.c_str(), value.data(), value.size());
+    }));
+    TRY(Syscall("set xattr " + name + " on " + what, [&] {
+      return ::fsetxattr(out_fd, name.c_str(), value.data(), static_cast<size_t>(length), 0);
+    }));
+  }
+  return Ok();
+}
+
 struct Paths {
   std::string lower, upper, out;
   Paths Child(const std::string& name) const {
@@ -116,7 +154,8 @@ Status CopyUpperEntry(int upper_fd, int out_fd, const std::string& name, const s
                       0600);
     })));
     TRY(CopyData(in.get(), out.get(), src));
-    return SetMeta(out.get(), st, dst);
+    TRY(SetMeta(out.get(), st, dst));
+    return CopyXattrs(in.get(), out.get(), src);
   }
   if (S_ISLNK(st.st_mode)) {
     std::vector<char> target(static_cast<size_t>(st.st_size) + 2);
@@ -172,7 +211,8 @@ Status KeepLowerEntry(int lower_fd, int out_fd, const std::string& name, const P
   UniqueFd lower_sub = TRY(OpenDirAt(lower_fd, name, src));
   UniqueFd out_sub = TRY(MakeOutDir(out_fd, name, dst));
   TRY(MergeDir(lower_sub.get(), -1, out_sub.get(), p.Child(name), depth + 1));
-  return SetMeta(out_sub.get(), st, dst);
+  TRY(SetMeta(out_sub.get(), st, dst));
+  return CopyXattrs(lower_sub.get(), out_sub.get(), src);
 }
 
 Status MergeDir(int lower_fd, int upper_fd, int out_fd, const Paths& p, int depth) {
@@ -213,6 +253,7 @@ Status MergeDir(int lower_fd, int upper_fd, int out_fd, const Paths& p, int dept
       TRY(MergeDir(lower_sub ? lower_sub.get() : -1, upper_sub.get(), out_sub.get(), p.Child(name),
                    depth + 1));
       TRY(SetMeta(out_sub.get(), st, dst));
+      TRY(CopyXattrs(upper_sub.get(), out_sub.get(), src));
     }
   }
   if (lower_fd < 0) return Ok();

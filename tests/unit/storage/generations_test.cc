@@ -145,6 +145,40 @@ TEST_F(GenerationsTest, ACommitAppliesFilesWhiteoutsAndOpaqueDirectories) {
   EXPECT_TRUE(Hidden(layout().TemplateDir("tpl") + "/gen").empty());
 }
 
+// What `setcap cap_net_raw+ep` and `setfacl` leave survive the commit; the
+// overlay's own attributes do not.
+TEST_F(GenerationsTest, ACommitKeepsFileCapabilitiesAndOtherXattrs) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (security.capability)";
+  StartTemplateQube();
+  ASSERT_TRUE(std::filesystem::create_directories(Upper() + "/usr/bin"));
+  std::string ping = Upper() + "/usr/bin/ping";
+  Spit(ping, "#!/bin/sh\n");
+  ASSERT_EQ(::chmod(ping.c_str(), 0755), 0);
+  // VFS_CAP_REVISION_2 | effective, permitted = CAP_NET_RAW (13), no rootid.
+  const uint32_t cap[5] = {0x02000001, 1u << 13, 0, 0, 0};
+  ASSERT_EQ(::setxattr(ping.c_str(), "security.capability", cap, sizeof cap, 0), 0)
+      << std::strerror(errno);
+  ASSERT_EQ(::setxattr(ping.c_str(), "user.origin", "apt", 3, 0), 0) << std::strerror(errno);
+  ASSERT_EQ(::setxattr((Upper() + "/usr").c_str(), "user.overlay.impure", "y", 1, 0), 0);
+  ASSERT_EQ(::setxattr((Upper() + "/usr/bin").c_str(), "user.dir", "kept", 4, 0), 0);
+  ASSERT_TRUE(ReleaseGenerations(layout(), "tpl"));
+
+  std::string out = Gen(2) + "/usr/bin/ping";
+  uint32_t got[5] = {};
+  ASSERT_EQ(::getxattr(out.c_str(), "security.capability", got, sizeof got),
+            static_cast<ssize_t>(sizeof cap))
+      << std::strerror(errno);
+  EXPECT_EQ(std::memcmp(got, cap, sizeof cap), 0);
+  char value[8] = {};
+  EXPECT_EQ(::getxattr(out.c_str(), "user.origin", value, sizeof value), 3);
+  EXPECT_STREQ(value, "apt");
+  EXPECT_EQ(LStat(out).st_mode & 07777, 0755u);
+  char dir[8] = {};
+  EXPECT_EQ(::getxattr((Gen(2) + "/usr/bin").c_str(), "user.dir", dir, sizeof dir), 4);
+  EXPECT_LT(::getxattr((Gen(2) + "/usr").c_str(), "user.overlay.impure", value, sizeof value), 0)
+      << "the overlay's own attribute was copied";
+}
+
 TEST_F(GenerationsTest, UnchangedFilesAreHardLinksAndTheOldGenerationStaysAsItWas) {
   auto app = AcquireGeneration(layout(), "tpl", "work", GenerationRole::kApp);
   ASSERT_TRUE(app) << app.error().ToString();
