@@ -116,9 +116,8 @@ Status CopyXattrs(int in_fd, int out_fd, const std::string& what) {
     std::string name(names.data() + i);
     i += name.size() + 1;
     if (name.empty() || IsOverlayXattr(name)) continue;
-    ssize_t length = TRY(SyscallSize("read xattr " + name + " of " + what, [&] {
-      return ::fgetxattr(in_fd, name.c_str(), nullptr, 0);
-    }));
+    ssize_t length = TRY(SyscallSize("read xattr " + name + " of " + what,
+                                     [&] { return ::fgetxattr(in_fd, name.c_str(), nullptr, 0); }));
     std::vector<char> value(static_cast<size_t>(length));
     length = TRY(SyscallSize("read xattr " + name + " of " + what, [&] {
       return ::fgetxattr(in_fd, name.c_str(), value.data(), value.size());
