@@ -15,6 +15,8 @@ packages=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   # Runtime tools the tests drive for real.
   nix-bin busybox-static bubblewrap iproute2 nftables debootstrap util-linux procps
+  # Runtime: private volume images (mkfs.ext4, e2fsck, resize2fs).
+  e2fsprogs
 )
 
 if [ "$(id -u)" -ne 0 ]; then
