@@ -332,9 +332,15 @@ TEST_F(RunTest, SignalsReachTheCommand) {
   EXPECT_THAT(trap.seen, HasSubstr("got-int"));
 
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) {
-    Background b =
-        SpawnWithPipes({"run", "dt-work", "--", "sh", "-c", "echo ready; exec sleep 55"});
-    ASSERT_TRUE(WaitForOutput(b, "ready")) << sig;
+    // The signal goes once `sleep` itself runs: a shell that printed "ready"
+    // but has not exec'd yet may ignore SIGQUIT, as a local one would.
+    Background b = SpawnWithPipes({"run", "dt-work", "--", "sleep", "55"});
+    bool running = false;
+    for (int i = 0; i < 100 && !running; ++i) {
+      running = CountInQube("dt-work", "sleep") == 1;
+      if (!running) std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_TRUE(running) << "signal " << sig << ": sleep never ran";
     ::kill(b.pid, sig);
     std::string err;
     EXPECT_EQ(Finish(b, &err), 128 + sig) << "signal " << sig << ": " << err;
