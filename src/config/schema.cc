@@ -268,7 +268,7 @@ class Builder : public NodeReader {
              "private_size must be between 32 MiB and 16 TiB, got " +
                  (mib                                            ? std::to_string(*mib) + " MiB"
                   : !value.integer_overflow && value.integer < 0 ? std::string("a negative size")
-                                                                 : std::string("more")));
+                                                                 : std::string("a larger number")));
       return;
     }
     qube.private_size_mib = *mib;
