@@ -258,7 +258,11 @@ Status OpenPrivateVolume(const Layout& layout, const std::string& qube, const Id
     TRY_CTX(GrowOnline(v, bytes), what);
   }
   TRY_CTX(MountLocked(v), what);
-  TRY_CTX(OwnMountedRoot(v, ids), what);
+  // Not left mounted if the open fails after all: the caller starts nothing.
+  if (auto owned = OwnMountedRoot(v, ids); !owned) {
+    (void)UnmountLocked(v);
+    return Err(std::move(owned).error().Wrap(what));
+  }
   return Ok();
 }
 

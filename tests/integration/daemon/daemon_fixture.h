@@ -34,6 +34,7 @@
 #include "cell/cgroups.h"
 #include "common/fs.h"
 #include "common/unique_fd.h"
+#include "integration/mounts_below.h"
 #include "storage/ext4_image.h"
 #include "storage/idmap_internal.h"
 #include "storage/private_volume.h"
@@ -144,18 +145,7 @@ class DaemonTest : public ::testing::Test {
       EXPECT_TRUE(s) << name << ": " << s.error().ToString();
     }
     // Volume images a failed test left mounted go before the tree does.
-    {
-      std::ifstream mounts("/proc/self/mountinfo");
-      std::vector<std::string> below;
-      std::string line;
-      while (std::getline(mounts, line)) {
-        std::istringstream fields(line);
-        std::string id, parent, devno, root, point;
-        fields >> id >> parent >> devno >> root >> point;
-        if (point.rfind(root_ + "/", 0) == 0) below.insert(below.begin(), point);
-      }
-      for (const auto& m : below) ::umount2(m.c_str(), MNT_DETACH);
-    }
+    ::tessera::testing::UnmountBelow(root_);
     std::string cmd = "rm -rf --one-file-system '" + root_ + "'";
     EXPECT_EQ(std::system(cmd.c_str()), 0);
     // Its ranges in the host registry are stale now: drop them.

@@ -25,6 +25,7 @@
 #include "storage/ext4_image.h"
 #include "storage/storage.h"
 #include "storage/volume_ops.h"
+#include "integration/mounts_below.h"
 #include "unit/storage/test_util.h"
 
 namespace tessera::storage {
@@ -38,19 +39,7 @@ using testing::Spit;
 
 constexpr uint64_t kMiB = 1ull << 20;
 
-// Everything mounted below `base` (deepest first), from mountinfo.
-std::vector<std::string> MountsBelow(const std::string& base) {
-  std::vector<std::string> out;
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string id, parent, devno, root, point;
-    fields >> id >> parent >> devno >> root >> point;
-    if (point.rfind(base + "/", 0) == 0) out.insert(out.begin(), point);
-  }
-  return out;
-}
+using ::tessera::testing::MountsBelow;
 
 // CAP_SYS_RESOURCE in the effective set (ext4 grows a mounted file system
 // only for such a caller).
@@ -75,7 +64,7 @@ class PrivateVolumeTest : public ::testing::Test {
   }
   void TearDown() override {
     // Whatever a failed test left mounted goes before the directory does.
-    for (const std::string& m : MountsBelow(t_.base())) ::umount2(m.c_str(), MNT_DETACH);
+    ::tessera::testing::UnmountBelow(t_.base());
   }
 
   const Layout& layout() const { return t_.layout(); }
