@@ -22,10 +22,10 @@
 #include <string>
 #include <vector>
 
+#include "integration/mounts_below.h"
 #include "storage/ext4_image.h"
 #include "storage/storage.h"
 #include "storage/volume_ops.h"
-#include "integration/mounts_below.h"
 #include "unit/storage/test_util.h"
 
 namespace tessera::storage {
