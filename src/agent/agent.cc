@@ -319,7 +319,7 @@ bool Agent::Open(Channel& ch, wire::Frame& frame) {
   s->serial = next_serial_++;
   s->id = frame.session;
   s->channel = ch.serial;
-  s->program = message->argv[0];
+  s->program = wire::ProgramName(*message);
   s->stdin_window = wire::kInitialWindow;
   s->out_credit[0] = s->out_credit[1] = wire::kInitialWindow;
   s->detach = message->detach;

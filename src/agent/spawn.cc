@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -13,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -181,6 +183,87 @@ int OpenTerminal(const wire::WindowSize& size, const Credentials& creds, int rep
   return slave;
 }
 
+// A socket service: the descriptor line, then the command's stdin to the
+// socket and the socket to its stdout, until the service closes. Stdin's end
+// half-closes the socket. Runs as the service's user, in its namespaces.
+[[noreturn]] void ServeSocket(const std::string& path, const wire::ServiceCall& call,
+                              int report_fd) {
+  int sock = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (sock < 0 || path.size() >= sizeof(addr.sun_path)) Fail(report_fd, 125, errno, "socket");
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  if (::connect(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    Fail(report_fd, 125, errno, "connect to service socket " + path);
+  }
+  ::close(report_fd);  // started: from here on the exit status speaks
+  std::string descriptor = call.FullName() + " " + call.source;
+  descriptor.push_back('\0');
+  auto write_all = [](int fd, const char* data, size_t size) {
+    while (size > 0) {
+      ssize_t n = ::write(fd, data, size);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      data += n;
+      size -= static_cast<size_t>(n);
+    }
+    return true;
+  };
+  if (!write_all(sock, descriptor.data(), descriptor.size())) _exit(125);
+  bool stdin_open = true;
+  char buf[65536];
+  for (;;) {
+    pollfd p[2] = {{sock, POLLIN, 0}, {0, POLLIN, 0}};
+    if (::poll(p, stdin_open ? 2 : 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      _exit(125);
+    }
+    if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+      ssize_t n = ::read(sock, buf, sizeof(buf));
+      if (n == 0 || (n < 0 && errno != EINTR)) _exit(0);  // the service closed: done
+      if (n > 0 && !write_all(1, buf, static_cast<size_t>(n))) _exit(0);
+    }
+    if (stdin_open && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+      ssize_t n = ::read(0, buf, sizeof(buf));
+      if (n > 0) {
+        if (!write_all(sock, buf, static_cast<size_t>(n))) stdin_open = false;
+      } else if (n == 0 || errno != EINTR) {
+        stdin_open = false;
+        ::shutdown(sock, SHUT_WR);
+      }
+    }
+  }
+}
+
+// A service call: the first existing candidate (lstat, as Qubes) decides.
+// None: 127. A socket: ServeSocket. Anything else is executed with the
+// argument as argv[1]; failing that the service is broken (125: 126 means
+// "refused by policy" to the caller).
+[[noreturn]] void RunService(const wire::ServiceCall& call, std::vector<std::string>& env,
+                             int report_fd) {
+  env.push_back("QREXEC_REMOTE_DOMAIN=" + call.source);
+  env.push_back("QREXEC_SERVICE_FULL_NAME=" + call.FullName());
+  if (!call.argument.empty()) env.push_back("QREXEC_SERVICE_ARGUMENT=" + call.argument);
+  env.push_back("QREXEC_REQUESTED_TARGET=" + call.requested_target);
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  for (const std::string& path : wire::ServiceCandidates(call)) {
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) {
+      if (errno == ENOENT || errno == ENOTDIR) continue;
+      Fail(report_fd, 125, errno, "look up " + path);
+    }
+    if (S_ISSOCK(st.st_mode)) ServeSocket(path, call, report_fd);
+    std::vector<char*> argv = {const_cast<char*>(path.c_str())};
+    if (!call.argument.empty()) argv.push_back(const_cast<char*>(call.argument.c_str()));
+    argv.push_back(nullptr);
+    ::execve(path.c_str(), argv.data(), envp.data());
+    Fail(report_fd, 125, errno, "service " + path + " cannot be executed");
+  }
+  Fail(report_fd, 127, ENOENT, "no such service in this qube");
+}
+
 [[noreturn]] void RunChild(const SpawnRequest& req, int report_fd) {
   const wire::OpenMessage& m = *req.message;
   // The agent reads its signals from a signalfd with everything blocked; its
@@ -240,6 +323,7 @@ int OpenTerminal(const wire::WindowSize& size, const Credentials& creds, int rep
       syscall(SYS_setresuid, creds.uid, creds.uid, creds.uid) != 0) {
     Fail(report_fd, 125, errno, "become user " + m.user);
   }
+  if (m.service) RunService(*m.service, env, report_fd);
   std::vector<char*> argv;
   for (const auto& a : m.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -296,7 +380,9 @@ Result<Spawned> SpawnCommand(const SpawnRequest& request) {
 std::string DescribeReport(const SpawnReport& report, const std::string& program) {
   std::string text = "cannot run " + program;
   std::string detail(report.message, strnlen(report.message, sizeof(report.message)));
-  // 127 and 126 say their reason themselves (not found / not executable).
+  // 127 and 126 say their reason themselves (not found / not executable);
+  // a service's 127 says where it was looked for.
+  if (report.code == 127 && !detail.empty()) text += ": " + detail;
   if (report.code == 125) {
     if (!detail.empty()) text += ": " + detail;
     if (report.error != 0) text += std::string(": ") + std::strerror(report.error);

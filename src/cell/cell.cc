@@ -255,15 +255,33 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
     const std::string& priv = prepared.private_volume;
     UniqueFd priv_dir(::open(priv.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!priv_dir) return Err(Error::FromErrno(ctx("open " + priv)));
-    for (const char* sub : {"home", "rw"}) {
+    // An app qube's /usr/local lives on its volume (a template or standalone
+    // qube keeps its root's own).
+    struct VolumeBind {
+      const char* sub;
+      const char* target;
+    };
+    std::vector<VolumeBind> binds = {{"home", "home"}, {"rw", "rw"}};
+    // Over a read-only host /usr (a `host` template) only where the host
+    // has a /usr/local to mount on (NixOS has none).
+    bool host_usr =
+        std::find(host_ro_binds.begin(), host_ro_binds.end(), "/usr") != host_ro_binds.end();
+    struct stat usr_local;
+    if (spec.root == RootKind::kOverlay &&
+        (!host_usr || (::stat("/usr/local", &usr_local) == 0 && S_ISDIR(usr_local.st_mode)))) {
+      binds.push_back({"usrlocal", "usr/local"});
+    }
+    for (const VolumeBind& b : binds) {
       // The volume's content is the qube's: never follow its symlinks.
-      UniqueFd src = OpenBeneath(priv_dir.get(), sub, O_PATH | O_DIRECTORY | O_NOFOLLOW);
-      if (!src) return Err(Error::FromErrno(ctx(priv + "/" + sub + " (must be a real directory)")));
+      UniqueFd src = OpenBeneath(priv_dir.get(), b.sub, O_PATH | O_DIRECTORY | O_NOFOLLOW);
+      if (!src) {
+        return Err(Error::FromErrno(ctx(priv + "/" + b.sub + " (must be a real directory)")));
+      }
       UniqueFd m =
-          TRY_CTX(CloneTree(src.get(), "", false, priv + "/" + sub), ctx("private volume"));
+          TRY_CTX(CloneTree(src.get(), "", false, priv + "/" + b.sub), ctx("private volume"));
       TRY_CTX(SetMountAttr(m.get(), MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, false),
               ctx("private volume"));
-      add_mount(std::move(m), sub, false);
+      add_mount(std::move(m), b.target, false);
     }
   }
 

@@ -4,12 +4,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <optional>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "cli/command.h"
 #include "common/fs.h"
@@ -19,6 +18,7 @@
 #include "policy/loader.h"
 #include "policy/policy.h"
 #include "policy/system.h"
+#include "rpc/decision.h"
 #include "rpc/system_from_config.h"
 
 namespace tessera::cli {
@@ -169,21 +169,7 @@ Outcome Evaluate(const PolicyOptions& opts, const policy::SystemInfo& system,
   policy::SplitServiceArgument(opts.service, request);
   request.source = opts.source;
   request.target = opts.target;
-  out.res = loaded->Evaluate(request, system, trace);
-  if (out.res.decision == policy::Decision::kAllow) {
-    // The call itself is refused if it cannot be executed (loopback, unknown qube).
-    auto normalized = policy::NormalizeRequest(request, system);
-    auto reply = policy::DaemonResponse(*normalized, out.res.target, out.res.user,
-                                        out.res.autostart, system);
-    if (!reply) {
-      out.res.decision = policy::Decision::kDeny;
-      out.res.why = policy::DenyReason::kMessage;
-      out.res.reason = reply.error().message;
-      out.res.notify = reply.error().notify;
-      out.res.target.clear();
-      out.res.autostart = false;
-    }
-  }
+  out.res = rpc::Decide(*loaded, request, system, trace);
   return out;
 }
 

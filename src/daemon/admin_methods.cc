@@ -56,6 +56,7 @@ void Info(MethodContext& ctx, Call call) {
                               {"state_dir", ctx.layout.state_dir},
                               {"runtime_dir", ctx.layout.runtime_dir},
                               {"audit_log", ctx.audit.path()},
+                              {"policy", ctx.policies.Info()},
                               {"peer_uid", call.peer.uid}});
 }
 
@@ -334,9 +335,14 @@ class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
     std::optional<gid_t> gid = LookupGroupId(group);
     if (MayUseHostSources(call_.peer, gid)) return std::nullopt;
     const HostSource& first = fresh.front();
-    std::string message = "permission denied: qube " + first.qube + " has template source \"" +
-                          first.source + "\", which makes tesserad read a host path as root; uid " +
-                          std::to_string(call_.peer.uid) + " may not ask for that";
+    std::string what = first.qube.empty()
+                           ? "the description changes policy_dir to \"" +
+                                 first.source.substr(first.source.find(':') + 1) +
+                                 "\", which makes tesserad read its RPC policy from a host path"
+                           : "qube " + first.qube + " has template source \"" + first.source +
+                                 "\", which makes tesserad read a host path as root";
+    std::string message = "permission denied: " + what + "; uid " + std::to_string(call_.peer.uid) +
+                          " may not ask for that";
     if (fresh.size() > 1) {
       message += " (nor for " + std::to_string(fresh.size() - 1) + " more such source" +
                  (fresh.size() > 2 ? "s" : "") + ")";

@@ -13,6 +13,7 @@
 #include "daemon/audit.h"
 #include "daemon/event_bus.h"
 #include "daemon/event_loop.h"
+#include "daemon/policy_watcher.h"
 #include "daemon/qube_manager.h"
 #include "daemon/run_command.h"
 #include "storage/storage.h"
@@ -25,6 +26,7 @@ struct MethodContext {
   AdminServer& server;
   QubeManager& manager;
   RunCommands& runs;
+  PolicyWatcher& policies;
   EventBus& events;
   AuditLog& audit;
   storage::Layout layout;

@@ -26,7 +26,9 @@
 #include "daemon/denial_reporter.h"
 #include "daemon/event_bus.h"
 #include "daemon/event_loop.h"
+#include "daemon/policy_watcher.h"
 #include "daemon/qube_manager.h"
+#include "daemon/rpc_broker.h"
 #include "daemon/run_command.h"
 #include "storage/generations.h"
 
@@ -131,8 +133,15 @@ class Daemon {
     server_ = std::make_unique<AdminServer>(*loop_, *audit_, server_options);
     runs_ = std::make_unique<RunCommands>(*loop_, *server_, *manager_, *audit_,
                                           backend_->capabilities());
+    policies_ = std::make_unique<PolicyWatcher>(*loop_, *audit_, events_);
+    policies_->Watch(PolicyDirsFor(config_->system().policy_dir, options_.layout.runtime_dir));
+    broker_ = std::make_unique<RpcBroker>(*server_, *manager_, *runs_, *policies_, *audit_,
+                                          options_.layout.runtime_dir);
+    server_->Register("rpc.call", {}, [this](AdminServer::Call call) {
+      broker_->HandleAdminCall(std::move(call));
+    });
     methods_ = std::make_unique<MethodContext>(
-        MethodContext{*loop_, *pool_, *server_, *manager_, *runs_, events_, *audit_,
+        MethodContext{*loop_, *pool_, *server_, *manager_, *runs_, *policies_, events_, *audit_,
                       options_.layout, options_.stop_grace, options_.allow_host_sources_group});
     RegisterAdminMethods(*methods_);
     // Groups are looked up per connection and request (one created later
@@ -167,6 +176,8 @@ class Daemon {
     signal_watches_.clear();
     idle_check_.Reset();
     methods_.reset();
+    broker_.reset();
+    policies_.reset();
     runs_.reset();
     server_.reset();
     manager_.reset();
@@ -216,6 +227,8 @@ class Daemon {
   std::unique_ptr<QubeManager> manager_;
   std::unique_ptr<AdminServer> server_;
   std::unique_ptr<RunCommands> runs_;
+  std::unique_ptr<PolicyWatcher> policies_;
+  std::unique_ptr<RpcBroker> broker_;
   std::unique_ptr<MethodContext> methods_;
   std::vector<EventLoop::Watch> signal_watches_;
   EventLoop::Timer idle_check_;

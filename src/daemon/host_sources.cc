@@ -14,6 +14,7 @@ std::vector<HostSource> NewHostSources(const config::System& current, const conf
     if (before != nullptr && before->template_source == q.template_source) continue;
     out.push_back({q.name, q.template_source});
   }
+  if (next.policy_dir != current.policy_dir) out.push_back({"", "policy_dir:" + next.policy_dir});
   return out;
 }
 

@@ -25,10 +25,9 @@ bool IsHostPathSource(std::string_view source);
 
 // The host-path sources `next` has that `current` does not have for the same
 // qube: those are what an apply of `next` newly asks the daemon to read (one
-// already in the running description was accepted before).
-//
-// FIXME: policy_dir is a host path too; the daemon does not read it yet.
-// When the RPC broker does, a changed policy_dir joins this check.
+// already in the running description was accepted before). A changed
+// policy_dir counts too (qube "", source "policy_dir:PATH"): the broker reads
+// the policy from it, and the policy decides every inter-qube call.
 std::vector<HostSource> NewHostSources(const config::System& current, const config::System& next);
 
 }  // namespace tessera::daemon

@@ -17,14 +17,6 @@ namespace codes = wire::codes;
 
 namespace {
 
-struct RunParams {
-  std::string qube;
-  bool disposable = false;
-  std::string dvm_template;  // disposable: "" = the default
-  wire::OpenMessage open;    // user "" = the qube's default_user
-  bool relay = false;
-};
-
 // 768 MiB, 1.5 GiB, 512 KiB: how a limit is said in messages.
 std::string DescribeBytes(uint64_t bytes) {
   if (bytes >= (uint64_t{1} << 30) && bytes % (uint64_t{1} << 29) == 0) {
@@ -35,7 +27,7 @@ std::string DescribeBytes(uint64_t bytes) {
   return std::to_string(bytes >> 10) + " KiB";
 }
 
-ApiResult<RunParams> ParseRunParams(const json& p, size_t fds) {
+ApiResult<RunRequest> ParseRunRequest(const json& p, size_t fds) {
   auto bad = [](const Error& e) { return Fail(codes::kBadRequest, e.message()); };
   if (auto s =
           OnlyKeys(p, {"qube", "dispvm", "argv", "env", "cwd", "user", "streams", "tty", "detach"},
@@ -43,7 +35,7 @@ ApiResult<RunParams> ParseRunParams(const json& p, size_t fds) {
       !s) {
     return bad(s.error());
   }
-  RunParams r;
+  RunRequest r;
   auto argv = StringArray(p, "argv", "qube.run", {.required = true, .max_items = wire::kMaxArgs});
   if (!argv) return bad(argv.error());
   r.open.argv = std::move(*argv);
@@ -128,8 +120,13 @@ ApiResult<RunParams> ParseRunParams(const json& p, size_t fds) {
 // Finish, exactly once.
 class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHandler {
  public:
-  Run(RunCommands& owner, uint64_t serial, AdminServer::Call call, RunParams params)
-      : owner_(owner), serial_(serial), call_(std::move(call)), params_(std::move(params)) {}
+  Run(RunCommands& owner, uint64_t serial, AdminServer::Call call, RunRequest params,
+      RunEnded ended)
+      : owner_(owner),
+        serial_(serial),
+        call_(std::move(call)),
+        params_(std::move(params)),
+        ended_(std::move(ended)) {}
 
   void Begin() {
     owner_.server_.Attach(call_.connection, this);
@@ -163,6 +160,7 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
     if (params_.relay) owner_.server_.Send(call_.connection, FrameType::kStarted, Sid(), 0, wire::EncodeU32(0));
   }
   void OnData(uint8_t stream, std::string data) override {
+    bytes_out_ += data.size();
     owner_.server_.Send(call_.connection, FrameType::kData, Sid(), stream, data);
   }
   void OnEof(uint8_t stream) override {
@@ -229,6 +227,7 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
         if (frame.stream != wire::kStdin || !channel_->SendStdin(session_, frame.payload)) {
           return ClientBroke("stdin beyond the window the qube granted");
         }
+        bytes_in_ += frame.payload.size();
         return;
       case FrameType::kEof:
         if (frame.stream == wire::kStdin) channel_->SendStdinEof(session_);
@@ -293,7 +292,7 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
 
   void Audit(const char* action, const std::string& why) {
     json record = {{"kind", "run"}, {"qube", name_}, {"action", action}, {"reason", why}};
-    if (!params_.open.argv.empty()) record["program"] = params_.open.argv[0];
+    record["program"] = wire::ProgramName(params_.open);
     owner_.audit_.Write(std::move(record));
   }
 
@@ -360,6 +359,21 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
   void Finish(ApiResult<json> result) {
     if (finished_) return;
     finished_ = true;
+    if (ended_) {
+      RunOutcome outcome;
+      outcome.qube = name_;
+      outcome.bytes_in = bytes_in_;
+      outcome.bytes_out = bytes_out_;
+      if (result) {
+        outcome.exit_code = result->value("exit_code", -1);
+      } else {
+        outcome.error_code = result.error().code;
+        outcome.message = result.error().message;
+      }
+      // Before the reply: what the caller learns has been recorded.
+      auto ended = std::move(ended_);
+      ended(outcome);
+    }
     // The caller gets its result first; the teardown of a disposable made
     // for it follows (recorded as stopping, so a crash in between is cleaned
     // up by recovery).
@@ -383,7 +397,10 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
   RunCommands& owner_;
   uint64_t serial_;
   AdminServer::Call call_;
-  RunParams params_;
+  RunRequest params_;
+  RunEnded ended_;
+  uint64_t bytes_in_ = 0;
+  uint64_t bytes_out_ = 0;
   std::string name_;
   bool started_now_ = false;
   bool disposable_ = false;
@@ -405,10 +422,15 @@ RunCommands::RunCommands(EventLoop& loop, AdminServer& server, QubeManager& mana
 RunCommands::~RunCommands() = default;
 
 void RunCommands::Handle(AdminServer::Call call) {
-  auto params = ParseRunParams(call.params, call.fds->size());
+  auto params = ParseRunRequest(call.params, call.fds->size());
   if (!params) return server_.Reply(call, tl::unexpected(params.error()));
+  Start(std::move(call), std::move(*params));
+}
+
+void RunCommands::Start(AdminServer::Call call, RunRequest request, RunEnded ended) {
   uint64_t serial = next_serial_++;
-  auto run = std::make_unique<Run>(*this, serial, std::move(call), std::move(*params));
+  auto run =
+      std::make_unique<Run>(*this, serial, std::move(call), std::move(request), std::move(ended));
   Run* r = run.get();
   runs_.emplace(serial, std::move(run));
   r->Begin();

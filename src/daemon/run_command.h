@@ -19,6 +19,7 @@
 //   runs.Handle(std::move(call)); });
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 
@@ -26,8 +27,30 @@
 #include "daemon/admin_server.h"
 #include "daemon/audit.h"
 #include "daemon/qube_manager.h"
+#include "wire/agent_protocol.h"
 
 namespace tessera::daemon {
+
+// What a run does: a command (or an RPC service, open.service) in a named
+// qube, or in a fresh disposable.
+struct RunRequest {
+  std::string qube;
+  bool disposable = false;
+  std::string dvm_template;  // disposable: "" = the default
+  wire::OpenMessage open;    // user "" = the qube's default_user
+  bool relay = false;
+};
+
+// How a run ended, for whoever started it (the RPC broker audits each call).
+struct RunOutcome {
+  std::string qube;        // where it ran; "" if it never got one
+  int exit_code = -1;      // -1: none (it failed to start, or was hung up)
+  std::string error_code;  // wire::codes when it failed
+  std::string message;
+  uint64_t bytes_in = 0;   // caller -> command (stdin)
+  uint64_t bytes_out = 0;  // command -> caller (stdout and stderr)
+};
+using RunEnded = std::function<void(const RunOutcome&)>;
 
 class RunCommands {
  public:
@@ -35,7 +58,11 @@ class RunCommands {
               backend::Capabilities capabilities);
   ~RunCommands();
 
+  // qube.run: parses the request, then Start.
   void Handle(AdminServer::Call call);
+  // Runs `request` for `call` (answered by the run); `ended` hears the
+  // outcome just before the caller gets its answer.
+  void Start(AdminServer::Call call, RunRequest request, RunEnded ended = nullptr);
   size_t in_flight() const { return runs_.size(); }
 
  private:

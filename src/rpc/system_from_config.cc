@@ -23,4 +23,18 @@ policy::SystemInfo SystemFromConfig(const config::System& system,
   return out;
 }
 
+void AddDisposable(policy::SystemInfo& info, const config::System& system, const std::string& name,
+                   const std::string& dvm_template, bool preloaded) {
+  policy::QubeInfo q;
+  q.name = name;
+  q.type = "DispVM";
+  q.running = true;
+  q.internal = preloaded;
+  if (const config::Qube* base = system.Find(dvm_template); base != nullptr) {
+    q.tags = base->tags;
+    q.default_dispvm = base->default_dispvm;
+  }
+  info.Add(std::move(q));
+}
+
 }  // namespace tessera::rpc

@@ -22,4 +22,10 @@ policy::SystemInfo SystemFromConfig(
     const config::System& system,
     const std::function<bool(std::string_view)>& is_running = nullptr);
 
+// A running disposable (dispN, made by the daemon from `dvm_template`): a
+// DispVM with its template's tags and default_dispvm; a preloaded one is
+// internal (never offered in an ask).
+void AddDisposable(policy::SystemInfo& info, const config::System& system, const std::string& name,
+                   const std::string& dvm_template, bool preloaded);
+
 }  // namespace tessera::rpc

@@ -77,12 +77,12 @@ Result<bool> IsEmptyDirAt(int dir_fd, const std::string& name, const std::string
 }
 
 // True when the private volume at `path` holds more than the skeleton
-// EnsurePrivateVolume makes: home/, home/user/ and rw/, all empty.
+// EnsurePrivateVolume makes: home/, home/user/, rw/ and usrlocal/, all empty.
 Result<bool> PrivateHasData(int qube_fd, const std::string& path) {
   UniqueFd priv = TRY(internal::OpenDirAt(qube_fd, "private", path));
   for (const std::string& name : TRY(Entries(priv.get(), path))) {
-    if (name == "rw") {
-      if (!TRY(IsEmptyDirAt(priv.get(), name, path + "/rw"))) return true;
+    if (name == "rw" || name == "usrlocal") {
+      if (!TRY(IsEmptyDirAt(priv.get(), name, path + "/" + name))) return true;
     } else if (name == "lost+found") {
       // Made by mkfs in an image volume; only fsck puts anything there.
       if (!TRY(IsEmptyDirAt(priv.get(), name, path + "/lost+found"))) return true;

@@ -54,6 +54,9 @@ Status EnsurePrivateVolume(const Layout& layout, const std::string& qube, const 
 
   TRY(internal::EnsureDirAt(priv_fd.get(), "home", 0755, root, root, priv + "/home"));
   TRY(internal::EnsureDirAt(priv_fd.get(), "rw", 0755, root, root, priv + "/rw"));
+  // An app qube's /usr/local (as in Qubes: installed there, a program or an
+  // RPC service survives restarts without changing the template).
+  TRY(internal::EnsureDirAt(priv_fd.get(), "usrlocal", 0755, root, root, priv + "/usrlocal"));
   // Existing content is the qube's: O_NOFOLLOW refuses a home the qube turned
   // into a symlink rather than creating "user" wherever it points.
   UniqueFd home_fd = TRY(internal::OpenDirAt(priv_fd.get(), "home", priv + "/home"));

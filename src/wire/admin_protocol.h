@@ -54,6 +54,8 @@ inline constexpr const char* kCommandNotFound = "command_not_found";
 inline constexpr const char* kCommandNotExecutable = "command_not_executable";
 inline constexpr const char* kRelayRequired = "relay_required";
 inline constexpr const char* kShuttingDown = "shutting_down";
+// rpc.call: denied by policy, or refused before it (nothing more is said).
+inline constexpr const char* kRequestRefused = "request_refused";
 }  // namespace codes
 
 std::string OkResponse(int64_t id, const nlohmann::json& result);

@@ -29,12 +29,74 @@ size_t FdsNeeded(const OpenMessage& message) {
   return n;
 }
 
+std::string ProgramName(const OpenMessage& message) {
+  if (message.service) return "service " + message.service->FullName();
+  return message.argv.empty() ? std::string() : message.argv[0];
+}
+
+bool IsServiceWord(std::string_view word, bool plus_allowed) {
+  if (word.empty() || word == "." || word == "..") return false;
+  for (char c : word) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.' || c == '_' || (plus_allowed && c == '+');
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::vector<std::string> ServiceCandidates(const ServiceCall& call) {
+  static constexpr const char* kDirs[] = {"/usr/local/etc/qubes-rpc/",
+                                          "/usr/local/etc/tessera-rpc/", "/etc/qubes-rpc/",
+                                          "/etc/tessera-rpc/"};
+  std::vector<std::string> out;
+  if (!call.argument.empty()) {
+    for (const char* dir : kDirs) out.push_back(dir + call.FullName());
+  }
+  for (const char* dir : kDirs) out.push_back(dir + call.name);
+  return out;
+}
+
+namespace {
+
+Result<ServiceCall> ParseServiceCall(const json& j) {
+  if (!j.is_object()) return Err(Error("open: \"service\" must be an object", EINVAL));
+  TRY(OnlyKeys(j, {"name", "argument", "source", "requested_target"}, "open service"));
+  ServiceCall call;
+  call.name = TRY(RequiredString(j, "name", "open service", 64));
+  call.argument = TRY(StringOr(j, "argument", "", "open service", 255));
+  call.source = TRY(RequiredString(j, "source", "open service", 64));
+  call.requested_target = TRY(StringOr(j, "requested_target", "", "open service", 128));
+  if (!IsServiceWord(call.name, false)) {
+    return Err(Error("open: invalid service name \"" + call.name + "\"", EINVAL));
+  }
+  if (!call.argument.empty() && !IsServiceWord(call.argument, true)) {
+    return Err(Error("open: invalid service argument \"" + call.argument + "\"", EINVAL));
+  }
+  for (const std::string* word : {&call.source, &call.requested_target}) {
+    for (char c : *word) {
+      if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) {
+        return Err(
+            Error("open: control character or space in a service's source or target", EINVAL));
+      }
+    }
+  }
+  if (call.source.empty()) return Err(Error("open: empty service source", EINVAL));
+  return call;
+}
+
+}  // namespace
+
 Result<OpenMessage> ParseOpen(std::string_view payload, size_t attached_fds) {
   json j = TRY(ParseJsonObject(payload, {.what = "open", .max_depth = 2}));
-  TRY(OnlyKeys(j, {"argv", "env", "cwd", "user", "stdio", "tty", "detach"}, "open"));
+  TRY(OnlyKeys(j, {"argv", "service", "env", "cwd", "user", "stdio", "tty", "detach"}, "open"));
   OpenMessage m;
-  m.argv = TRY(StringArray(j, "argv", "open", {.required = true, .max_items = kMaxArgs}));
-  if (m.argv[0].empty()) return Err(Error("open: empty program name", EINVAL));
+  if (j.contains("service")) {
+    if (j.contains("argv")) return Err(Error("open: both \"argv\" and \"service\"", EINVAL));
+    m.service = TRY(ParseServiceCall(j["service"]));
+  } else {
+    m.argv = TRY(StringArray(j, "argv", "open", {.required = true, .max_items = kMaxArgs}));
+    if (m.argv[0].empty()) return Err(Error("open: empty program name", EINVAL));
+  }
   m.env = TRY(StringArray(j, "env", "open", {.max_items = kMaxArgs}));
   for (const auto& e : m.env) {
     size_t eq = e.find('=');
@@ -89,11 +151,18 @@ Result<OpenMessage> ParseOpen(std::string_view payload, size_t attached_fds) {
 }
 
 std::string SerializeOpen(const OpenMessage& m) {
-  json j = {{"argv", m.argv},
-            {"env", m.env},
+  json j = {{"env", m.env},
             {"cwd", m.cwd},
             {"user", m.user},
             {"stdio", {StdioName(m.stdio[0]), StdioName(m.stdio[1]), StdioName(m.stdio[2])}}};
+  if (m.service) {
+    j["service"] = {{"name", m.service->name},
+                    {"argument", m.service->argument},
+                    {"source", m.service->source},
+                    {"requested_target", m.service->requested_target}};
+  } else {
+    j["argv"] = m.argv;
+  }
   if (m.tty) j["tty"] = {{"rows", m.tty->rows}, {"cols", m.tty->cols}};
   if (m.detach) j["detach"] = true;
   return DumpJson(j);

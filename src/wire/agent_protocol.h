@@ -55,8 +55,33 @@ struct WindowSize {
   bool operator==(const WindowSize&) const = default;
 };
 
+// An RPC service call (docs/RPC.md) instead of a program: the agent looks the
+// service up in the qube's RPC directories (ServiceCandidates) and runs it
+// with the argument as argv[1] and the QREXEC_* environment; a Unix socket
+// found there is connected to, after the descriptor line.
+struct ServiceCall {
+  std::string name;              // "qubes.Filecopy": 1..64 of [A-Za-z0-9._-], not "." or ".."
+  std::string argument;          // without the '+'; "" = none; ≤ 255 of [A-Za-z0-9._+-]
+  std::string source;            // the calling qube ("dom0" for the host)
+  std::string requested_target;  // what the caller asked for ("@default", "@dispvm:x", a name)
+  // "SERVICE" or "SERVICE+ARG".
+  std::string FullName() const { return argument.empty() ? name : name + "+" + argument; }
+  bool operator==(const ServiceCall&) const = default;
+};
+
+// Where a service is looked up, first existing entry wins: for SERVICE+ARG,
+// then SERVICE, in /usr/local/etc/qubes-rpc, /usr/local/etc/tessera-rpc,
+// /etc/qubes-rpc, /etc/tessera-rpc (Qubes' order, with tessera's own
+// directory after each of Qubes').
+std::vector<std::string> ServiceCandidates(const ServiceCall& call);
+// The word rules of ServiceCall::name (plus_allowed false) and ::argument.
+bool IsServiceWord(std::string_view word, bool plus_allowed);
+
 struct OpenMessage {
-  std::vector<std::string> argv;  // non-empty; argv[0] a path or a name looked up in PATH
+  // Non-empty unless `service` is set (then empty); argv[0] a path or a name
+  // looked up in PATH.
+  std::vector<std::string> argv;
+  std::optional<ServiceCall> service;
   // "K=V", set on top of the default environment (PATH, HOME, USER, LOGNAME,
   // SHELL; TERM=dumb, or xterm-256color with a tty) and replacing its entries.
   std::vector<std::string> env;
@@ -73,6 +98,8 @@ struct OpenMessage {
 
 // Descriptors an open message needs attached: one per kFd entry, in stdio order.
 size_t FdsNeeded(const OpenMessage& message);
+// What a session runs, for messages: argv[0], or "service SERVICE[+ARG]".
+std::string ProgramName(const OpenMessage& message);
 
 Result<OpenMessage> ParseOpen(std::string_view payload, size_t attached_fds);
 std::string SerializeOpen(const OpenMessage& message);

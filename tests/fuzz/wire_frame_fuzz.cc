@@ -1,5 +1,5 @@
 // Fuzzes the one frame decoder every peer's bytes go through (admin clients,
-// agents, soon qubes' RPC), under each side's rules, fed in two pieces to
+// agents, RPC service sessions), under each side's rules, fed in two pieces to
 // exercise partial frames, and every message parser on the frames it yields.
 
 #include <cstddef>
@@ -33,7 +33,8 @@ void Decode(tessera::wire::DecoderRules rules, std::string_view input) {
             // Whatever parses must survive a serialise/parse round trip.
             auto again = ParseOpen(SerializeOpen(*open), 0);
             if (!again || again->argv != open->argv || again->cwd != open->cwd ||
-                again->tty != open->tty || again->detach != open->detach) {
+                again->tty != open->tty || again->detach != open->detach ||
+                again->service != open->service) {
               __builtin_trap();
             }
           }

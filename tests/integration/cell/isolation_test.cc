@@ -131,7 +131,9 @@ TEST_F(CellTest, CannotSeeHostFilesOrMounts) {
   ASSERT_EQ(mi.code, 0);
   std::istringstream lines(mi.out);
   std::string line;
-  const std::set<std::string> allowed_top = {"", "proc", "dev", "home", "rw", "tmp", "run", "sys", "probe"};
+  // /usr/local: the app qube's, from its private volume (docs/STORAGE.md).
+  const std::set<std::string> allowed_top = {"",    "proc", "dev", "home",  "rw",
+                                             "tmp", "run",  "sys", "probe", "usr"};
   int count = 0;
   while (std::getline(lines, line)) {
     std::istringstream f(line);
@@ -140,6 +142,9 @@ TEST_F(CellTest, CannotSeeHostFilesOrMounts) {
     std::string top = point.substr(1, point.find('/', 1) == std::string::npos ? std::string::npos
                                                                               : point.find('/', 1) - 1);
     EXPECT_TRUE(allowed_top.count(top)) << "unexpected mount point " << point;
+    if (top == "usr") {
+      EXPECT_EQ(point, "/usr/local") << "only /usr/local is mounted under /usr";
+    }
     ++count;
   }
   EXPECT_GT(count, 5);

@@ -263,6 +263,11 @@ TEST(HostSources, OnlyNewHostPathSourcesCount) {
             (std::vector<HostSource>{{"kept", "dir:/root"}, {"added", "host"}}));
   next.qubes[0].template_source = "busybox";
   EXPECT_EQ(NewHostSources(running, next), (std::vector<HostSource>{{"added", "host"}}));
+  // The RPC policy is read from policy_dir: a new one counts as a host path.
+  next.qubes.pop_back();
+  next.policy_dir = "/home/mallory/policy.d";
+  EXPECT_EQ(NewHostSources(running, next),
+            (std::vector<HostSource>{{"", "policy_dir:/home/mallory/policy.d"}}));
 }
 
 TEST(Auth, PeerOfSocketpairIsUs) {

@@ -160,3 +160,64 @@ TEST(SessionError, CodesAreTheQubesOnesAndTextIsBounded) {
 
 }  // namespace
 }  // namespace tessera::wire
+
+namespace tessera::wire {
+namespace {
+
+TEST(ServiceCall, OpenCarriesAServiceInsteadOfArgv) {
+  OpenMessage m;
+  m.service = ServiceCall{"qubes.Filecopy", "a+b.c", "work", "@default"};
+  m.user = "user";
+  m.stdio[0] = m.stdio[1] = m.stdio[2] = Stdio::kPipe;
+  auto back = ParseOpen(SerializeOpen(m), 0);
+  ASSERT_TRUE(back) << back.error().ToString();
+  ASSERT_TRUE(back->service);
+  EXPECT_EQ(*back->service, *m.service);
+  EXPECT_TRUE(back->argv.empty());
+  EXPECT_EQ(back->service->FullName(), "qubes.Filecopy+a+b.c");
+  EXPECT_EQ(ProgramName(*back), "service qubes.Filecopy+a+b.c");
+}
+
+TEST(ServiceCall, HostileServiceBlocksAreRefused) {
+  auto open = [](const std::string& service) {
+    return ParseOpen(R"({"stdio":["null","null","null"],"service":)" + service + "}", 0);
+  };
+  EXPECT_TRUE(open(R"({"name":"a.B_c-1","source":"work"})"));
+  for (const char* bad : {
+           R"({"name":"../x","source":"w"})",  // a path
+           R"({"name":"a/b","source":"w"})",
+           R"({"name":"..","source":"w"})",
+           R"({"name":"a+b","source":"w"})",  // '+' only in the argument
+           R"({"name":"","source":"w"})",
+           R"({"name":"a","argument":"x/y","source":"w"})",
+           R"({"name":"a","argument":"..","source":"w"})",
+           R"({"name":"a","source":""})",
+           R"({"name":"a","source":"w x"})",
+           R"({"name":"a","source":"w","requested_target":"a\nb"})",
+           R"({"name":"a","source":"w","extra":1})",
+           R"("a")",
+       }) {
+    EXPECT_FALSE(open(bad)) << bad;
+  }
+  std::string long_name(65, 'a');
+  EXPECT_FALSE(open(R"({"name":")" + long_name + R"(","source":"w"})"));
+  // argv and service exclude each other.
+  EXPECT_FALSE(ParseOpen(
+      R"({"argv":["x"],"stdio":["null","null","null"],"service":{"name":"a","source":"w"}})", 0));
+}
+
+TEST(ServiceCall, LookupOrderIsQubesWithTesseraDirectoriesBesideThem) {
+  ServiceCall call{"test.X", "arg", "dom0", ""};
+  EXPECT_EQ(ServiceCandidates(call),
+            (std::vector<std::string>{
+                "/usr/local/etc/qubes-rpc/test.X+arg", "/usr/local/etc/tessera-rpc/test.X+arg",
+                "/etc/qubes-rpc/test.X+arg", "/etc/tessera-rpc/test.X+arg",
+                "/usr/local/etc/qubes-rpc/test.X", "/usr/local/etc/tessera-rpc/test.X",
+                "/etc/qubes-rpc/test.X", "/etc/tessera-rpc/test.X"}));
+  call.argument.clear();
+  EXPECT_EQ(ServiceCandidates(call).size(), 4u);
+  EXPECT_EQ(ServiceCandidates(call)[0], "/usr/local/etc/qubes-rpc/test.X");
+}
+
+}  // namespace
+}  // namespace tessera::wire
