@@ -35,7 +35,8 @@ struct AdminServer::Connection {
 
 json SummarizeParams(const std::string& method, const json& params) {
   json out = json::object();
-  for (const char* key : {"qube", "dispvm", "key", "value", "source", "dry_run", "all", "streams"}) {
+  for (const char* key : {"qube", "dispvm", "key", "value", "source", "dry_run", "all", "streams",
+                          "target", "service"}) {
     auto it = params.find(key);
     if (it == params.end()) continue;
     // Bounded: a hostile admin client cannot make audit records huge.
