@@ -37,7 +37,17 @@ void SetNonBlocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONB
 constexpr uint64_t kMaxCredit = uint64_t{1} << 32;
 
 // What each poll entry stands for.
-enum class Source { kControl, kSignals, kChannel, kReport, kStdin, kStdout, kStderr };
+enum class Source {
+  kControl,
+  kSignals,
+  kChannel,
+  kReport,
+  kStdin,
+  kStdout,
+  kStderr,
+  kCallListener,
+  kCall
+};
 struct Watch {
   Source source;
   uint64_t serial;  // channel or session
@@ -68,6 +78,7 @@ int Agent::Run() {
     std::fprintf(stderr, "tessera-agent: signalfd: %s\n", std::strerror(errno));
     return 1;
   }
+  ListenForCalls();
   std::vector<pollfd> pfds;
   std::vector<Watch> watches;
   for (;;) {
@@ -82,6 +93,18 @@ int Agent::Run() {
     for (auto& [serial, ch] : channels_) {
       watch(ch->fd.get(), static_cast<short>(POLLIN | (ch->out.empty() ? 0 : POLLOUT)),
             Source::kChannel, serial);
+    }
+    if (call_listener_ && calls_.size() < kMaxLocalCalls) {
+      watch(call_listener_.get(), POLLIN, Source::kCallListener, 0);
+    }
+    for (auto& [serial, call] : calls_) {
+      if (call->dead) continue;
+      // A caller's input waits while its channel to the host is backed up.
+      Channel* host = call->channel != 0 ? FindChannel(call->channel) : nullptr;
+      bool room = host == nullptr || host->out.bytes() < kMaxQueuedPerChannel;
+      short events = static_cast<short>((room && !call->ended ? POLLIN : 0) |
+                                        (call->out.empty() ? 0 : POLLOUT));
+      if (events != 0) watch(call->fd.get(), events, Source::kCall, serial);
     }
     int64_t now = NowMs();
     int timeout = -1;
@@ -127,6 +150,21 @@ int Agent::Run() {
           break;
         case Source::kControl:
           Accept();
+          break;
+        case Source::kCallListener:
+          AcceptCall();
+          break;
+        case Source::kCall:
+          if (LocalCall* c = FindCall(w.serial)) {
+            if ((ev & POLLOUT) != 0) FlushCall(*c);
+            if ((ev & (POLLIN | POLLHUP | POLLERR)) != 0 && !c->dead) {
+              if (c->ended) {
+                DropCall(*c);
+              } else {
+                ReadCall(*c);
+              }
+            }
+          }
           break;
         case Source::kChannel:
           if (Channel* ch = FindChannel(w.serial)) {
@@ -196,6 +234,7 @@ void Agent::FlushChannel(Channel& ch) {
 void Agent::DropChannel(Channel& ch) {
   if (ch.dead) return;
   ch.dead = true;
+  CallChannelLost(ch);
   for (const auto& [id, serial] : ch.sessions) {
     Session* s = FindSession(serial);
     if (s == nullptr) continue;
@@ -227,10 +266,19 @@ void Agent::Send(Session& s, FrameType type, uint8_t stream, std::string_view pa
 
 bool Agent::HandleFrame(Channel& ch, wire::Frame& frame) {
   if (frame.type == FrameType::kHello) {
-    if (frame.session != 0 || !wire::ParseHello(frame.payload)) return false;
-    ch.out.Push(wire::EncodeFrame(FrameType::kHello, 0, 0, wire::SerializeHello({})));
+    if (frame.session != 0) return false;
+    auto hello = wire::ParseHello(frame.payload);
+    if (!hello) return false;
+    // Version 2: the host takes this qube's calls on this channel.
+    wire::Hello reply;
+    if (hello->version >= wire::kCallChannelVersion) {
+      call_channel_ = ch.serial;
+      reply.version = wire::kCallChannelVersion;
+    }
+    ch.out.Push(wire::EncodeFrame(FrameType::kHello, 0, 0, wire::SerializeHello(reply)));
     return true;
   }
+  if ((frame.session & wire::kCallSessionBit) != 0) return HandleHostCallFrame(ch, frame);
   if (frame.session == 0) return false;
   if (frame.type == FrameType::kOpen) return Open(ch, frame);
   auto it = ch.sessions.find(frame.session);
@@ -588,6 +636,9 @@ void Agent::Sweep() {
   }
   for (auto it = channels_.begin(); it != channels_.end();) {
     it = it->second->dead ? channels_.erase(it) : std::next(it);
+  }
+  for (auto it = calls_.begin(); it != calls_.end();) {
+    it = it->second->dead ? calls_.erase(it) : std::next(it);
   }
 }
 

@@ -4,6 +4,10 @@
 // process of the qube, and shutdown on the host's SIGTERM. Single threaded; one
 // poll() over every descriptor it owns.
 //
+// As a cell's PID 1 it also serves RPC calls of programs in the qube
+// (agent_calls.cc): tessera-call connects to wire::kAgentCallSocket, and the
+// call goes to the host on the channel the host marked for calls.
+//
 //   Agent agent(std::move(control), namespaces, reset_oom_score);
 //   return agent.Run();   // returns only on a fatal error
 
@@ -32,6 +36,9 @@ inline constexpr int kHangupGraceMs = 2000;
 // this much is queued for it (credits bound it anyway; this bounds control
 // frames too).
 inline constexpr size_t kMaxQueuedPerChannel = 4u << 20;
+// Calls programs in the qube may have open at once (tessera-call connections
+// to kAgentCallSocket); the host limits what runs, this bounds our table.
+inline constexpr size_t kMaxLocalCalls = 256;
 
 class Agent {
  public:
@@ -73,6 +80,19 @@ class Agent {
     wire::FrameDecoder decoder{wire::DecoderRules::AgentSide()};
     wire::OutQueue out;
     std::map<uint32_t, uint64_t> sessions;  // host session id -> session serial
+    std::map<uint32_t, uint64_t> calls;     // call id -> local call serial, until the host ends it
+    bool dead = false;
+  };
+  // One tessera-call connection: one call.
+  struct LocalCall {
+    uint64_t serial = 0;
+    UniqueFd fd;
+    wire::FrameDecoder decoder{wire::DecoderRules::CallServer()};
+    wire::OutQueue out;
+    uint32_t id = 0;            // its id on the call channel; 0 before its call frame
+    uint64_t channel = 0;       // serial of that channel
+    uint64_t stdin_window = 0;  // stdin the host granted and the caller has not sent
+    bool ended = false;         // it got its exit or error: closed once that is written
     bool dead = false;
   };
 
@@ -96,6 +116,18 @@ class Agent {
   // up now and killed kHangupGraceMs later.
   void EndLeftovers(pid_t session_id);
   void KillOverdueLeftovers(int64_t now, int* timeout);
+  // agent_calls.cc
+  void ListenForCalls();
+  LocalCall* FindCall(uint64_t serial);
+  void AcceptCall();
+  void ReadCall(LocalCall& call);
+  void FlushCall(LocalCall& call);
+  void DropCall(LocalCall& call);
+  bool HandleLocalFrame(LocalCall& call, wire::Frame& frame);  // false: the caller broke the rules
+  bool HandleHostCallFrame(Channel& channel, wire::Frame& frame);  // false: the host did
+  void EndCall(LocalCall& call, int code, const std::string& message);
+  void CallChannelLost(Channel& channel);
+
   void HandleSignals();
   void ReapChildren();
   void Sweep();
@@ -110,6 +142,10 @@ class Agent {
   std::map<uint64_t, std::unique_ptr<Session>> sessions_;
   std::map<pid_t, uint64_t> by_pid_;  // command pid -> session serial
   std::map<pid_t, int64_t> leftovers_;  // session id of an exited command -> SIGKILL time
+  UniqueFd call_listener_;
+  uint64_t call_channel_ = 0;  // the channel the host takes calls on (hello version 2)
+  uint32_t next_call_id_ = 1;
+  std::map<uint64_t, std::unique_ptr<LocalCall>> calls_;
 };
 
 }  // namespace tessera::agent

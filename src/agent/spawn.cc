@@ -29,7 +29,10 @@
 namespace tessera::agent {
 namespace {
 
-constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+// The qube tools (tessera-call, qrexec-client-vm) come last: the qube's own
+// programs win.
+constexpr const char* kDefaultPath =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/run/tessera/tools/bin";
 
 struct Credentials {
   uid_t uid = 0;

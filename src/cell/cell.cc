@@ -285,6 +285,16 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
     }
   }
 
+  // The qube tools, read-only like a host bind, mounted on the qube's fresh
+  // /run by the child (a mount made here would be hidden by that tmpfs).
+  UniqueFd tools_tree;
+  if (std::string tools = ToolsDir(options); !tools.empty()) {
+    tools_tree = TRY_CTX(CloneTree(AT_FDCWD, tools, true, tools), ctx("qube tools"));
+    TRY_CTX(SetMountAttr(tools_tree.get(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                         true),
+            ctx("qube tools"));
+  }
+
   clock.Mark("mounts");
   // The plan: every string and array the child reads is built now.
   std::string overlay_options =
@@ -338,6 +348,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   for (size_t i = 0; i < owned_mounts.size(); ++i) {
     plan.mounts.push_back({owned_mounts[i].get(), targets[i].c_str(), is_file[i]});
   }
+  if (tools_tree) plan.run_mounts.push_back({tools_tree.get(), "run/tessera/tools", false});
   plan.agent_fd = agent.get();
   plan.agent_argv = agent_argv;
   plan.agent_envp = agent_envp;

@@ -76,6 +76,10 @@ struct CellOptions {
   SeccompMode seccomp_mode = SeccompMode::kErrno;
   // The agent binary; empty = tessera-agent next to /proc/self/exe.
   std::string agent_path;
+  // What every qube finds read-only at /run/tessera/tools (tessera-call,
+  // qrexec-client-vm: docs/RPC.md); empty = qube-tools/ beside the agent (a
+  // build tree) or ../lib/tessera/qube-tools (installed); none found: none.
+  std::string tools_dir;
   StarterDeath on_starter_death = StarterDeath::kCellSurvives;
   CellTestHooks test_hooks;
 };

@@ -590,6 +590,15 @@ void RunChild(const ChildPlan& plan) {
   static const FsOption kRun[] = {{"size", "64m"}, {"mode", "0755"}};
   MountAt(plan, ChildStep::kMountRun, root_fd, "run", "tmpfs", kRun, 2,
           MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+  // 11b. What is mounted on the fresh /run: the qube tools (read-only).
+  for (const PreparedMount& pm : plan.run_mounts) {
+    int t = OpenTarget(root_fd, pm.target, pm.is_file);
+    if (t < 0) Fail(plan, ChildStep::kBindMount, -t);
+    int rc = MoveOnto(pm.fd, t);
+    if (rc < 0) Fail(plan, ChildStep::kBindMount, -rc);
+    ::close(t);
+    ::close(pm.fd);
+  }
   static const FsOption kSys[] = {{"size", "4k"}, {"mode", "0555"}, {"nr_inodes", "1"}};
   MountAt(plan, ChildStep::kMountSys, root_fd, "sys", "tmpfs", kSys, 3,
           MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);

@@ -94,6 +94,7 @@ struct ChildPlan {
   const char* hostname = nullptr;
   const char* identity_map = nullptr;     // "0 0 65536\n": the nested user namespace's maps
   std::vector<PreparedMount> mounts;      // dev nodes, /home, /rw, host binds
+  std::vector<PreparedMount> run_mounts;  // on the fresh /run: the qube tools
   int agent_fd = -1;
   char* const* agent_argv = nullptr;
   char* const* agent_envp = nullptr;

@@ -32,6 +32,16 @@ std::string AgentPath(const CellOptions& options) {
   return DirName(exe) + "/tessera-agent";
 }
 
+std::string ToolsDir(const CellOptions& options) {
+  if (!options.tools_dir.empty()) return options.tools_dir;
+  std::string dir = DirName(AgentPath(options));
+  for (std::string candidate : {dir + "/qube-tools", dir + "/../lib/tessera/qube-tools"}) {
+    struct stat st;
+    if (::stat(candidate.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return candidate;
+  }
+  return "";
+}
+
 Result<std::string> RealPath(const std::string& path) {
   char buf[PATH_MAX];
   if (::realpath(path.c_str(), buf) == nullptr) return Err(Error::FromErrno("realpath " + path));

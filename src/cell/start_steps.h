@@ -19,6 +19,8 @@ namespace tessera::cell {
 
 // The agent binary: CellOptions::agent_path, else tessera-agent beside us.
 std::string AgentPath(const CellOptions& options);
+// The qube tools directory (CellOptions::tools_dir); "" when there is none.
+std::string ToolsDir(const CellOptions& options);
 Result<std::string> RealPath(const std::string& path);
 // openat2 confined to `dirfd` (no symlinks, no magic links, no escape).
 UniqueFd OpenBeneath(int dirfd, const std::string& rel, uint64_t flags);

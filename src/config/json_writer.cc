@@ -66,6 +66,8 @@ std::string ToJson(const System& system) {
   json doc = json::object();
   doc["policy_dir"] = system.policy_dir;
   doc["default_dispvm"] = system.default_dispvm ? *system.default_dispvm : "none";
+  doc["rpc"] = {{"max_calls_per_qube", system.rpc.max_calls_per_qube},
+                {"ask_timeout", system.rpc.ask_timeout_s}};
   json qubes = json::object();
   for (const Qube& qube : system.qubes) qubes[qube.name] = QubeToJson(qube);
   doc["qubes"] = std::move(qubes);

@@ -85,9 +85,17 @@ struct Qube {
   bool operator==(const Qube&) const = default;
 };
 
+// The RPC broker's settings (`[rpc]`, docs/RPC.md).
+struct RpcSettings {
+  uint32_t max_calls_per_qube = 64;  // in flight per calling qube; more wait their turn
+  uint32_t ask_timeout_s = 60;       // an unanswered ask is denied after this
+  bool operator==(const RpcSettings&) const = default;
+};
+
 struct System {
   std::vector<Qube> qubes;                 // sorted by name
   std::string policy_dir;                  // default /etc/tessera/policy.d
+  RpcSettings rpc;
   std::optional<std::string> default_dispvm;  // system-wide default for qubes without one
   bool operator==(const System&) const = default;
 

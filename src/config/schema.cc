@@ -26,7 +26,8 @@ namespace {
 
 using Kind = Node::Kind;
 
-constexpr std::string_view kTopKeys[] = {"default_dispvm", "policy_dir", "qubes"};
+constexpr std::string_view kTopKeys[] = {"default_dispvm", "policy_dir", "qubes", "rpc"};
+constexpr std::string_view kRpcKeys[] = {"ask_timeout", "max_calls_per_qube"};
 constexpr std::string_view kQubeKeys[] = {
     "autostart",        "backend",  "class",    "cpus",         "default_dispvm",
     "default_user",     "features", "firewall", "idle_timeout", "io_max",
@@ -98,6 +99,8 @@ class Builder : public NodeReader {
           if (auto name = GetString(member->value, path)) {
             if (*name != "none") system_dispvm_ = Ref{*name, member->value.location, path};
           }
+        } else if (member->key == "rpc") {
+          ReadRpc(*member, path);
         } else if (member->key == "qubes") {
           if (ExpectKind(member->value, Kind::kTable, path, "a table of qubes")) {
             for (const Member* qube : UniqueMembers(member->value, path)) ReadQube(*qube, path);
@@ -127,6 +130,24 @@ class Builder : public NodeReader {
   }
 
  private:
+  void ReadRpc(const Member& member, const std::string& path) {
+    if (!ExpectKind(member.value, Kind::kTable, path, "a table")) return;
+    for (const Member* m : UniqueMembers(member.value, path)) {
+      const std::string key_path = JoinPath(path, m->key);
+      if (m->key == "max_calls_per_qube") {
+        if (auto n = GetInteger(m->value, key_path, 1, 4096, "")) {
+          system_.rpc.max_calls_per_qube = static_cast<uint32_t>(*n);
+        }
+      } else if (m->key == "ask_timeout") {
+        if (auto n = GetInteger(m->value, key_path, 1, 3600, "seconds")) {
+          system_.rpc.ask_timeout_s = static_cast<uint32_t>(*n);
+        }
+      } else {
+        UnknownKey(*m, key_path, kRpcKeys);
+      }
+    }
+  }
+
   void ReadPolicyDir(const Member& member, const std::string& path) {
     std::optional<std::string> dir = GetString(member.value, path);
     if (!dir) return;

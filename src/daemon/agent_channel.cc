@@ -40,6 +40,10 @@ AgentChannel::AgentChannel(EventLoop& loop, std::string qube, UniqueFd fd, Limit
 AgentChannel::~AgentChannel() {
   *alive_ = false;
   broken_ = true;
+  if (call_handler_ != nullptr) {
+    calls_.clear();
+    call_handler_->OnCallsLost();
+  }
   auto sessions = std::move(sessions_);
   for (auto& [id, s] : sessions) {
     if (s.sink != nullptr) s.sink->OnLost("qube " + qube_ + " stopped while the command ran");
@@ -54,7 +58,11 @@ Result<uint32_t> AgentChannel::Open(const wire::OpenMessage& message, std::vecto
                          " commands running, the most allowed",
                      EAGAIN));
   }
-  while (next_id_ == 0 || sessions_.count(next_id_) != 0) ++next_id_;
+  // Host ids never have the call bit: those are the agent's.
+  while (next_id_ == 0 || (next_id_ & wire::kCallSessionBit) != 0 ||
+         sessions_.count(next_id_) != 0) {
+    next_id_ = (next_id_ + 1) & ~wire::kCallSessionBit;
+  }
   uint32_t id = next_id_++;
   sessions_[id].sink = sink;
   sessions_[id].detach = message.detach;
@@ -114,6 +122,61 @@ void AgentChannel::Detach(uint32_t id) {
   // A detached session's output nobody reads: keep its windows open so it
   // drains (and sees the hang-up) instead of blocking on us.
   HangUp(id);
+}
+
+void AgentChannel::TakeCalls(CallHandler* handler) {
+  call_handler_ = handler;
+  if (handler == nullptr || broken_) return;
+  Push(FrameType::kHello, 0, 0, wire::SerializeHello({wire::kCallChannelVersion}));
+  Flush();
+}
+
+void AgentChannel::SendCallFrame(uint32_t id, FrameType type, uint8_t stream,
+                                 std::string_view payload) {
+  if (broken_ || calls_.count(id) == 0) return;
+  if (type == FrameType::kExit || type == FrameType::kError) calls_.erase(id);
+  for (size_t off = 0; off == 0 || off < payload.size(); off += wire::kMaxDataPayload) {
+    Push(type, id, stream,
+         type == FrameType::kData ? payload.substr(off, wire::kMaxDataPayload) : payload);
+    if (type != FrameType::kData) break;
+  }
+  Flush();
+}
+
+void AgentChannel::HandleCallFrame(wire::Frame& frame) {
+  uint32_t id = frame.session;
+  if (frame.type == FrameType::kCall) {
+    if (calls_.count(id) != 0) return Break("agent reused call id " + std::to_string(id));
+    auto call = wire::ParseCall(frame.payload);
+    if (!call) return Break("agent sent a bad call: " + call.error().ToString());
+    calls_.insert(id);
+    if (call_handler_ == nullptr) {
+      calls_.erase(id);
+      Push(FrameType::kError, id, 0,
+           wire::SerializeSessionError({125, "this qube's calls are not taken"}));
+      Flush();
+      return;
+    }
+    return call_handler_->OnCall(id, std::move(*call));
+  }
+  // A frame for a call that just ended crossed its end: ignored.
+  if (calls_.count(id) == 0) return;
+  switch (frame.type) {
+    case FrameType::kData:
+    case FrameType::kEof:
+      if (frame.stream != wire::kStdin) return Break("agent sent a caller's output stream");
+      break;
+    case FrameType::kCredit:
+      if (frame.stream == wire::kStdin) return Break("agent credited a call's stdin");
+      if (!wire::DecodeU32(frame)) return Break("agent sent a bad credit");
+      break;
+    case FrameType::kClose:
+      break;
+    default:
+      return Break("unexpected " + std::string(wire::ToString(frame.type)) +
+                   " frame for a call from the agent");
+  }
+  call_handler_->OnCallFrame(id, frame);
 }
 
 void AgentChannel::Push(FrameType type, uint32_t id, uint8_t stream, std::string_view payload,
@@ -177,8 +240,13 @@ void AgentChannel::Pump() {
 }
 
 void AgentChannel::HandleFrame(wire::Frame& frame) {
-  auto it = sessions_.find(frame.session);
   if (frame.type == FrameType::kHello) return;  // version information only
+  if ((frame.session & wire::kCallSessionBit) != 0) return HandleCallFrame(frame);
+  if (frame.type == FrameType::kCall || frame.type == FrameType::kClose) {
+    return Break("agent sent a " + std::string(wire::ToString(frame.type)) +
+                 " frame outside a call");
+  }
+  auto it = sessions_.find(frame.session);
   if (it == sessions_.end()) {
     Break("agent sent a " + std::string(wire::ToString(frame.type)) + " frame for session " +
           std::to_string(frame.session) + ", which is not open");
@@ -255,8 +323,14 @@ void AgentChannel::Break(std::string reason) {
   std::string qube = qube_;
   auto sessions = std::move(sessions_);
   sessions_.clear();
+  CallHandler* calls = call_handler_;
+  call_handler_ = nullptr;
+  calls_.clear();
+  if (calls != nullptr) calls->OnCallsLost();
   for (auto& [id, s] : sessions) {
-    if (s.sink != nullptr) s.sink->OnLost("agent channel of " + qube + " closed: " + reason);
+    if (*alive && s.sink != nullptr) {
+      s.sink->OnLost("agent channel of " + qube + " closed: " + reason);
+    }
   }
   // The owner destroys us; never from inside our own callback.
   loop.Post([cb = std::move(on_broken), reason] { cb(reason); });

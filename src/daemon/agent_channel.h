@@ -16,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,20 @@ class AgentChannel {
     virtual void OnExit(int status) = 0;
     virtual void OnError(int code, std::string message) = 0;  // it did not start
     virtual void OnLost(std::string reason) = 0;              // the channel broke
+  };
+
+  // The qube's RPC calls on this channel (frames whose session id has
+  // wire::kCallSessionBit; agent_protocol.h "Calls"). The call's content is
+  // the qube's word; who calls is this channel's qube.
+  class CallHandler {
+   public:
+    virtual ~CallHandler() = default;
+    virtual void OnCall(uint32_t id, wire::CallMessage call) = 0;
+    // The caller's frames of an open call: data/eof (stdin), credit
+    // (stdout/stderr), close (it hung up).
+    virtual void OnCallFrame(uint32_t id, wire::Frame& frame) = 0;
+    // The channel is gone (broken or closed): every call on it is over.
+    virtual void OnCallsLost() = 0;
   };
 
   struct Limits {
@@ -76,6 +91,16 @@ class AgentChannel {
   // The sink is going away: hang up, and ignore the session's end.
   void Detach(uint32_t id);
 
+  // Takes this channel's calls (tells the agent with hello version 2).
+  // Without a handler a call is answered error 125 at once.
+  void TakeCalls(CallHandler* handler);
+  // A frame to the caller of call `id` (started, data, eof, credit); Reply
+  // frames (exit, error) end the call.
+  void SendCallFrame(uint32_t id, wire::FrameType type, uint8_t stream, std::string_view payload);
+  size_t calls() const { return calls_.size(); }
+  // Bytes waiting to be written to the agent.
+  size_t queued_bytes() const { return out_.bytes(); }
+
   size_t sessions() const { return sessions_.size(); }
   bool broken() const { return broken_; }
 
@@ -97,6 +122,7 @@ class AgentChannel {
   void Flush();
   void Break(std::string reason);
   void End(uint32_t id);
+  void HandleCallFrame(wire::Frame& frame);
 
   EventLoop& loop_;
   std::string qube_;
@@ -109,6 +135,8 @@ class AgentChannel {
   EventLoop::Timer resume_;
   TokenBucket frames_;
   std::map<uint32_t, Session> sessions_;
+  CallHandler* call_handler_ = nullptr;
+  std::set<uint32_t> calls_;  // open call ids
   uint32_t next_id_ = 1;
   // False once destroyed; callbacks that may destroy us check a copy.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -29,6 +29,7 @@
 #include "daemon/policy_watcher.h"
 #include "daemon/qube_manager.h"
 #include "daemon/rpc_broker.h"
+#include "daemon/rpc_prompts.h"
 #include "daemon/run_command.h"
 #include "storage/generations.h"
 
@@ -135,11 +136,23 @@ class Daemon {
                                           backend_->capabilities());
     policies_ = std::make_unique<PolicyWatcher>(*loop_, *audit_, events_);
     policies_->Watch(PolicyDirsFor(config_->system().policy_dir, options_.layout.runtime_dir));
-    broker_ = std::make_unique<RpcBroker>(*server_, *manager_, *runs_, *policies_, *audit_,
-                                          options_.layout.runtime_dir);
+    prompts_ = std::make_unique<RpcPrompts>(*loop_, *server_, events_, [this] {
+      return std::chrono::seconds(config_->system().rpc.ask_timeout_s);
+    });
+    broker_ =
+        std::make_unique<RpcBroker>(*loop_, *server_, *manager_, *runs_, *policies_, *prompts_,
+                                    *audit_, options_.layout.runtime_dir, RpcLimits{});
+    manager_->AddObserver(broker_.get());
+    broker_->TakeRunningQubes();
     server_->Register("rpc.call", {}, [this](AdminServer::Call call) {
       broker_->HandleAdminCall(std::move(call));
     });
+    server_->Register("rpc.prompt", {},
+                      [this](AdminServer::Call call) { prompts_->HandlePrompt(std::move(call)); });
+    server_->Register("rpc.asks", {},
+                      [this](AdminServer::Call call) { prompts_->HandleAsks(std::move(call)); });
+    server_->Register("rpc.answer", {},
+                      [this](AdminServer::Call call) { prompts_->HandleAnswer(std::move(call)); });
     methods_ = std::make_unique<MethodContext>(
         MethodContext{*loop_, *pool_, *server_, *manager_, *runs_, *policies_, events_, *audit_,
                       options_.layout, options_.stop_grace, options_.allow_host_sources_group});
@@ -176,9 +189,11 @@ class Daemon {
     signal_watches_.clear();
     idle_check_.Reset();
     methods_.reset();
-    broker_.reset();
-    policies_.reset();
     runs_.reset();
+    manager_->RemoveObserver(broker_.get());
+    broker_.reset();
+    prompts_.reset();
+    policies_.reset();
     server_.reset();
     manager_.reset();
     denials_.reset();
@@ -228,6 +243,7 @@ class Daemon {
   std::unique_ptr<AdminServer> server_;
   std::unique_ptr<RunCommands> runs_;
   std::unique_ptr<PolicyWatcher> policies_;
+  std::unique_ptr<RpcPrompts> prompts_;
   std::unique_ptr<RpcBroker> broker_;
   std::unique_ptr<MethodContext> methods_;
   std::vector<EventLoop::Watch> signal_watches_;

@@ -193,6 +193,15 @@ SystemDiff DiffSystems(const config::System& before, const config::System& after
     diff.system_fields.push_back(
         {"default_dispvm", Opt(before.default_dispvm), Opt(after.default_dispvm), false});
   }
+  if (before.rpc.max_calls_per_qube != after.rpc.max_calls_per_qube) {
+    diff.system_fields.push_back({"rpc.max_calls_per_qube",
+                                  std::to_string(before.rpc.max_calls_per_qube),
+                                  std::to_string(after.rpc.max_calls_per_qube), false});
+  }
+  if (before.rpc.ask_timeout_s != after.rpc.ask_timeout_s) {
+    diff.system_fields.push_back({"rpc.ask_timeout", std::to_string(before.rpc.ask_timeout_s),
+                                  std::to_string(after.rpc.ask_timeout_s), false});
+  }
   // Disposables, by template: those that exist, and templates whose preload
   // count changed (the pool grows or shrinks).
   std::map<std::string, std::vector<const RunningDisposable*>> by_template;

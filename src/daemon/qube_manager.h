@@ -50,6 +50,9 @@ class LifecycleObserver {
   virtual void OnStopping(const std::string& /*qube*/) {}
   // The qube is gone (halted, failed or destroyed).
   virtual void OnStopped(const std::string& /*qube*/) {}
+  // A new agent channel of the running qube was opened (the first, or one
+  // replacing a broken one).
+  virtual void OnChannel(const std::string& /*qube*/, AgentChannel& /*channel*/) {}
 };
 
 struct ManagerOptions {
@@ -126,6 +129,7 @@ class QubeManager {
   const ConfigStore& config() const { return config_; }
 
   void AddObserver(LifecycleObserver* observer) { observers_.push_back(observer); }
+  void RemoveObserver(LifecycleObserver* observer) { std::erase(observers_, observer); }
   // No new starts; true once nothing is in flight.
   void BeginShutdown() { shutting_down_ = true; }
   bool Idle() const { return in_flight_ == 0; }

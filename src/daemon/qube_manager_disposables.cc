@@ -177,6 +177,7 @@ Result<AgentChannel*> QubeManager::Channel(const std::string& name) {
                                                  {"reason", reason}});
                                    now->channel.reset();
                                  }));
+    for (auto* o : observers_) o->OnChannel(name, *e->channel);
   }
   return e->channel.get();
 }

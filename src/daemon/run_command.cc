@@ -114,22 +114,41 @@ ApiResult<RunRequest> ParseRunRequest(const json& p, size_t fds) {
   return r;
 }
 
+// The admin connection that sent the request.
+class AdminCaller : public RunCaller {
+ public:
+  AdminCaller(AdminServer& server, AdminServer::Call call)
+      : server_(server), call_(std::move(call)) {}
+  void Attach(AdminServer::StreamHandler* handler) override {
+    server_.Attach(call_.connection, handler);
+  }
+  void Send(FrameType type, uint8_t stream, std::string_view payload) override {
+    server_.Send(call_.connection, type, static_cast<uint32_t>(call_.id), stream, payload);
+  }
+  void Reply(ApiResult<json> result) override { server_.Reply(call_, std::move(result)); }
+  std::vector<UniqueFd>* fds() override { return call_.fds.get(); }
+
+ private:
+  AdminServer& server_;
+  AdminServer::Call call_;
+};
+
 }  // namespace
 
 // One run in flight. It owns itself through RunCommands::runs_ and ends with
 // Finish, exactly once.
 class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHandler {
  public:
-  Run(RunCommands& owner, uint64_t serial, AdminServer::Call call, RunRequest params,
+  Run(RunCommands& owner, uint64_t serial, std::unique_ptr<RunCaller> caller, RunRequest params,
       RunEnded ended)
       : owner_(owner),
         serial_(serial),
-        call_(std::move(call)),
+        caller_(std::move(caller)),
         params_(std::move(params)),
         ended_(std::move(ended)) {}
 
   void Begin() {
-    owner_.server_.Attach(call_.connection, this);
+    caller_->Attach(this);
     if (params_.disposable) {
       std::string taken = owner_.manager_.TakePreloaded(params_.dvm_template);
       if (!taken.empty()) return Ready(taken, false);
@@ -157,18 +176,15 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
       return Finish(
           json{{"qube", name_}, {"detached", true}, {"pid", pid}, {"started", started_now_}});
     }
-    if (params_.relay) owner_.server_.Send(call_.connection, FrameType::kStarted, Sid(), 0, wire::EncodeU32(0));
+    if (params_.relay) caller_->Send(FrameType::kStarted, 0, wire::EncodeU32(0));
   }
   void OnData(uint8_t stream, std::string data) override {
     bytes_out_ += data.size();
-    owner_.server_.Send(call_.connection, FrameType::kData, Sid(), stream, data);
+    caller_->Send(FrameType::kData, stream, data);
   }
-  void OnEof(uint8_t stream) override {
-    owner_.server_.Send(call_.connection, FrameType::kEof, Sid(), stream, {});
-  }
+  void OnEof(uint8_t stream) override { caller_->Send(FrameType::kEof, stream, {}); }
   void OnStdinCredit(uint32_t bytes) override {
-    owner_.server_.Send(call_.connection, FrameType::kCredit, Sid(), wire::kStdin,
-                        wire::EncodeU32(bytes));
+    caller_->Send(FrameType::kCredit, wire::kStdin, wire::EncodeU32(bytes));
   }
   void OnExit(int status) override {
     channel_ = nullptr;
@@ -263,8 +279,6 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
   }
 
  private:
-  uint32_t Sid() const { return static_cast<uint32_t>(call_.id); }
-
   // Who runs the command when the caller did not say: the qube's
   // default_user (a disposable's, its disposable template's), as Qubes.
   std::string DefaultUser(const std::string& name) const {
@@ -317,6 +331,7 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
     wire::OpenMessage& open = params_.open;
     if (open.user.empty()) open.user = DefaultUser(name);
     std::vector<UniqueFd> fds;
+    std::vector<UniqueFd>* passed = caller_->fds();
     for (int i = 0; i < 3; ++i) {
       if (open.detach) {
         open.stdio[i] = wire::Stdio::kNull;
@@ -324,14 +339,14 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
         open.stdio[i] = i < 2 ? wire::Stdio::kPipe : wire::Stdio::kNull;  // the terminal is 0, 1, 2
       } else if (params_.relay) {
         open.stdio[i] = wire::Stdio::kPipe;
-      } else if (static_cast<size_t>(i) < call_.fds->size()) {
+      } else if (passed != nullptr && static_cast<size_t>(i) < passed->size()) {
         open.stdio[i] = wire::Stdio::kFd;
-        fds.push_back(std::move((*call_.fds)[i]));
+        fds.push_back(std::move((*passed)[i]));
       } else {
         open.stdio[i] = wire::Stdio::kNull;  // fewer descriptors: /dev/null
       }
     }
-    call_.fds->clear();
+    if (passed != nullptr) passed->clear();
     if (auto memory = owner_.manager_.Memory(name)) oom_before_ = *memory;
     auto session = (*channel)->Open(open, std::move(fds), this);
     if (!session) {
@@ -377,7 +392,7 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
     // The caller gets its result first; the teardown of a disposable made
     // for it follows (recorded as stopping, so a crash in between is cleaned
     // up by recovery).
-    owner_.server_.Reply(call_, std::move(result));
+    caller_->Reply(std::move(result));
     if (counted_) owner_.manager_.SessionEnded(name_);
     if (disposable_ && !name_.empty()) StopDisposable();
     // A start still in flight refers to us: Ready finishes the cleanup.
@@ -396,7 +411,7 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
 
   RunCommands& owner_;
   uint64_t serial_;
-  AdminServer::Call call_;
+  std::unique_ptr<RunCaller> caller_;
   RunRequest params_;
   RunEnded ended_;
   uint64_t bytes_in_ = 0;
@@ -428,9 +443,14 @@ void RunCommands::Handle(AdminServer::Call call) {
 }
 
 void RunCommands::Start(AdminServer::Call call, RunRequest request, RunEnded ended) {
+  Start(std::make_unique<AdminCaller>(server_, std::move(call)), std::move(request),
+        std::move(ended));
+}
+
+void RunCommands::Start(std::unique_ptr<RunCaller> caller, RunRequest request, RunEnded ended) {
   uint64_t serial = next_serial_++;
   auto run =
-      std::make_unique<Run>(*this, serial, std::move(call), std::move(request), std::move(ended));
+      std::make_unique<Run>(*this, serial, std::move(caller), std::move(request), std::move(ended));
   Run* r = run.get();
   runs_.emplace(serial, std::move(run));
   r->Begin();

@@ -52,6 +52,23 @@ struct RunOutcome {
 };
 using RunEnded = std::function<void(const RunOutcome&)>;
 
+// Whoever asked for a run, as the run sees it: an admin connection
+// (`qube.run`, `rpc.call` from the host), or a qube's call on its agent
+// channel (the RPC broker's).
+class RunCaller {
+ public:
+  virtual ~RunCaller() = default;
+  // From now on the caller's stream frames (data/eof on stdin, credit,
+  // signal, close) go to `handler`, and its going away too.
+  virtual void Attach(AdminServer::StreamHandler* handler) = 0;
+  // A frame of the relayed streams (started, data, eof, credit) to the caller.
+  virtual void Send(wire::FrameType type, uint8_t stream, std::string_view payload) = 0;
+  // The outcome: the last thing the caller hears.
+  virtual void Reply(ApiResult<nlohmann::json> result) = 0;
+  // The caller's own descriptors for a `"streams":"fds"` run; null: none.
+  virtual std::vector<UniqueFd>* fds() { return nullptr; }
+};
+
 class RunCommands {
  public:
   RunCommands(EventLoop& loop, AdminServer& server, QubeManager& manager, AuditLog& audit,
@@ -63,6 +80,7 @@ class RunCommands {
   // Runs `request` for `call` (answered by the run); `ended` hears the
   // outcome just before the caller gets its answer.
   void Start(AdminServer::Call call, RunRequest request, RunEnded ended = nullptr);
+  void Start(std::unique_ptr<RunCaller> caller, RunRequest request, RunEnded ended = nullptr);
   size_t in_flight() const { return runs_.size(); }
 
  private:

@@ -103,7 +103,8 @@ Status WriteMinimalEtc(int root_fd, const std::string& root_path) {
       {"hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n", 0644},
       {"shells", "/bin/sh\n/bin/ash\n", 0644},
       {"profile",
-       "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+       "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:"
+       "/run/tessera/tools/bin\n"
        "export HOME=\"${HOME:-/root}\"\n"
        "PS1='\\u@\\h:\\w\\$ '\n",
        0644},

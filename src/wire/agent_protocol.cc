@@ -29,6 +29,20 @@ size_t FdsNeeded(const OpenMessage& message) {
   return n;
 }
 
+Result<CallMessage> ParseCall(std::string_view payload) {
+  json j = TRY(ParseJsonObject(payload, {.what = "call", .max_depth = 1}));
+  TRY(OnlyKeys(j, {"target", "service"}, "call"));
+  CallMessage call;
+  call.target = TRY(StringOr(j, "target", "", "call", 128));
+  call.service = TRY(RequiredString(j, "service", "call", 320));
+  if (call.service.empty()) return Err(Error("call: empty service", EINVAL));
+  return call;
+}
+
+std::string SerializeCall(const CallMessage& call) {
+  return DumpJson(json{{"target", call.target}, {"service", call.service}});
+}
+
 std::string ProgramName(const OpenMessage& message) {
   if (message.service) return "service " + message.service->FullName();
   return message.argv.empty() ? std::string() : message.argv[0];

@@ -32,6 +32,22 @@
 // When a session's command exits, what it left running in its session is
 // hung up (SIGHUP, SIGKILL after a grace period), so nothing it started
 // outlives it on the caller's streams; a "detach" session is left alone.
+//
+// Calls (docs/RPC.md): the host marks the channel it takes a qube's RPC calls
+// on with hello {"version":2}; the agent answers 2. A program in the qube
+// (tessera-call) connects to the agent's socket kAgentCallSocket, sends one
+// `call` frame {target, service} and then plays the host's part of a session
+// (data/eof on stdin, credit for stdout/stderr, close); the agent re-frames
+// it as a call session on that channel, under an id it picks with
+// kCallSessionBit set, and the host plays the agent's part back (started,
+// credit for stdin, data/eof on stdout/stderr, then exit or error). The call
+// names no source: the host knows whose channel it came on.
+//
+//   tessera-call          agent                     host
+//   call {target,service} ────▶ call C {target,service} ────▶ policy, target
+//                         ◀──── started C          ◀──── (the service runs)
+//   data/eof/credit       ◀───▶ same, session C    ◀───▶
+//                         ◀──── exit C status | error C {code 125|126|127}
 
 #include <cstdint>
 #include <optional>
@@ -44,6 +60,12 @@
 namespace tessera::wire {
 
 inline constexpr int kAgentProtocolVersion = 1;
+// hello {"version": kCallChannelVersion} from the host: take calls on this channel.
+inline constexpr int kCallChannelVersion = 2;
+// Session ids of calls (chosen by the agent) have this bit; the host's never do.
+inline constexpr uint32_t kCallSessionBit = 0x80000000u;
+// Where tessera-call finds the agent, inside a qube.
+inline constexpr const char* kAgentCallSocket = "/run/tessera/agent.sock";
 inline constexpr uint32_t kInitialWindow = 256u << 10;
 inline constexpr size_t kMaxArgs = 4096;
 
@@ -116,6 +138,17 @@ struct SessionError {
 };
 Result<SessionError> ParseSessionError(std::string_view payload);
 std::string SerializeSessionError(const SessionError& error);
+
+// An RPC call a qube makes: what it asks for, never who it is.
+struct CallMessage {
+  std::string target;   // a qube or a policy token ("@dispvm"); "" = @default
+  std::string service;  // SERVICE[+ARG]
+  bool operator==(const CallMessage&) const = default;
+};
+// Strict: only these keys, target ≤ 128 bytes, service 1..320 bytes, no NUL.
+// The policy grammar is checked by the host (rpc::ValidateCall).
+Result<CallMessage> ParseCall(std::string_view payload);
+std::string SerializeCall(const CallMessage& call);
 
 struct Hello {
   int version = kAgentProtocolVersion;

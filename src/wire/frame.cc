@@ -35,6 +35,7 @@ bool IsKnown(uint8_t type) {
     case FrameType::kError:
     case FrameType::kClose:
     case FrameType::kResize:
+    case FrameType::kCall:
       return true;
   }
   return false;
@@ -42,7 +43,8 @@ bool IsKnown(uint8_t type) {
 
 bool IsJson(FrameType t) {
   return t == FrameType::kHello || t == FrameType::kRequest || t == FrameType::kResponse ||
-         t == FrameType::kEvent || t == FrameType::kOpen || t == FrameType::kError;
+         t == FrameType::kEvent || t == FrameType::kOpen || t == FrameType::kError ||
+         t == FrameType::kCall;
 }
 
 bool CarriesStream(FrameType t) {
@@ -112,6 +114,8 @@ std::string_view ToString(FrameType type) {
     case FrameType::kClose: return "close";
     case FrameType::kResize:
       return "resize";
+    case FrameType::kCall:
+      return "call";
   }
   return "unknown";
 }
@@ -134,9 +138,29 @@ DecoderRules DecoderRules::AdminClient() {
 
 DecoderRules DecoderRules::AgentSide() {
   DecoderRules r;
+  // started, exit and error: the host's side of a call the qube made.
   r.allowed_types = Bit(FrameType::kHello) | Bit(FrameType::kOpen) | Bit(FrameType::kData) |
                     Bit(FrameType::kEof) | Bit(FrameType::kCredit) | Bit(FrameType::kSignal) |
-                    Bit(FrameType::kClose) | Bit(FrameType::kResize);
+                    Bit(FrameType::kClose) | Bit(FrameType::kResize) | Bit(FrameType::kStarted) |
+                    Bit(FrameType::kExit) | Bit(FrameType::kError);
+  return r;
+}
+
+DecoderRules DecoderRules::CallServer() {
+  DecoderRules r;
+  r.max_fds = 0;
+  r.max_json = 1024;
+  r.allowed_types = Bit(FrameType::kCall) | Bit(FrameType::kData) | Bit(FrameType::kEof) |
+                    Bit(FrameType::kCredit) | Bit(FrameType::kClose);
+  return r;
+}
+
+DecoderRules DecoderRules::CallClient() {
+  DecoderRules r;
+  r.max_fds = 0;
+  r.max_json = 64u << 10;
+  r.allowed_types = Bit(FrameType::kStarted) | Bit(FrameType::kData) | Bit(FrameType::kEof) |
+                    Bit(FrameType::kCredit) | Bit(FrameType::kExit) | Bit(FrameType::kError);
   return r;
 }
 
@@ -145,9 +169,11 @@ DecoderRules DecoderRules::HostSide() {
   r.max_fds = 0;
   // An agent's JSON (hello, errors) is small; the host never needs 1 MiB of it.
   r.max_json = 64u << 10;
+  // call and close: a call from the qube (its stdin data and eof, its
+  // output's credit and its hang-up).
   r.allowed_types = Bit(FrameType::kHello) | Bit(FrameType::kStarted) | Bit(FrameType::kData) |
                     Bit(FrameType::kEof) | Bit(FrameType::kCredit) | Bit(FrameType::kExit) |
-                    Bit(FrameType::kError);
+                    Bit(FrameType::kError) | Bit(FrameType::kCall) | Bit(FrameType::kClose);
   return r;
 }
 

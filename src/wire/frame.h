@@ -50,6 +50,7 @@ enum class FrameType : uint8_t {
   kError = 15,    // agent -> host: JSON {code, message}: the session did not start; ends it
   kClose = 16,    // host -> agent: hang the session up (SIGHUP, later SIGKILL); empty
   kResize = 17,   // host -> agent: u32 (rows << 16 | cols): the session's terminal size
+  kCall = 18,     // JSON {target, service}: an RPC call from a qube (agent_protocol.h "Calls")
 };
 
 std::string_view ToString(FrameType type);
@@ -84,6 +85,10 @@ struct DecoderRules {
   // What the agent accepts from the host / the host from an agent.
   static DecoderRules AgentSide();
   static DecoderRules HostSide();
+  // What the agent accepts from a caller in its qube (tessera-call) / what
+  // tessera-call accepts from the agent.
+  static DecoderRules CallServer();
+  static DecoderRules CallClient();
 };
 
 // Header + payload. CHECKs that the frame obeys the rules a decoder enforces

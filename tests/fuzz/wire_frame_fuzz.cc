@@ -51,6 +51,12 @@ void Decode(tessera::wire::DecoderRules rules, std::string_view input) {
         case FrameType::kHello:
           (void)ParseHello(f.payload);
           break;
+        case FrameType::kCall:
+          if (auto call = ParseCall(f.payload)) {
+            auto again = ParseCall(SerializeCall(*call));
+            if (!again || *again != *call) __builtin_trap();
+          }
+          break;
         case FrameType::kResize:
           (void)DecodeWindowSize(f.payload);
           break;
@@ -71,9 +77,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Decode(DecoderRules::AdminClient(), input);
   Decode(DecoderRules::AgentSide(), input);
   Decode(DecoderRules::HostSide(), input);
+  Decode(DecoderRules::CallServer(), input);
+  Decode(DecoderRules::CallClient(), input);
   // The JSON parsers on raw bytes too (peers control payloads entirely).
   (void)ParseAdminRequest(input);
   (void)ParseOpen(input, size % 4);
   (void)ParseSessionError(input);
+  (void)ParseCall(input);
   return 0;
 }

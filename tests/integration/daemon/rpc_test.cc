@@ -4,7 +4,11 @@
 // stderr and EOF, the QREXEC_* environment, 64 MiB both ways, policy reloads
 // (a broken edit keeps the last good policy), and the audit line per call.
 
+#include <iostream>
+
 #include "integration/daemon/daemon_fixture.h"
+#include "wire/agent_protocol.h"
+#include "wire/socket_io.h"
 
 namespace tessera::daemon_testing {
 namespace {
@@ -22,7 +26,13 @@ test.Where     *  *  dt-vault  allow target=dt-work
 test.NoStart   *  *  dt-vault  allow autostart=no
 test.Disp      *  *  @dispvm   allow
 test.Ask       *  *  dt-work   ask
+test.Choose    *  dt-vault  @anyvm   ask default_target=dt-work
 test.Late      *  *  dt-work   deny
+test.Q         *  dt-vault  dt-work   allow
+test.Q         *  dt-vault  @dispvm   allow
+test.Q         *  dt-work   dt-vault  deny
+test.Slow      *  dt-vault  dt-work   allow
+test.Slow      *  dt-net    dt-work   allow
 )";
 
 class RpcTest : public DaemonTest {
@@ -266,6 +276,289 @@ TEST_F(RpcTest, AnAdminMayCallAsAQubeAndTheAuditSaysSo) {
   EXPECT_EQ(r.exit_code, 125);
   EXPECT_EQ(Cli({"call", "dt-work"}).exit_code, 2);
   EXPECT_EQ(Cli({"call", "--timeout", "x", "dt-work", "test.Env"}).exit_code, 2);
+}
+
+// Calls from inside a qube: tessera-call (and qrexec-client-vm) through the
+// qube's agent and the daemon to the service in another qube.
+TEST_F(RpcTest, AQubeCallsAServiceInAnotherQube) {
+  StartDaemon();
+  Install("dt-work", "test.Q",
+          "#!/bin/sh\necho \"from $QREXEC_REMOTE_DOMAIN for $QREXEC_REQUESTED_TARGET\"\n"
+          "cat\necho err >&2\nexit 5\n");
+  CliResult r = Cli({"run", "dt-vault", "--", "tessera-call", "dt-work", "test.Q"}, "payload\n");
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  EXPECT_EQ(r.out, "from dt-vault for dt-work\npayload\n");
+  EXPECT_EQ(r.err, "err\n");
+  auto lines = CallLines("test.Q");
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0]["source"], "dt-vault") << "the source is the channel's qube";
+  EXPECT_EQ(lines[0]["target"], "dt-work");
+  EXPECT_EQ(lines[0]["bytes_in"], 8);
+  // Qubes' name, and a denied call: only "Request refused", 126.
+  r = Cli({"run", "dt-work", "--", "qrexec-client-vm", "dt-vault", "test.Q"});
+  EXPECT_EQ(r.exit_code, 126);
+  EXPECT_EQ(r.err, "qrexec-client-vm: Request refused\n");
+  EXPECT_EQ(CallLines("test.Q").back()["source"], "dt-work");
+  // A local program: its stdin is the service's stdout, its stdout the
+  // service's stdin.
+  r = Cli({"run", "dt-vault", "--", "tessera-call", "dt-work", "test.Q", "/bin/sh", "-c",
+           "read greeting; echo \"local read: $greeting\" >&2; echo back"});
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("local read: from dt-vault for dt-work"));
+  // A disposable for the caller: its default_dispvm (the system's here).
+  Install("dt-dvm", "test.Q", "#!/bin/sh\necho disposable\n");
+  ASSERT_EQ(Cli({"stop", "dt-dvm"}).exit_code, 0);
+  r = Cli({"run", "dt-vault", "--", "tessera-call", "@dispvm", "test.Q"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "disposable\n");
+  ExpectNoDisposables();
+}
+
+TEST_F(RpcTest, SixtyFourMiBBetweenQubesBothWaysAtOnce) {
+  StartDaemon();
+  Install("dt-work", "test.Q", "#!/bin/sh\nexec cat\n");
+  std::string data(64u << 20, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>((i * 2654435761u) >> 13);
+  // --relay: the bytes cross this test's pipe, the caller's agent, the
+  // daemon, the target's agent and back.
+  CliResult r = Cli({"run", "dt-vault", "--", "tessera-call", "dt-work", "test.Q"}, data);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(r.out.size(), data.size());
+  EXPECT_TRUE(r.out == data);
+}
+
+// The agent's socket seen from the host (the test's way in as a hostile
+// program of the qube).
+std::string AgentSocketOf(const json& qube) {
+  return "/proc/" + std::to_string(qube.value("pid", 0)) + "/root/run/tessera/agent.sock";
+}
+
+UniqueFd ConnectTo(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return {};
+  return fd;
+}
+
+// True when the peer closed the connection (within a few seconds).
+bool ClosedByPeer(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  for (int i = 0; i < 50; ++i) {
+    if (::poll(&p, 1, 100) > 0) {
+      char buf[256];
+      ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN)) return true;
+    }
+  }
+  return false;
+}
+
+TEST_F(RpcTest, AHostileCallerLosesOnlyItsOwnConnection) {
+  StartDaemon();
+  Install("dt-work", "test.Q", "#!/bin/sh\necho ok\n");
+  ASSERT_EQ(Cli({"start", "dt-vault"}).exit_code, 0);
+  std::string sock = AgentSocketOf(List()["dt-vault"]);
+  // Garbage.
+  UniqueFd garbage = ConnectTo(sock);
+  ASSERT_TRUE(garbage) << sock;
+  ASSERT_EQ(::write(garbage.get(), "GET / HTTP/1.0\r\n\r\n", 18), 18);
+  EXPECT_TRUE(ClosedByPeer(garbage.get()));
+  // A call that names its own source: refused by the agent's strict reader.
+  UniqueFd liar = ConnectTo(sock);
+  ASSERT_TRUE(wire::WriteFrame(liar.get(), wire::FrameType::kCall, 1, 0,
+                               R"({"target":"dt-work","service":"test.Q","source":"dom0"})"));
+  EXPECT_TRUE(ClosedByPeer(liar.get()));
+  // An oversized frame header.
+  UniqueFd big = ConnectTo(sock);
+  std::string header = wire::EncodeFrame(wire::FrameType::kCall, 1, 0, "{}");
+  header[0] = header[1] = header[2] = '\xff';
+  ASSERT_EQ(::write(big.get(), header.data(), header.size()), static_cast<ssize_t>(header.size()));
+  EXPECT_TRUE(ClosedByPeer(big.get()));
+  // Stdin before the host granted any.
+  UniqueFd eager = ConnectTo(sock);
+  ASSERT_TRUE(wire::WriteFrame(eager.get(), wire::FrameType::kCall, 1, 0,
+                               R"({"target":"dt-work","service":"test.Slow"})"));
+  ASSERT_TRUE(wire::WriteFrame(eager.get(), wire::FrameType::kData, 1, 0, "early"));
+  EXPECT_TRUE(ClosedByPeer(eager.get()));
+  // Nothing of it reached the daemon as a call from anyone else, and the
+  // qube's calls still work.
+  CliResult r = Cli({"run", "dt-vault", "--", "tessera-call", "dt-work", "test.Q"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "ok\n");
+  for (const json& line : CallLines("test.Q")) EXPECT_EQ(line["source"], "dt-vault");
+  EXPECT_EQ(StateOf("dt-vault"), "running");
+}
+
+// Daemon memory (VmRSS, KiB).
+long RssKiB(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
+  }
+  return -1;
+}
+
+TEST_F(RpcTest, AFloodOfCallsSlowsOnlyTheQubeThatMakesIt) {
+  StartDaemon();
+  Install("dt-work", "test.Slow", "#!/bin/sh\nsleep 0.2\necho done\n");
+  ASSERT_EQ(Cli({"start", "dt-vault"}).exit_code, 0);
+  ASSERT_EQ(Cli({"start", "dt-net"}).exit_code, 0);
+  long rss_before = RssKiB(daemon_pid_);
+  // 1,000 calls at once from dt-vault: 64 run, the rest wait their turn.
+  pid_t flood = SpawnCli({"run", "dt-vault", "--", "/bin/sh", "-c",
+                          "i=0; while [ $i -lt 1000 ]; do tessera-call dt-work test.Slow "
+                          ">/dev/null 2>&1 & i=$((i+1)); done; wait"});
+  ASSERT_GT(flood, 0);
+  std::this_thread::sleep_for(1s);
+  // Another qube's call goes through meanwhile, without waiting for the flood.
+  auto begun = std::chrono::steady_clock::now();
+  CliResult r = Cli({"run", "dt-net", "--", "tessera-call", "dt-work", "test.Slow"});
+  auto took = std::chrono::steady_clock::now() - begun;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "done\n");
+  EXPECT_LT(took, 10s) << "waited behind the flood";
+  long rss_during = RssKiB(daemon_pid_);
+  int status = 0;
+  ASSERT_EQ(::waitpid(flood, &status, 0), flood);
+  size_t vault_calls = 0;
+  for (const json& line : CallLines("test.Slow")) {
+    if (line["source"] == "dt-vault") ++vault_calls;
+  }
+  EXPECT_EQ(vault_calls, 1000u) << "every call of the flood completed, in turn";
+  std::cout << "daemon VmRSS before " << rss_before << " KiB, during the flood " << rss_during
+            << " KiB\n";
+  EXPECT_LT(rss_during - rss_before, 64 * 1024) << "daemon memory bounded";
+}
+
+// `tessera prompt` run as a person would: it shows the ask, reads the answer.
+class Prompt {
+ public:
+  explicit Prompt(const std::string& cli) {
+    int in[2], out[2];
+    EXPECT_EQ(::pipe2(in, O_CLOEXEC), 0);
+    EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(in[0], 0);
+      ::dup2(out[1], 1);
+      ::execl(cli.c_str(), cli.c_str(), "prompt", nullptr);
+      _exit(127);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    in_.reset(in[1]);
+    out_.reset(out[0]);
+  }
+  ~Prompt() {
+    in_.reset();
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  // Reads until `text` appeared (bounded); everything read so far.
+  std::string WaitFor(const std::string& text) {
+    for (int i = 0; i < 200 && seen_.find(text) == std::string::npos; ++i) {
+      pollfd p{out_.get(), POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      char buf[4096];
+      ssize_t n = ::read(out_.get(), buf, sizeof(buf));
+      if (n <= 0) break;
+      seen_.append(buf, static_cast<size_t>(n));
+    }
+    return seen_;
+  }
+  void Answer(const std::string& line) {
+    ASSERT_EQ(::write(in_.get(), line.data(), line.size()), static_cast<ssize_t>(line.size()));
+  }
+  void Forget() { seen_.clear(); }
+
+ private:
+  pid_t pid_ = -1;
+  UniqueFd in_;
+  UniqueFd out_;
+  std::string seen_;
+};
+
+TEST_F(RpcTest, AskIsAnsweredByTheUserOrDeniedOnTimeout) {
+  std::string system =
+      "policy_dir = \"" + policy_dir_ + "\"\n" + kSystem + "\n[rpc]\nask_timeout = 2\n";
+  ASSERT_TRUE(WriteFileAtomic(config_, system));
+  StartDaemon();
+  Install("dt-work", "test.Choose", "#!/bin/sh\necho chosen-work\n");
+  Install("dt-net", "test.Choose", "#!/bin/sh\necho chosen-net\n");
+  ASSERT_EQ(Cli({"start", "dt-vault"}).exit_code, 0);
+  // No prompt: denied at once.
+  CliResult r = Cli({"run", "dt-vault", "--", "tessera-call", "dt-work", "test.Choose"});
+  EXPECT_EQ(r.exit_code, 126);
+  {
+    Prompt prompt(TESSERA_CLI);
+    ASSERT_THAT(prompt.WaitFor("Answering"), HasSubstr("Answering"));
+    // Allowed to the default (Enter).
+    CliResult called;
+    std::thread caller([&] {
+      called = Cli({"run", "dt-vault", "--", "tessera-call", "@default", "test.Choose"});
+    });
+    std::string shown = prompt.WaitFor("Allow?");
+    EXPECT_THAT(shown, HasSubstr("dt-vault wants to call test.Choose"));
+    EXPECT_THAT(shown, HasSubstr("dt-work  (default)"));
+    prompt.Answer("\n");
+    caller.join();
+    EXPECT_EQ(called.exit_code, 0) << called.err;
+    EXPECT_EQ(called.out, "chosen-work\n");
+    // Another target, chosen by name.
+    prompt.Forget();
+    caller = std::thread([&] {
+      called = Cli({"run", "dt-vault", "--", "tessera-call", "dt-work", "test.Choose"});
+    });
+    prompt.WaitFor("Allow?");
+    prompt.Answer("dt-net\n");
+    caller.join();
+    EXPECT_EQ(called.exit_code, 0) << called.err;
+    EXPECT_EQ(called.out, "chosen-net\n");
+    // Denied.
+    prompt.Forget();
+    caller = std::thread([&] {
+      called = Cli({"run", "dt-vault", "--", "tessera-call", "dt-work", "test.Choose"});
+    });
+    prompt.WaitFor("Allow?");
+    prompt.Answer("n\n");
+    caller.join();
+    EXPECT_EQ(called.exit_code, 126);
+    EXPECT_EQ(called.err, "tessera-call: Request refused\n");
+    // Not answered: denied when the ask times out (2 s here).
+    prompt.Forget();
+    auto begun = std::chrono::steady_clock::now();
+    r = Cli({"run", "dt-vault", "--", "tessera-call", "dt-work", "test.Choose"});
+    EXPECT_EQ(r.exit_code, 126);
+    EXPECT_GE(std::chrono::steady_clock::now() - begun, 1900ms);
+    EXPECT_THAT(prompt.WaitFor("timed out"), HasSubstr("ask timed out"));
+    // An answer naming a target outside the choices is refused by the daemon.
+    prompt.Forget();
+    caller = std::thread([&] {
+      called = Cli({"run", "dt-vault", "--", "tessera-call", "dt-work", "test.Choose"});
+    });
+    prompt.WaitFor("Allow?");
+    CliResult list = Cli({"prompt", "--list", "--json"});
+    json asks = json::parse(list.out, nullptr, false);
+    bool listed = asks.is_array() && asks.size() == 1u;
+    EXPECT_TRUE(listed) << list.out;
+    std::string id = listed ? std::to_string(asks[0]["id"].get<uint64_t>()) : "0";
+    CliResult answered = Cli({"prompt", "--answer", id, "allow", "dt-vault"});
+    EXPECT_EQ(answered.exit_code, 0) << answered.err;
+    caller.join();
+    EXPECT_EQ(called.exit_code, 126) << "dt-vault was not a choice";
+  }
+  auto lines = CallLines("test.Choose");
+  ASSERT_GE(lines.size(), 5u);
+  EXPECT_EQ(lines[1]["decision"], "ask");
+  EXPECT_EQ(lines[1]["target"], "dt-work");
+  EXPECT_EQ(lines[1]["asked"], true);
+  EXPECT_THAT(lines[3]["reason"].get<std::string>(), HasSubstr("denied by the user"));
+  EXPECT_THAT(lines[4]["reason"].get<std::string>(), HasSubstr("timed out"));
 }
 
 }  // namespace

@@ -249,3 +249,94 @@ TEST_F(AgentChannelTest, ASinkMayDestroyTheChannelFromItsCallback) {
 
 }  // namespace
 }  // namespace tessera::daemon
+
+namespace tessera::daemon {
+namespace {
+
+struct CallRecorder : AgentChannel::CallHandler {
+  std::vector<std::pair<uint32_t, wire::CallMessage>> calls;
+  std::vector<std::pair<uint32_t, FrameType>> frames;
+  int lost = 0;
+  void OnCall(uint32_t id, wire::CallMessage call) override { calls.emplace_back(id, call); }
+  void OnCallFrame(uint32_t id, wire::Frame& frame) override {
+    frames.emplace_back(id, frame.type);
+  }
+  void OnCallsLost() override { ++lost; }
+};
+
+constexpr uint32_t kCall = wire::kCallSessionBit | 7;
+
+TEST_F(AgentChannelTest, CallsGoToTheHandlerThatTookThem) {
+  CallRecorder calls;
+  channel_->TakeCalls(&calls);
+  wire::Frame hello = AgentReceives();
+  EXPECT_EQ(hello.type, FrameType::kHello);
+  EXPECT_EQ(wire::ParseHello(hello.payload)->version, wire::kCallChannelVersion);
+  AgentSends(FrameType::kCall, kCall, 0, R"({"target":"personal","service":"test.X"})");
+  AgentSends(FrameType::kData, kCall, wire::kStdin, "in");
+  AgentSends(FrameType::kClose, kCall, 0, "");
+  ASSERT_TRUE(RunUntil(*loop_, [&] { return calls.frames.size() == 2; }));
+  ASSERT_EQ(calls.calls.size(), 1u);
+  EXPECT_EQ(calls.calls[0].first, kCall);
+  EXPECT_EQ(calls.calls[0].second.target, "personal");
+  EXPECT_EQ(calls.frames[0].second, FrameType::kData);
+  EXPECT_EQ(calls.frames[1].second, FrameType::kClose);
+  // The answer goes back under the call's id and ends it; later frames of
+  // that id crossed the end and are ignored.
+  channel_->SendCallFrame(kCall, FrameType::kExit, 0, wire::EncodeU32(0));
+  wire::Frame exit = AgentReceives();
+  EXPECT_EQ(exit.type, FrameType::kExit);
+  EXPECT_EQ(exit.session, kCall);
+  EXPECT_EQ(channel_->calls(), 0u);
+  AgentSends(FrameType::kData, kCall, wire::kStdin, "late");
+  loop_->RunOnce(std::chrono::milliseconds(50));
+  EXPECT_EQ(calls.frames.size(), 2u);
+  EXPECT_TRUE(broken_.empty());
+  channel_.reset();
+  EXPECT_EQ(calls.lost, 1) << "a closed channel ends its calls";
+}
+
+TEST_F(AgentChannelTest, ACallNobodyTakesIsAnsweredAtOnce) {
+  AgentSends(FrameType::kCall, kCall, 0, R"({"service":"test.X"})");
+  wire::Frame error = AgentReceives();
+  EXPECT_EQ(error.type, FrameType::kError);
+  EXPECT_EQ(error.session, kCall);
+  EXPECT_EQ(wire::ParseSessionError(error.payload)->code, 125);
+  EXPECT_TRUE(broken_.empty());
+}
+
+TEST_F(AgentChannelTest, CallFramesThatBreakTheRulesBreakTheChannel) {
+  CallRecorder calls;
+  struct Case {
+    FrameType type;
+    uint32_t session;
+    std::string payload;
+    const char* why;
+  };
+  for (const Case& c : std::vector<Case>{
+           // A call id without the call bit.
+           {FrameType::kCall, 7, R"({"service":"a"})", "outside a call"},
+           // A call that says who calls.
+           {FrameType::kCall, kCall, R"({"service":"a","source":"dom0"})", "bad call"},
+           {FrameType::kClose, 3, "", "outside a call"},  // close is only for calls
+       }) {
+    SetUp();
+    broken_.clear();
+    channel_->TakeCalls(&calls);
+    AgentSends(c.type, c.session, 0, c.payload);
+    ASSERT_TRUE(RunUntil(*loop_, [&] { return !broken_.empty(); })) << c.payload;
+    EXPECT_THAT(broken_, HasSubstr(c.why));
+  }
+  EXPECT_TRUE(calls.calls.empty());
+  // A caller's output stream.
+  SetUp();
+  broken_.clear();
+  channel_->TakeCalls(&calls);
+  AgentSends(FrameType::kCall, kCall, 0, R"({"service":"a"})");
+  AgentSends(FrameType::kData, kCall, wire::kStdout, "x");
+  ASSERT_TRUE(RunUntil(*loop_, [&] { return !broken_.empty(); }));
+  EXPECT_THAT(broken_, HasSubstr("output stream"));
+}
+
+}  // namespace
+}  // namespace tessera::daemon

@@ -84,9 +84,13 @@ TEST(FrameDecoder, RefusesWhatBreaksTheRules) {
   EXPECT_THAT(Verdict(admin, Header(2, 0, 2, 1, 0)), HasSubstr("bad stream 1"));
   EXPECT_THAT(Verdict(admin, Header(1, 1, 10, 0, 1)), HasSubstr("descriptors on a data"));
   EXPECT_THAT(Verdict(admin, Header(2, 0, 2, 0, 4)), HasSubstr("4 descriptors"));
-  // Per side: an admin server never takes responses, an agent never takes exits.
+  // Per side: an admin server never takes responses, an agent never takes
+  // calls (it makes them), a caller in a qube never opens sessions.
   EXPECT_THAT(Verdict(admin, Header(2, 0, 3, 0, 0) + "{}"), HasSubstr("unexpected response"));
-  EXPECT_THAT(Verdict(DecoderRules::AgentSide(), Header(4, 1, 14, 0, 0)), HasSubstr("unexpected exit"));
+  EXPECT_THAT(Verdict(DecoderRules::AgentSide(), Header(2, 1, 18, 0, 0)),
+              HasSubstr("unexpected call"));
+  EXPECT_THAT(Verdict(DecoderRules::CallServer(), Header(2, 1, 8, 0, 0)),
+              HasSubstr("unexpected open"));
   // The host takes only small JSON from an agent.
   EXPECT_THAT(Verdict(DecoderRules::HostSide(), Header(100000, 1, 15, 0, 0)), HasSubstr("payload of"));
   // A size is refused from the header alone: nothing that large is buffered.

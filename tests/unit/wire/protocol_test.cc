@@ -6,6 +6,7 @@
 
 #include "wire/admin_protocol.h"
 #include "wire/agent_protocol.h"
+#include "wire/frame.h"
 
 namespace tessera::wire {
 namespace {
@@ -217,6 +218,53 @@ TEST(ServiceCall, LookupOrderIsQubesWithTesseraDirectoriesBesideThem) {
   call.argument.clear();
   EXPECT_EQ(ServiceCandidates(call).size(), 4u);
   EXPECT_EQ(ServiceCandidates(call)[0], "/usr/local/etc/qubes-rpc/test.X");
+}
+
+}  // namespace
+}  // namespace tessera::wire
+
+namespace tessera::wire {
+namespace {
+
+TEST(CallMessage, RoundTripsAndNamesNoSource) {
+  CallMessage call{"@dispvm:dvm", "qubes.OpenInVM+a.pdf"};
+  auto back = ParseCall(SerializeCall(call));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, call);
+  EXPECT_TRUE(ParseCall(R"({"service":"a"})"));  // target "" = @default
+  for (const char* bad : {R"({"target":"w","service":"a","source":"dom0"})",  // no such key
+                          R"({"target":"w"})", R"({"target":"w","service":""})",
+                          R"({"target":1,"service":"a"})", R"({"service":{"x":1}})", "[]"}) {
+    EXPECT_FALSE(ParseCall(bad)) << bad;
+  }
+  EXPECT_FALSE(ParseCall(R"({"service":")" + std::string(321, 'a') + R"("})"));
+  EXPECT_FALSE(ParseCall(R"({"target":")" + std::string(129, 'a') + R"(","service":"a"})"));
+}
+
+TEST(CallMessage, EachSideAcceptsOnlyItsFramesOfACall) {
+  auto allows = [](DecoderRules r, FrameType t) { return r.Allows(t); };
+  // tessera-call -> agent: the host's part of a session, and the call.
+  for (FrameType t : {FrameType::kCall, FrameType::kData, FrameType::kEof, FrameType::kCredit,
+                      FrameType::kClose}) {
+    EXPECT_TRUE(allows(DecoderRules::CallServer(), t)) << ToString(t);
+    EXPECT_FALSE(allows(DecoderRules::CallClient(), t) && t == FrameType::kCall);
+  }
+  for (FrameType t : {FrameType::kOpen, FrameType::kHello, FrameType::kExit, FrameType::kSignal}) {
+    EXPECT_FALSE(allows(DecoderRules::CallServer(), t)) << ToString(t);
+  }
+  EXPECT_EQ(DecoderRules::CallServer().max_fds, 0);
+  EXPECT_LE(DecoderRules::CallServer().max_json, 1024u);
+  // The host takes calls from agents; agents take the host's answers.
+  EXPECT_TRUE(allows(DecoderRules::HostSide(), FrameType::kCall));
+  EXPECT_TRUE(allows(DecoderRules::HostSide(), FrameType::kClose));
+  EXPECT_TRUE(allows(DecoderRules::AgentSide(), FrameType::kExit));
+  EXPECT_FALSE(allows(DecoderRules::AgentSide(), FrameType::kCall));
+  EXPECT_FALSE(allows(DecoderRules::AdminServer(), FrameType::kCall));
+  // An oversized call is a stream failure, before any parsing.
+  FrameDecoder decoder(DecoderRules::CallServer());
+  std::string frame = EncodeFrame(FrameType::kCall, 1, 0, std::string(2000, ' '));
+  decoder.Feed(frame.data(), frame.size());
+  EXPECT_FALSE(decoder.Next());
 }
 
 }  // namespace
