@@ -141,7 +141,7 @@ class Daemon {
     });
     broker_ =
         std::make_unique<RpcBroker>(*loop_, *server_, *manager_, *runs_, *policies_, *prompts_,
-                                    *audit_, options_.layout.runtime_dir, RpcLimits{});
+                                    *audit_, events_, options_.layout.runtime_dir, RpcLimits{});
     manager_->AddObserver(broker_.get());
     broker_->TakeRunningQubes();
     server_->Register("rpc.call", {}, [this](AdminServer::Call call) {

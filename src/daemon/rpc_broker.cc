@@ -17,6 +17,9 @@ namespace {
 
 constexpr const char* kRefused = "Request refused";
 constexpr std::string_view kDispVmPrefix = "@dispvm:";
+// `rpc_denied` events (notify=yes): per calling qube, 1 a second, bursts of 5.
+constexpr double kNotifyRate = 1;
+constexpr double kNotifyBurst = 5;
 
 // The caller's status for an answer (docs/RPC.md): the service's, else 126
 // refused, 127 no such service, 125 anything else.
@@ -142,7 +145,7 @@ class RpcBroker::ChannelCalls : public AgentChannel::CallHandler {
 
 RpcBroker::RpcBroker(EventLoop& loop, AdminServer& server, QubeManager& manager, RunCommands& runs,
                      PolicyWatcher& policies, RpcPrompts& prompts, AuditLog& audit,
-                     std::string runtime_dir, RpcLimits limits)
+                     EventBus& events, std::string runtime_dir, RpcLimits limits)
     : loop_(loop),
       server_(server),
       manager_(manager),
@@ -150,6 +153,7 @@ RpcBroker::RpcBroker(EventLoop& loop, AdminServer& server, QubeManager& manager,
       policies_(policies),
       prompts_(prompts),
       audit_(audit),
+      events_(events),
       runtime_dir_(std::move(runtime_dir)),
       limits_(limits) {}
 
@@ -396,6 +400,7 @@ void RpcBroker::Dispatch(CallRecord record, const std::string& source, const std
     line["rule"] = nullptr;
   }
   if (res.decision == policy::Decision::kDeny) {
+    if (res.notify) NotifyDenied(line);
     return Refuse(*caller, std::move(record), policy->Reason(res));
   }
   if (res.decision == policy::Decision::kAsk) {
@@ -537,6 +542,23 @@ void RpcBroker::Launch(CallRecord record, const policy::Request& request, const 
     }
     Audit(std::move(record));
   });
+}
+
+void RpcBroker::NotifyDenied(const json& line) {
+  const std::string source = line.value("source", "");
+  auto [it, fresh] = denial_notes_.try_emplace(source, kNotifyRate, kNotifyBurst);
+  Notes& notes = it->second;
+  if (!notes.bucket.Take()) {
+    ++notes.suppressed;
+    return;
+  }
+  json event = {{"event", "rpc_denied"},
+                {"source", source},
+                {"service", line.value("service", "")},
+                {"target", line.value("requested_target", "")}};
+  if (notes.suppressed > 0) event["suppressed"] = notes.suppressed;
+  notes.suppressed = 0;
+  events_.Emit(std::move(event));
 }
 
 void RpcBroker::Refuse(RunCaller& caller, CallRecord record, const std::string& why) {

@@ -32,9 +32,11 @@
 #include "daemon/admin_server.h"
 #include "daemon/agent_channel.h"
 #include "daemon/audit.h"
+#include "daemon/event_bus.h"
 #include "daemon/event_loop.h"
 #include "daemon/policy_watcher.h"
 #include "daemon/qube_manager.h"
+#include "daemon/rate_limit.h"
 #include "daemon/rpc_prompts.h"
 #include "daemon/run_command.h"
 #include "policy/system.h"
@@ -50,8 +52,8 @@ struct RpcLimits {
 class RpcBroker : public LifecycleObserver {
  public:
   RpcBroker(EventLoop& loop, AdminServer& server, QubeManager& manager, RunCommands& runs,
-            PolicyWatcher& policies, RpcPrompts& prompts, AuditLog& audit, std::string runtime_dir,
-            RpcLimits limits);
+            PolicyWatcher& policies, RpcPrompts& prompts, AuditLog& audit, EventBus& events,
+            std::string runtime_dir, RpcLimits limits);
   ~RpcBroker() override;
 
   // rpc.call on the admin socket {target, service, source?}: a call from
@@ -107,6 +109,9 @@ class RpcBroker : public LifecycleObserver {
                      std::shared_ptr<const policy::Policy> policy, const policy::Resolution& res,
                      std::unique_ptr<RunCaller> caller);
   void Answered(uint64_t id, bool allowed, std::string target, std::string why);
+  // A denial whose rule says notify=yes: an `rpc_denied` event, rate-limited
+  // per calling qube (the rest counted into the next one's `suppressed`).
+  void NotifyDenied(const nlohmann::json& line);
   void Audit(CallRecord record);
   // An apply may have changed policy_dir: the next call reads the new one.
   void FollowPolicyDir();
@@ -126,10 +131,17 @@ class RpcBroker : public LifecycleObserver {
   PolicyWatcher& policies_;
   RpcPrompts& prompts_;
   AuditLog& audit_;
+  EventBus& events_;
   std::string runtime_dir_;
   RpcLimits limits_;
   std::map<std::string, Source> sources_;
   std::map<uint64_t, std::unique_ptr<Asking>> asking_;  // by ask id
+  struct Notes {
+    Notes(double rate, double burst) : bucket(rate, burst) {}
+    TokenBucket bucket;
+    uint64_t suppressed = 0;
+  };
+  std::map<std::string, Notes> denial_notes_;  // by calling qube
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -433,6 +433,81 @@ TEST_F(RpcTest, AFloodOfCallsSlowsOnlyTheQubeThatMakesIt) {
   EXPECT_LT(rss_during - rss_before, 64 * 1024) << "daemon memory bounded";
 }
 
+TEST_F(RpcTest, DenialsRaiseEventsRateLimitedPerQube) {
+  StartDaemon();
+  ASSERT_EQ(Cli({"start", "dt-work"}).exit_code, 0);
+  auto client = wire::AdminClient::Connect(layout_.runtime_dir + "/admin.sock");
+  ASSERT_TRUE(client);
+  auto sub = client->Call("events.subscribe", json::object());
+  ASSERT_TRUE(sub && sub->ok);
+  auto begun = std::chrono::steady_clock::now();
+  CliResult r = Cli({"run", "dt-work", "--", "/bin/sh", "-c",
+                     "i=0; while [ $i -lt 100 ]; do tessera-call dt-vault test.Q 2>/dev/null; "
+                     "i=$((i+1)); done; tessera-call dt-vault test.Q"});
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begun).count();
+  EXPECT_EQ(r.exit_code, 126);
+  EXPECT_EQ(r.err, "tessera-call: Request refused\n");
+  // One more after a pause: its event carries the count of those not sent.
+  std::this_thread::sleep_for(1100ms);
+  EXPECT_EQ(Cli({"call", "--source", "dt-work", "dt-vault", "test.Q"}).exit_code, 126);
+  int events = 0;
+  uint64_t suppressed = 0;
+  for (int i = 0; i < 300 && static_cast<uint64_t>(events) + suppressed < 102; ++i) {
+    std::optional<json> ev;
+    if (auto buffered = client->BufferedFrame(); buffered && *buffered) {
+      ev = json::parse((*buffered)->payload, nullptr, false);
+    } else {
+      pollfd p{client->fd(), POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      auto next = client->NextEvent();
+      if (!next) break;
+      ev = *next;
+    }
+    if (ev->value("event", "") != "rpc_denied") continue;
+    EXPECT_EQ(ev->value("source", ""), "dt-work");
+    EXPECT_EQ(ev->value("service", ""), "test.Q");
+    ++events;
+    suppressed += ev->value("suppressed", uint64_t{0});
+  }
+  seconds += 1.1;
+  EXPECT_GE(events, 1);
+  EXPECT_LE(events, 5 + static_cast<int>(seconds) + 1) << "rate-limited: 1/s, bursts of 5";
+  EXPECT_GT(suppressed, 0u) << "the rest are counted";
+  EXPECT_EQ(static_cast<uint64_t>(events) + suppressed, 102u) << "each denial once";
+}
+
+TEST_F(RpcTest, KillingTheDaemonDuringACallLeavesNoDisposable) {
+  StartDaemon();
+  Install("dt-dvm", "test.Disp", "#!/bin/sh\nsleep 30\n");
+  ASSERT_EQ(Cli({"stop", "dt-dvm"}).exit_code, 0);
+  ASSERT_EQ(Cli({"start", "dt-vault"}).exit_code, 0);
+  Install("dt-work", "test.Q", "#!/bin/sh\nsleep 30\n");
+  CliResult from_host;
+  CliResult from_qube;
+  KillDaemonWhen("disp", "running", [&] { from_host = Cli({"call", "@dispvm", "test.Disp"}); });
+  EXPECT_EQ(from_host.exit_code, 125) << "the caller learns the call failed";
+  StartDaemon({"--no-autostart"});
+  ExpectNoDisposables();
+  // A qube's call in flight: its caller gets 125 too, and the qube's calls
+  // work again with the new daemon.
+  std::thread caller([&] {
+    from_qube = Cli({"run", "dt-vault", "--", "tessera-call", "dt-work", "test.Q"});
+  });
+  for (int i = 0; i < 100 && CallLines("test.Q").empty(); ++i) {
+    std::this_thread::sleep_for(50ms);
+    if (StateOf("dt-work") == "running") break;
+  }
+  std::this_thread::sleep_for(300ms);
+  KillDaemon(SIGKILL);
+  caller.join();
+  EXPECT_EQ(from_qube.exit_code, 125) << from_qube.err;
+  StartDaemon({"--no-autostart"});
+  Install("dt-work", "test.Q", "#!/bin/sh\necho again\n");
+  CliResult r = Cli({"run", "dt-vault", "--", "tessera-call", "dt-work", "test.Q"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "again\n");
+}
+
 // `tessera prompt` run as a person would: it shows the ask, reads the answer.
 class Prompt {
  public:
