@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Benchmarks of inter-qube RPC end to end through the real CLI, daemon, cells
+# and tessera-call (docs/RPC.md "Numbers"), each beside a baseline measured
+# in the same run:
+#   1. a trivial call between two running qubes, as the user sees it:
+#      `tessera run work -- tessera-call personal test.True`, p50/p99 over N,
+#      beside the floor of two bare process starts in cells (`tessera run
+#      work true` + `tessera run personal true`, paired); target p50 <= 2x.
+#   2. SIZE MiB from one qube to another and back through a `cat` service
+#      (the transport qubes.Filecopy will use), beside `cat` between two
+#      processes over a Unix socket pair on this host; target >= 50%.
+#   3. 100 calls at once from one qube: all complete; p50/p99 of their
+#      durations as the daemon's audit lines give them.
+# Usage: sudo scripts/bench-rpc.sh [BUILD_DIR] [N] [SIZE_MIB]
+# Runs a private daemon with temporary state/runtime dirs (state on disk, as
+# /var/lib/tessera); stops everything it started (by pid) at the end.
+set -euo pipefail
+BUILD=${1:-build}
+N=${2:-200}
+SIZE=${3:-1024}
+T=$(readlink -f "$BUILD/tessera")
+[ -x "$T" ] || { echo "no tessera binary in $BUILD" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+TIMER=$(readlink -f "$BUILD/tests/bench/time_command")
+[ -x "$TIMER" ] || { echo "no $BUILD/tests/bench/time_command (build the default variant)" >&2; exit 1; }
+
+ROOT=$(mktemp -d /tmp/tessera-bench-rpc-XXXXXX)
+export TESSERA_STATE_DIR=$ROOT/state TESSERA_RUNTIME_DIR=$ROOT/run
+echo "state dir: $(df -T "$ROOT" | awk 'NR==2 {print $2}') ($ROOT)"
+mkdir -p "$ROOT/run" "$ROOT/policy.d"
+RUN_TMPFS=0
+mount -t tmpfs -o mode=0755,size=512m tessera-bench "$ROOT/run" && RUN_TMPFS=1
+DAEMON=
+cleanup() {
+  set +e
+  if [ -n "$DAEMON" ]; then
+    "$T" kill --all >/dev/null 2>&1
+    kill "$DAEMON" 2>/dev/null; wait "$DAEMON" 2>/dev/null
+  fi
+  [ "$RUN_TMPFS" = 1 ] && umount -l "$ROOT/run"
+  rm -rf --one-file-system "$ROOT"
+}
+trap cleanup EXIT
+
+cat > "$ROOT/system.toml" <<TOML
+policy_dir = "$ROOT/policy.d"
+
+[qubes.base]
+class = "template"
+source = "busybox"
+
+[qubes.work]
+class = "app"
+template = "base"
+memory = 512
+
+[qubes.personal]
+class = "app"
+template = "base"
+memory = 512
+TOML
+cat > "$ROOT/policy.d/50-bench.policy" <<'POLICY'
+test.True  *  work  personal  allow
+test.Cat   *  work  personal  allow
+POLICY
+
+ms() {
+  "$TIMER" --stderr "$ROOT/last.err" -- "$@" || {
+    echo "failed: $*: $(cat "$ROOT/last.err")" >&2; tail -5 "$ROOT/daemon.log" >&2; exit 1; }
+}
+stat_of() {  # percentile p of the numbers in file
+  sort -n "$1" | awk -v p="$2" '{a[NR]=$1} END {i=int((NR-1)*p+0.5)+1; printf "%.3f", a[i]}'
+}
+
+"$T" --config "$ROOT/system.toml" daemon --no-autostart > "$ROOT/daemon.log" 2>&1 &
+DAEMON=$!
+for _ in $(seq 100); do "$T" ls >/dev/null 2>&1 && break; sleep 0.1; done
+"$T" run -u root personal -- /bin/sh -c 'mkdir -p /usr/local/etc/qubes-rpc &&
+  printf "#!/bin/sh\nexit 0\n" > /usr/local/etc/qubes-rpc/test.True &&
+  printf "#!/bin/sh\nexec cat\n" > /usr/local/etc/qubes-rpc/test.Cat &&
+  chmod 755 /usr/local/etc/qubes-rpc/*'
+"$T" start work >/dev/null
+"$T" run work -- tessera-call personal test.True  # warm up
+
+# 1. A trivial call, paired with its floor.
+: > "$ROOT/t-call"; : > "$ROOT/t-floor"
+for _ in $(seq 1 "$N"); do
+  ms "$T" run work -- tessera-call personal test.True >> "$ROOT/t-call"
+  a=$(ms "$T" run work true); b=$(ms "$T" run personal true)
+  awk -v a="$a" -v b="$b" 'BEGIN{printf "%.3f\n", a+b}' >> "$ROOT/t-floor"
+done
+C=$(stat_of "$ROOT/t-call" 0.5); C99=$(stat_of "$ROOT/t-call" 0.99)
+F=$(stat_of "$ROOT/t-floor" 0.5)
+echo "trivial call work -> personal (tessera run work -- tessera-call personal test.True):"
+echo "  p50 ${C} ms  p99 ${C99} ms   floor (two runs of true in cells) p50 ${F} ms" \
+  "  ratio $(awk -v c="$C" -v f="$F" 'BEGIN{printf "%.2f", c/f}') (target <= 2; Qubes ~260 ms per call)"
+
+# 2. Throughput: SIZE MiB there and back through a cat service.
+head -c "$((SIZE << 20))" /dev/urandom > "$ROOT/blob"
+python3 - "$T" "$ROOT/blob" "$SIZE" <<'PY'
+import socket, subprocess, sys, time
+tessera, blob, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def rpc():
+    t = time.perf_counter()
+    with open(blob, "rb") as src:
+        p = subprocess.run([tessera, "run", "work", "--", "tessera-call", "personal", "test.Cat"],
+                           stdin=src, stdout=subprocess.PIPE, check=True)
+    took = time.perf_counter() - t
+    assert len(p.stdout) == size << 20, len(p.stdout)
+    return took
+def socketpair_cat():
+    a, b = socket.socketpair()
+    t = time.perf_counter()
+    with open(blob, "rb") as src:
+        w = subprocess.Popen(["cat"], stdin=src, stdout=a)
+        r = subprocess.Popen(["cat"], stdin=b, stdout=subprocess.PIPE)
+        a.close(); b.close()
+        n = len(r.stdout.read())
+        w.wait(); r.wait()
+    assert n == size << 20
+    return time.perf_counter() - t
+rpcs, bases = [], []
+for _ in range(3):
+    rpcs.append(rpc()); bases.append(socketpair_cat())
+r, b = sorted(rpcs)[1], sorted(bases)[1]
+print(f"{size} MiB work -> personal -> work through test.Cat: {r:.2f} s ({size / r:.0f} MiB/s each way)")
+print(f"  cat over a Unix socket pair: {b:.2f} s ({size / b:.0f} MiB/s)   ratio {b / r:.2f} (target >= 0.5)")
+PY
+
+# 3. 100 calls at once from one qube.
+before=$(grep -c '"kind":"rpc"' "$TESSERA_STATE_DIR/audit/audit.log" || true)
+start=$(date +%s%N)
+"$T" run work -- /bin/sh -c 'i=0; while [ $i -lt 100 ]; do
+  (tessera-call personal test.True || echo fail) & i=$((i+1)); done; wait' > "$ROOT/concurrent.out"
+end=$(date +%s%N)
+fails=$(grep -c fail "$ROOT/concurrent.out" || true)
+grep '"kind":"rpc"' "$TESSERA_STATE_DIR/audit/audit.log" | tail -n +"$((before + 1))" |
+  grep -o '"duration_ms":[0-9.]*' | cut -d: -f2 > "$ROOT/t-conc"
+echo "100 concurrent calls from one qube: $((100 - fails)) of 100 completed in" \
+  "$(( (end - start) / 1000000 )) ms; per call (daemon's audit) p50 $(stat_of "$ROOT/t-conc" 0.5) ms" \
+  "p99 $(stat_of "$ROOT/t-conc" 0.99) ms (Qubes fails above ~10-25)"
