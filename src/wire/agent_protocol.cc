@@ -61,7 +61,7 @@ bool IsServiceWord(std::string_view word, bool plus_allowed) {
 std::vector<std::string> ServiceCandidates(const ServiceCall& call) {
   static constexpr const char* kDirs[] = {"/usr/local/etc/qubes-rpc/",
                                           "/usr/local/etc/tessera-rpc/", "/etc/qubes-rpc/",
-                                          "/etc/tessera-rpc/"};
+                                          "/etc/tessera-rpc/", "/run/tessera/tools/rpc/"};
   std::vector<std::string> out;
   if (!call.argument.empty()) {
     for (const char* dir : kDirs) out.push_back(dir + call.FullName());

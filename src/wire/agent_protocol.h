@@ -94,7 +94,8 @@ struct ServiceCall {
 // Where a service is looked up, first existing entry wins: for SERVICE+ARG,
 // then SERVICE, in /usr/local/etc/qubes-rpc, /usr/local/etc/tessera-rpc,
 // /etc/qubes-rpc, /etc/tessera-rpc (Qubes' order, with tessera's own
-// directory after each of Qubes').
+// directory after each of Qubes'), and last the built-in services of the
+// qube tools, /run/tessera/tools/rpc (qubes.Filecopy).
 std::vector<std::string> ServiceCandidates(const ServiceCall& call);
 // The word rules of ServiceCall::name (plus_allowed false) and ::argument.
 bool IsServiceWord(std::string_view word, bool plus_allowed);

@@ -8,6 +8,7 @@
 
 #include "integration/daemon/daemon_fixture.h"
 #include "wire/agent_protocol.h"
+#include "wire/filecopy.h"
 #include "wire/socket_io.h"
 
 namespace tessera::daemon_testing {
@@ -33,6 +34,8 @@ test.Q         *  dt-vault  @dispvm   allow
 test.Q         *  dt-work   dt-vault  deny
 test.Slow      *  dt-vault  dt-work   allow
 test.Slow      *  dt-net    dt-work   allow
+qubes.Filecopy *  dt-vault  dt-work   allow
+qubes.Filecopy *  dt-vault  @default  allow target=dt-work
 )";
 
 class RpcTest : public DaemonTest {
@@ -506,6 +509,106 @@ TEST_F(RpcTest, KillingTheDaemonDuringACallLeavesNoDisposable) {
   CliResult r = Cli({"run", "dt-vault", "--", "tessera-call", "dt-work", "test.Q"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "again\n");
+}
+
+// qubes.Filecopy between qubes: tessera-copy, qvm-copy, qvm-move.
+TEST_F(RpcTest, FilecopyCopiesATreeWithModesTimesAndLinks) {
+  StartDaemon();
+  CliResult r = Cli({"run", "dt-vault", "--", "/bin/sh", "-c",
+                     "mkdir -p tree/sub && printf hello > tree/a && chmod 4755 tree/a && "
+                     "printf data > tree/sub/b && chmod 640 tree/sub/b && ln -s sub/b tree/l && "
+                     "touch -t 202001020304.05 tree/a tree/sub/b && "
+                     "tessera-copy --to dt-work tree && echo copied"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "copied\n");
+  r = Cli({"run", "dt-work", "--", "/bin/sh", "-c",
+           "cd QubesIncoming/dt-vault/tree && cat a sub/b && echo && "
+           "stat -c '%n %a %Y' a sub/b && readlink l && ls -a | tr '\\n' ' '"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "hellodata\n"
+            "a 755 1577934245\n"  // setuid dropped; the mtime kept
+            "sub/b 640 1577934245\n"
+            "sub/b\n"
+            ". .. a l sub ");
+  // qvm-move: @default, which the policy sends to dt-work; the source goes.
+  r = Cli({"run", "dt-vault", "--", "/bin/sh", "-c",
+           "printf moved > m.txt && qvm-move m.txt && test ! -e m.txt && echo gone"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "gone\n");
+  EXPECT_EQ(Cli({"run", "dt-work", "cat", "QubesIncoming/dt-vault/m.txt"}).out, "moved");
+  // Nothing is replaced; a FIFO is not sent at all.
+  r = Cli({"run", "dt-vault", "--", "/bin/sh", "-c",
+           "printf again > m.txt && qvm-copy-to-vm dt-work m.txt"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("exists already"));
+  EXPECT_EQ(Cli({"run", "dt-work", "cat", "QubesIncoming/dt-vault/m.txt"}).out, "moved");
+  r = Cli({"run", "dt-vault", "--", "/bin/sh", "-c", "mkfifo f && tessera-copy --to dt-work f"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_THAT(r.err, HasSubstr("not a regular file, directory or symlink"));
+  auto lines = CallLines("qubes.Filecopy");
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines[0]["source"], "dt-vault");
+  EXPECT_EQ(lines[0]["target"], "dt-work");
+}
+
+std::string Entry(wire::FilecopyType type, const std::string& name, uint32_t mode,
+                  const std::string& body, uint64_t declared = UINT64_MAX) {
+  wire::FilecopyHeader h;
+  h.type = type;
+  h.name_len = static_cast<uint32_t>(name.size());
+  h.mode = mode;
+  h.mtime_sec = 1000000000;
+  h.size = declared == UINT64_MAX ? body.size() : declared;
+  return wire::EncodeFilecopyHeader(h) + name + body;
+}
+std::string End() { return wire::EncodeFilecopyHeader({}); }
+
+TEST_F(RpcTest, FilecopyReceiverRefusesHostileStreams) {
+  StartDaemon();
+  using wire::FilecopyType;
+  // The receiver's quota, set by the target's user.
+  ASSERT_EQ(Cli({"run", "dt-work", "--", "/bin/sh", "-c",
+                 "mkdir -p .config/tessera && echo 100 > .config/tessera/filecopy-quota"})
+                .exit_code,
+            0);
+  struct Case {
+    const char* what;
+    std::string stream;
+  };
+  std::string big(101, 'x');
+  std::vector<Case> cases = {
+      {"absolute path", Entry(FilecopyType::kFile, "/etc/evil", 0644, "x") + End()},
+      {"'..'", Entry(FilecopyType::kFile, "../evil", 0644, "x") + End()},
+      {"'..'", Entry(FilecopyType::kDir, "d", 0755, "") +
+                   Entry(FilecopyType::kFile, "d/../../evil", 0644, "x") + End()},
+      {"control character", Entry(FilecopyType::kFile, "evil\x1b[2J", 0644, "x") + End()},
+      {"unknown type",
+       std::string("B") + Entry(FilecopyType::kFile, "dev", 0644, "").substr(1) + End()},
+      {"leaving the copied tree",
+       Entry(FilecopyType::kSymlink, "evil-link", 0777, "../../../etc/shadow") + End()},
+      {"absolute path", Entry(FilecopyType::kSymlink, "evil-abs", 0777, "/etc/shadow") + End()},
+      {"quota", Entry(FilecopyType::kFile, "evil-big", 0644, big) + End()},
+      {"ended in the file", Entry(FilecopyType::kFile, "evil-partial", 0644, "half", 100)},
+      {"its directory", Entry(FilecopyType::kFile, "nodir/evil", 0644, "x") + End()},
+  };
+  for (const Case& c : cases) {
+    CliResult r = Cli({"call", "--source", "dt-vault", "dt-work", "qubes.Filecopy"}, c.stream);
+    EXPECT_NE(r.exit_code, 0) << c.what;
+    EXPECT_THAT(r.err, HasSubstr(c.what)) << c.what;
+  }
+  // A setuid file arrives without the bit; a link inside the tree is fine.
+  CliResult r = Cli({"call", "--source", "dt-vault", "dt-work", "qubes.Filecopy"},
+                    Entry(FilecopyType::kDir, "ok", 0755, "") +
+                        Entry(FilecopyType::kFile, "ok/suid", 06755, "x") +
+                        Entry(FilecopyType::kSymlink, "ok/link", 0777, "suid") + End());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Cli({"run", "dt-work", "--", "/bin/sh", "-c",
+           "cd QubesIncoming/dt-vault && stat -c '%n %a' ok/suid && "
+           "find . ! -path './ok*' | sort | tr '\\n' ' '; test ! -e /etc/evil && echo clean"});
+  // ./d came before the entry refused in it: directories stay, files never
+  // show half-written or under a temporary name.
+  EXPECT_EQ(r.out, "ok/suid 755\n. ./d clean\n") << "no partial, temporary or escaped file";
 }
 
 // `tessera prompt` run as a person would: it shows the ask, reads the answer.

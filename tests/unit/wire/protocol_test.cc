@@ -213,10 +213,11 @@ TEST(ServiceCall, LookupOrderIsQubesWithTesseraDirectoriesBesideThem) {
             (std::vector<std::string>{
                 "/usr/local/etc/qubes-rpc/test.X+arg", "/usr/local/etc/tessera-rpc/test.X+arg",
                 "/etc/qubes-rpc/test.X+arg", "/etc/tessera-rpc/test.X+arg",
-                "/usr/local/etc/qubes-rpc/test.X", "/usr/local/etc/tessera-rpc/test.X",
-                "/etc/qubes-rpc/test.X", "/etc/tessera-rpc/test.X"}));
+                "/run/tessera/tools/rpc/test.X+arg", "/usr/local/etc/qubes-rpc/test.X",
+                "/usr/local/etc/tessera-rpc/test.X", "/etc/qubes-rpc/test.X",
+                "/etc/tessera-rpc/test.X", "/run/tessera/tools/rpc/test.X"}));
   call.argument.clear();
-  EXPECT_EQ(ServiceCandidates(call).size(), 4u);
+  EXPECT_EQ(ServiceCandidates(call).size(), 5u);
   EXPECT_EQ(ServiceCandidates(call)[0], "/usr/local/etc/qubes-rpc/test.X");
 }
 
@@ -265,6 +266,59 @@ TEST(CallMessage, EachSideAcceptsOnlyItsFramesOfACall) {
   std::string frame = EncodeFrame(FrameType::kCall, 1, 0, std::string(2000, ' '));
   decoder.Feed(frame.data(), frame.size());
   EXPECT_FALSE(decoder.Next());
+}
+
+}  // namespace
+}  // namespace tessera::wire
+
+#include "wire/filecopy.h"
+
+namespace tessera::wire {
+namespace {
+
+TEST(Filecopy, HeadersRoundTripAndRefuseWhatNoEntryHas) {
+  FilecopyHeader h{FilecopyType::kFile, 5, 0644, 7, 1700000000, 12};
+  std::string bytes = EncodeFilecopyHeader(h);
+  ASSERT_EQ(bytes.size(), kFilecopyHeaderSize);
+  EXPECT_EQ(*ParseFilecopyHeader(bytes), h);
+  auto bad = [&](auto edit) {
+    std::string b = bytes;
+    edit(b);
+    return !ParseFilecopyHeader(b);
+  };
+  EXPECT_TRUE(bad([](std::string& b) { b[0] = 'B'; }));    // a device? never
+  EXPECT_TRUE(bad([](std::string& b) { b[0] = 'P'; }));    // a FIFO? never
+  EXPECT_TRUE(bad([](std::string& b) { b[1] = 1; }));      // reserved
+  EXPECT_TRUE(bad([](std::string& b) { b[4] = 0; }));      // empty name
+  EXPECT_TRUE(bad([](std::string& b) { b[15] = 0x7f; }));  // nanoseconds out of range
+  EXPECT_TRUE(bad([](std::string& b) { b.pop_back(); }));
+  EXPECT_FALSE(ParseFilecopyHeader(EncodeFilecopyHeader({FilecopyType::kDir, 1, 0755, 0, 0, 9})));
+  EXPECT_FALSE(ParseFilecopyHeader(EncodeFilecopyHeader({FilecopyType::kEnd, 1, 0, 0, 0, 0})));
+  EXPECT_TRUE(ParseFilecopyHeader(EncodeFilecopyHeader({})));
+}
+
+TEST(Filecopy, NamesStayInsideTheIncomingDirectory) {
+  for (const char* ok : {"a", "a/b", "dir/.hidden", "x y", "日本"}) {
+    EXPECT_TRUE(CheckFilecopyName(ok)) << ok;
+  }
+  for (const char* bad :
+       {"", "/etc/passwd", "..", "a/../..", "a/./b", "a//b", "a/", "a\nb", "a\x1b[2J", "a\x7f"}) {
+    EXPECT_FALSE(CheckFilecopyName(bad)) << bad;
+  }
+  EXPECT_FALSE(CheckFilecopyName(std::string(256, 'a')));
+}
+
+TEST(Filecopy, SymlinksNeverLeaveTheCopiedTree) {
+  EXPECT_TRUE(CheckFilecopySymlink("a/l", "../b"));
+  EXPECT_TRUE(CheckFilecopySymlink("l", "b/c"));
+  EXPECT_TRUE(CheckFilecopySymlink("a/b/l", "../../c"));
+  EXPECT_FALSE(CheckFilecopySymlink("l", "../b"));  // above the root
+  EXPECT_FALSE(CheckFilecopySymlink("a/l", "../../b"));
+  EXPECT_FALSE(CheckFilecopySymlink("l", "/etc/shadow"));  // absolute
+  EXPECT_FALSE(CheckFilecopySymlink("l", "s/.."));  // ".." after a name: through a link it climbs
+  EXPECT_FALSE(CheckFilecopySymlink("l", "./x"));
+  EXPECT_FALSE(CheckFilecopySymlink("l", "a//b"));
+  EXPECT_FALSE(CheckFilecopySymlink("l", "a\nb"));
 }
 
 }  // namespace
