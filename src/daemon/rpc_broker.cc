@@ -261,7 +261,12 @@ void RpcBroker::Reopen(const std::string& qube) {
   auto it = sources_.find(qube);
   if (it != sources_.end()) it->second.reopen.Reset();
   const QubeRecord* record = manager_.Record(qube);
-  if (record == nullptr || record->state != QubeState::kRunning) return;
+  if (record == nullptr || record->state != QubeState::kRunning) {
+    // Gone for good (a disposable's name never comes back): forget it once
+    // its last call has ended.
+    if (it != sources_.end() && it->second.active.empty()) sources_.erase(it);
+    return;
+  }
   (void)manager_.Channel(qube);
 }
 
