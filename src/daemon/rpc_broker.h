@@ -104,6 +104,9 @@ class RpcBroker : public LifecycleObserver {
   // Runs an allowed call in `target` (a qube or @dispvm:TEMPLATE).
   void Launch(CallRecord record, const policy::Request& request, const std::string& target,
               const std::optional<std::string>& user, std::unique_ptr<RunCaller> caller);
+  // A call to dom0, answered here (qubes.GetDate).
+  void HostService(CallRecord record, const policy::Request& request,
+                   std::unique_ptr<RunCaller> caller);
   // An `ask`: the call waits for a person's answer (RpcPrompts).
   void AskThenLaunch(CallRecord record, const policy::Request& request,
                      std::shared_ptr<const policy::Policy> policy, const policy::Resolution& res,

@@ -95,7 +95,7 @@ struct ServiceCall {
 // then SERVICE, in /usr/local/etc/qubes-rpc, /usr/local/etc/tessera-rpc,
 // /etc/qubes-rpc, /etc/tessera-rpc (Qubes' order, with tessera's own
 // directory after each of Qubes'), and last the built-in services of the
-// qube tools, /run/tessera/tools/rpc (qubes.Filecopy).
+// qube tools, /run/tessera/tools/rpc (qubes.Filecopy, qubes.WaitForSession).
 std::vector<std::string> ServiceCandidates(const ServiceCall& call);
 // The word rules of ServiceCall::name (plus_allowed false) and ::argument.
 bool IsServiceWord(std::string_view word, bool plus_allowed);

@@ -35,6 +35,9 @@ test.Q         *  dt-work   dt-vault  deny
 test.Slow      *  dt-vault  dt-work   allow
 test.Slow      *  dt-net    dt-work   allow
 qubes.Filecopy *  dt-vault  dt-work   allow
+qubes.GetDate  *  dt-vault  @adminvm  allow
+test.Host      *  dt-vault  @adminvm  allow
+qubes.WaitForSession  *  *  dt-work  allow
 qubes.Filecopy *  dt-vault  @default  allow target=dt-work
 )";
 
@@ -509,6 +512,22 @@ TEST_F(RpcTest, KillingTheDaemonDuringACallLeavesNoDisposable) {
   CliResult r = Cli({"run", "dt-vault", "--", "tessera-call", "dt-work", "test.Q"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "again\n");
+}
+
+// The stubs Qubes users' scripts expect: qubes.GetDate from dom0 (the
+// daemon answers), qubes.WaitForSession in every qube.
+TEST_F(RpcTest, GetDateFromDom0AndWaitForSession) {
+  StartDaemon();
+  CliResult r = Cli({"run", "dt-vault", "--", "tessera-call", "@adminvm", "qubes.GetDate"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out,
+              ::testing::MatchesRegex("20[0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-9:]{8}\\+00:00\n"));
+  // Any other service of dom0: not there (127), not a failure.
+  r = Cli({"run", "dt-vault", "--", "tessera-call", "dom0", "test.Host"});
+  EXPECT_EQ(r.exit_code, 127) << r.err;
+  r = Cli({"call", "dt-work", "qubes.WaitForSession"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(CallLines("qubes.GetDate").at(0)["target"], "dom0");
 }
 
 // qubes.Filecopy between qubes: tessera-copy, qvm-copy, qvm-move.

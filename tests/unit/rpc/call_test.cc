@@ -131,6 +131,7 @@ TEST(DefaultPolicy, AsksForCopiesAndOpensDeniesTheRestAndTrustsDom0) {
   EXPECT_EQ(decide("work", "dvm", "test.Anything"), Decision::kDeny);
   EXPECT_EQ(decide("work", "@dispvm", "test.Anything"), Decision::kDeny);
   EXPECT_EQ(decide("work", "@adminvm", "test.Anything"), Decision::kDeny);
+  EXPECT_EQ(decide("work", "@adminvm", "qubes.GetDate"), Decision::kAllow);
   EXPECT_EQ(decide("dom0", "work", "test.Anything"), Decision::kAllow);
   EXPECT_EQ(decide("dom0", "@dispvm", "test.Anything"), Decision::kAllow);
 }
