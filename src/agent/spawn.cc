@@ -199,7 +199,17 @@ int OpenTerminal(const wire::WindowSize& size, const Credentials& creds, int rep
   if (::connect(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     Fail(report_fd, 125, errno, "connect to service socket " + path);
   }
-  ::close(report_fd);  // started: from here on the exit status speaks
+  // Nothing of the agent stays open here: we do not exec, so its
+  // descriptors (the write end of our own stdin pipe among them) would.
+  // The socket becomes 3; closing the rest closes the report socket too,
+  // which tells the agent we started.
+  if (sock != 3) {
+    if (::dup2(sock, 3) < 0) Fail(report_fd, 125, errno, "dup2");
+    sock = 3;
+  }
+  if (syscall(SYS_close_range, 4u, ~0u, 0u) != 0) {
+    for (int fd = 4; fd < 65536; ++fd) ::close(fd);
+  }
   std::string descriptor = call.FullName() + " " + call.source;
   descriptor.push_back('\0');
   auto write_all = [](int fd, const char* data, size_t size) {

@@ -28,6 +28,7 @@ test.NoStart   *  *  dt-vault  allow autostart=no
 test.Disp      *  *  @dispvm   allow
 test.Ask       *  *  dt-work   ask
 test.Choose    *  dt-vault  @anyvm   ask default_target=dt-work
+test.Sock      *  *  dt-work   allow
 test.Late      *  *  dt-work   deny
 test.Q         *  dt-vault  dt-work   allow
 test.Q         *  dt-vault  @dispvm   allow
@@ -512,6 +513,46 @@ TEST_F(RpcTest, KillingTheDaemonDuringACallLeavesNoDisposable) {
   CliResult r = Cli({"run", "dt-vault", "--", "tessera-call", "dt-work", "test.Q"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "again\n");
+}
+
+// A service that is a Unix socket: the descriptor line first, then the
+// caller's stdin (its end half-closes the socket), the service's answer
+// back, status 0 when it closes. The listener is this test, bound through
+// the running qube's root into its /usr/local.
+TEST_F(RpcTest, ASocketServiceGetsTheDescriptorLineThenTheStreams) {
+  StartDaemon();
+  Install("dt-work", "test.Placeholder", "#!/bin/sh\n");  // makes the directory
+  std::string dir = "/proc/" + std::to_string(List()["dt-work"].value("pid", 0)) +
+                    "/root/usr/local/etc/qubes-rpc";
+  std::string path = dir + "/test.Sock";
+  UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  ASSERT_LT(path.size(), sizeof(addr.sun_path));
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0)
+      << std::strerror(errno);
+  ASSERT_EQ(::chmod(path.c_str(), 0777), 0);
+  ASSERT_EQ(::listen(listener.get(), 4), 0);
+  std::string received;
+  std::thread service([&] {
+    pollfd p{listener.get(), POLLIN, 0};
+    if (::poll(&p, 1, 20000) <= 0) return;
+    UniqueFd conn(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(conn.get(), buf, sizeof(buf))) > 0)
+      received.append(buf, static_cast<size_t>(n));
+    // The caller's EOF arrived (half-close): answer, then close.
+    std::string answer = "got " + std::to_string(received.size()) + " bytes\n";
+    (void)!::write(conn.get(), answer.data(), answer.size());
+  });
+  CliResult r = Cli({"call", "dt-work", "test.Sock+arg1"}, "hello");
+  service.join();
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(received, std::string("test.Sock+arg1 dom0\0hello", 25));
+  EXPECT_EQ(r.out, "got 25 bytes\n");
+  ::unlink(path.c_str());
 }
 
 // The stubs Qubes users' scripts expect: qubes.GetDate from dom0 (the
