@@ -143,15 +143,18 @@ int main(int argc, char** argv) {
     }
     if (count == 2 && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
       ssize_t n = ::read(in_fd, buf, static_cast<size_t>(std::min<uint64_t>(window, sizeof(buf))));
+      // A write that fails means the call is over (a service that exits
+      // without reading its input): its status is already on the way, so
+      // stop sending and read on.
       if (n > 0) {
         window -= static_cast<uint64_t>(n);
         if (!wire::WriteFrame(sock, FrameType::kData, 1, wire::kStdin,
                               std::string_view(buf, static_cast<size_t>(n)))) {
-          break;
+          stdin_open = false;
         }
       } else if (n == 0 || errno != EINTR) {
         stdin_open = false;
-        if (!wire::WriteFrame(sock, FrameType::kEof, 1, wire::kStdin, {})) break;
+        (void)wire::WriteFrame(sock, FrameType::kEof, 1, wire::kStdin, {});
       }
     }
     if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;

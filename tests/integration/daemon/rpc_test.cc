@@ -29,6 +29,7 @@ test.Disp      *  *  @dispvm   allow
 test.Ask       *  *  dt-work   ask
 test.Choose    *  dt-vault  @anyvm   ask default_target=dt-work
 test.Sock      *  *  dt-work   allow
+test.Fast      *  dt-vault  dt-work   allow
 test.Late      *  *  dt-work   deny
 test.Q         *  dt-vault  dt-work   allow
 test.Q         *  dt-vault  @dispvm   allow
@@ -312,6 +313,15 @@ TEST_F(RpcTest, AQubeCallsAServiceInAnotherQube) {
            "read greeting; echo \"local read: $greeting\" >&2; echo back"});
   EXPECT_EQ(r.exit_code, 5) << r.err;
   EXPECT_THAT(r.err, HasSubstr("local read: from dt-vault for dt-work"));
+  // A service that ends without reading its input: the caller, still
+  // sending, gets the service's status, never "no status" (repeated: it is
+  // a race between its writes and the call's end).
+  Install("dt-work", "test.Fast", "#!/bin/sh\nexit 7\n");
+  r = Cli(
+      {"run", "dt-vault", "--", "/bin/sh", "-c",
+       "i=0; while [ $i -lt 20 ]; do head -c 1000000 /dev/zero | tessera-call dt-work test.Fast; "
+       "echo -n $?; i=$((i+1)); done"});
+  EXPECT_EQ(r.out, std::string(20, '7')) << r.err;
   // A disposable for the caller: its default_dispvm (the system's here).
   Install("dt-dvm", "test.Q", "#!/bin/sh\necho disposable\n");
   ASSERT_EQ(Cli({"stop", "dt-dvm"}).exit_code, 0);
