@@ -37,24 +37,6 @@ int StatusOf(const ApiResult<json>& result) {
 
 }  // namespace
 
-// The admin connection that sent rpc.call.
-class AdminCallCaller : public RunCaller {
- public:
-  AdminCallCaller(AdminServer& server, AdminServer::Call call)
-      : server_(server), call_(std::move(call)) {}
-  void Attach(AdminServer::StreamHandler* handler) override {
-    server_.Attach(call_.connection, handler);
-  }
-  void Send(FrameType type, uint8_t stream, std::string_view payload) override {
-    server_.Send(call_.connection, type, static_cast<uint32_t>(call_.id), stream, payload);
-  }
-  void Reply(ApiResult<json> result) override { server_.Reply(call_, std::move(result)); }
-
- private:
-  AdminServer& server_;
-  AdminServer::Call call_;
-};
-
 // A qube's call: frames to it go on its agent channel under the call's id.
 // The caller learns its status and, for a failure, nothing more than the
 // kind (the audit line has the details).
@@ -372,7 +354,7 @@ void RpcBroker::HandleAdminCall(AdminServer::Call call) {
     record.line["impersonated_by"] = call.peer.uid;
   }
   Dispatch(std::move(record), *source, *target, *service,
-           std::make_unique<AdminCallCaller>(server_, std::move(call)));
+           std::make_unique<AdminCaller>(server_, std::move(call)));
 }
 
 // ---------------------------------------------------------------------------

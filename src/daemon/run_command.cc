@@ -114,25 +114,6 @@ ApiResult<RunRequest> ParseRunRequest(const json& p, size_t fds) {
   return r;
 }
 
-// The admin connection that sent the request.
-class AdminCaller : public RunCaller {
- public:
-  AdminCaller(AdminServer& server, AdminServer::Call call)
-      : server_(server), call_(std::move(call)) {}
-  void Attach(AdminServer::StreamHandler* handler) override {
-    server_.Attach(call_.connection, handler);
-  }
-  void Send(FrameType type, uint8_t stream, std::string_view payload) override {
-    server_.Send(call_.connection, type, static_cast<uint32_t>(call_.id), stream, payload);
-  }
-  void Reply(ApiResult<json> result) override { server_.Reply(call_, std::move(result)); }
-  std::vector<UniqueFd>* fds() override { return call_.fds.get(); }
-
- private:
-  AdminServer& server_;
-  AdminServer::Call call_;
-};
-
 }  // namespace
 
 // One run in flight. It owns itself through RunCommands::runs_ and ends with
@@ -441,6 +422,16 @@ void RunCommands::Handle(AdminServer::Call call) {
   if (!params) return server_.Reply(call, tl::unexpected(params.error()));
   Start(std::move(call), std::move(*params));
 }
+
+void AdminCaller::Attach(AdminServer::StreamHandler* handler) {
+  server_.Attach(call_.connection, handler);
+}
+
+void AdminCaller::Send(FrameType type, uint8_t stream, std::string_view payload) {
+  server_.Send(call_.connection, type, static_cast<uint32_t>(call_.id), stream, payload);
+}
+
+void AdminCaller::Reply(ApiResult<json> result) { server_.Reply(call_, std::move(result)); }
 
 void RunCommands::Start(AdminServer::Call call, RunRequest request, RunEnded ended) {
   Start(std::make_unique<AdminCaller>(server_, std::move(call)), std::move(request),

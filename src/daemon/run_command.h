@@ -69,6 +69,21 @@ class RunCaller {
   virtual std::vector<UniqueFd>* fds() { return nullptr; }
 };
 
+// The admin connection that sent the request (`qube.run`, `rpc.call`).
+class AdminCaller : public RunCaller {
+ public:
+  AdminCaller(AdminServer& server, AdminServer::Call call)
+      : server_(server), call_(std::move(call)) {}
+  void Attach(AdminServer::StreamHandler* handler) override;
+  void Send(wire::FrameType type, uint8_t stream, std::string_view payload) override;
+  void Reply(ApiResult<nlohmann::json> result) override;
+  std::vector<UniqueFd>* fds() override { return call_.fds.get(); }
+
+ private:
+  AdminServer& server_;
+  AdminServer::Call call_;
+};
+
 class RunCommands {
  public:
   RunCommands(EventLoop& loop, AdminServer& server, QubeManager& manager, AuditLog& audit,
