@@ -484,6 +484,19 @@ void CreateInnerNamespaces(const ChildPlan& plan) {
   for (int fd : ns) ::close(fd);
 }
 
+// Moves prepared detached mounts onto their targets beneath the new root.
+static void MovePrepared(const ChildPlan& plan, int root_fd,
+                         const std::vector<PreparedMount>& mounts) {
+  for (const PreparedMount& pm : mounts) {
+    int t = OpenTarget(root_fd, pm.target, pm.is_file);
+    if (t < 0) Fail(plan, ChildStep::kBindMount, -t);
+    int rc = MoveOnto(pm.fd, t);
+    if (rc < 0) Fail(plan, ChildStep::kBindMount, -rc);
+    ::close(t);
+    ::close(pm.fd);
+  }
+}
+
 void RunChild(const ChildPlan& plan) {
   // 1. Wait until the parent has written uid_map/gid_map, idmapped the
   //    template tree and put us into the cell's cgroups: before that our ids
@@ -573,14 +586,7 @@ void RunChild(const ChildPlan& plan) {
   MountDev(plan, root_fd);
 
   // 10. Prepared binds: dev nodes, host read-only paths, /home and /rw.
-  for (const PreparedMount& pm : plan.mounts) {
-    int t = OpenTarget(root_fd, pm.target, pm.is_file);
-    if (t < 0) Fail(plan, ChildStep::kBindMount, -t);
-    int rc = MoveOnto(pm.fd, t);
-    if (rc < 0) Fail(plan, ChildStep::kBindMount, -rc);
-    ::close(t);
-    ::close(pm.fd);
-  }
+  MovePrepared(plan, root_fd, plan.mounts);
 
   // 11. Throwaway /tmp and /run; /sys is an empty read-only tmpfs (host
   //     devices and kernel tunables stay invisible).
@@ -591,14 +597,7 @@ void RunChild(const ChildPlan& plan) {
   MountAt(plan, ChildStep::kMountRun, root_fd, "run", "tmpfs", kRun, 2,
           MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
   // 11b. What is mounted on the fresh /run: the qube tools (read-only).
-  for (const PreparedMount& pm : plan.run_mounts) {
-    int t = OpenTarget(root_fd, pm.target, pm.is_file);
-    if (t < 0) Fail(plan, ChildStep::kBindMount, -t);
-    int rc = MoveOnto(pm.fd, t);
-    if (rc < 0) Fail(plan, ChildStep::kBindMount, -rc);
-    ::close(t);
-    ::close(pm.fd);
-  }
+  MovePrepared(plan, root_fd, plan.run_mounts);
   static const FsOption kSys[] = {{"size", "4k"}, {"mode", "0555"}, {"nr_inodes", "1"}};
   MountAt(plan, ChildStep::kMountSys, root_fd, "sys", "tmpfs", kSys, 3,
           MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
