@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/fd_io.h"
 #include "wire/agent_protocol.h"
 #include "wire/frame.h"
 #include "wire/socket_io.h"
@@ -46,17 +47,6 @@ int Usage(const char* name) {
                "policy, 127 no such service, 125 any other failure.\n",
                name);
   return 2;
-}
-
-bool WriteAll(int fd, const char* data, size_t size) {
-  while (size > 0) {
-    ssize_t n = ::write(fd, data, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data += n;
-    size -= static_cast<size_t>(n);
-  }
-  return true;
 }
 
 }  // namespace
@@ -178,7 +168,7 @@ int main(int argc, char** argv) {
           int fd = f.stream == wire::kStderr ? STDERR_FILENO : out_fd;
           // A reader that went away: the rest is dropped, and still
           // credited, so the service is never left blocked on us.
-          if (fd >= 0) (void)WriteAll(fd, f.payload.data(), f.payload.size());
+          if (fd >= 0) (void)tessera::agent::WriteFull(fd, f.payload.data(), f.payload.size());
           (void)wire::WriteFrame(sock, FrameType::kCredit, 1, f.stream,
                                  wire::EncodeU32(static_cast<uint32_t>(f.payload.size())));
           break;

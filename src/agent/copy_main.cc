@@ -30,10 +30,13 @@
 #include <string>
 #include <vector>
 
+#include "agent/fd_io.h"
 #include "wire/filecopy.h"
 
 namespace {
 
+using tessera::agent::ReadFull;
+using tessera::agent::WriteFull;
 using tessera::wire::FilecopyHeader;
 using tessera::wire::FilecopyType;
 namespace wire = tessera::wire;
@@ -45,28 +48,6 @@ std::string Base(const std::string& path) {
   while (p.size() > 1 && p.back() == '/') p.pop_back();
   size_t slash = p.rfind('/');
   return slash == std::string::npos ? p : p.substr(slash + 1);
-}
-
-bool ReadFull(int fd, char* buf, size_t n) {
-  while (n > 0) {
-    ssize_t r = ::read(fd, buf, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    buf += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
-
-bool WriteFull(int fd, const char* buf, size_t n) {
-  while (n > 0) {
-    ssize_t r = ::write(fd, buf, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    buf += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
 }
 
 // ---------------------------------------------------------------------------

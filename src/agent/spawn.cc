@@ -24,6 +24,7 @@
 #include <cstring>
 #include <vector>
 
+#include "agent/fd_io.h"
 #include "cell/fd_passing.h"
 
 namespace tessera::agent {
@@ -212,17 +213,7 @@ int OpenTerminal(const wire::WindowSize& size, const Credentials& creds, int rep
   }
   std::string descriptor = call.FullName() + " " + call.source;
   descriptor.push_back('\0');
-  auto write_all = [](int fd, const char* data, size_t size) {
-    while (size > 0) {
-      ssize_t n = ::write(fd, data, size);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return false;
-      data += n;
-      size -= static_cast<size_t>(n);
-    }
-    return true;
-  };
-  if (!write_all(sock, descriptor.data(), descriptor.size())) _exit(125);
+  if (!WriteFull(sock, descriptor.data(), descriptor.size())) _exit(125);
   bool stdin_open = true;
   char buf[65536];
   for (;;) {
@@ -234,12 +225,12 @@ int OpenTerminal(const wire::WindowSize& size, const Credentials& creds, int rep
     if ((p[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
       ssize_t n = ::read(sock, buf, sizeof(buf));
       if (n == 0 || (n < 0 && errno != EINTR)) _exit(0);  // the service closed: done
-      if (n > 0 && !write_all(1, buf, static_cast<size_t>(n))) _exit(0);
+      if (n > 0 && !WriteFull(1, buf, static_cast<size_t>(n))) _exit(0);
     }
     if (stdin_open && (p[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
       ssize_t n = ::read(0, buf, sizeof(buf));
       if (n > 0) {
-        if (!write_all(sock, buf, static_cast<size_t>(n))) stdin_open = false;
+        if (!WriteFull(sock, buf, static_cast<size_t>(n))) stdin_open = false;
       } else if (n == 0 || errno != EINTR) {
         stdin_open = false;
         ::shutdown(sock, SHUT_WR);
