@@ -64,7 +64,7 @@ _tessera() {
   COMPREPLY=()
   cur=${COMP_WORDS[COMP_CWORD]}
   prev=${COMP_WORDS[COMP_CWORD-1]}
-  local verbs="apply call cell config daemon events kill logs ls policy prefs prompt restart run start stop template version volume"
+  local verbs="apply call cell clipboard config daemon events kill logs ls policy prefs prompt restart run start stop template version volume"
   verb=""
   for ((i = 1; i < COMP_CWORD; i++)); do
     case ${COMP_WORDS[i]} in
@@ -122,6 +122,14 @@ _tessera() {
       [[ $prev == --timeout ]] && return
       COMPREPLY=($(compgen -W "--source --timeout --no-filter-escape-chars @default @dispvm @adminvm $(_tessera_qubes)" -- "$cur")) ;;
     prompt) COMPREPLY=($(compgen -W "--list --json --answer allow deny" -- "$cur")) ;;
+    clipboard)
+      if [[ $prev == --from || $prev == --to ]]; then
+        COMPREPLY=($(compgen -W "$(_tessera_qubes)" -- "$cur"))
+      elif [[ $prev == clipboard ]]; then
+        COMPREPLY=($(compgen -W "copy paste show clear --json" -- "$cur"))
+      else
+        COMPREPLY=($(compgen -W "--from --to --json" -- "$cur"))
+      fi ;;
     apply) COMPREPLY=($(compgen -W "--dry-run --yes" -f -- "$cur")) ;;
     daemon) COMPREPLY=($(compgen -W "--example --no-autostart --admin-group --allow-host-sources --socket-mode --stop-grace-ms" -- "$cur")) ;;
     events) COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "agent/fd_io.h"
+#include "agent/qube_tool.h"
 #include "wire/filecopy.h"
 
 namespace {
@@ -42,13 +43,6 @@ using tessera::wire::FilecopyType;
 namespace wire = tessera::wire;
 
 constexpr uint64_t kDefaultQuota = uint64_t{16} << 30;
-
-std::string Base(const std::string& path) {
-  std::string p = path;
-  while (p.size() > 1 && p.back() == '/') p.pop_back();
-  size_t slash = p.rfind('/');
-  return slash == std::string::npos ? p : p.substr(slash + 1);
-}
 
 // ---------------------------------------------------------------------------
 // Receiver
@@ -308,7 +302,7 @@ int Send(const std::vector<std::string>& files) {
   std::vector<Item> items;
   uint64_t total = 0;
   for (const auto& f : files) {
-    if (!Collect(f, Base(f), items, total)) return 1;
+    if (!Collect(f, tessera::agent::BaseName(f), items, total)) return 1;
   }
   bool progress = ::isatty(2) == 1;
   uint64_t sent = 0;
@@ -384,7 +378,7 @@ int RemoveEntry(const char* path, const struct stat*, int type, FTW*) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string self = Base(argv[0]);
+  std::string self = tessera::agent::BaseName(argv[0]);
   if (self == "qubes.Filecopy" || (argc == 2 && std::string(argv[1]) == "--receive")) {
     return Receiver().Run();
   }
@@ -419,27 +413,9 @@ int main(int argc, char** argv) {
   }
   if (files.empty()) return Usage();
   // tessera-call beside us runs the call; we are its local program (--send).
-  char exe[4096];
-  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  if (n <= 0) return 125;
-  exe[n] = '\0';
-  std::string dir = std::string(exe).substr(0, std::string(exe).rfind('/'));
-  std::string call = dir + "/tessera-call";
-  std::vector<std::string> cmd = {call, target, "qubes.Filecopy", exe, "--send"};
-  cmd.insert(cmd.end(), files.begin(), files.end());
-  std::vector<char*> cargv;
-  for (auto& c : cmd) cargv.push_back(c.data());
-  cargv.push_back(nullptr);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::execv(call.c_str(), cargv.data());
-    std::fprintf(stderr, "tessera-copy: cannot run %s: %s\n", call.c_str(), std::strerror(errno));
-    _exit(125);
-  }
-  int ws = 0;
-  while (::waitpid(pid, &ws, 0) < 0 && errno == EINTR) {
-  }
-  int status = WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws);
+  std::vector<std::string> send = {"--send"};
+  send.insert(send.end(), files.begin(), files.end());
+  int status = tessera::agent::CallWithSelf(target, "qubes.Filecopy", send);
   if (status == 0 && move) {
     for (const auto& f : files) {
       if (::nftw(f.c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS) != 0) {

@@ -22,8 +22,10 @@
 #include "daemon/admin_server.h"
 #include "daemon/audit.h"
 #include "daemon/auth.h"
+#include "daemon/clipboard.h"
 #include "daemon/config_store.h"
 #include "daemon/denial_reporter.h"
+#include "daemon/desktop_notifier.h"
 #include "daemon/event_bus.h"
 #include "daemon/event_loop.h"
 #include "daemon/policy_watcher.h"
@@ -142,6 +144,8 @@ class Daemon {
     broker_ =
         std::make_unique<RpcBroker>(*loop_, *server_, *manager_, *runs_, *policies_, *prompts_,
                                     *audit_, events_, options_.layout.runtime_dir, RpcLimits{});
+    notifier_ = std::make_unique<DesktopNotifier>(*pool_);
+    broker_->SetNotifier(notifier_.get());
     manager_->AddObserver(broker_.get());
     broker_->TakeRunningQubes();
     server_->Register("rpc.call", {}, [this](AdminServer::Call call) {
@@ -153,6 +157,16 @@ class Daemon {
                       [this](AdminServer::Call call) { prompts_->HandleAsks(std::move(call)); });
     server_->Register("rpc.answer", {},
                       [this](AdminServer::Call call) { prompts_->HandleAnswer(std::move(call)); });
+    clipboard_ = std::make_unique<Clipboard>(*server_, *manager_, *runs_, *policies_, *broker_,
+                                             *audit_, events_);
+    server_->Register("clipboard.copy", {},
+                      [this](AdminServer::Call call) { clipboard_->HandleCopy(std::move(call)); });
+    server_->Register("clipboard.paste", {},
+                      [this](AdminServer::Call call) { clipboard_->HandlePaste(std::move(call)); });
+    server_->Register("clipboard.show", {},
+                      [this](AdminServer::Call call) { clipboard_->HandleShow(std::move(call)); });
+    server_->Register("clipboard.clear", {},
+                      [this](AdminServer::Call call) { clipboard_->HandleClear(std::move(call)); });
     methods_ = std::make_unique<MethodContext>(
         MethodContext{*loop_, *pool_, *server_, *manager_, *runs_, *policies_, events_, *audit_,
                       options_.layout, options_.stop_grace, options_.allow_host_sources_group});
@@ -189,9 +203,11 @@ class Daemon {
     signal_watches_.clear();
     idle_check_.Reset();
     methods_.reset();
+    clipboard_.reset();
     runs_.reset();
     manager_->RemoveObserver(broker_.get());
     broker_.reset();
+    notifier_.reset();
     prompts_.reset();
     policies_.reset();
     server_.reset();
@@ -244,7 +260,9 @@ class Daemon {
   std::unique_ptr<RunCommands> runs_;
   std::unique_ptr<PolicyWatcher> policies_;
   std::unique_ptr<RpcPrompts> prompts_;
+  std::unique_ptr<DesktopNotifier> notifier_;
   std::unique_ptr<RpcBroker> broker_;
+  std::unique_ptr<Clipboard> clipboard_;
   std::unique_ptr<MethodContext> methods_;
   std::vector<EventLoop::Watch> signal_watches_;
   EventLoop::Timer idle_check_;

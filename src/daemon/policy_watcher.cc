@@ -37,6 +37,24 @@ json ErrorsJson(const std::vector<policy::LoadError>& errors) {
   return out;
 }
 
+// The host's files, noting every directory a load read from.
+class RecordingFileSystem : public policy::RealFileSystem {
+ public:
+  Result<std::string> Read(const std::string& path) const override {
+    size_t slash = path.find_last_of('/');
+    if (slash != std::string::npos) dirs_.insert(slash == 0 ? "/" : path.substr(0, slash));
+    return RealFileSystem::Read(path);
+  }
+  Result<std::vector<std::string>> List(const std::string& dir) const override {
+    dirs_.insert(dir);
+    return RealFileSystem::List(dir);
+  }
+  const std::set<std::string>& dirs() const { return dirs_; }
+
+ private:
+  mutable std::set<std::string> dirs_;
+};
+
 }  // namespace
 
 policy::PolicyDirs PolicyDirsFor(const std::string& policy_dir, const std::string& runtime_dir) {
@@ -62,7 +80,9 @@ void PolicyWatcher::Rewatch() {
         {{"error", std::strerror(errno)}});
     return;
   }
-  for (const std::string& dir : {dirs_.policy_dir, dirs_.runtime_dir, dirs_.compat_dir}) {
+  std::vector<std::string> dirs = {dirs_.policy_dir, dirs_.runtime_dir, dirs_.compat_dir};
+  dirs.insert(dirs.end(), included_dirs_.begin(), included_dirs_.end());
+  for (const std::string& dir : dirs) {
     std::string watched = ExistingDirOrParent(dir);
     if (watched.empty()) continue;
     if (::inotify_add_watch(inotify_.get(), watched.c_str(), kDirEvents) < 0) {
@@ -111,7 +131,19 @@ void PolicyWatcher::OnInotify() {
 
 void PolicyWatcher::Load(const char* why) {
   settle_timer_.Reset();
-  auto loaded = policy::LoadPolicyDirs(dirs_);
+  RecordingFileSystem fs;
+  auto loaded = policy::LoadPolicyDirs(dirs_, fs);
+  // Files included from elsewhere are watched too (where they are now).
+  std::set<std::string> included;
+  for (const std::string& dir : fs.dirs()) {
+    if (dir != dirs_.policy_dir && dir != dirs_.runtime_dir && dir != dirs_.compat_dir) {
+      included.insert(dir);
+    }
+  }
+  if (included != included_dirs_) {
+    included_dirs_ = std::move(included);
+    Rewatch();
+  }
   size_t rules = loaded ? loaded->rules().size() : 0;
   size_t files = loaded ? loaded->files().size() : 0;
   std::vector<policy::LoadError> errors =

@@ -2,7 +2,8 @@
 // The qrexec policy in force in tesserad: loaded from the system
 // description's policy_dir (plus R/policy.d and the compat directory) at
 // start, and again whenever a file in those directories changes (inotify,
-// settled for 100 ms so an editor's save is read once). A reload that fails
+// settled for 100 ms so an editor's save is read once), or in a directory
+// the last load read through !include, !include-dir or !include-service. A reload that fails
 // keeps the last good policy (policy::PolicyHolder) and is reported in the
 // audit log and as a `policy` event with every error; before any policy
 // loaded, every call is denied. Never fails open.
@@ -14,6 +15,7 @@
 #include <chrono>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -53,6 +55,7 @@ class PolicyWatcher {
   EventBus& events_;
   std::chrono::milliseconds settle_;
   policy::PolicyDirs dirs_;
+  std::set<std::string> included_dirs_;  // outside dirs_, read by the last load
   policy::PolicyHolder holder_;
   UniqueFd inotify_;
   EventLoop::Watch watch_;

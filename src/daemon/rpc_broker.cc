@@ -574,6 +574,12 @@ void RpcBroker::NotifyDenied(const json& line) {
                 {"service", line.value("service", "")},
                 {"target", line.value("requested_target", "")}};
   if (notes.suppressed > 0) event["suppressed"] = notes.suppressed;
+  if (notifier_ != nullptr) {
+    std::string body = source + " -> " + event["target"].get<std::string>() + ": " +
+                       event["service"].get<std::string>();
+    if (notes.suppressed > 0) body += " (and " + std::to_string(notes.suppressed) + " more)";
+    notifier_->Notify("tessera: call denied", std::move(body));
+  }
   notes.suppressed = 0;
   events_.Emit(std::move(event));
 }

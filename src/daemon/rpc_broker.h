@@ -32,6 +32,7 @@
 #include "daemon/admin_server.h"
 #include "daemon/agent_channel.h"
 #include "daemon/audit.h"
+#include "daemon/desktop_notifier.h"
 #include "daemon/event_bus.h"
 #include "daemon/event_loop.h"
 #include "daemon/policy_watcher.h"
@@ -60,6 +61,9 @@ class RpcBroker : public LifecycleObserver {
   // dom0, or (an admin's test or repair) from the qube named by `source`,
   // which the audit line records with the admin's uid.
   void HandleAdminCall(AdminServer::Call call);
+  // Denials with notify=yes also go to the desktop through `notifier`
+  // (rate-limited like the events); null: events only.
+  void SetNotifier(DesktopNotifier* notifier) { notifier_ = notifier; }
   // Takes the calls of every qube running now (those adopted at start).
   void TakeRunningQubes();
 
@@ -112,8 +116,9 @@ class RpcBroker : public LifecycleObserver {
                      std::shared_ptr<const policy::Policy> policy, const policy::Resolution& res,
                      std::unique_ptr<RunCaller> caller);
   void Answered(uint64_t id, bool allowed, std::string target, std::string why);
-  // A denial whose rule says notify=yes: an `rpc_denied` event, rate-limited
-  // per calling qube (the rest counted into the next one's `suppressed`).
+  // A denial whose rule says notify=yes: an `rpc_denied` event and a desktop
+  // notification, rate-limited per calling qube (the rest counted into the
+  // next one's `suppressed`).
   void NotifyDenied(const nlohmann::json& line);
   void Audit(CallRecord record);
   // An apply may have changed policy_dir: the next call reads the new one.
@@ -145,6 +150,7 @@ class RpcBroker : public LifecycleObserver {
     uint64_t suppressed = 0;
   };
   std::map<std::string, Notes> denial_notes_;  // by calling qube
+  DesktopNotifier* notifier_ = nullptr;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

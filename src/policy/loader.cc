@@ -52,7 +52,12 @@ Result<std::vector<std::string>> RealFileSystem::List(const std::string& dir) co
 }
 
 tl::expected<Policy, std::vector<LoadError>> LoadPolicyDirs(const PolicyDirs& dirs) {
-  return Policy::Load(RealFileSystem(), DirectorySpec(dirs));
+  return LoadPolicyDirs(dirs, RealFileSystem());
+}
+
+tl::expected<Policy, std::vector<LoadError>> LoadPolicyDirs(const PolicyDirs& dirs,
+                                                            const PolicyFileSystem& fs) {
+  return Policy::Load(fs, DirectorySpec(dirs));
 }
 
 }  // namespace tessera::policy

@@ -25,5 +25,8 @@ class RealFileSystem : public PolicyFileSystem {
 };
 
 tl::expected<Policy, std::vector<LoadError>> LoadPolicyDirs(const PolicyDirs& dirs);
+// The same through `fs` (a RealFileSystem that also records what it read).
+tl::expected<Policy, std::vector<LoadError>> LoadPolicyDirs(const PolicyDirs& dirs,
+                                                            const PolicyFileSystem& fs);
 
 }  // namespace tessera::policy

@@ -67,6 +67,9 @@ inline constexpr uint32_t kCallSessionBit = 0x80000000u;
 // Where tessera-call finds the agent, inside a qube.
 inline constexpr const char* kAgentCallSocket = "/run/tessera/agent.sock";
 inline constexpr uint32_t kInitialWindow = 256u << 10;
+// The most a clipboard holds, on the host and in a qube (Qubes' GUI
+// protocol's MAX_CLIPBOARD_SIZE).
+inline constexpr size_t kMaxClipboard = 65000;
 inline constexpr size_t kMaxArgs = 4096;
 
 enum class Stdio : uint8_t { kNull, kFd, kPipe };

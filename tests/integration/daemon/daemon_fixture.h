@@ -328,6 +328,31 @@ class DaemonTest : public ::testing::Test {
     return StateOf(qube) == state;
   }
 
+  // Installs an executable service in the qube's /usr/local (its private
+  // volume: it stays across restarts).
+  void Install(const std::string& qube, const std::string& service, const std::string& script) {
+    std::string path = "/usr/local/etc/qubes-rpc/" + service;
+    CliResult r =
+        Cli({"run", "-u", "root", qube, "--", "/bin/sh", "-c",
+             "mkdir -p /usr/local/etc/qubes-rpc && cat > " + path + " && chmod 755 " + path},
+            script);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
+  // The audit lines of calls of `service`.
+  std::vector<json> CallLines(const std::string& service) {
+    std::vector<json> out;
+    std::istringstream in(AuditText());
+    std::string line;
+    while (std::getline(in, line)) {
+      json j = json::parse(line, nullptr, false);
+      if (j.is_object() && j.value("kind", "") == "rpc" && j.value("service", "") == service) {
+        out.push_back(j);
+      }
+    }
+    return out;
+  }
+
   std::string AuditText() { return ReadFile(layout_.state_dir + "/audit/audit.log").value_or(""); }
 
   // Nothing of a halted qube is left on the host. Only this daemon's cgroup

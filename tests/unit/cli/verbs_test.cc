@@ -24,10 +24,10 @@ using tessera::testing::RunCli;
 using tessera::testing::RunProgram;
 using ::testing::HasSubstr;
 
-const std::vector<std::string> kVerbs = {"apply",  "call",     "cell",    "config", "daemon",
-                                         "events", "kill",     "logs",    "ls",     "policy",
-                                         "prefs",  "prompt",   "restart", "run",    "start",
-                                         "stop",   "template", "version", "volume"};
+const std::vector<std::string> kVerbs = {"apply",     "call",   "cell",     "config",  "daemon",
+                                         "events",    "kill",   "logs",     "ls",      "policy",
+                                         "prefs",     "prompt", "restart",  "run",     "start",
+                                         "clipboard", "stop",   "template", "version", "volume"};
 
 TEST(CliVerbsTest, HelpListsEveryVerb) {
   CliRun run = RunCli({"--help"});
