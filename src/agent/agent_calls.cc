@@ -179,9 +179,15 @@ bool Agent::HandleHostCallFrame(Channel& ch, wire::Frame& frame) {
     default:
       return false;
   }
+  // Only `started` brings descriptors: the call's pipes (at most two).
+  if (!frame.fds.empty() && (frame.type != FrameType::kStarted || frame.fds.size() > 2)) {
+    return false;
+  }
   if (ends) ch.calls.erase(it);
   if (call == nullptr || call->ended) return true;  // its caller is gone
-  call->out.Push(wire::EncodeFrame(frame.type, kLocalSession, frame.stream, frame.payload));
+  auto nfds = static_cast<uint8_t>(frame.fds.size());
+  call->out.Push(wire::EncodeFrame(frame.type, kLocalSession, frame.stream, frame.payload, nfds),
+                 std::move(frame.fds));
   if (ends) call->ended = true;
   FlushCall(*call);
   return true;

@@ -215,17 +215,17 @@ class Receiver {
     if (fd < 0) return Refuse(name + ": " + std::strerror(errno));
     bool ok = true;
     std::string why;
-    std::vector<char> buf(1 << 16);
-    for (uint64_t left = h.size; left > 0 && ok;) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(left, buf.size()));
-      if (!ReadFull(0, buf.data(), n)) {
+    switch (tessera::agent::CopyExactly(0, fd, h.size)) {
+      case tessera::agent::Copied::kAll:
+        break;
+      case tessera::agent::Copied::kShort:
         ok = false;
         why = "the stream ended in the file";
-      } else if (!WriteFull(fd, buf.data(), n)) {
+        break;
+      case tessera::agent::Copied::kWriteError:
         ok = false;
         why = std::strerror(errno);
-      }
-      left -= n;
+        break;
     }
     timespec times[2] = {{0, UTIME_OMIT}, mtime};
     if (ok && (::fchmod(fd, mode) != 0 || ::futimens(fd, times) != 0)) {
@@ -306,7 +306,6 @@ int Send(const std::vector<std::string>& files) {
   }
   bool progress = ::isatty(2) == 1;
   uint64_t sent = 0;
-  std::vector<char> buf(1 << 16);
   for (const Item& item : items) {
     FilecopyHeader h;
     h.name_len = static_cast<uint32_t>(item.name.size());
@@ -338,13 +337,17 @@ int Send(const std::vector<std::string>& files) {
     }
     std::string head = wire::EncodeFilecopyHeader(h) + item.name + body;
     if (!WriteFull(1, head.data(), head.size())) return 1;
+    // In steps of 64 MiB for the progress line; each spliced into the
+    // call's pipe where it can be.
+    constexpr uint64_t kStep = uint64_t{64} << 20;
     for (uint64_t left = h.size; fd >= 0 && left > 0;) {
-      size_t want = static_cast<size_t>(std::min<uint64_t>(left, buf.size()));
-      if (!ReadFull(fd, buf.data(), want)) {
+      uint64_t want = std::min<uint64_t>(left, kStep);
+      auto copied = tessera::agent::CopyExactly(fd, 1, want);
+      if (copied == tessera::agent::Copied::kShort) {
         std::fprintf(stderr, "tessera-copy: %s changed while it was sent\n", item.path.c_str());
         return 1;  // the receiver sees the stream end: nothing under the real name
       }
-      if (!WriteFull(1, buf.data(), want)) return 1;
+      if (copied != tessera::agent::Copied::kAll) return 1;
       left -= want;
       sent += want;
       if (progress) {

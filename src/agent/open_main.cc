@@ -45,8 +45,6 @@ namespace {
 using tessera::agent::ReadFull;
 using tessera::agent::WriteFull;
 
-constexpr size_t kCopyBuffer = 1 << 16;
-
 std::string EncodeSize(uint64_t size) {
   std::string out(8, '\0');
   for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<char>(size >> (8 * i));
@@ -59,16 +57,10 @@ uint64_t DecodeSize(const char* b) {
   return size;
 }
 
-// Copies exactly `size` bytes from `in` to `out`; false if `in` ends first
-// or a write fails.
+// Exactly `size` bytes from `in` to `out`; false if `in` ends first or a
+// write fails.
 bool CopyExactly(int in, int out, uint64_t size) {
-  std::vector<char> buf(kCopyBuffer);
-  while (size > 0) {
-    size_t want = static_cast<size_t>(std::min<uint64_t>(size, buf.size()));
-    if (!ReadFull(in, buf.data(), want) || !WriteFull(out, buf.data(), want)) return false;
-    size -= want;
-  }
-  return true;
+  return tessera::agent::CopyExactly(in, out, size) == tessera::agent::Copied::kAll;
 }
 
 // True when `fd` has nothing more to read.

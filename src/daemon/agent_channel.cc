@@ -132,9 +132,14 @@ void AgentChannel::TakeCalls(CallHandler* handler) {
 }
 
 void AgentChannel::SendCallFrame(uint32_t id, FrameType type, uint8_t stream,
-                                 std::string_view payload) {
+                                 std::string_view payload, std::vector<UniqueFd> fds) {
   if (broken_ || calls_.count(id) == 0) return;
   if (type == FrameType::kExit || type == FrameType::kError) calls_.erase(id);
+  if (!fds.empty()) {
+    Push(type, id, stream, payload, std::move(fds));
+    Flush();
+    return;
+  }
   for (size_t off = 0; off == 0 || off < payload.size(); off += wire::kMaxDataPayload) {
     Push(type, id, stream,
          type == FrameType::kData ? payload.substr(off, wire::kMaxDataPayload) : payload);

@@ -96,7 +96,8 @@ class AgentChannel {
   void TakeCalls(CallHandler* handler);
   // A frame to the caller of call `id` (started, data, eof, credit); Reply
   // frames (exit, error) end the call.
-  void SendCallFrame(uint32_t id, wire::FrameType type, uint8_t stream, std::string_view payload);
+  void SendCallFrame(uint32_t id, wire::FrameType type, uint8_t stream, std::string_view payload,
+                     std::vector<UniqueFd> fds = {});
   size_t calls() const { return calls_.size(); }
   // Bytes waiting to be written to the agent.
   size_t queued_bytes() const { return out_.bytes(); }

@@ -82,14 +82,27 @@ void PolicyWatcher::Rewatch() {
   }
   std::vector<std::string> dirs = {dirs_.policy_dir, dirs_.runtime_dir, dirs_.compat_dir};
   dirs.insert(dirs.end(), included_dirs_.begin(), included_dirs_.end());
+  waiting_for_.clear();
+  std::set<int> whole;  // watches of a policy directory itself: every event counts
   for (const std::string& dir : dirs) {
     std::string watched = ExistingDirOrParent(dir);
     if (watched.empty()) continue;
-    if (::inotify_add_watch(inotify_.get(), watched.c_str(), kDirEvents) < 0) {
+    int wd = ::inotify_add_watch(inotify_.get(), watched.c_str(), kDirEvents);
+    if (wd < 0) {
       Log(LogLevel::kWarn, "policy directory not watched",
           {{"dir", watched}, {"error", std::strerror(errno)}});
+      continue;
     }
+    if (watched == dir) {
+      whole.insert(wd);
+      continue;
+    }
+    // A parent of a missing directory: only the next component's events
+    // count (the runtime directory, say, sees far more than that).
+    size_t start = watched == "/" ? 1 : watched.size() + 1;
+    waiting_for_[wd].insert(dir.substr(start, dir.find('/', start) - start));
   }
+  for (int wd : whole) waiting_for_.erase(wd);
   auto watch = loop_.WatchFd(inotify_.get(), EPOLLIN, [this](uint32_t) { OnInotify(); });
   if (!watch) {
     Log(LogLevel::kError, "policy changes are not watched", {{"error", watch.error().ToString()}});
@@ -101,18 +114,26 @@ void PolicyWatcher::Rewatch() {
 void PolicyWatcher::OnInotify() {
   alignas(inotify_event) char buf[8192];
   bool structure = false;  // a watched directory appeared, went or moved
+  bool relevant = false;
   for (;;) {
     ssize_t n = ::read(inotify_.get(), buf, sizeof(buf));
     if (n <= 0) break;
     for (ssize_t off = 0; off < n;) {
       auto* ev = reinterpret_cast<inotify_event*>(buf + off);
+      off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+      constexpr uint32_t kSelf = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_Q_OVERFLOW;
+      if (auto w = waiting_for_.find(ev->wd); w != waiting_for_.end() && (ev->mask & kSelf) == 0 &&
+                                              (ev->len == 0 || w->second.count(ev->name) == 0)) {
+        continue;  // not the directory it waits for
+      }
+      relevant = true;
       if ((ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_Q_OVERFLOW)) != 0 ||
           ((ev->mask & IN_ISDIR) != 0)) {
         structure = true;
       }
-      off += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
     }
   }
+  if (!relevant) return;
   if (structure) {
     // Rewatch after the settle time: the directories may still be moving.
     settle_timer_ = loop_.After(settle_, [this] {

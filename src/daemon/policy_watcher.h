@@ -13,6 +13,7 @@
 //   std::shared_ptr<const policy::Policy> p = policies.Current();  // null: deny
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -56,6 +57,8 @@ class PolicyWatcher {
   std::chrono::milliseconds settle_;
   policy::PolicyDirs dirs_;
   std::set<std::string> included_dirs_;  // outside dirs_, read by the last load
+  // Watches of a missing directory's parent: the names that matter there.
+  std::map<int, std::set<std::string>> waiting_for_;
   policy::PolicyHolder holder_;
   UniqueFd inotify_;
   EventLoop::Watch watch_;

@@ -68,6 +68,14 @@ class RpcBroker::QubeCall : public RunCaller {
                         wire::EncodeU32(wire::kInitialWindow));
     }
   }
+  // The call's stdin and stdout as pipes, for tessera-call in the qube.
+  bool TakesPipes() const override { return true; }
+  void SendStarted(std::vector<UniqueFd> pipes) override {
+    AgentChannel* ch = Channel();
+    if (ch == nullptr) return;
+    if (pipes.empty()) return Send(FrameType::kStarted, 0, wire::EncodeU32(0));
+    ch->SendCallFrame(id_, FrameType::kStarted, 0, wire::EncodeU32(0), std::move(pipes));
+  }
   void Reply(ApiResult<json> result) override {
     AgentChannel* ch = Channel();
     handler_ = nullptr;

@@ -7,6 +7,7 @@
 #include "common/json_access.h"
 #include "common/log.h"
 #include "common/names.h"
+#include "daemon/pipe_relay.h"
 #include "wire/agent_protocol.h"
 
 namespace tessera::daemon {
@@ -157,7 +158,9 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
       return Finish(
           json{{"qube", name_}, {"detached", true}, {"pid", pid}, {"started", started_now_}});
     }
-    if (params_.relay) caller_->Send(FrameType::kStarted, 0, wire::EncodeU32(0));
+    if (!params_.relay) return;
+    if (!caller_pipes_.empty()) return caller_->SendStarted(std::move(caller_pipes_));
+    caller_->Send(FrameType::kStarted, 0, wire::EncodeU32(0));
   }
   void OnData(uint8_t stream, std::string data) override {
     bytes_out_ += data.size();
@@ -168,6 +171,12 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
     caller_->Send(FrameType::kCredit, wire::kStdin, wire::EncodeU32(bytes));
   }
   void OnExit(int status) override {
+    // Through pipes, the command's output may still be on its way: the
+    // caller hears the end after the last of it, as it would from a pipe.
+    if (relay_ && !relay_->out_done()) {
+      exit_after_output_ = status;
+      return;
+    }
     channel_ = nullptr;
     json result = {{"qube", name_}, {"exit_code", status}, {"started", started_now_}};
     if (std::string why = KillReason(status); !why.empty()) result["reason"] = why;
@@ -221,13 +230,14 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
       return ClientBroke("stream frames for a run whose streams were passed");
     switch (frame.type) {
       case FrameType::kData:
+        if (relay_) return ClientBroke("stdin frames for a run whose stdin is a pipe");
         if (frame.stream != wire::kStdin || !channel_->SendStdin(session_, frame.payload)) {
           return ClientBroke("stdin beyond the window the qube granted");
         }
         bytes_in_ += frame.payload.size();
         return;
       case FrameType::kEof:
-        if (frame.stream == wire::kStdin) channel_->SendStdinEof(session_);
+        if (frame.stream == wire::kStdin && !relay_) channel_->SendStdinEof(session_);
         return;
       case FrameType::kCredit:
         if (auto n = wire::DecodeU32(frame); n && frame.stream != wire::kStdin) {
@@ -328,6 +338,12 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
       }
     }
     if (passed != nullptr) passed->clear();
+    if (params_.relay && !open.tty && !open.detach && caller_->TakesPipes() &&
+        owner_.capabilities_.pass_fds) {
+      if (auto piped = PipeStreams(open, fds); !piped) {
+        return Finish(Fail(codes::kFailed, "call pipes: " + piped.error().ToString()));
+      }
+    }
     if (auto memory = owner_.manager_.Memory(name)) oom_before_ = *memory;
     auto session = (*channel)->Open(open, std::move(fds), this);
     if (!session) {
@@ -346,6 +362,37 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
     }
   }
 
+  // The command's stdin and stdout become pipes relayed by a PipeRelay to
+  // the pipes the caller gets with `started` (its stderr stays framed).
+  Status PipeStreams(wire::OpenMessage& open, std::vector<UniqueFd>& fds) {
+    auto caller_in = TRY(MakeRelayPipe());    // caller -> daemon
+    auto command_in = TRY(MakeRelayPipe());   // daemon -> command's stdin
+    auto command_out = TRY(MakeRelayPipe());  // command's stdout -> daemon
+    auto caller_out = TRY(MakeRelayPipe());   // daemon -> caller
+    open.stdio[0] = wire::Stdio::kFd;
+    open.stdio[1] = wire::Stdio::kFd;
+    fds.clear();
+    fds.push_back(std::move(command_in.from));
+    fds.push_back(std::move(command_out.to));
+    std::vector<UniqueFd> pipes;
+    pipes.push_back(std::move(caller_out.from));
+    pipes.push_back(std::move(caller_in.to));
+    relay_ = TRY(PipeRelay::Start(
+        owner_.loop_, {std::move(caller_in.from), std::move(command_in.to)},
+        {std::move(command_out.from), std::move(caller_out.to)}, [this] { OutputRelayed(); }));
+    caller_pipes_ = std::move(pipes);
+    return {};
+  }
+
+  // The last of the command's output went to the caller (or the caller
+  // stopped reading it): an exit that came first is delivered now.
+  void OutputRelayed() {
+    if (!exit_after_output_ || finished_) return;
+    int status = *exit_after_output_;
+    exit_after_output_.reset();
+    OnExit(status);
+  }
+
   void ClientBroke(const std::string& why) {
     if (channel_ != nullptr) channel_->Detach(session_);
     channel_ = nullptr;
@@ -355,6 +402,10 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
   void Finish(ApiResult<json> result) {
     if (finished_) return;
     finished_ = true;
+    if (relay_) {
+      bytes_in_ += relay_->bytes_in();
+      bytes_out_ += relay_->bytes_out();
+    }
     if (ended_) {
       RunOutcome outcome;
       outcome.qube = name_;
@@ -374,6 +425,8 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
     // for it follows (recorded as stopping, so a crash in between is cleaned
     // up by recovery).
     caller_->Reply(std::move(result));
+    relay_.reset();  // a caller still writing sees EPIPE
+    caller_pipes_.clear();
     if (counted_) owner_.manager_.SessionEnded(name_);
     if (disposable_ && !name_.empty()) StopDisposable();
     // A start still in flight refers to us: Ready finishes the cleanup.
@@ -407,6 +460,9 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
   AgentChannel* channel_ = nullptr;
   uint32_t session_ = 0;
   std::vector<wire::Frame> early_;  // client frames that came before the session
+  std::unique_ptr<PipeRelay> relay_;    // stdin and stdout as pipes (TakesPipes)
+  std::vector<UniqueFd> caller_pipes_;  // the caller's ends, until `started`
+  std::optional<int> exit_after_output_;
   size_t early_bytes_ = 0;
   std::optional<backend::MemoryEvents> oom_before_;  // at the session's start
 };

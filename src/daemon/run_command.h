@@ -67,6 +67,17 @@ class RunCaller {
   virtual void Reply(ApiResult<nlohmann::json> result) = 0;
   // The caller's own descriptors for a `"streams":"fds"` run; null: none.
   virtual std::vector<UniqueFd>* fds() { return nullptr; }
+  // Whether the caller can take a relayed run's stdin and stdout as two
+  // pipes (a qube's call: its agent hands them to tessera-call). Where the
+  // backend passes descriptors, the run then moves them with a PipeRelay
+  // (no data frames; stderr stays framed).
+  virtual bool TakesPipes() const { return false; }
+  // `started`, with the pipes when the caller takes them: [0] the read end
+  // of the command's stdout, [1] the write end of its stdin.
+  virtual void SendStarted(std::vector<UniqueFd> pipes) {
+    (void)pipes;
+    Send(wire::FrameType::kStarted, 0, wire::EncodeU32(0));
+  }
 };
 
 // The admin connection that sent the request (`qube.run`, `rpc.call`).

@@ -51,7 +51,11 @@ bool CarriesStream(FrameType t) {
   return t == FrameType::kData || t == FrameType::kEof || t == FrameType::kCredit;
 }
 
-bool MayCarryFds(FrameType t) { return t == FrameType::kRequest || t == FrameType::kOpen; }
+// started: on a call between cells, the pipes of the call's stdin and stdout
+// (docs/RPC.md "Streams").
+bool MayCarryFds(FrameType t) {
+  return t == FrameType::kRequest || t == FrameType::kOpen || t == FrameType::kStarted;
+}
 
 // The payload-size rule of each type: {min, max}.
 struct SizeRule {
@@ -157,7 +161,7 @@ DecoderRules DecoderRules::CallServer() {
 
 DecoderRules DecoderRules::CallClient() {
   DecoderRules r;
-  r.max_fds = 0;
+  r.max_fds = 2;  // the call's stdin and stdout pipes, on `started`
   r.max_json = 64u << 10;
   r.allowed_types = Bit(FrameType::kStarted) | Bit(FrameType::kData) | Bit(FrameType::kEof) |
                     Bit(FrameType::kCredit) | Bit(FrameType::kExit) | Bit(FrameType::kError);

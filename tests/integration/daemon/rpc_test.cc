@@ -317,6 +317,22 @@ TEST_F(RpcTest, SixtyFourMiBBetweenQubesBothWaysAtOnce) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   ASSERT_EQ(r.out.size(), data.size());
   EXPECT_TRUE(r.out == data);
+  // Between cells the streams go pipe to pipe past the daemon, which still
+  // counts every byte.
+  auto lines = CallLines("test.Q");
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0]["bytes_in"], data.size());
+  EXPECT_EQ(lines[0]["bytes_out"], data.size());
+  // A reader that goes away: the service writing on gets EPIPE and ends,
+  // as it would writing into a pipe.
+  Install("dt-work", "test.Slow", "#!/bin/sh\nexec cat /dev/zero\n");
+  r = Cli({"run", "dt-vault", "--", "/bin/sh", "-c",
+           "tessera-call dt-work test.Slow | head -c 100000 | wc -c"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "100000\n");
+  lines = CallLines("test.Slow");
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0]["exit_status"], 141) << "128 + SIGPIPE";
 }
 
 // The agent's socket seen from the host (the test's way in as a hostile
