@@ -36,6 +36,14 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 step tessera config check --example
 "$tessera" config check --example && echo "built-in example system is valid"
 
+# The RPC policy lives in policy_dir, /etc/tessera/policy.d, where
+# `cmake --install` puts the default policy; without it every call between
+# qubes is refused.
+if [ ! -d /etc/tessera/policy.d ]; then
+  step install -D -m 644 policy.d/90-default.policy /etc/tessera/policy.d/90-default.policy
+  install -D -m 644 policy.d/90-default.policy /etc/tessera/policy.d/90-default.policy
+fi
+
 step "tessera daemon --example &"
 "$tessera" daemon --example >"$demo_dir/tesserad.log" 2>&1 &
 daemon_pid=$!
@@ -54,6 +62,29 @@ step tessera run work -- sh -c '"id; hostname; echo files in /home/user: \$(ls /
 
 step tessera run --dispvm -- sh -c '"echo hello from disposable \$(hostname); ps"'
 "$tessera" run --dispvm -- sh -c 'echo hello from disposable $(hostname); ps'
+
+# Qubes talk only through RPC calls the policy allows: the default policy
+# (installed above) and, searched first, the runtime policy directory, where
+# this demo's rules go.
+step "policy: work may copy files to personal; a paste from work to personal asks"
+mkdir -p "$TESSERA_RUNTIME_DIR/policy.d"
+printf '%s\n' 'qubes.Filecopy        *  work  personal  allow' \
+  'qubes.ClipboardPaste  *  work  personal  ask' | tee "$TESSERA_RUNTIME_DIR/policy.d/50-demo.policy"
+sleep 0.3  # the daemon reloads the policy on its own (inotify)
+
+step tessera run work -- sh -c '"echo quarterly numbers > report.txt && tessera-copy --to personal report.txt"'
+"$tessera" run work -- sh -c 'echo quarterly numbers > report.txt && tessera-copy --to personal report.txt'
+step tessera run personal -- cat QubesIncoming/work/report.txt
+"$tessera" run personal -- cat QubesIncoming/work/report.txt
+
+step tessera run vault -- tessera-call personal qubes.Filecopy '   # no rule: refused'
+"$tessera" run vault -- tessera-call personal qubes.Filecopy </dev/null || echo "(exit status $?)"
+
+step "tessera clipboard copy --from work && tessera clipboard paste --to personal"
+"$tessera" run work -- sh -c 'echo s3cret | tessera-clipboard set'
+"$tessera" clipboard copy --from work
+"$tessera" clipboard paste --to personal
+"$tessera" run personal -- tessera-clipboard get
 
 step tessera ls
 "$tessera" ls
