@@ -1,0 +1,57 @@
+#pragma once
+// The nftables ruleset of a netvm's namespace (docs/NETWORK.md "Rules"),
+// rendered as one nft script that replaces the table `inet tessera` in a
+// single transaction: there is never a moment without rules.
+//
+//   NetvmRules rules;
+//   rules.uplink = "eth0";
+//   rules.dns = {upstream_resolver};
+//   rules.clients.push_back({"work", work_ip, "vif-work", firewall_body});
+//   std::string script = RenderNetvmRuleset(rules);   // for ApplyRuleset (nft.h)
+//
+// What the table does, for traffic from its clients' veths:
+// - a client may send only from its own address (anti-spoofing, before
+//   conntrack), and no IPv6 unless the netvm provides it;
+// - DNS to the two virtual addresses is redirected to the netvm's resolvers;
+// - nothing from a client reaches the netvm itself (its services), except
+//   what the redirected DNS needs;
+// - clients never reach each other; forwarded traffic goes through the
+//   client's firewall chain (net/firewall.h), answers come back by conntrack;
+// - what leaves through the uplink is masqueraded (NAT at each hop, as Qubes).
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tessera::net {
+
+struct NetvmClient {
+  std::string qube;
+  uint32_t address = 0;               // its one address (host order)
+  std::string ifname;                 // the netvm's end of its veth
+  std::vector<std::string> firewall;  // CompileFirewall's statements
+};
+
+struct NetvmRules {
+  std::string uplink;         // where clients' traffic leaves (masqueraded)
+  std::vector<uint32_t> dns;  // the netvm's resolvers: virtual DNS 1 and 2 go to these
+  bool ipv6 = false;          // the netvm provides IPv6 to its clients
+  std::vector<NetvmClient> clients;
+};
+
+inline constexpr const char* kTableName = "tessera";
+
+// The nft script: creates the table if missing, deletes it, defines it anew
+// (one transaction when given to nft as one buffer).
+std::string RenderNetvmRuleset(const NetvmRules& rules);
+
+// The netvm's end of the veth of the client with `address`: unique and
+// stable with the address, and short enough for IFNAMSIZ ("vif" + the
+// address's low 24 bits).
+std::string ClientIfname(uint32_t address);
+
+// The firewall chain of a client in the table (named after its interface:
+// qube names may hold characters nft identifiers may not).
+std::string FirewallChainName(const NetvmClient& client);
+
+}  // namespace tessera::net
