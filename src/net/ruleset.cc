@@ -10,7 +10,9 @@ std::string Quoted(const std::string& s) { return "\"" + s + "\""; }
 
 }  // namespace
 
-std::string ClientIfname(uint32_t address) { return "vif" + std::to_string(address & 0xffffff); }
+std::string ClientIfname(uint32_t address, const Ipv4Net& range) {
+  return "vif" + std::to_string(address - range.address);
+}
 
 std::string FirewallChainName(const NetvmClient& client) { return "fw-" + client.ifname; }
 

@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include "net/address.h"
+
 namespace tessera::net {
 
 struct NetvmClient {
@@ -45,10 +47,11 @@ inline constexpr const char* kTableName = "tessera";
 // (one transaction when given to nft as one buffer).
 std::string RenderNetvmRuleset(const NetvmRules& rules);
 
-// The netvm's end of the veth of the client with `address`: unique and
-// stable with the address, and short enough for IFNAMSIZ ("vif" + the
-// address's low 24 bits).
-std::string ClientIfname(uint32_t address);
+// The netvm's end of the veth of the client with `address` from `range`:
+// "vif" + the address's offset in the range ("vif2" for 10.137.0.2 in
+// 10.137.0.0/16): unique and stable with the address, within IFNAMSIZ for
+// any range the address book takes.
+std::string ClientIfname(uint32_t address, const Ipv4Net& range);
 
 // The firewall chain of a client in the table (named after its interface:
 // qube names may hold characters nft identifiers may not).

@@ -1,9 +1,9 @@
-// A netvm's nftables ruleset (net/ruleset.h, net/firewall.h) applied for
-// real through libnftables (net/nft.h) in network namespaces this test
-// makes: a fake internet with servers, a netvm routing and NATing to it,
-// and two client namespaces on veths. Asserts NAT, client isolation, no
-// access to the netvm itself, anti-spoofing, DNS redirection, each firewall
-// rule kind, expiry, and that a failed transaction leaves the rules in force.
+// A netvm's links (net/links.h, through netlink) and nftables ruleset
+// (net/ruleset.h, net/firewall.h) applied for real through libnftables
+// (net/nft.h) in network namespaces this test makes: a fake internet with servers, a netvm routing
+// and NATing to it, and two client namespaces on veths. Asserts NAT, client isolation, no access to
+// the netvm itself, anti-spoofing, DNS redirection, each firewall rule kind, expiry, and that a
+// failed transaction leaves the rules in force.
 //
 // Every namespace (and with it every veth and rule) is the test's own and is
 // removed in TearDown; nothing touches the host's network.
@@ -28,6 +28,7 @@
 #include "common/unique_fd.h"
 #include "net/address.h"
 #include "net/firewall.h"
+#include "net/links.h"
 #include "net/nft.h"
 #include "net/ruleset.h"
 
@@ -35,6 +36,8 @@ namespace tessera::net {
 namespace {
 
 using ::testing::HasSubstr;
+
+const Ipv4Net kRange = *Ipv4Net::Parse("10.137.0.0/16");
 
 bool Sh(const std::string& cmd) { return std::system(cmd.c_str()) == 0; }
 
@@ -162,13 +165,17 @@ class NetvmRulesTest : public ::testing::Test {
       made_.push_back(ns);
       ASSERT_TRUE(Sh("ip -n " + ns + " link set lo up"));
     }
-    // The internet and the netvm's uplink.
-    ASSERT_TRUE(Sh("ip link add up0 netns " + netvm_ + " type veth peer name up1 netns " + inet_));
-    ASSERT_TRUE(Sh("ip -n " + inet_ + " addr add 192.0.2.1/24 dev up1 && ip -n " + inet_ +
-                   " link set up1 up"));
-    ASSERT_TRUE(Sh("ip -n " + netvm_ + " addr add 192.0.2.2/24 dev up0 && ip -n " + netvm_ +
-                   " link set up0 up && ip -n " + netvm_ + " route add default via 192.0.2.1"));
-    ASSERT_TRUE(Sh("ip netns exec " + netvm_ + " sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'"));
+    // The internet and the netvm's uplink, through net/links.h (netlink).
+    inet_fd_.reset(::open(("/run/netns/" + inet_).c_str(), O_RDONLY | O_CLOEXEC));
+    netvm_fd_.reset(::open(("/run/netns/" + netvm_).c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(inet_fd_ && netvm_fd_);
+    ASSERT_TRUE(CreateVeth(netvm_fd_.get(), "up0", inet_fd_.get(), "up1"));
+    ASSERT_TRUE(AddAddress(inet_fd_.get(), "up1", *ParseIpv4("192.0.2.1"), 24));
+    ASSERT_TRUE(SetLinkUp(inet_fd_.get(), "up1"));
+    ASSERT_TRUE(AddAddress(netvm_fd_.get(), "up0", *ParseIpv4("192.0.2.2"), 24));
+    ASSERT_TRUE(SetLinkUp(netvm_fd_.get(), "up0"));
+    ASSERT_TRUE(AddRoute(netvm_fd_.get(), 0, 0, *ParseIpv4("192.0.2.1"), "up0"));
+    ASSERT_TRUE(SetNetSysctl(netvm_fd_.get(), "net/ipv4/ip_forward", "1"));
     // Two clients, each on a veth, with a /32 and a point-to-point route.
     Client(a_, "10.137.0.2");
     Client(b_, "10.137.0.4");
@@ -181,16 +188,23 @@ class NetvmRulesTest : public ::testing::Test {
     }
   }
 
+  // A client as the network component wires one: a veth, a /32 on each
+  // side, point-to-point routes, the netvm's address as the gateway.
   void Client(const std::string& ns, const std::string& ip) {
-    std::string vif = ClientIfname(*ParseIpv4(ip));
-    ASSERT_TRUE(
-        Sh("ip link add " + vif + " netns " + netvm_ + " type veth peer name eth0 netns " + ns));
-    ASSERT_TRUE(Sh("ip -n " + netvm_ + " addr add 10.137.0.3/32 dev " + vif + " && ip -n " +
-                   netvm_ + " link set " + vif + " up && ip -n " + netvm_ + " route add " + ip +
-                   "/32 dev " + vif));
-    ASSERT_TRUE(Sh("ip -n " + ns + " addr add " + ip + "/32 dev eth0 && ip -n " + ns +
-                   " link set eth0 up && ip -n " + ns + " route add 10.137.0.3 dev eth0 && ip -n " +
-                   ns + " route add default via 10.137.0.3"));
+    uint32_t address = *ParseIpv4(ip);
+    uint32_t gateway = *ParseIpv4("10.137.0.3");
+    std::string vif = ClientIfname(address, kRange);
+    UniqueFd client(::open(("/run/netns/" + ns).c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(client);
+    auto ok = CreateVeth(netvm_fd_.get(), vif, client.get(), "eth0");
+    ASSERT_TRUE(ok) << ok.error().message();
+    ASSERT_TRUE(AddAddress(netvm_fd_.get(), vif, gateway, 32));
+    ASSERT_TRUE(SetLinkUp(netvm_fd_.get(), vif));
+    ASSERT_TRUE(AddRoute(netvm_fd_.get(), address, 32, std::nullopt, vif));
+    ASSERT_TRUE(AddAddress(client.get(), "eth0", address, 32));
+    ASSERT_TRUE(SetLinkUp(client.get(), "eth0"));
+    ASSERT_TRUE(AddRoute(client.get(), gateway, 32, std::nullopt, "eth0"));
+    ASSERT_TRUE(AddRoute(client.get(), 0, 0, gateway, "eth0"));
   }
 
   void TearDown() override {
@@ -210,9 +224,11 @@ class NetvmRulesTest : public ::testing::Test {
     FirewallInput b_in;
     b_in.rules = b_rules;
     a_in.now = b_in.now = now;
-    rules.clients.push_back({"a", *ParseIpv4("10.137.0.2"), ClientIfname(*ParseIpv4("10.137.0.2")),
+    rules.clients.push_back({"a", *ParseIpv4("10.137.0.2"),
+                             ClientIfname(*ParseIpv4("10.137.0.2"), kRange),
                              TRY(CompileFirewall(a_in))});
-    rules.clients.push_back({"b", *ParseIpv4("10.137.0.4"), ClientIfname(*ParseIpv4("10.137.0.4")),
+    rules.clients.push_back({"b", *ParseIpv4("10.137.0.4"),
+                             ClientIfname(*ParseIpv4("10.137.0.4"), kRange),
                              TRY(CompileFirewall(b_in))});
     UniqueFd ns(::open(("/run/netns/" + netvm_).c_str(), O_RDONLY | O_CLOEXEC));
     TRY(RunNft(ns.get(), RenderNetvmRuleset(rules)));
@@ -220,6 +236,8 @@ class NetvmRulesTest : public ::testing::Test {
   }
 
   std::string inet_, netvm_, a_, b_;
+  UniqueFd inet_fd_;
+  UniqueFd netvm_fd_;
   std::vector<std::string> made_;
   std::vector<pid_t> servers_;
 };
@@ -275,6 +293,36 @@ TEST_F(NetvmRulesTest, EachFirewallRuleAllowsAndBlocksExactlyWhatItSays) {
   ASSERT_TRUE(Apply({block, all}, 1000));
   EXPECT_EQ(InNetns(b_, [] { return Tcp("192.0.2.1", 80); }), "");
   EXPECT_EQ(InNetns(b_, [] { return Tcp("192.0.2.1", 443); }), "192.0.2.2");
+}
+
+TEST_F(NetvmRulesTest, LinksComeAndGoThroughNetlink) {
+  // Made by SetUp through netlink and working (the internet answers).
+  EXPECT_EQ(InNetns(netvm_, [] { return Tcp("192.0.2.1", 80); }), "192.0.2.2");
+  auto exists = LinkExists(netvm_fd_.get(), "vif2");
+  ASSERT_TRUE(exists) << exists.error().message();
+  EXPECT_TRUE(*exists);
+  // Deleting one end takes the pair: the client loses its eth0.
+  ASSERT_TRUE(DeleteLink(netvm_fd_.get(), "vif2"));
+  exists = LinkExists(netvm_fd_.get(), "vif2");
+  ASSERT_TRUE(exists);
+  EXPECT_FALSE(*exists);
+  UniqueFd a(::open(("/run/netns/" + a_).c_str(), O_RDONLY | O_CLOEXEC));
+  exists = LinkExists(a.get(), "eth0");
+  ASSERT_TRUE(exists);
+  EXPECT_FALSE(*exists);
+  EXPECT_TRUE(DeleteLink(netvm_fd_.get(), "vif2")) << "gone already: not an error";
+  // Bad names are refused before anything is asked of the kernel.
+  EXPECT_FALSE(CreateVeth(netvm_fd_.get(), "a-name-longer-than-15", a.get(), "x"));
+  EXPECT_FALSE(SetNetSysctl(netvm_fd_.get(), "kernel/hostname", "x"));
+  // The sysctl went to the netvm's namespace.
+  EXPECT_EQ(InNetns(netvm_,
+                    [] {
+                      char c = '?';
+                      int fd = ::open("/proc/sys/net/ipv4/ip_forward", O_RDONLY);
+                      (void)!::read(fd, &c, 1);
+                      return std::string(1, c);
+                    }),
+            "1");
 }
 
 TEST_F(NetvmRulesTest, AFailedTransactionLeavesTheRulesInForce) {

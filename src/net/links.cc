@@ -1,0 +1,204 @@
+#include "net/links.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netlink/netlink.h>
+#include <netlink/route/addr.h>
+#include <netlink/route/link.h>
+#include <netlink/route/link/veth.h>
+#include <netlink/route/route.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <functional>
+#include <thread>
+
+namespace tessera::net {
+
+namespace {
+
+Error NlError(const std::string& what, int err) { return Error(what + ": " + nl_geterror(err)); }
+
+// Runs `fn` with a route netlink socket opened in the namespace of
+// `netns_fd`, on a thread that entered it.
+Status InNamespace(int netns_fd, const std::function<Status(nl_sock*)>& fn) {
+  Status result = Err("not run");
+  std::thread worker([&] {
+    if (netns_fd >= 0 && ::setns(netns_fd, CLONE_NEWNET) != 0) {
+      result = Err(Error::FromErrno("setns into the network namespace"));
+      return;
+    }
+    nl_sock* sock = nl_socket_alloc();
+    if (sock == nullptr) {
+      result = Err("netlink: out of memory");
+      return;
+    }
+    if (int err = nl_connect(sock, NETLINK_ROUTE); err < 0) {
+      result = Err(NlError("netlink connect", err));
+    } else {
+      result = fn(sock);
+    }
+    nl_socket_free(sock);
+  });
+  worker.join();
+  return result;
+}
+
+// The index of `name` in the socket's namespace, 0 if none.
+int IndexOf(nl_sock* sock, const std::string& name) {
+  rtnl_link* link = nullptr;
+  if (rtnl_link_get_kernel(sock, 0, name.c_str(), &link) < 0 || link == nullptr) return 0;
+  int index = rtnl_link_get_ifindex(link);
+  rtnl_link_put(link);
+  return index;
+}
+
+nl_addr* Ipv4Addr(uint32_t address, int prefix) {
+  uint32_t be = htonl(address);
+  nl_addr* a = nl_addr_build(AF_INET, &be, sizeof(be));
+  if (a != nullptr) nl_addr_set_prefixlen(a, prefix);
+  return a;
+}
+
+Status CheckName(const std::string& name) {
+  if (name.empty() || name.size() >= IFNAMSIZ || name.find('/') != std::string::npos) {
+    return Err("\"" + name + "\" is not a valid interface name");
+  }
+  return {};
+}
+
+}  // namespace
+
+Status CreateVeth(int netns_fd, const std::string& name, int peer_netns_fd,
+                  const std::string& peer) {
+  TRY(CheckName(name));
+  TRY(CheckName(peer));
+  return InNamespace(netns_fd, [&](nl_sock* sock) -> Status {
+    rtnl_link* link = rtnl_link_veth_alloc();
+    if (link == nullptr) return Err("netlink: out of memory");
+    rtnl_link_set_name(link, name.c_str());
+    rtnl_link* other = rtnl_link_veth_get_peer(link);
+    rtnl_link_set_name(other, peer.c_str());
+    if (peer_netns_fd >= 0) rtnl_link_set_ns_fd(other, peer_netns_fd);
+    int err = rtnl_link_add(sock, link, NLM_F_CREATE | NLM_F_EXCL);
+    rtnl_link_put(other);
+    rtnl_link_veth_release(link);
+    if (err < 0) return Err(NlError("create veth " + name + " (peer " + peer + ")", err));
+    return {};
+  });
+}
+
+Status DeleteLink(int netns_fd, const std::string& name) {
+  TRY(CheckName(name));
+  return InNamespace(netns_fd, [&](nl_sock* sock) -> Status {
+    int index = IndexOf(sock, name);
+    if (index == 0) return {};
+    rtnl_link* link = rtnl_link_alloc();
+    rtnl_link_set_ifindex(link, index);
+    int err = rtnl_link_delete(sock, link);
+    rtnl_link_put(link);
+    if (err < 0 && err != -NLE_NODEV && err != -NLE_OBJ_NOTFOUND) {
+      return Err(NlError("delete link " + name, err));
+    }
+    return {};
+  });
+}
+
+Result<bool> LinkExists(int netns_fd, const std::string& name) {
+  TRY(CheckName(name));
+  bool exists = false;
+  TRY(InNamespace(netns_fd, [&](nl_sock* sock) -> Status {
+    exists = IndexOf(sock, name) != 0;
+    return {};
+  }));
+  return exists;
+}
+
+Status SetLinkUp(int netns_fd, const std::string& name, bool up) {
+  TRY(CheckName(name));
+  return InNamespace(netns_fd, [&](nl_sock* sock) -> Status {
+    int index = IndexOf(sock, name);
+    if (index == 0) return Err("no link " + name);
+    rtnl_link* old = rtnl_link_alloc();
+    rtnl_link* change = rtnl_link_alloc();
+    rtnl_link_set_ifindex(old, index);
+    if (up) {
+      rtnl_link_set_flags(change, IFF_UP);
+    } else {
+      rtnl_link_unset_flags(change, IFF_UP);
+    }
+    int err = rtnl_link_change(sock, old, change, 0);
+    rtnl_link_put(old);
+    rtnl_link_put(change);
+    if (err < 0) return Err(NlError(std::string(up ? "bring up " : "bring down ") + name, err));
+    return {};
+  });
+}
+
+Status AddAddress(int netns_fd, const std::string& ifname, uint32_t address, int prefix) {
+  TRY(CheckName(ifname));
+  return InNamespace(netns_fd, [&](nl_sock* sock) -> Status {
+    int index = IndexOf(sock, ifname);
+    if (index == 0) return Err("no link " + ifname);
+    rtnl_addr* addr = rtnl_addr_alloc();
+    nl_addr* local = Ipv4Addr(address, prefix);
+    rtnl_addr_set_ifindex(addr, index);
+    rtnl_addr_set_local(addr, local);
+    int err = rtnl_addr_add(sock, addr, NLM_F_CREATE | NLM_F_REPLACE);
+    nl_addr_put(local);
+    rtnl_addr_put(addr);
+    if (err < 0) return Err(NlError("add address to " + ifname, err));
+    return {};
+  });
+}
+
+Status AddRoute(int netns_fd, uint32_t dst, int prefix, std::optional<uint32_t> gateway,
+                const std::string& ifname) {
+  TRY(CheckName(ifname));
+  return InNamespace(netns_fd, [&](nl_sock* sock) -> Status {
+    int index = IndexOf(sock, ifname);
+    if (index == 0) return Err("no link " + ifname);
+    rtnl_route* route = rtnl_route_alloc();
+    nl_addr* to = Ipv4Addr(dst, prefix);
+    rtnl_route_set_family(route, AF_INET);
+    rtnl_route_set_dst(route, to);
+    rtnl_route_set_scope(route, gateway ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK);
+    rtnl_nexthop* hop = rtnl_route_nh_alloc();
+    rtnl_route_nh_set_ifindex(hop, index);
+    nl_addr* via = nullptr;
+    if (gateway) {
+      via = Ipv4Addr(*gateway, 32);
+      rtnl_route_nh_set_gateway(hop, via);
+    }
+    rtnl_route_add_nexthop(route, hop);  // the route owns it now
+    int err = rtnl_route_add(sock, route, NLM_F_CREATE | NLM_F_REPLACE);
+    if (via != nullptr) nl_addr_put(via);
+    nl_addr_put(to);
+    rtnl_route_put(route);
+    if (err < 0) return Err(NlError("add route via " + ifname, err));
+    return {};
+  });
+}
+
+Status SetNetSysctl(int netns_fd, const std::string& key, const std::string& value) {
+  if (key.rfind("net/", 0) != 0 || key.find("..") != std::string::npos) {
+    return Err("bad sysctl name " + key);
+  }
+  return InNamespace(netns_fd, [&](nl_sock*) -> Status {
+    // /proc/sys/net is the opening thread's namespace's.
+    std::string path = "/proc/sys/" + key;
+    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return Err(Error::FromErrno("open " + path));
+    ssize_t n = ::write(fd, value.data(), value.size());
+    int saved = errno;
+    ::close(fd);
+    if (n != static_cast<ssize_t>(value.size())) {
+      errno = saved;
+      return Err(Error::FromErrno("write " + path));
+    }
+    return {};
+  });
+}
+
+}  // namespace tessera::net
