@@ -107,8 +107,13 @@ class Streams {
 
   void Serve(const std::vector<pollfd>& p, int sock) {
     for (size_t i = 0; i < roles_.size(); ++i) {
-      if ((p[first_ + i].revents & (POLLIN | POLLOUT | POLLHUP | POLLERR)) == 0) continue;
+      short revents = p[first_ + i].revents;
+      if ((revents & (POLLIN | POLLOUT | POLLHUP | POLLERR | POLLNVAL)) == 0) continue;
       auto [role, flow] = roles_[i];
+      if ((revents & POLLNVAL) != 0 && flow != nullptr) {  // not a descriptor: give up on it
+        Fail(*flow, "a descriptor of the call is not open");
+        continue;
+      }
       switch (role) {
         case kFramedIn:
           ReadFramed(sock);
@@ -143,6 +148,8 @@ class Streams {
   }
   // Output still to pass on (piped streams: until the service's stdout ends).
   bool Busy() const { return out_.from >= 0 || !out_.buf.empty(); }
+  // Whether passing the piped streams on failed.
+  bool failed() const { return failed_; }
 
   // The local program's status; -1 when none ran.
   int WaitLocal() {
@@ -210,15 +217,17 @@ class Streams {
         return;
       }
       if (errno == EPIPE) return Broken(f);
-      if (errno != EINVAL) return Ended(f);
+      if (errno != EINVAL) return Fail(f, std::strerror(errno));
       f.splice_works = false;
     }
     char chunk[1 << 16];
     ssize_t n = ::read(f.from, chunk, sizeof(chunk));
     if (n > 0) {
       f.buf.assign(chunk, static_cast<size_t>(n));
-    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+    } else if (n == 0) {
       Ended(f);
+    } else if (errno != EINTR && errno != EAGAIN) {
+      Fail(f, std::strerror(errno));
     }
   }
 
@@ -229,9 +238,20 @@ class Streams {
     if (n > 0) {
       f.buf.erase(0, static_cast<size_t>(n));
       if (f.buf.empty() && f.from < 0) CloseTo(f);
-    } else if (n < 0 && errno != EINTR && errno != EAGAIN) {
+    } else if (n < 0 && errno == EPIPE) {
       Broken(f);
+    } else if (n < 0 && errno != EINTR && errno != EAGAIN) {
+      Fail(f, std::strerror(errno));
     }
+  }
+
+  // Reading or writing failed (a full disk under our stdout, an I/O error):
+  // this way is broken, and the call fails even if the service succeeds.
+  void Fail(Flow& f, const std::string& why) {
+    std::fprintf(stderr, "%s: %s the service: %s\n", name_,
+                 f.from_is_service ? "passing on the output of" : "passing input to", why.c_str());
+    failed_ = true;
+    Broken(f);
   }
 
   // `from` ended: so does `to`, once what was read is written.
@@ -266,6 +286,7 @@ class Streams {
   // Piped: our stdin to the service's, its stdout to ours.
   Flow in_;
   Flow out_;
+  bool failed_ = false;
   size_t first_ = 0;
   std::vector<std::pair<Role, Flow*>> roles_;
 };
@@ -297,6 +318,11 @@ int main(int argc, char** argv) {
   }
   if (argc < 3) return Usage(name);
   ::signal(SIGPIPE, SIG_IGN);
+  // Started with 0, 1 or 2 closed, the agent's socket would take its place
+  // and the call's data would go into it: /dev/null stands in for them.
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) < 0 && ::open("/dev/null", O_RDWR) != fd) return kFailure;
+  }
   wire::CallMessage call{argv[1], argv[2]};
   if (call.service.empty() || call.service.size() > 320 || call.target.size() > 128) {
     std::fprintf(stderr, "%s: bad target or service\n", name);
@@ -386,5 +412,6 @@ int main(int argc, char** argv) {
   }
   int local_status = streams.WaitLocal();
   if (status == 0 && local_status >= 0) status = local_status;
+  if (status == 0 && streams.failed()) status = kFailure;
   return status;
 }

@@ -75,7 +75,9 @@ bool AtEnd(int fd) {
 
 void Drain(int fd) {
   char buf[4096];
-  while (::read(fd, buf, sizeof(buf)) > 0 || errno == EINTR) {
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n == 0 || (n < 0 && errno != EINTR)) return;
   }
 }
 

@@ -15,6 +15,9 @@ namespace codes = wire::codes;
 namespace {
 
 constexpr size_t kMaxStderr = 4096;
+// A clipboard service that has not ended by then is hung up (a qube's own
+// service may never end).
+constexpr std::chrono::seconds kServiceTimeout{10};
 
 int64_t UnixSeconds(std::chrono::system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
@@ -23,9 +26,10 @@ int64_t UnixSeconds(std::chrono::system_clock::time_point t) {
 }  // namespace
 
 // The caller of a clipboard service: feeds it `input` as its stdin and
-// keeps its stdout (at most wire::kMaxClipboard bytes: beyond that the
-// service is hung up) and the start of its stderr. Both fit in the initial
-// windows, so it never grants credit.
+// keeps its stdout (at most wire::kMaxClipboard bytes, within the initial
+// window: beyond that the service is hung up) and the start of its stderr
+// (the rest is credited and dropped). A service still running after
+// kServiceTimeout is hung up.
 class Clipboard::Collect : public RunCaller {
  public:
   struct Result {
@@ -33,19 +37,27 @@ class Clipboard::Collect : public RunCaller {
     std::string out;
     std::string err;
     bool too_big = false;
+    bool timed_out = false;
   };
   using Done = std::function<void(Result)>;
 
-  Collect(std::string input, Done done) : input_(std::move(input)), done_(std::move(done)) {}
+  Collect(EventLoop& loop, std::string input, Done done)
+      : loop_(loop), input_(std::move(input)), done_(std::move(done)) {}
+  ~Collect() override { std::fill(input_.begin(), input_.end(), '\0'); }
 
   void Attach(AdminServer::StreamHandler* handler) override {
     handler_ = handler;
     if (handler_ == nullptr || fed_) return;
     fed_ = true;
+    timeout_ = loop_.After(kServiceTimeout, [this] {
+      result_.timed_out = true;
+      HangUp();
+    });
     // Kept by the run until the service starts (within its initial window).
     if (!input_.empty()) {
       wire::Frame data{FrameType::kData, 0, wire::kStdin, input_, {}};
       handler_->OnClientFrame(data);
+      std::fill(data.payload.begin(), data.payload.end(), '\0');
     }
     wire::Frame eof{FrameType::kEof, 0, wire::kStdin, {}, {}};
     handler_->OnClientFrame(eof);
@@ -54,26 +66,47 @@ class Clipboard::Collect : public RunCaller {
     if (type != FrameType::kData) return;
     if (stream == wire::kStderr) {
       result_.err.append(payload.substr(0, kMaxStderr - std::min(kMaxStderr, result_.err.size())));
+      Credit(stream, payload.size());
       return;
     }
-    if (stream != wire::kStdout || result_.too_big) return;
+    if (stream != wire::kStdout) return;
+    if (result_.too_big) {
+      // Hung up already: what is still on its way is dropped, and credited
+      // so that the service's end can come after it.
+      Credit(stream, payload.size());
+      return;
+    }
     result_.out.append(payload);
     if (result_.out.size() > wire::kMaxClipboard) {
       result_.too_big = true;
+      std::fill(result_.out.begin(), result_.out.end(), '\0');
       result_.out.clear();
-      if (handler_ != nullptr) {
-        wire::Frame close{FrameType::kClose, 0, 0, {}, {}};
-        handler_->OnClientFrame(close);
-      }
+      HangUp();
+      Credit(stream, payload.size());
     }
   }
   void Reply(ApiResult<json> reply) override {
     handler_ = nullptr;
+    timeout_.Reset();
     result_.reply = std::move(reply);
     if (done_) std::exchange(done_, nullptr)(std::move(result_));
   }
 
  private:
+  void Credit(uint8_t stream, size_t bytes) {
+    if (handler_ == nullptr) return;
+    wire::Frame credit{
+        FrameType::kCredit, 0, stream, wire::EncodeU32(static_cast<uint32_t>(bytes)), {}};
+    handler_->OnClientFrame(credit);
+  }
+  void HangUp() {
+    if (handler_ == nullptr) return;
+    wire::Frame close{FrameType::kClose, 0, 0, {}, {}};
+    handler_->OnClientFrame(close);
+  }
+
+  EventLoop& loop_;
+  EventLoop::Timer timeout_;
   std::string input_;
   Done done_;
   AdminServer::StreamHandler* handler_ = nullptr;
@@ -81,9 +114,10 @@ class Clipboard::Collect : public RunCaller {
   Result result_;
 };
 
-Clipboard::Clipboard(AdminServer& server, QubeManager& manager, RunCommands& runs,
+Clipboard::Clipboard(EventLoop& loop, AdminServer& server, QubeManager& manager, RunCommands& runs,
                      PolicyWatcher& policies, RpcBroker& broker, AuditLog& audit, EventBus& events)
-    : server_(server),
+    : loop_(loop),
+      server_(server),
       manager_(manager),
       runs_(runs),
       policies_(policies),
@@ -139,7 +173,11 @@ void Clipboard::HandleCopy(AdminServer::Call call) {
     if (!*alive) return;
     json line = {{"kind", "clipboard"}, {"op", "copy"}, {"source", source}, {"by", conn->peer.uid}};
     ApiResult<json> answer;
-    if (r.too_big) {
+    if (r.timed_out) {
+      answer = Fail(codes::kFailed, "qubes.ClipboardCopy in " + source + " did not end within " +
+                                        std::to_string(kServiceTimeout.count()) +
+                                        " s; the host's clipboard is unchanged");
+    } else if (r.too_big) {
       answer = Fail(codes::kFailed, "the clipboard of " + source + " holds more than " +
                                         std::to_string(wire::kMaxClipboard) +
                                         " bytes; the host's clipboard is unchanged");
@@ -160,7 +198,7 @@ void Clipboard::HandleCopy(AdminServer::Call call) {
     audit_.Write(std::move(line));
     server_.Reply(*conn, std::move(answer));
   };
-  runs_.Start(std::make_unique<Collect>("", std::move(done)), std::move(run));
+  runs_.Start(std::make_unique<Collect>(loop_, "", std::move(done)), std::move(run));
 }
 
 void Clipboard::HandlePaste(AdminServer::Call call) {
@@ -235,7 +273,12 @@ void Clipboard::HandlePaste(AdminServer::Call call) {
     int status = r.reply ? r.reply->value("exit_code", 125) : 125;
     line["exit_status"] = status;
     ApiResult<json> answer;
-    if (status != 0) {
+    if (r.timed_out) {
+      answer = Fail(codes::kFailed, "qubes.ClipboardPaste in " + target + " did not end within " +
+                                        std::to_string(kServiceTimeout.count()) +
+                                        " s; the host's clipboard is kept");
+      line["error"] = answer.error().message;
+    } else if (status != 0) {
       answer = Fail(codes::kFailed, Why("qubes.ClipboardPaste", target, r.reply, r.err) +
                                         "; the host's clipboard is kept");
       line["error"] = answer.error().message;
@@ -247,7 +290,7 @@ void Clipboard::HandlePaste(AdminServer::Call call) {
     audit_.Write(std::move(line));
     server_.Reply(*conn, std::move(answer));
   };
-  runs_.Start(std::make_unique<Collect>(buffer_->data, std::move(done)), std::move(run));
+  runs_.Start(std::make_unique<Collect>(loop_, buffer_->data, std::move(done)), std::move(run));
 }
 
 void Clipboard::HandleShow(AdminServer::Call call) {

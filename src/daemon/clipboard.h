@@ -10,9 +10,10 @@
 // deny refuses it and keeps the buffer. `clipboard.show` says what the
 // buffer holds (never its text), `clipboard.clear` empties it. Copy and
 // paste are audited (the paste as an `rpc` line with the rule) and sent as
-// `clipboard` events.
+// `clipboard` events. A clipboard service that has not ended after 10 s is
+// hung up (a qube's own service may never end).
 //
-//   Clipboard clipboard(server, manager, runs, policies, broker, audit, events);
+//   Clipboard clipboard(loop, server, manager, runs, policies, broker, audit, events);
 //   server.Register("clipboard.copy", {}, [&](auto c) { clipboard.HandleCopy(std::move(c)); });
 
 #include <chrono>
@@ -32,8 +33,8 @@ namespace tessera::daemon {
 
 class Clipboard {
  public:
-  Clipboard(AdminServer& server, QubeManager& manager, RunCommands& runs, PolicyWatcher& policies,
-            RpcBroker& broker, AuditLog& audit, EventBus& events);
+  Clipboard(EventLoop& loop, AdminServer& server, QubeManager& manager, RunCommands& runs,
+            PolicyWatcher& policies, RpcBroker& broker, AuditLog& audit, EventBus& events);
   ~Clipboard();
 
   void HandleCopy(AdminServer::Call call);
@@ -56,6 +57,7 @@ class Clipboard {
   // Empties the buffer if it still holds copy `serial` (0: whichever).
   void Clear(const std::string& why, uint64_t serial = 0);
 
+  EventLoop& loop_;
   AdminServer& server_;
   QubeManager& manager_;
   RunCommands& runs_;

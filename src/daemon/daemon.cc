@@ -157,8 +157,8 @@ class Daemon {
                       [this](AdminServer::Call call) { prompts_->HandleAsks(std::move(call)); });
     server_->Register("rpc.answer", {},
                       [this](AdminServer::Call call) { prompts_->HandleAnswer(std::move(call)); });
-    clipboard_ = std::make_unique<Clipboard>(*server_, *manager_, *runs_, *policies_, *broker_,
-                                             *audit_, events_);
+    clipboard_ = std::make_unique<Clipboard>(*loop_, *server_, *manager_, *runs_, *policies_,
+                                             *broker_, *audit_, events_);
     server_->Register("clipboard.copy", {},
                       [this](AdminServer::Call call) { clipboard_->HandleCopy(std::move(call)); });
     server_->Register("clipboard.paste", {},

@@ -3,8 +3,11 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 
 #include <cerrno>
+#include <cstring>
+#include <string>
 
 namespace tessera::daemon {
 
@@ -40,6 +43,19 @@ class PipeRelay::Direction {
 
   uint64_t bytes() const { return bytes_; }
   bool finished() const { return finished_; }
+  const std::string& error() const { return error_; }
+
+  // The writer is done (the command exited): finish once what it left in
+  // the pipe has gone through, even if something it started still holds
+  // the pipe open. Never synchronously: `done_` may end the caller.
+  void FinishWhenDrained() {
+    if (finished_ || drain_only_) return;
+    drain_only_ = true;
+    kick_ = loop_->After(std::chrono::milliseconds(0), [this] {
+      kick_.Reset();
+      Pump();
+    });
+  }
 
  private:
   void Pump() {
@@ -53,7 +69,10 @@ class PipeRelay::Direction {
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EAGAIN) return Wait();
-      return Finish();  // 0: the writer's end; else the reader went (EPIPE) or worse
+      // 0: the writer's end; EPIPE: the reader went. Both are normal ends;
+      // anything else is an error the caller is told about.
+      if (n < 0 && errno != EPIPE) error_ = std::string("splice: ") + std::strerror(errno);
+      return Finish();
     }
     // Budget spent with data still flowing: the level-triggered watch on
     // `from` brings us back next round.
@@ -65,6 +84,10 @@ class PipeRelay::Direction {
   // one that blocks, never for both (a level-triggered wake-up for the
   // other would spin).
   void Wait() {
+    int queued = 0;
+    if (drain_only_ && ::ioctl(ends_.from.get(), FIONREAD, &queued) == 0 && queued == 0) {
+      return Finish();  // all the exited writer wrote has gone through
+    }
     pollfd p{ends_.to.get(), POLLOUT, 0};
     bool to_full = ::poll(&p, 1, 0) == 0;
     if (!to_full && (p.revents & (POLLERR | POLLHUP)) != 0) return Finish();
@@ -74,6 +97,7 @@ class PipeRelay::Direction {
 
   void Finish() {
     finished_ = true;
+    kick_.Reset();
     from_watch_.Reset();
     to_watch_.Reset();
     ends_.from.reset();  // its writer sees EPIPE from now on
@@ -87,8 +111,11 @@ class PipeRelay::Direction {
   EventLoop* loop_ = nullptr;
   EventLoop::Watch from_watch_;
   EventLoop::Watch to_watch_;
+  EventLoop::Timer kick_;
   uint64_t bytes_ = 0;
   bool finished_ = false;
+  bool drain_only_ = false;
+  std::string error_;
 };
 
 Result<std::unique_ptr<PipeRelay>> PipeRelay::Start(EventLoop& loop, Ends in, Ends out,
@@ -106,6 +133,8 @@ PipeRelay::~PipeRelay() = default;
 uint64_t PipeRelay::bytes_in() const { return in_->bytes(); }
 uint64_t PipeRelay::bytes_out() const { return out_->bytes(); }
 bool PipeRelay::out_done() const { return out_->finished(); }
+const std::string& PipeRelay::out_error() const { return out_->error(); }
+void PipeRelay::FinishOutputWhenDrained() { out_->FinishWhenDrained(); }
 
 Result<PipeRelay::Ends> MakeRelayPipe() {
   int p[2];

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "common/error.h"
 #include "common/unique_fd.h"
@@ -39,6 +40,14 @@ class PipeRelay {
   uint64_t bytes_in() const;
   uint64_t bytes_out() const;
   bool out_done() const;
+  // Why the output stopped early ("" when it ended normally: EOF, or its
+  // reader went away).
+  const std::string& out_error() const;
+  // The command exited: the output ends once what it wrote has gone
+  // through, even if a process it left behind keeps its stdout open (as a
+  // framed call ends at the command's exit). `out_done` runs later, never
+  // from inside this call.
+  void FinishOutputWhenDrained();
 
  private:
   class Direction;

@@ -164,6 +164,12 @@ void PolicyWatcher::Load(const char* why) {
   if (included != included_dirs_) {
     included_dirs_ = std::move(included);
     Rewatch();
+    // An edit between the read above and the new watches would go unseen:
+    // read once more after them.
+    settle_timer_ = loop_.After(settle_, [this] {
+      settle_timer_.Reset();
+      Load("reload");
+    });
   }
   size_t rules = loaded ? loaded->rules().size() : 0;
   size_t files = loaded ? loaded->files().size() : 0;

@@ -171,13 +171,18 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
     caller_->Send(FrameType::kCredit, wire::kStdin, wire::EncodeU32(bytes));
   }
   void OnExit(int status) override {
+    channel_ = nullptr;  // the session is over (the channel forgot it)
     // Through pipes, the command's output may still be on its way: the
     // caller hears the end after the last of it, as it would from a pipe.
     if (relay_ && !relay_->out_done()) {
       exit_after_output_ = status;
+      relay_->FinishOutputWhenDrained();  // calls OutputRelayed later
       return;
     }
-    channel_ = nullptr;
+    if (relay_ && !relay_->out_error().empty()) {
+      return Finish(
+          Fail(codes::kFailed, "the command's output was cut off: " + relay_->out_error()));
+    }
     json result = {{"qube", name_}, {"exit_code", status}, {"started", started_now_}};
     if (std::string why = KillReason(status); !why.empty()) result["reason"] = why;
     Finish(std::move(result));
@@ -207,7 +212,7 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
 
   // AdminServer::StreamHandler: the client's frames for this run.
   void OnClientFrame(wire::Frame& frame) override {
-    if (finished_) return;
+    if (finished_ || exit_after_output_) return;  // ended: only its output is on its way
     if (channel_ == nullptr) {
       // The qube is still starting. The client may send up to its initial
       // window of stdin (and eof, signals) already: kept, in order, and
@@ -265,6 +270,8 @@ class RunCommands::Run : public AgentChannel::Sink, public AdminServer::StreamHa
       channel_ = nullptr;
       Log(LogLevel::kInfo, "caller went away: command hung up", {{"qube", name_}});
       Finish(Fail(codes::kFailed, "the caller went away"));
+    } else if (exit_after_output_) {
+      Finish(Fail(codes::kFailed, "the caller went away"));  // its output goes nowhere
     }
     // Still starting: Ready sees client_gone_.
   }

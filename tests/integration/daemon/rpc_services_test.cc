@@ -203,6 +203,12 @@ TEST_F(RpcServicesTest, ClipboardHoldsAtMostItsLimit) {
   EXPECT_EQ(shown["source"], "dt-vault");
   EXPECT_EQ(shown["size"], 65000);
   EXPECT_THAT(AuditText(), HasSubstr("\"op\":\"copy\",\"result\":\"failed\""));
+  // A service that never ends is hung up; the clipboard is unchanged.
+  Install("dt-work", "qubes.ClipboardCopy", "#!/bin/sh\nexec sleep 1000\n");
+  r = Cli({"clipboard", "copy", "--from", "dt-work"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("did not end within 10 s; the host's clipboard is unchanged"));
+  EXPECT_EQ(ClipboardShow()["source"], "dt-vault");
 }
 
 TEST_F(RpcServicesTest, DenialsReachTheDesktopThroughNotifySend) {

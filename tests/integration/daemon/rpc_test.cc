@@ -335,6 +335,33 @@ TEST_F(RpcTest, SixtyFourMiBBetweenQubesBothWaysAtOnce) {
   EXPECT_EQ(lines[0]["exit_status"], 141) << "128 + SIGPIPE";
 }
 
+TEST_F(RpcTest, PipedStreamsEndAsTheServiceDoes) {
+  StartDaemon();
+  // A service that leaves a process holding its stdout: the call ends when
+  // the service does (as a framed call does), with all it wrote.
+  Install("dt-work", "test.Q", "#!/bin/sh\necho before\n(sleep 30 &)\necho after\n");
+  auto begun = std::chrono::steady_clock::now();
+  CliResult r = Cli({"run", "dt-vault", "--", "tessera-call", "dt-work", "test.Q"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "before\nafter\n");
+  EXPECT_LT(std::chrono::steady_clock::now() - begun, std::chrono::seconds(20))
+      << "the background process held the call";
+  // Started with stdin closed: /dev/null stands in, the call works.
+  r = Cli({"run", "dt-vault", "--", "/bin/sh", "-c", "tessera-call dt-work test.Q <&-"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "before\nafter\n");
+  // Output that cannot be written (a full disk): the call fails, never 0.
+  r = Cli({"run", "dt-vault", "--", "/bin/sh", "-c",
+           "test -c /dev/full || { echo no-dev-full; exit 0; }; "
+           "tessera-call dt-work test.Q > /dev/full; echo \"status $?\""});
+  if (r.out != "no-dev-full\n") {
+    EXPECT_EQ(r.out, "status 125\n") << r.err;
+    EXPECT_THAT(r.err, HasSubstr("passing on the output of the service"));
+  } else {
+    std::cout << "[  SKIP    ] /dev/full is not in the qube: the full-disk case is not run\n";
+  }
+}
+
 // The agent's socket seen from the host (the test's way in as a hostile
 // program of the qube).
 std::string AgentSocketOf(const json& qube) {

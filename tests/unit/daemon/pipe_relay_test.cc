@@ -132,6 +132,25 @@ TEST(PipeRelay, AFullReaderHoldsTheWriterBackWithoutSpinning) {
   EXPECT_EQ(call.relay->bytes_out(), written);
 }
 
+TEST(PipeRelay, AnExitedCommandsOutputEndsOnceDrainedEvenIfHeldOpen) {
+  auto loop = *EventLoop::Create();
+  Call call(*loop);
+  // The command wrote and exited; something it left behind keeps the pipe
+  // open (command_out.to stays open here).
+  ASSERT_EQ(::write(call.command_out.to.get(), "last words", 10), 10);
+  ASSERT_TRUE(RunUntil(*loop, [&] { return call.relay->bytes_out() == 10; }));
+  EXPECT_FALSE(call.out_done);
+  call.relay->FinishOutputWhenDrained();
+  EXPECT_FALSE(call.out_done) << "never from inside the call";
+  ASSERT_TRUE(RunUntil(*loop, [&] { return call.out_done; }));
+  EXPECT_EQ(call.relay->out_error(), "");
+  std::string got;
+  std::atomic<bool> got_end{false};
+  std::thread reader = ReadAll(call.caller_out.from.get(), &got, &got_end);
+  reader.join();  // the end reached the caller
+  EXPECT_EQ(got, "last words");
+}
+
 TEST(PipeRelay, AReaderGoneEndsTheDirectionAndItsWriterSeesEpipe) {
   ::signal(SIGPIPE, SIG_IGN);  // as in the daemon
   auto loop = *EventLoop::Create();
