@@ -6,7 +6,6 @@
 //
 //   int status = tessera::agent::CallWithSelf("@dispvm", "qubes.OpenInVM", {"--send", file});
 
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +15,8 @@
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include "common/path_search.h"
 
 namespace tessera::agent {
 
@@ -27,25 +28,8 @@ inline std::string BaseName(const std::string& path) {
   return slash == std::string::npos ? p : p.substr(slash + 1);
 }
 
-// An executable regular file?
-inline bool IsExecutable(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
-}
-
-// `name` in a directory of $PATH, "" if none has it.
-inline std::string FindOnPath(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  std::string dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
-  for (size_t start = 0; start <= dirs.size();) {
-    size_t end = dirs.find(':', start);
-    if (end == std::string::npos) end = dirs.size();
-    std::string candidate = dirs.substr(start, end - start) + "/" + name;
-    if (end > start && IsExecutable(candidate)) return candidate;
-    start = end + 1;
-  }
-  return "";
-}
+using tessera::FindOnPath;
+using tessera::IsExecutable;
 
 // Runs tessera-call (beside this executable) for TARGET SERVICE with this
 // executable and `self_args` as the local program; its exit status (the

@@ -1,36 +1,15 @@
 #include "daemon/desktop_notifier.h"
 
-#include <unistd.h>
-
 #include <chrono>
-#include <cstdlib>
 
 #include "common/log.h"
+#include "common/path_search.h"
 #include "common/spawn.h"
 
 namespace tessera::daemon {
 
-namespace {
-
-std::string FindNotifySend() {
-  const char* path = std::getenv("PATH");
-  std::string dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
-  for (size_t start = 0; start <= dirs.size();) {
-    size_t end = dirs.find(':', start);
-    if (end == std::string::npos) end = dirs.size();
-    if (end > start && dirs[start] == '/') {
-      std::string candidate = dirs.substr(start, end - start) + "/notify-send";
-      if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-    }
-    start = end + 1;
-  }
-  return "";
-}
-
-}  // namespace
-
 DesktopNotifier::DesktopNotifier(WorkerPool& pool, std::string program)
-    : pool_(pool), program_(program.empty() ? FindNotifySend() : std::move(program)) {}
+    : pool_(pool), program_(program.empty() ? FindOnPath("notify-send") : std::move(program)) {}
 
 DesktopNotifier::~DesktopNotifier() = default;
 
