@@ -6,25 +6,13 @@
 #include <nlohmann/json.hpp>
 
 #include "config/loader.h"
+#include "config/rule_json.h"
 #include "config/values.h"
 
 namespace tessera::config {
 namespace {
 
 using nlohmann::json;
-
-json RuleToJson(const FirewallRule& rule) {
-  json out = json::object();
-  out["action"] = std::string(ToString(rule.action));
-  if (!rule.dsthost.empty()) out["dsthost"] = rule.dsthost;
-  if (rule.proto != FirewallProto::kAny) out["proto"] = std::string(ToString(rule.proto));
-  if (rule.dstports) out["dstports"] = FormatPortRange(*rule.dstports);
-  if (rule.icmptype) out["icmptype"] = *rule.icmptype;
-  if (rule.specialtarget_dns) out["specialtarget"] = "dns";
-  if (rule.expire) out["expire"] = *rule.expire;
-  if (!rule.comment.empty()) out["comment"] = rule.comment;
-  return out;
-}
 
 json QubeToJson(const Qube& qube) {
   json out = json::object();
@@ -36,6 +24,12 @@ json QubeToJson(const Qube& qube) {
   }
   out["netvm"] = qube.netvm ? *qube.netvm : "none";
   out["provides_network"] = qube.provides_network;
+  if (!qube.uplink.empty()) {
+    out["uplink"] = qube.uplink;
+    if (!qube.uplink_address.empty()) out["uplink_address"] = qube.uplink_address;
+    if (!qube.uplink_gateway.empty()) out["uplink_gateway"] = qube.uplink_gateway;
+    out["uplink_dns"] = qube.uplink_dns;
+  }
   out["label"] = qube.label;
   out["default_user"] = qube.default_user;
   out["memory"] = qube.memory_mib;
@@ -53,7 +47,7 @@ json QubeToJson(const Qube& qube) {
   }
   out["default_dispvm"] = qube.default_dispvm ? *qube.default_dispvm : "none";
   json rules = json::array();
-  for (const FirewallRule& rule : qube.firewall) rules.push_back(RuleToJson(rule));
+  for (const FirewallRule& rule : qube.firewall) rules.push_back(FirewallRuleToJson(rule));
   out["firewall"] = std::move(rules);
   out["features"] = qube.features;
   out["backend"] = std::string(ToString(qube.backend));
@@ -65,6 +59,7 @@ json QubeToJson(const Qube& qube) {
 std::string ToJson(const System& system) {
   json doc = json::object();
   doc["policy_dir"] = system.policy_dir;
+  doc["network_range"] = system.network_range;
   doc["default_dispvm"] = system.default_dispvm ? *system.default_dispvm : "none";
   doc["rpc"] = {{"max_calls_per_qube", system.rpc.max_calls_per_qube},
                 {"ask_timeout", system.rpc.ask_timeout_s}};

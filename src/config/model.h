@@ -77,6 +77,12 @@ struct Qube {
   uint32_t idle_timeout = 0;               // seconds; disposables only, 0 = never
   std::optional<std::string> default_dispvm;  // a disposable-template qube
   std::vector<FirewallRule> firewall;      // empty = Qubes default [accept]
+  // The uplink of a provides_network qube without a netvm (docs/NETWORK.md):
+  // a host interface moved into its namespace for its life; "" = none.
+  std::string uplink;
+  std::string uplink_address;           // "A.B.C.D/N" on the uplink
+  std::string uplink_gateway;           // "A.B.C.D": its default route
+  std::vector<std::string> uplink_dns;  // resolvers its clients' DNS goes to
   std::map<std::string, std::string> features;
   Backend backend = Backend::kCell;
   // Template-class qubes only: how storage builds the root tree: "busybox",
@@ -97,6 +103,7 @@ struct System {
   std::string policy_dir;                  // default /etc/tessera/policy.d
   RpcSettings rpc;
   std::optional<std::string> default_dispvm;  // system-wide default for qubes without one
+  std::string network_range = "10.137.0.0/16";  // qubes' addresses come from here
   bool operator==(const System&) const = default;
 
   const Qube* Find(std::string_view name) const;

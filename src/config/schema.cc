@@ -26,13 +26,15 @@ namespace {
 
 using Kind = Node::Kind;
 
-constexpr std::string_view kTopKeys[] = {"default_dispvm", "policy_dir", "qubes", "rpc"};
+constexpr std::string_view kTopKeys[] = {"default_dispvm", "network_range", "policy_dir", "qubes",
+                                         "rpc"};
 constexpr std::string_view kRpcKeys[] = {"ask_timeout", "max_calls_per_qube"};
 constexpr std::string_view kQubeKeys[] = {
-    "autostart",        "backend",  "class",    "cpus",         "default_dispvm",
-    "default_user",     "features", "firewall", "idle_timeout", "io_max",
-    "io_weight",        "label",    "memory",   "netvm",        "private_size",
-    "provides_network", "source",   "tags",     "template",     "uuid"};
+    "autostart",        "backend",    "class",          "cpus",         "default_dispvm",
+    "default_user",     "features",   "firewall",       "idle_timeout", "io_max",
+    "io_weight",        "label",      "memory",         "netvm",        "private_size",
+    "provides_network", "source",     "tags",           "template",     "uplink",
+    "uplink_address",   "uplink_dns", "uplink_gateway", "uuid"};
 constexpr std::string_view kIoMaxKeys[] = {"read_bps", "read_iops", "write_bps", "write_iops"};
 constexpr std::string_view kRuleKeys[] = {"action", "comment",  "dsthost", "dstports",
                                           "expire", "icmptype", "proto",   "specialtarget"};
@@ -81,6 +83,7 @@ struct Draft {
   std::optional<Ref> source;  // name = the source text
   std::optional<Ref> idle_timeout;
   std::optional<Ref> uuid;
+  std::optional<Ref> uplink;  // the first uplink* key given (for cross-checks)
 };
 
 class Builder : public NodeReader {
@@ -98,6 +101,16 @@ class Builder : public NodeReader {
         } else if (member->key == "default_dispvm") {
           if (auto name = GetString(member->value, path)) {
             if (*name != "none") system_dispvm_ = Ref{*name, member->value.location, path};
+          }
+        } else if (member->key == "network_range") {
+          if (auto text = GetString(member->value, path)) {
+            // /8../24: room for the qubes, and a vif name within IFNAMSIZ.
+            auto range = NormaliseIpv4Network(*text, 8, 24);
+            if (range) {
+              system_.network_range = *range;
+            } else {
+              Report(member->value.location, path, range.error().message());
+            }
           }
         } else if (member->key == "rpc") {
           ReadRpc(*member, path);
@@ -255,6 +268,9 @@ class Builder : public NodeReader {
         }
       } else if (key == "source") {
         ReadSource(value, path, draft);
+      } else if (key == "uplink" || key == "uplink_address" || key == "uplink_gateway" ||
+                 key == "uplink_dns") {
+        ReadUplink(key, value, path, draft);
       } else {
         UnknownKey(*field, path, kQubeKeys);
       }
@@ -351,6 +367,50 @@ class Builder : public NodeReader {
     }
     std::sort(tags.begin(), tags.end());
     tags.erase(std::unique(tags.begin(), tags.end()), tags.end());
+  }
+
+  void ReadUplink(const std::string& key, const Node& value, const std::string& path,
+                  Draft& draft) {
+    Qube& qube = draft.qube;
+    if (!draft.uplink) draft.uplink = Ref{key, value.location, path};
+    auto check = [&](Result<std::string> normal, std::string& into) {
+      if (normal) {
+        into = *normal;
+      } else {
+        Report(value.location, path, normal.error().message());
+      }
+    };
+    if (key == "uplink_dns") {
+      if (!ExpectKind(value, Kind::kArray, path, "an array of IPv4 addresses")) return;
+      for (size_t i = 0; i < value.items.size(); ++i) {
+        const std::string item_path = path + "[" + std::to_string(i) + "]";
+        std::optional<std::string> text = GetString(value.items[i], item_path);
+        if (!text) continue;
+        Result<std::string> address = NormaliseIpv4Address(*text);
+        if (!address) {
+          Report(value.items[i].location, item_path, address.error().message());
+        } else {
+          qube.uplink_dns.push_back(*address);
+        }
+      }
+      return;
+    }
+    std::optional<std::string> text = GetString(value, path);
+    if (!text) return;
+    if (key == "uplink") {
+      if (*text == "host-nat") {
+        Report(value.location, path,
+               "uplink = \"host-nat\" is not available yet (give a host interface name)");
+      } else if (Status ok = CheckIfname(*text); !ok) {
+        Report(value.location, path, ok.error().message());
+      } else {
+        qube.uplink = *text;
+      }
+    } else if (key == "uplink_address") {
+      check(NormaliseIpv4Interface(*text), qube.uplink_address);
+    } else {
+      check(NormaliseIpv4Address(*text), qube.uplink_gateway);
+    }
   }
 
   void ReadFeatures(const Node& value, const std::string& path,
@@ -496,6 +556,7 @@ class Builder : public NodeReader {
   void CrossCheck() {
     for (const Draft& draft : drafts_) by_name_[draft.qube.name] = &draft;
 
+    std::map<std::string, const Draft*> uplinks;  // host interface -> the qube that takes it
     for (Draft& draft : drafts_) {
       Qube& qube = draft.qube;
       const QubeClass klass = qube.klass;
@@ -554,6 +615,8 @@ class Builder : public NodeReader {
         }
       }
 
+      if (draft.uplink) CheckUplink(draft, uplinks);
+
       if (draft.dispvm_ref) {
         CheckDispvm(*draft.dispvm_ref);
         qube.default_dispvm = draft.dispvm_ref->name;
@@ -577,6 +640,34 @@ class Builder : public NodeReader {
       }
     }
     CheckNetvmCycles();
+  }
+
+  // The uplink keys belong to a provides_network qube without a netvm, and
+  // a host interface can be the uplink of one qube only.
+  void CheckUplink(const Draft& draft, std::map<std::string, const Draft*>& uplinks) {
+    const Qube& qube = draft.qube;
+    const Ref& at = *draft.uplink;
+    if (!qube.provides_network) {
+      Report(at.location, at.path,
+             at.name + " applies only to a qube with provides_network = true");
+    } else if (draft.netvm_ref) {
+      Report(at.location, at.path,
+             at.name + " applies only to a qube without a netvm (its netvm is its uplink)");
+    } else if (qube.uplink.empty()) {
+      // uplink itself was bad (reported) or missing.
+      if (at.name != "uplink") {
+        Report(at.location, at.path, at.name + " needs uplink (the host interface to use)");
+      }
+    } else if (qube.uplink_address.empty()) {
+      Report(at.location, at.path,
+             "uplink " + QuoteValue(qube.uplink) +
+                 " needs uplink_address (and uplink_gateway): DHCP on the uplink is not "
+                 "available yet");
+    } else if (auto [it, fresh] = uplinks.emplace(qube.uplink, &draft); !fresh) {
+      Report(at.location, at.path,
+             "host interface " + QuoteValue(qube.uplink) + " is already the uplink of " +
+                 QuoteValue(it->second->qube.name));
+    }
   }
 
   // Each qube has at most one netvm, so following netvm links from any qube either

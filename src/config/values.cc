@@ -189,6 +189,55 @@ Result<std::string> NormaliseDstHost(std::string_view text) {
   return host;
 }
 
+Result<std::string> NormaliseIpv4Address(std::string_view text) {
+  std::string addr(text);
+  in_addr parsed{};
+  if (text.find('/') != std::string_view::npos || inet_pton(AF_INET, addr.c_str(), &parsed) != 1) {
+    return Err("invalid IPv4 address " + Quote(text) + " (expected A.B.C.D)");
+  }
+  char buf[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &parsed, buf, sizeof buf);
+  return std::string(buf);
+}
+
+Result<std::string> NormaliseIpv4Network(std::string_view text, int min_prefix, int max_prefix) {
+  size_t slash = text.find('/');
+  if (slash == std::string_view::npos) {
+    return Err("invalid network " + Quote(text) + " (expected A.B.C.D/N)");
+  }
+  std::string network =
+      TRY(NormaliseIpv4(text.substr(0, slash), text.substr(slash + 1), true, text));
+  int prefix = std::stoi(network.substr(network.find('/') + 1));
+  if (prefix < min_prefix || prefix > max_prefix) {
+    return Err("network " + Quote(text) + " must have a prefix length from /" +
+               std::to_string(min_prefix) + " to /" + std::to_string(max_prefix));
+  }
+  return network;
+}
+
+Result<std::string> NormaliseIpv4Interface(std::string_view text) {
+  size_t slash = text.find('/');
+  uint64_t prefix = 0;
+  if (slash == std::string_view::npos || !ParseDecimal(text.substr(slash + 1), 32, prefix) ||
+      prefix == 0) {
+    return Err("invalid interface address " + Quote(text) +
+               " (expected A.B.C.D/N with N from 1 to 32)");
+  }
+  std::string address = TRY(NormaliseIpv4Address(text.substr(0, slash)));
+  return address + "/" + std::to_string(prefix);
+}
+
+Status CheckIfname(std::string_view name) {
+  bool bad_char = std::any_of(name.begin(), name.end(), [](char c) {
+    return c == '/' || c == ':' || static_cast<unsigned char>(c) <= ' ' || c == 0x7f;
+  });
+  if (name.empty() || name.size() > 15 || name == "." || name == ".." || bad_char) {
+    return Err("invalid interface name " + Quote(name) +
+               " (1 to 15 characters, no '/', ':' or spaces)");
+  }
+  return {};
+}
+
 Result<PortRange> ParsePortRange(std::string_view text) {
   auto fail = [&] {
     return Err("invalid port range " + Quote(text) + " (expected N or N-M, 0-65535, N <= M)");

@@ -32,6 +32,17 @@ Status CheckFeatureName(std::string_view name);
 // and addresses always carry a prefix ("192.168.1.1/32"), IPv6 in RFC 5952 form.
 Result<std::string> NormaliseDstHost(std::string_view text);
 
+// One IPv4 address in dotted-quad form ("192.0.2.1"), returned normalised.
+Result<std::string> NormaliseIpv4Address(std::string_view text);
+// An IPv4 network "A.B.C.D/N" whose host bits are zero (network_range),
+// prefix at least `min_prefix` and at most `max_prefix`.
+Result<std::string> NormaliseIpv4Network(std::string_view text, int min_prefix, int max_prefix);
+// An IPv4 interface address with its prefix ("192.0.2.2/24"; host bits
+// allowed), prefix 1..32.
+Result<std::string> NormaliseIpv4Interface(std::string_view text);
+// A network interface name as the kernel takes it: 1..15 bytes, no '/',
+// ':' or whitespace, not "." or "..".
+Status CheckIfname(std::string_view name);
 // "N" or "N-M" with 0 <= N <= M <= 65535.
 Result<PortRange> ParsePortRange(std::string_view text);
 std::string FormatPortRange(const PortRange& range);

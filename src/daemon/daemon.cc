@@ -28,6 +28,7 @@
 #include "daemon/desktop_notifier.h"
 #include "daemon/event_bus.h"
 #include "daemon/event_loop.h"
+#include "daemon/network.h"
 #include "daemon/policy_watcher.h"
 #include "daemon/qube_manager.h"
 #include "daemon/rpc_broker.h"
@@ -122,6 +123,10 @@ class Daemon {
                                              manager_options);
     denials_ = std::make_unique<DenialReporter>(*loop_, *audit_, events_);
     manager_->AddObserver(denials_.get());
+    // Before recovery, so that adopted qubes are linked again.
+    network_ = std::make_unique<Network>(*loop_, *manager_, *config_, *audit_, events_,
+                                         options_.layout.state_dir);
+    manager_->AddObserver(network_.get());
     manager_->Recover();
     // After recovery released what dead qubes held: template generations no
     // running qube uses are removed (storage/generations.h).
@@ -148,6 +153,7 @@ class Daemon {
     broker_->SetNotifier(notifier_.get());
     manager_->AddObserver(broker_.get());
     broker_->TakeRunningQubes();
+    network_->RegisterMethods(*server_);
     server_->Register("rpc.call", {}, [this](AdminServer::Call call) {
       broker_->HandleAdminCall(std::move(call));
     });
@@ -207,6 +213,8 @@ class Daemon {
     runs_.reset();
     manager_->RemoveObserver(broker_.get());
     broker_.reset();
+    manager_->RemoveObserver(network_.get());
+    network_.reset();
     notifier_.reset();
     prompts_.reset();
     policies_.reset();
@@ -255,6 +263,7 @@ class Daemon {
   std::unique_ptr<backend::Backend> backend_;
   std::unique_ptr<backend::Launcher> launcher_;
   std::unique_ptr<DenialReporter> denials_;
+  std::unique_ptr<Network> network_;
   std::unique_ptr<QubeManager> manager_;
   std::unique_ptr<AdminServer> server_;
   std::unique_ptr<RunCommands> runs_;

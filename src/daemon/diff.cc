@@ -70,9 +70,14 @@ void CompareQubes(const Qube& a, const config::System& sys_a, const Qube& b,
   add("class", std::string(config::ToString(a.klass)), std::string(config::ToString(b.klass)), true);
   add("uuid", a.uuid, b.uuid, true);
   add("template", Opt(a.template_name), Opt(b.template_name), true);
-  add("netvm", Opt(a.netvm), Opt(b.netvm), true);
+  // Re-wired live by the network layer (daemon/network.h).
+  add("netvm", Opt(a.netvm), Opt(b.netvm), false);
   add("provides_network", a.provides_network ? "true" : "false",
       b.provides_network ? "true" : "false", true);
+  add("uplink", a.uplink, b.uplink, true);
+  add("uplink_address", a.uplink_address, b.uplink_address, true);
+  add("uplink_gateway", a.uplink_gateway, b.uplink_gateway, true);
+  add("uplink_dns", Join(a.uplink_dns), Join(b.uplink_dns), true);
   add("memory", std::to_string(a.memory_mib), std::to_string(b.memory_mib), true);
   add("cpus", std::to_string(a.cpus), std::to_string(b.cpus), true);
   // Grown in place by the apply, running or not (volumes never shrink).
@@ -186,6 +191,11 @@ SystemDiff DiffSystems(const config::System& before, const config::System& after
     if (!old_qubes.count(name)) changes[name] = {name, ChangeKind::kAdded, {}, false};
   }
   for (auto& [name, c] : changes) diff.qubes.push_back(std::move(c));
+  if (before.network_range != after.network_range) {
+    // Running qubes are re-addressed live by the network layer.
+    diff.system_fields.push_back(
+        {"network_range", before.network_range, after.network_range, false});
+  }
   if (before.policy_dir != after.policy_dir) {
     diff.system_fields.push_back({"policy_dir", before.policy_dir, after.policy_dir, false});
   }

@@ -416,6 +416,7 @@ void QubeManager::AdoptSystem(config::System next, std::string source) {
   for (const config::Qube& q : next.qubes) qubes_.try_emplace(q.name);
   config_.Adopt(std::move(next), std::move(source));
   Persist();
+  for (auto* o : observers_) o->OnSystemAdopted();
   events_.Emit({{"event", "applied"}, {"source", config_.source()}});
   preload_paused_ = false;
   preload_held_ = false;

@@ -50,6 +50,9 @@ class LifecycleObserver {
   virtual void OnStopping(const std::string& /*qube*/) {}
   // The qube is gone (halted, failed or destroyed).
   virtual void OnStopped(const std::string& /*qube*/) {}
+  // A new description is in force (apply): what a running qube should be
+  // connected to may have changed.
+  virtual void OnSystemAdopted() {}
   // A new agent channel of the running qube was opened (the first, or one
   // replacing a broken one).
   virtual void OnChannel(const std::string& /*qube*/, AgentChannel& /*channel*/) {}

@@ -181,6 +181,23 @@ Status AddRoute(int netns_fd, uint32_t dst, int prefix, std::optional<uint32_t> 
   });
 }
 
+Status MoveLink(int netns_fd, const std::string& name, int to_netns_fd) {
+  TRY(CheckName(name));
+  return InNamespace(netns_fd, [&](nl_sock* sock) -> Status {
+    int index = IndexOf(sock, name);
+    if (index == 0) return Err("no link " + name);
+    rtnl_link* old = rtnl_link_alloc();
+    rtnl_link* change = rtnl_link_alloc();
+    rtnl_link_set_ifindex(old, index);
+    rtnl_link_set_ns_fd(change, to_netns_fd);
+    int err = rtnl_link_change(sock, old, change, 0);
+    rtnl_link_put(old);
+    rtnl_link_put(change);
+    if (err < 0) return Err(NlError("move link " + name + " to another namespace", err));
+    return {};
+  });
+}
+
 Status SetNetSysctl(int netns_fd, const std::string& key, const std::string& value) {
   if (key.rfind("net/", 0) != 0 || key.find("..") != std::string::npos) {
     return Err("bad sysctl name " + key);

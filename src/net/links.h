@@ -35,6 +35,10 @@ Status AddAddress(int netns_fd, const std::string& ifname, uint32_t address, int
 // the link itself without one.
 Status AddRoute(int netns_fd, uint32_t dst, int prefix, std::optional<uint32_t> gateway,
                 const std::string& ifname);
+// Moves link `name` from the namespace of `netns_fd` into that of
+// `to_netns_fd`, keeping its name (a host interface becoming a netvm's
+// uplink, and going back). Its addresses and routes do not move with it.
+Status MoveLink(int netns_fd, const std::string& name, int to_netns_fd);
 // Writes a sysctl of the namespace ("net/ipv4/ip_forward", "1").
 Status SetNetSysctl(int netns_fd, const std::string& key, const std::string& value);
 

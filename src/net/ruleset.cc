@@ -52,6 +52,20 @@ std::string RenderNetvmRuleset(const NetvmRules& r) {
   }
   line(1, "}");
 
+  // The netvm's own programs use the virtual addresses too (every qube's
+  // resolv.conf names them): a netvm with real resolvers redirects itself.
+  line(1, "chain dns-local {");
+  line(2, "type nat hook output priority -100; policy accept;");
+  if (!r.dns.empty() && r.dns[0] != kVirtualDns1) {
+    const uint32_t virtual_dns[2] = {kVirtualDns1, kVirtualDns2};
+    for (size_t i = 0; i < 2; ++i) {
+      uint32_t to = r.dns[i < r.dns.size() ? i : 0];
+      line(2, "ip daddr " + FormatIpv4(virtual_dns[i]) +
+                  " meta l4proto { tcp, udp } th dport 53 dnat ip to " + FormatIpv4(to));
+    }
+  }
+  line(1, "}");
+
   line(1, "chain input {");
   line(2, "type filter hook input priority filter; policy accept;");
   for (const auto& c : r.clients) {
@@ -67,7 +81,11 @@ std::string RenderNetvmRuleset(const NetvmRules& r) {
   line(2, "ct state invalid drop");
   for (const auto& c : r.clients) {
     // Only out through the uplink: never to another client.
-    line(2, "iifname " + Quoted(c.ifname) + " oifname != " + Quoted(r.uplink) + " drop");
+    if (r.uplink.empty()) {
+      line(2, "iifname " + Quoted(c.ifname) + " drop");  // nowhere to go
+    } else {
+      line(2, "iifname " + Quoted(c.ifname) + " oifname != " + Quoted(r.uplink) + " drop");
+    }
     line(2, "iifname " + Quoted(c.ifname) + " jump " + FirewallChainName(c));
   }
   line(1, "}");

@@ -101,6 +101,8 @@ Status WriteMinimalEtc(int root_fd, const std::string& root_path) {
       // Placeholder: the cell sets the qube's name as its hostname.
       {"hostname", "localhost\n", 0644},
       {"hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n", 0644},
+      // Qubes' virtual DNS: the netvm redirects it to its resolvers.
+      {"resolv.conf", "nameserver 10.139.1.1\nnameserver 10.139.1.2\n", 0644},
       {"shells", "/bin/sh\n/bin/ash\n", 0644},
       {"profile",
        "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:"

@@ -9,6 +9,7 @@
 #include <grp.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -160,6 +161,11 @@ class DaemonTest : public ::testing::Test {
     if (pid == 0) {
       // Its own process group, like a job started from a shell.
       ::setpgid(0, 0);
+      if (!daemon_netns_.empty()) {
+        // The daemon's "host" network is a namespace the test made.
+        int ns = ::open(daemon_netns_.c_str(), O_RDONLY | O_CLOEXEC);
+        if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) ::_exit(126);
+      }
       int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
@@ -431,6 +437,7 @@ class DaemonTest : public ::testing::Test {
   std::string config_;
   storage::Layout layout_;
   pid_t daemon_pid_ = -1;
+  std::string daemon_netns_;  // a netns file: the daemon runs in it (network tests)
 };
 
 }  // namespace tessera::daemon_testing

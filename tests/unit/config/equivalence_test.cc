@@ -192,8 +192,11 @@ TEST(RoundTripTest, ToJsonIsStableAndSorted) {
   EXPECT_EQ(json, ToJson(*b.system));
   EXPECT_EQ(json, ToJson(*a.system));
   // Keys sorted, two-space indent, trailing newline: the documented form.
-  EXPECT_EQ(json.rfind("{\n  \"default_dispvm\": \"dvm\",\n  \"policy_dir\": \"/srv/policy\",\n", 0),
-            0u)
+  EXPECT_EQ(
+      json.rfind("{\n  \"default_dispvm\": \"dvm\",\n  \"network_range\": \"10.137.0.0/16\",\n  "
+                 "\"policy_dir\": \"/srv/policy\",\n",
+                 0),
+      0u)
       << json;
   EXPECT_EQ(json.back(), '\n');
   EXPECT_THAT(json, HasSubstr("\"dsthost\": \"2001:db8::/32\""));

@@ -385,6 +385,56 @@ TEST(ValidationTest, NetvmRules) {
       << Dump(outcome.diagnostics);
 }
 
+TEST(ValidationTest, UplinkAndNetworkRange) {
+  LoadOutcome good = LoadToml(
+      "network_range = \"10.200.0.0/16\"\n"
+      "[qubes.net]\nclass = \"standalone\"\nprovides_network = true\nuplink = \"enp3s0\"\n"
+      "uplink_address = \"192.0.2.2/24\"\nuplink_gateway = \"192.0.2.1\"\n"
+      "uplink_dns = [\"192.0.2.53\"]\n");
+  ASSERT_TRUE(good.system) << Dump(good.diagnostics);
+  EXPECT_EQ(good.system->network_range, "10.200.0.0/16");
+  const config::Qube* net = good.system->Find("net");
+  EXPECT_EQ(net->uplink, "enp3s0");
+  EXPECT_EQ(net->uplink_address, "192.0.2.2/24");
+  EXPECT_EQ(net->uplink_gateway, "192.0.2.1");
+  EXPECT_EQ(net->uplink_dns, std::vector<std::string>{"192.0.2.53"});
+  EXPECT_EQ(LoadToml("[qubes.a]\nclass = \"standalone\"\n").system->network_range, "10.137.0.0/16");
+
+  LoadOutcome bad = LoadToml(
+      "network_range = \"10.137.0.1/16\"\n"                                              // 1
+      "[qubes.a]\nclass = \"standalone\"\nuplink = \"eth0\"\n"                           // 2-4
+      "[qubes.b]\nclass = \"standalone\"\nprovides_network = true\nuplink = \"a/b\"\n"   // 5-8
+      "[qubes.c]\nclass = \"standalone\"\nprovides_network = true\nuplink = \"eth1\"\n"  // 9-12
+      "[qubes.d]\nclass = \"standalone\"\nprovides_network = true\nuplink = \"eth1\"\n"  // 13-16
+      "uplink_address = \"192.0.2.3\"\nuplink_gateway = \"300.1.1.1\"\n"                 // 17-18
+      "uplink_dns = [\"x\"]\n"                                                           // 19
+      "[qubes.e]\nclass = \"standalone\"\nprovides_network = true\nnetvm = \"c\"\n"      // 20-23
+      "uplink = \"eth2\"\nuplink_address = \"192.0.2.4/24\"\n"                           // 24-25
+      "[qubes.f]\nclass = \"standalone\"\nprovides_network = true\n"                     // 26-28
+      "uplink_gateway = \"192.0.2.1\"\n");                                               // 29
+  EXPECT_THAT(
+      bad.diagnostics,
+      ElementsAre(DiagAt(1, 17, "network_range", "has host bits set"),
+                  DiagAt(4, 10, "qubes.a.uplink", "only to a qube with provides_network"),
+                  DiagAt(8, 10, "qubes.b.uplink", "invalid interface name 'a/b'"),
+                  DiagAt(12, 10, "qubes.c.uplink", "needs uplink_address"),
+                  DiagAt(16, 10, "qubes.d.uplink", "needs uplink_address"),
+                  DiagAt(17, 18, "qubes.d.uplink_address", "expected A.B.C.D/N"),
+                  DiagAt(18, 18, "qubes.d.uplink_gateway", "invalid IPv4 address '300.1.1.1'"),
+                  DiagAt(19, 15, "qubes.d.uplink_dns[0]", "invalid IPv4 address 'x'"),
+                  DiagAt(24, 10, "qubes.e.uplink", "without a netvm"),
+                  DiagAt(29, 18, "qubes.f.uplink_gateway", "needs uplink")))
+      << Dump(bad.diagnostics);
+  LoadOutcome shared = LoadToml(
+      "[qubes.a]\nclass = \"standalone\"\nprovides_network = true\nuplink = \"eth0\"\n"
+      "uplink_address = \"192.0.2.2/24\"\n"
+      "[qubes.b]\nclass = \"standalone\"\nprovides_network = true\nuplink = \"eth0\"\n"
+      "uplink_address = \"192.0.2.3/24\"\n");
+  EXPECT_THAT(shared.diagnostics,
+              ElementsAre(DiagAt(9, 10, "qubes.b.uplink", "already the uplink of 'a'")))
+      << Dump(shared.diagnostics);
+}
+
 TEST(ValidationTest, FirewallRuleSyntax) {
   LoadOutcome outcome = LoadToml(
       "[qubes.w]\nclass = \"standalone\"\n"             // 1-2

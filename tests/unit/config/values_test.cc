@@ -1,5 +1,6 @@
 #include "config/values.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 namespace tessera::config {
@@ -112,6 +113,30 @@ TEST(UuidTest, NormalisesAndRejects) {
   EXPECT_FALSE(NormaliseUuid("1361ba56f2b55664b47a960c7df9fefd"));
   EXPECT_FALSE(NormaliseUuid("1361ba56-f2b5-5664-b47a-960c7df9fefg"));
   EXPECT_FALSE(NormaliseUuid("1361ba56-f2b5-5664-b47a-960c7df9fef"));
+}
+
+}  // namespace
+}  // namespace tessera::config
+
+namespace tessera::config {
+namespace {
+
+TEST(NetworkValues, AddressesNetworksAndInterfaceNames) {
+  EXPECT_EQ(*NormaliseIpv4Address("192.0.2.1"), "192.0.2.1");
+  EXPECT_FALSE(NormaliseIpv4Address("192.0.2.1/32"));
+  EXPECT_FALSE(NormaliseIpv4Address("example.com"));
+  EXPECT_EQ(*NormaliseIpv4Network("10.137.0.0/16", 8, 24), "10.137.0.0/16");
+  EXPECT_THAT(NormaliseIpv4Network("10.137.0.0/28", 8, 24).error().message(),
+              ::testing::HasSubstr("/8 to /24"));
+  EXPECT_FALSE(NormaliseIpv4Network("10.137.0.0", 8, 24));
+  EXPECT_EQ(*NormaliseIpv4Interface("192.0.2.7/24"), "192.0.2.7/24");
+  EXPECT_FALSE(NormaliseIpv4Interface("192.0.2.7/0"));
+  EXPECT_FALSE(NormaliseIpv4Interface("192.0.2.7"));
+  EXPECT_TRUE(CheckIfname("enp3s0"));
+  EXPECT_TRUE(CheckIfname("wlan0.100"));
+  for (const char* bad : {"", ".", "..", "a/b", "a:b", "a b", "sixteen-chars-xx"}) {
+    EXPECT_FALSE(CheckIfname(bad)) << bad;
+  }
 }
 
 }  // namespace

@@ -1,0 +1,560 @@
+#include "daemon/network.h"
+
+#include <fcntl.h>
+
+#include <algorithm>
+#include <ctime>
+
+#include "common/fs.h"
+#include "common/log.h"
+#include "config/rule_json.h"
+#include "net/firewall.h"
+#include "net/links.h"
+#include "net/nft.h"
+#include "net/resolve.h"
+#include "net/ruleset.h"
+#include "wire/admin_protocol.h"
+
+namespace tessera::daemon {
+
+using nlohmann::json;
+namespace codes = wire::codes;
+
+namespace {
+
+constexpr const char* kQubeIfname = "eth0";
+constexpr std::chrono::milliseconds kResolveTimeout{1000};
+
+int64_t Now() { return static_cast<int64_t>(::time(nullptr)); }
+
+}  // namespace
+
+Network::Network(EventLoop& loop, const QubeManager& manager, const ConfigStore& config,
+                 AuditLog& audit, EventBus& events, std::string state_dir)
+    : loop_(loop),
+      manager_(manager),
+      config_(config),
+      audit_(audit),
+      events_(events),
+      net_dir_(std::move(state_dir) + "/net"),
+      host_netns_(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)) {
+  if (Status made = MakeDirs(net_dir_ + "/firewall", 0700); !made) {
+    Log(LogLevel::kError, "cannot make the network state directory",
+        {{"error", made.error().ToString()}});
+  }
+}
+
+Network::~Network() = default;
+
+// ---------------------------------------------------------------------------
+// Lifecycle
+
+void Network::OnRunning(const std::string& qube, backend::Instance& instance) {
+  auto netns = instance.OpenNetworkNamespace();
+  if (!netns) {
+    // A backend without a namespace to offer (a VM) is wired by TAP later.
+    if (netns.error().errno_value() != ENOTSUP) Report(qube, "namespace", netns.error().ToString());
+    return;
+  }
+  netns_[qube] = std::move(*netns);
+  Reconcile();
+}
+
+void Network::OnStopping(const std::string& qube) {
+  // A host interface goes back before the namespace dies: a virtual one
+  // would die with it.
+  ReturnUplink(qube);
+}
+
+void Network::OnStopped(const std::string& qube) {
+  ReturnUplink(qube);
+  if (netns_.erase(qube) == 0 && links_.count(qube) == 0) return;
+  applied_.erase(qube);
+  Reconcile();
+}
+
+void Network::OnSystemAdopted() { Reconcile(); }
+
+// ---------------------------------------------------------------------------
+// Bringing links and tables in line with the description
+
+const config::Qube* Network::ConfigOf(const std::string& qube) const {
+  const config::System& system = config_.system();
+  if (const config::Qube* q = system.Find(qube)) return q;
+  const QubeRecord* record = manager_.Record(qube);
+  if (record != nullptr && !record->dvm_template.empty()) return system.Find(record->dvm_template);
+  return nullptr;
+}
+
+std::optional<std::string> Network::WantedNetvm(const std::string& qube) const {
+  const config::Qube* q = ConfigOf(qube);
+  return q == nullptr ? std::nullopt : q->netvm;
+}
+
+void Network::Reconcile() {
+  if (reconciling_) return;
+  reconciling_ = true;
+  const config::System& system = config_.system();
+  auto range = net::Ipv4Net::Parse(system.network_range);
+  if (!range) {
+    Report("", "range", range.error().ToString());
+    reconciling_ = false;
+    return;
+  }
+  if (!book_ || !(book_->range() == *range)) {
+    // A new range re-addresses every link.
+    std::vector<std::string> clients;
+    for (const auto& [client, link] : links_) clients.push_back(client);
+    for (const auto& client : clients) (void)Unlink(client);
+    auto book = net::AddressBook::Load(net_dir_ + "/addresses.json", *range);
+    if (!book) {
+      Report("", "addresses", book.error().ToString());
+      reconciling_ = false;
+      return;
+    }
+    book_ = std::move(*book);
+    applied_.clear();
+  }
+
+  // Links that are no longer wanted (or whose ends changed) go.
+  std::vector<std::string> stale;
+  for (const auto& [client, link] : links_) {
+    std::optional<std::string> wanted = IsRunning(client) ? WantedNetvm(client) : std::nullopt;
+    auto address = book_->AddressOf(client);
+    auto gateway = book_->AddressOf(link.netvm);
+    if (!wanted || *wanted != link.netvm || !IsRunning(link.netvm) || !address || !gateway ||
+        *address != link.address || *gateway != link.gateway) {
+      stale.push_back(client);
+    }
+  }
+  for (const auto& client : stale) {
+    if (Status gone = Unlink(client); !gone) Report(client, "unlink", gone.error().ToString());
+  }
+
+  // Every running netvm has its table (before any forwarding) and uplink.
+  for (const auto& [qube, fd] : netns_) {
+    const config::Qube* q = ConfigOf(qube);
+    if (q == nullptr || !q->provides_network) continue;
+    if (Status applied = ApplyRules(qube); !applied) {
+      Report(qube, "rules", applied.error().ToString());
+      continue;  // no forwarding without its rules
+    }
+    if (!q->uplink.empty() && uplinks_.count(qube) == 0) {
+      if (Status taken = TakeUplink(qube, *q); !taken) {
+        Report(qube, "uplink", taken.error().ToString());
+      }
+    }
+    if (Status forward = net::SetNetSysctl(fd.get(), "net/ipv4/ip_forward", "1"); !forward) {
+      Report(qube, "forwarding", forward.error().ToString());
+    }
+  }
+
+  // Running clients of running netvms are linked, nearest the uplink first:
+  // a netvm's own link (and its resolver) is there before its clients'.
+  std::vector<std::pair<int, std::string>> order;
+  for (const auto& [qube, fd] : netns_) {
+    int depth = 0;
+    for (auto hop = WantedNetvm(qube); hop && depth < 64; hop = WantedNetvm(*hop)) ++depth;
+    order.emplace_back(depth, qube);
+  }
+  std::sort(order.begin(), order.end());
+  for (const auto& [depth, qube] : order) {
+    std::optional<std::string> netvm = WantedNetvm(qube);
+    if (!netvm || !IsRunning(*netvm) || links_.count(qube) != 0) continue;
+    if (Status linked = LinkClient(qube, *netvm); !linked) {
+      Report(qube, "link", linked.error().ToString());
+    } else {
+      audit_.Write({{"kind", "network"},
+                    {"qube", qube},
+                    {"action", "linked"},
+                    {"netvm", *netvm},
+                    {"address", net::FormatIpv4(links_[qube].address)}});
+    }
+  }
+
+  // Tables follow their client sets (and expired rules).
+  for (const auto& [qube, fd] : netns_) {
+    const config::Qube* q = ConfigOf(qube);
+    if (q == nullptr || !q->provides_network) continue;
+    if (Status applied = ApplyRules(qube); !applied)
+      Report(qube, "rules", applied.error().ToString());
+  }
+
+  // Addresses of qubes that no longer exist are freed.
+  std::vector<std::string> gone;
+  for (const auto& [qube, address] : book_->entries()) {
+    if (system.Find(qube) == nullptr && !IsRunning(qube)) gone.push_back(qube);
+  }
+  for (const auto& qube : gone) book_->Release(qube);
+  if (Status saved = book_->Save(); !saved) Report("", "addresses", saved.error().ToString());
+  ArmExpiry();
+  reconciling_ = false;
+}
+
+Status Network::Unlink(const std::string& client) {
+  auto it = links_.find(client);
+  if (it == links_.end()) return Ok();
+  Link link = it->second;
+  links_.erase(it);
+  resolved_.erase(client);
+  // Deleting either end of a veth deletes both.
+  Status deleted = Ok();
+  if (auto netvm = netns_.find(link.netvm); netvm != netns_.end()) {
+    deleted = net::DeleteLink(netvm->second.get(), link.vif);
+  } else if (auto own = netns_.find(client); own != netns_.end()) {
+    deleted = net::DeleteLink(own->second.get(), kQubeIfname);
+  }
+  audit_.Write(
+      {{"kind", "network"}, {"qube", client}, {"action", "unlinked"}, {"netvm", link.netvm}});
+  return deleted;
+}
+
+Status Network::LinkClient(const std::string& client, const std::string& netvm) {
+  const uint32_t address = TRY(book_->AddressOf(client));
+  const uint32_t gateway = TRY(book_->AddressOf(netvm));
+  const std::string vif = net::ClientIfname(address, book_->range());
+  const int netvm_fd = netns_.at(netvm).get();
+  const int client_fd = netns_.at(client).get();
+  // What an earlier daemon (killed) left is made anew.
+  TRY(net::DeleteLink(netvm_fd, vif));
+  TRY(net::DeleteLink(client_fd, kQubeIfname));
+  // No IPv6 in the qube: nothing on its link provides it.
+  TRY(net::SetNetSysctl(client_fd, "net/ipv6/conf/all/disable_ipv6", "1"));
+  TRY(net::SetNetSysctl(client_fd, "net/ipv6/conf/default/disable_ipv6", "1"));
+  TRY(net::CreateVeth(netvm_fd, vif, client_fd, kQubeIfname));
+  links_[client] = Link{netvm, vif, address, gateway};
+  auto fail = [&](Error error) -> Status {
+    (void)Unlink(client);
+    return Err(std::move(error));
+  };
+  ResolveHosts(client);
+  // The rules know the link before it comes up.
+  if (Status applied = ApplyRules(netvm); !applied) return fail(applied.error());
+  for (Status step : {net::AddAddress(netvm_fd, vif, gateway, 32), net::SetLinkUp(netvm_fd, vif),
+                      net::AddRoute(netvm_fd, address, 32, std::nullopt, vif),
+                      net::AddAddress(client_fd, kQubeIfname, address, 32),
+                      net::SetLinkUp(client_fd, kQubeIfname),
+                      net::AddRoute(client_fd, gateway, 32, std::nullopt, kQubeIfname),
+                      net::AddRoute(client_fd, 0, 0, gateway, kQubeIfname)}) {
+    if (!step) return fail(step.error());
+  }
+  return Ok();
+}
+
+Status Network::TakeUplink(const std::string& netvm, const config::Qube& q) {
+  const int netvm_fd = netns_.at(netvm).get();
+  // After a daemon restart the netvm may hold it already.
+  bool held = TRY(net::LinkExists(netvm_fd, q.uplink));
+  if (!held) {
+    if (!host_netns_) return Err("the daemon's own network namespace is not open");
+    bool present = TRY(net::LinkExists(host_netns_.get(), q.uplink));
+    if (!present) return Err("host interface " + q.uplink + " does not exist");
+    TRY(net::MoveLink(host_netns_.get(), q.uplink, netvm_fd));
+  }
+  uplinks_[netvm] = q.uplink;
+  auto slash = q.uplink_address.find('/');
+  uint32_t address = TRY(net::ParseIpv4(q.uplink_address.substr(0, slash)));
+  int prefix = std::stoi(q.uplink_address.substr(slash + 1));
+  TRY(net::AddAddress(netvm_fd, q.uplink, address, prefix));
+  TRY(net::SetLinkUp(netvm_fd, q.uplink));
+  if (!q.uplink_gateway.empty()) {
+    uint32_t gateway = TRY(net::ParseIpv4(q.uplink_gateway));
+    TRY(net::AddRoute(netvm_fd, 0, 0, gateway, q.uplink));
+  }
+  audit_.Write({{"kind", "network"},
+                {"qube", netvm},
+                {"action", "uplink"},
+                {"interface", q.uplink},
+                {"address", q.uplink_address}});
+  return Ok();
+}
+
+void Network::ReturnUplink(const std::string& netvm) {
+  auto it = uplinks_.find(netvm);
+  if (it == uplinks_.end()) return;
+  std::string ifname = it->second;
+  uplinks_.erase(it);
+  auto ns = netns_.find(netvm);
+  if (ns == netns_.end() || !host_netns_) return;
+  (void)net::SetLinkUp(ns->second.get(), ifname, false);
+  if (Status moved = net::MoveLink(ns->second.get(), ifname, host_netns_.get()); !moved) {
+    Report(netvm, "uplink", "cannot give " + ifname + " back: " + moved.error().ToString());
+    return;
+  }
+  audit_.Write(
+      {{"kind", "network"}, {"qube", netvm}, {"action", "uplink_returned"}, {"interface", ifname}});
+}
+
+std::vector<uint32_t> Network::ResolversOf(const config::Qube& netvm) const {
+  std::vector<uint32_t> out;
+  if (!netvm.uplink.empty()) {
+    for (const auto& text : netvm.uplink_dns) {
+      if (auto a = net::ParseIpv4(text)) out.push_back(*a);
+    }
+  } else if (netvm.netvm) {
+    // Its own netvm's, by redirection, if the chain's head has any.
+    const config::Qube* head = &netvm;
+    for (int hops = 0; head != nullptr && head->netvm && hops < 64; ++hops) {
+      head = config_.system().Find(*head->netvm);
+    }
+    if (head != nullptr && !head->uplink_dns.empty()) out = {net::kVirtualDns1, net::kVirtualDns2};
+  }
+  return out;
+}
+
+Status Network::ApplyRules(const std::string& netvm, bool force) {
+  const config::Qube* q = ConfigOf(netvm);
+  auto ns = netns_.find(netvm);
+  if (q == nullptr || ns == netns_.end()) return Ok();
+  net::NetvmRules rules;
+  rules.uplink = !q->uplink.empty() ? q->uplink : links_.count(netvm) != 0 ? kQubeIfname : "";
+  rules.dns = ResolversOf(*q);
+  const int64_t now = Now();
+  for (const auto& [client, link] : links_) {
+    if (link.netvm != netvm) continue;
+    net::NetvmClient c;
+    c.qube = client;
+    c.address = link.address;
+    c.ifname = link.vif;
+    auto effective = EffectiveRules(client);
+    if (effective) {
+      auto it = resolved_.find(client);
+      net::FirewallInput input{*effective,
+                               it == resolved_.end() ? decltype(it->second){} : it->second, now};
+      auto compiled = net::CompileFirewall(input);
+      if (compiled) {
+        c.firewall = std::move(*compiled);
+      } else {
+        Report(client, "firewall", compiled.error().ToString() + "; dropping everything");
+      }
+    } else {
+      Report(client, "firewall", effective.error().ToString() + "; dropping everything");
+    }
+    rules.clients.push_back(std::move(c));  // an empty chain drops everything
+  }
+  std::string script = net::RenderNetvmRuleset(rules);
+  auto& in_force = applied_[netvm];
+  if (!force && in_force == script) return Ok();
+  TRY(net::RunNft(ns->second.get(), script));
+  in_force = std::move(script);
+  return Ok();
+}
+
+// ---------------------------------------------------------------------------
+// Firewall rules
+
+Result<std::vector<config::FirewallRule>> Network::RuntimeRules(const std::string& qube) const {
+  std::string path = net_dir_ + "/firewall/" + qube + ".json";
+  auto text = ReadFile(path, 16u << 20);
+  if (!text) {
+    if (text.error().errno_value() == ENOENT) return std::vector<config::FirewallRule>{};
+    return Err(text.error());
+  }
+  json doc = json::parse(*text, nullptr, false);
+  if (!doc.is_object() || !doc.contains("rules") || !doc["rules"].is_array()) {
+    return Err(path + ": not a runtime rules file");
+  }
+  std::vector<config::FirewallRule> rules;
+  for (size_t i = 0; i < doc["rules"].size(); ++i) {
+    auto rule = config::FirewallRuleFromJson(doc["rules"][i]);
+    if (!rule) return Err(path + ": rule " + std::to_string(i + 1) + ": " + rule.error().message());
+    rules.push_back(std::move(*rule));
+  }
+  return rules;
+}
+
+Status Network::SaveRuntimeRules(const std::string& qube,
+                                 const std::vector<config::FirewallRule>& rules) {
+  std::string path = net_dir_ + "/firewall/" + qube + ".json";
+  if (rules.empty()) {
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return Err(Error::FromErrno("remove " + path));
+    }
+    return Ok();
+  }
+  json list = json::array();
+  for (const auto& rule : rules) list.push_back(config::FirewallRuleToJson(rule));
+  return WriteFileAtomic(path, json{{"rules", list}}.dump(2) + "\n", 0600);
+}
+
+Result<std::vector<config::FirewallRule>> Network::EffectiveRules(const std::string& client) const {
+  std::vector<config::FirewallRule> rules = TRY(RuntimeRules(client));
+  const config::Qube* q = ConfigOf(client);
+  if (q == nullptr) return rules;
+  if (q->firewall.empty()) {
+    // The declared default, [accept], stays after the runtime rules.
+    if (!rules.empty()) {
+      config::FirewallRule accept;
+      accept.action = config::FirewallAction::kAccept;
+      rules.push_back(accept);
+    }
+  } else {
+    rules.insert(rules.end(), q->firewall.begin(), q->firewall.end());
+  }
+  return rules;
+}
+
+std::vector<std::string> Network::ResolveHosts(const std::string& client) {
+  std::vector<std::string> failed;
+  auto link = links_.find(client);
+  if (link == links_.end()) return failed;
+  auto effective = EffectiveRules(client);
+  if (!effective) return failed;
+  const config::Qube* netvm = ConfigOf(link->second.netvm);
+  auto ns = netns_.find(link->second.netvm);
+  if (netvm == nullptr || ns == netns_.end()) return failed;
+  std::map<std::string, std::vector<std::string>> hosts;
+  for (const std::string& name : net::HostnamesOf(*effective)) {
+    auto addresses = net::ResolveIpv4(ns->second.get(), name, ResolversOf(*netvm), kResolveTimeout);
+    if (!addresses) {
+      // Left out: the compile fails and the client's chain drops everything.
+      Report(client, "resolve", name + ": " + addresses.error().ToString());
+      failed.push_back(name + ": " + addresses.error().ToString());
+      continue;
+    }
+    auto& list = hosts[name];
+    for (uint32_t a : *addresses) list.push_back(net::FormatIpv4(a));
+  }
+  resolved_[client] = std::move(hosts);
+  return failed;
+}
+
+void Network::ArmExpiry() {
+  std::optional<int64_t> next;
+  const int64_t now = Now();
+  for (const auto& [client, link] : links_) {
+    auto rules = EffectiveRules(client);
+    if (!rules) continue;
+    if (auto at = net::NextExpiry(*rules, now); at && (!next || *at < *next)) next = at;
+  }
+  expiry_timer_.Reset();
+  if (!next) return;
+  // Woken at least daily: the clock may be set meanwhile.
+  auto delay = std::chrono::seconds(std::clamp<int64_t>(*next - now, 0, 24 * 3600)) +
+               std::chrono::milliseconds(50);
+  expiry_timer_ = loop_.After(std::chrono::duration_cast<std::chrono::milliseconds>(delay),
+                              [this] { Reconcile(); });
+}
+
+ApiResult<json> Network::ListFirewall(const std::string& qube) const {
+  const config::Qube* q = ConfigOf(qube);
+  if (q == nullptr) return Fail(codes::kNoSuchQube, "no qube named " + qube);
+  auto runtime = RuntimeRules(qube);
+  if (!runtime) return Fail(codes::kFailed, runtime.error().ToString());
+  auto rules_json = [](const std::vector<config::FirewallRule>& rules) {
+    json out = json::array();
+    for (const auto& r : rules) {
+      json j = config::FirewallRuleToJson(r);
+      j["text"] = net::DescribeRule(r);
+      out.push_back(std::move(j));
+    }
+    return out;
+  };
+  json out{{"qube", qube},
+           {"runtime", rules_json(*runtime)},
+           {"declared", rules_json(q->firewall)},
+           {"netvm", q->netvm ? json(*q->netvm) : json(nullptr)}};
+  if (auto it = resolved_.find(qube); it != resolved_.end()) out["resolved"] = it->second;
+  out["network"] = Describe(qube);
+  return out;
+}
+
+ApiResult<json> Network::AddRule(const std::string& qube, const json& rule_json) {
+  if (ConfigOf(qube) == nullptr) return Fail(codes::kNoSuchQube, "no qube named " + qube);
+  auto rule = config::FirewallRuleFromJson(rule_json);
+  if (!rule) return Fail(codes::kBadRequest, "invalid rule: " + rule.error().message());
+  auto before = RuntimeRules(qube);
+  if (!before) return Fail(codes::kFailed, before.error().ToString());
+  std::vector<config::FirewallRule> after = *before;
+  after.push_back(*rule);
+  if (Status saved = SaveRuntimeRules(qube, after); !saved) {
+    return Fail(codes::kFailed, saved.error().ToString());
+  }
+  std::vector<std::string> unresolved;
+  if (auto link = links_.find(qube); link != links_.end()) {
+    unresolved = ResolveHosts(qube);
+    if (Status applied = ApplyRules(link->second.netvm); !applied) {
+      (void)SaveRuntimeRules(qube, *before);  // nothing half-done
+      return Fail(codes::kFailed, "rule not applied: " + applied.error().ToString());
+    }
+  }
+  ArmExpiry();
+  audit_.Write({{"kind", "firewall"},
+                {"qube", qube},
+                {"action", "add"},
+                {"rule", net::DescribeRule(*rule)}});
+  events_.Emit({{"event", "firewall"}, {"qube", qube}});
+  return json{{"qube", qube},
+              {"number", after.size()},
+              {"rule", net::DescribeRule(*rule)},
+              {"unresolved", unresolved}};
+}
+
+ApiResult<json> Network::DeleteRule(const std::string& qube, int64_t number) {
+  if (ConfigOf(qube) == nullptr) return Fail(codes::kNoSuchQube, "no qube named " + qube);
+  auto before = RuntimeRules(qube);
+  if (!before) return Fail(codes::kFailed, before.error().ToString());
+  if (number < 1 || static_cast<size_t>(number) > before->size()) {
+    return Fail(codes::kBadRequest, qube + " has " + std::to_string(before->size()) +
+                                        " runtime rule" + (before->size() == 1 ? "" : "s") +
+                                        "; there is no rule " + std::to_string(number) +
+                                        " (declared rules change through the description)");
+  }
+  std::vector<config::FirewallRule> after = *before;
+  config::FirewallRule removed = after[static_cast<size_t>(number - 1)];
+  after.erase(after.begin() + (number - 1));
+  if (Status saved = SaveRuntimeRules(qube, after); !saved) {
+    return Fail(codes::kFailed, saved.error().ToString());
+  }
+  if (auto link = links_.find(qube); link != links_.end()) {
+    if (Status applied = ApplyRules(link->second.netvm); !applied) {
+      (void)SaveRuntimeRules(qube, *before);
+      return Fail(codes::kFailed, "rule not removed: " + applied.error().ToString());
+    }
+  }
+  ArmExpiry();
+  audit_.Write({{"kind", "firewall"},
+                {"qube", qube},
+                {"action", "del"},
+                {"rule", net::DescribeRule(removed)}});
+  events_.Emit({{"event", "firewall"}, {"qube", qube}});
+  return json{{"qube", qube}, {"removed", net::DescribeRule(removed)}};
+}
+
+ApiResult<json> Network::Reload(const std::string& qube) {
+  if (ConfigOf(qube) == nullptr) return Fail(codes::kNoSuchQube, "no qube named " + qube);
+  auto link = links_.find(qube);
+  if (link == links_.end()) return json{{"qube", qube}, {"linked", false}};
+  std::vector<std::string> unresolved = ResolveHosts(qube);
+  if (Status applied = ApplyRules(link->second.netvm, true); !applied) {
+    return Fail(codes::kFailed, applied.error().ToString());
+  }
+  audit_.Write({{"kind", "firewall"}, {"qube", qube}, {"action", "reload"}});
+  json out{{"qube", qube}, {"linked", true}, {"unresolved", unresolved}};
+  if (auto it = resolved_.find(qube); it != resolved_.end()) out["resolved"] = it->second;
+  return out;
+}
+
+json Network::Describe(const std::string& qube) const {
+  json out{{"netvm", nullptr},
+           {"ip", nullptr},
+           {"gateway", nullptr},
+           {"dns", nullptr},
+           {"linked", false}};
+  if (auto netvm = WantedNetvm(qube)) out["netvm"] = *netvm;
+  if (auto it = links_.find(qube); it != links_.end()) {
+    out["ip"] = net::FormatIpv4(it->second.address);
+    out["gateway"] = net::FormatIpv4(it->second.gateway);
+    out["dns"] = {net::FormatIpv4(net::kVirtualDns1), net::FormatIpv4(net::kVirtualDns2)};
+    out["linked"] = true;
+  }
+  return out;
+}
+
+void Network::Report(const std::string& qube, const std::string& action, const std::string& error) {
+  Log(LogLevel::kWarn, "network", {{"qube", qube}, {"action", action}, {"error", error}});
+  audit_.Write({{"kind", "network"}, {"qube", qube}, {"action", action}, {"error", error}});
+  events_.Emit({{"event", "network_error"}, {"qube", qube}, {"action", action}, {"error", error}});
+}
+
+}  // namespace tessera::daemon

@@ -1,0 +1,312 @@
+// Qubes' network through the real daemon (docs/NETWORK.md): tesserad runs in
+// a network namespace this test made (its "host"), whose interface `ntup0`
+// is a veth into a fake internet namespace with TCP servers and a DNS
+// resolver. nt-net takes ntup0 as its uplink, nt-fw is its client and the
+// netvm of the app qubes, nt-vault is offline. Asserts the chain, NAT, DNS,
+// isolation, anti-spoofing, the firewall (declared, runtime, host names,
+// expiry), a netvm restart, a live netvm change, recovery after kill -9, the
+// uplink given back, and the daemon's namespace and the real host's network
+// unchanged afterwards.
+
+#include <chrono>
+#include <set>
+
+#include "daemon_fixture.h"
+#include "integration/net_testing.h"
+#include "net/address.h"
+#include "net/links.h"
+#include "net/resolve.h"
+
+namespace tessera::daemon_testing {
+namespace {
+
+using namespace ::tessera::net_testing;
+
+constexpr const char* kNetSystem = R"(
+[qubes.nt-base]
+class = "template"
+source = "busybox"
+
+[qubes.nt-net]
+class = "app"
+template = "nt-base"
+provides_network = true
+uplink = "ntup0"
+uplink_address = "192.0.2.2/24"
+uplink_gateway = "192.0.2.1"
+uplink_dns = ["192.0.2.1"]
+memory = 128
+
+[qubes.nt-fw]
+class = "app"
+template = "nt-base"
+provides_network = true
+netvm = "nt-net"
+memory = 128
+
+[qubes.nt-a]
+class = "app"
+template = "nt-base"
+netvm = "nt-fw"
+memory = 128
+
+[qubes.nt-b]
+class = "app"
+template = "nt-base"
+netvm = "%B_NETVM%"
+memory = 128
+firewall = [
+  { action = "accept", specialtarget = "dns" },
+  { action = "accept", dsthost = "svc.test", proto = "tcp", dstports = "8080" },
+]
+
+[qubes.nt-vault]
+class = "app"
+template = "nt-base"
+memory = 128
+)";
+
+const char* kInternet = "192.0.2.1";
+
+std::string Capture(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  ::pclose(p);
+  return out;
+}
+
+// Links (without counters), addresses, routes and the nft ruleset of a
+// namespace ("" = the caller's).
+std::string Snapshot(const std::string& ns) {
+  std::string in = ns.empty() ? "" : "ip netns exec " + ns + " ";
+  return Capture(in + "ip -d link show 2>&1; " + in + "ip addr show 2>&1; " + in +
+                 "ip route show table all 2>&1; " + in + "nft list ruleset 2>&1");
+}
+
+class NetworkTest : public DaemonTest {
+ protected:
+  void SetUp() override {
+    DaemonTest::SetUp();
+    if (IsSkipped()) return;
+    if (!Sh("command -v ip >/dev/null && command -v nft >/dev/null")) {
+      GTEST_SKIP() << "needs iproute2 and nft to build and compare the test's namespaces";
+    }
+    host_before_ = Snapshot("");
+    std::string p = "tnd" + std::to_string(::getpid()) + "-";
+    host_ = p + "host";
+    inet_ = p + "inet";
+    for (const auto& ns : {host_, inet_}) {
+      ASSERT_TRUE(Sh("ip netns add " + ns)) << ns;
+      made_.push_back(ns);
+    }
+    host_fd_ = UniqueFd(::open(NsFile(host_).c_str(), O_RDONLY | O_CLOEXEC));
+    inet_fd_ = UniqueFd(::open(NsFile(inet_).c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(host_fd_ && inet_fd_);
+    ASSERT_TRUE(net::SetLinkUp(host_fd_.get(), "lo"));
+    ASSERT_TRUE(net::SetLinkUp(inet_fd_.get(), "lo"));
+    ASSERT_TRUE(net::CreateVeth(host_fd_.get(), "ntup0", inet_fd_.get(), "up1"));
+    ASSERT_TRUE(net::AddAddress(inet_fd_.get(), "up1", *net::ParseIpv4(kInternet), 24));
+    ASSERT_TRUE(net::SetLinkUp(inet_fd_.get(), "up1"));
+    servers_.push_back(Serve(inet_, {8080, 8081}, 53, kInternet));
+    WriteSystem("nt-fw");
+    daemon_netns_ = NsFile(host_);
+    ns_before_ = Snapshot(host_);
+  }
+
+  void TearDown() override {
+    for (pid_t pid : servers_) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+    if (daemon_pid_ > 0) (void)Cli({"kill", "--all"});
+    DaemonTest::TearDown();
+    for (const auto& ns : made_) Sh("ip netns del " + ns);
+  }
+
+  void WriteSystem(const std::string& b_netvm) {
+    std::string text = kNetSystem;
+    text.replace(text.find("%B_NETVM%"), 9, b_netvm);
+    ASSERT_TRUE(WriteFileAtomic(config_, text));
+  }
+
+  std::string NsOf(const std::string& qube) {
+    auto l = List();
+    if (l.count(qube) == 0 || !l[qube]["pid"].is_number()) return "";
+    return "/proc/" + std::to_string(l[qube]["pid"].get<int>()) + "/ns/net";
+  }
+  int PidOf(const std::string& qube) {
+    auto l = List();
+    return l.count(qube) && l[qube]["pid"].is_number() ? l[qube]["pid"].get<int>() : -1;
+  }
+  std::string AddressOf(const std::string& qube) {
+    json book = json::parse(ReadFile(layout_.state_dir + "/net/addresses.json").value_or("{}"),
+                            nullptr, false);
+    std::string found;
+    std::function<void(const json&)> walk = [&](const json& j) {
+      if (j.is_object()) {
+        for (auto& [k, v] : j.items()) {
+          if (k == qube && v.is_string()) found = v.get<std::string>();
+          walk(v);
+        }
+      }
+    };
+    walk(book);
+    return found;
+  }
+  // A TCP probe from inside `qube`: the address the server saw, or "".
+  std::string From(const std::string& qube, const std::string& ip, uint16_t port,
+                   const std::string& source = "") {
+    std::string ns = NsOf(qube);
+    if (ns.empty()) return "no such running qube";
+    return InNetns(ns, [&] { return Tcp(ip, port, source); });
+  }
+  bool HasEth0(const std::string& qube) {
+    UniqueFd ns(::open(NsOf(qube).c_str(), O_RDONLY | O_CLOEXEC));
+    auto exists = net::LinkExists(ns.get(), "eth0");
+    return exists && *exists;
+  }
+  std::vector<json> NetworkLines(const std::string& qube, const std::string& action) {
+    std::vector<json> out;
+    std::istringstream in(AuditText());
+    std::string line;
+    while (std::getline(in, line)) {
+      json j = json::parse(line, nullptr, false);
+      if (j.is_object() && j.value("kind", "") == "network" && j.value("qube", "") == qube &&
+          j.value("action", "") == action) {
+        out.push_back(j);
+      }
+    }
+    return out;
+  }
+
+  std::string host_, inet_, host_before_, ns_before_;
+  UniqueFd host_fd_, inet_fd_;
+  std::vector<std::string> made_;
+  std::vector<pid_t> servers_;
+};
+
+TEST_F(NetworkTest, TheChainTheFirewallRewiringAndRecovery) {
+  StartDaemon();
+  CliResult started = Cli({"start", "nt-a"});
+  ASSERT_EQ(started.exit_code, 0) << started.err;
+  EXPECT_EQ(StateOf("nt-fw"), "running") << "the netvm chain starts first";
+  EXPECT_EQ(StateOf("nt-net"), "running");
+  // The uplink left the daemon's namespace for nt-net's.
+  EXPECT_FALSE(*net::LinkExists(host_fd_.get(), "ntup0"));
+
+  // Through nt-fw and nt-net, NATed to nt-net's uplink address.
+  EXPECT_EQ(From("nt-a", kInternet, 8080), "192.0.2.2");
+  // DNS to the virtual address reaches the internet's resolver.
+  {
+    std::string ns = NsOf("nt-a");
+    std::string got = InNetns(ns, [] {
+      UniqueFd fd(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+      auto a = net::ResolveIpv4(fd.get(), "svc.test", {net::kVirtualDns1},
+                                std::chrono::milliseconds(1000));
+      return a ? net::FormatIpv4(a->front()) : a.error().ToString();
+    });
+    EXPECT_EQ(got, kInternet);
+  }
+
+  ASSERT_EQ(Cli({"start", "nt-b"}).exit_code, 0);
+  ASSERT_EQ(Cli({"start", "nt-vault"}).exit_code, 0);
+  // nt-b's declared firewall: DNS and svc.test:8080 (a name nt-fw resolved).
+  EXPECT_EQ(From("nt-b", kInternet, 8080), "192.0.2.2");
+  EXPECT_EQ(From("nt-b", kInternet, 8081), "") << "not in nt-b's firewall";
+  EXPECT_EQ(From("nt-a", kInternet, 8081), "192.0.2.2") << "nt-a's empty list accepts all";
+  // Offline.
+  EXPECT_EQ(From("nt-vault", kInternet, 8080), "");
+  EXPECT_FALSE(HasEth0("nt-vault"));
+
+  // Isolation: another client, the netvm's own services, the next netvm's.
+  std::string b_ip = AddressOf("nt-b");
+  std::string fw_ip = AddressOf("nt-fw");
+  ASSERT_FALSE(b_ip.empty());
+  ASSERT_FALSE(fw_ip.empty());
+  servers_.push_back(Serve(NsOf("nt-b"), {9000}, 0));
+  servers_.push_back(Serve(NsOf("nt-fw"), {9000}, 0));
+  servers_.push_back(Serve(NsOf("nt-net"), {9000}, 0));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(From("nt-fw", b_ip, 9000), b_ip.empty() ? "?" : fw_ip) << "the servers listen";
+  EXPECT_EQ(From("nt-a", b_ip, 9000), "") << "client to client";
+  EXPECT_EQ(From("nt-a", fw_ip, 9000), "") << "client to its netvm";
+  EXPECT_EQ(From("nt-a", "192.0.2.2", 9000), "") << "client to the next netvm";
+  // A spoofed source is dropped.
+  {
+    UniqueFd a_ns(::open(NsOf("nt-a").c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(net::AddAddress(a_ns.get(), "eth0", *net::ParseIpv4("10.137.9.9"), 32));
+    EXPECT_EQ(From("nt-a", kInternet, 8080, "10.137.9.9"), "");
+    EXPECT_EQ(From("nt-a", kInternet, 8080), "192.0.2.2");
+  }
+
+  // Runtime rules: before the declared ones, numbered, removable, expiring.
+  CliResult bad = Cli({"firewall", "nt-a", "add", "accept", "dsthost=10.0.0.1/8"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("dsthost"));
+  CliResult add = Cli({"firewall", "nt-a", "add", "drop", "proto=tcp", "dstports=8080"});
+  ASSERT_EQ(add.exit_code, 0) << add.err;
+  EXPECT_EQ(From("nt-a", kInternet, 8080), "");
+  EXPECT_EQ(From("nt-a", kInternet, 8081), "192.0.2.2");
+  CliResult listed = Cli({"firewall", "nt-a"});
+  EXPECT_THAT(listed.out, HasSubstr("1  action=drop proto=tcp dstports=8080"));
+  EXPECT_EQ(Cli({"firewall", "nt-a", "del", "2"}).exit_code, 1) << "there is one runtime rule";
+  ASSERT_EQ(Cli({"firewall", "nt-a", "del", "1"}).exit_code, 0);
+  EXPECT_EQ(From("nt-a", kInternet, 8080), "192.0.2.2");
+  CliResult temp =
+      Cli({"firewall", "nt-b", "add", "accept", "proto=tcp", "dstports=8081", "expire=+2"});
+  ASSERT_EQ(temp.exit_code, 0) << temp.err;
+  EXPECT_EQ(From("nt-b", kInternet, 8081), "192.0.2.2");
+  std::this_thread::sleep_for(3500ms);
+  EXPECT_EQ(From("nt-b", kInternet, 8081), "") << "the rule expired on its own";
+  EXPECT_EQ(From("nt-b", kInternet, 8080), "192.0.2.2");
+
+  // A netvm that stops takes its clients' links; started again, they are back.
+  ASSERT_EQ(Cli({"stop", "nt-fw"}).exit_code, 0);
+  EXPECT_FALSE(HasEth0("nt-a"));
+  EXPECT_EQ(From("nt-a", kInternet, 8080), "");
+  ASSERT_EQ(Cli({"start", "nt-fw"}).exit_code, 0);
+  EXPECT_EQ(From("nt-a", kInternet, 8080), "192.0.2.2") << [&] {
+    std::string out;
+    for (const char* q : {"nt-a", "nt-fw", "nt-net"}) {
+      out +=
+          std::string("==== ") + q + "\n" +
+          Capture("nsenter --net=" + NsOf(q) +
+                  " sh -c 'ip addr; ip route; nft list ruleset; sysctl net.ipv4.ip_forward' 2>&1");
+    }
+    return out + AuditText();
+  }();
+  EXPECT_EQ(From("nt-b", kInternet, 8080), "192.0.2.2");
+  EXPECT_EQ(From("nt-b", kInternet, 8081), "") << "rules survive the netvm's restart";
+
+  // A new netvm through apply: re-linked, not restarted.
+  int b_pid = PidOf("nt-b");
+  WriteSystem("nt-net");
+  CliResult applied = Cli({"apply", config_, "--yes"});
+  ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
+  EXPECT_EQ(PidOf("nt-b"), b_pid);
+  auto linked = NetworkLines("nt-b", "linked");
+  ASSERT_FALSE(linked.empty());
+  EXPECT_EQ(linked.back().value("netvm", ""), "nt-net");
+  EXPECT_EQ(From("nt-b", kInternet, 8080), "192.0.2.2");
+  EXPECT_EQ(From("nt-b", fw_ip, 9000), "") << "no longer nt-fw's client";
+
+  // kill -9 and a new daemon: links and tables are made again.
+  KillDaemon(SIGKILL);
+  StartDaemon();
+  EXPECT_EQ(From("nt-a", kInternet, 8080), "192.0.2.2");
+  EXPECT_EQ(From("nt-b", kInternet, 8081), "");
+  EXPECT_EQ(From("nt-a", b_ip, 9000), "");
+
+  // Everything stopped: the uplink is back, the daemon's namespace as it was.
+  ASSERT_EQ(Cli({"stop", "--all"}).exit_code, 0);
+  EXPECT_TRUE(*net::LinkExists(host_fd_.get(), "ntup0"));
+  EXPECT_EQ(Snapshot(host_), ns_before_);
+  EXPECT_EQ(Snapshot(""), host_before_) << "the real host's network";
+}
+
+}  // namespace
+}  // namespace tessera::daemon_testing
