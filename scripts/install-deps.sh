@@ -12,7 +12,7 @@ packages=(
   libseccomp-dev libcap-dev libnftables-dev libnl-3-dev libnl-route-3-dev libsystemd-dev
   uuid-dev
   # Tests and benchmarks.
-  libgtest-dev libgmock-dev googletest libbenchmark-dev
+  libgtest-dev libgmock-dev googletest libbenchmark-dev iperf3
   # Runtime tools the tests drive for real.
   nix-bin busybox-static bubblewrap iproute2 nftables debootstrap util-linux procps
   # Runtime: private volume images (mkfs.ext4, e2fsck, resize2fs).

@@ -1,5 +1,6 @@
 #include "daemon/network.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 
 #include <algorithm>
@@ -68,12 +69,29 @@ void Network::OnStopping(const std::string& qube) {
 
 void Network::OnStopped(const std::string& qube) {
   ReturnUplink(qube);
+  // A disposable's runtime rules end with it: its name is given out again.
+  if (config_.system().Find(qube) == nullptr) (void)SaveRuntimeRules(qube, {});
   if (netns_.erase(qube) == 0 && links_.count(qube) == 0) return;
   applied_.erase(qube);
+  forwarding_.erase(qube);
   Reconcile();
 }
 
-void Network::OnSystemAdopted() { Reconcile(); }
+void Network::OnSystemAdopted() {
+  // Runtime rules of qubes the description no longer has go with them.
+  if (DIR* dir = ::opendir((net_dir_ + "/firewall").c_str())) {
+    std::vector<std::string> stale;
+    while (dirent* entry = ::readdir(dir)) {
+      std::string name = entry->d_name;
+      if (name.size() <= 5 || name.compare(name.size() - 5, 5, ".json") != 0) continue;
+      std::string qube = name.substr(0, name.size() - 5);
+      if (config_.system().Find(qube) == nullptr && !IsRunning(qube)) stale.push_back(qube);
+    }
+    ::closedir(dir);
+    for (const auto& qube : stale) (void)SaveRuntimeRules(qube, {});
+  }
+  Reconcile();
+}
 
 // ---------------------------------------------------------------------------
 // Bringing links and tables in line with the description
@@ -144,8 +162,12 @@ void Network::Reconcile() {
         Report(qube, "uplink", taken.error().ToString());
       }
     }
-    if (Status forward = net::SetNetSysctl(fd.get(), "net/ipv4/ip_forward", "1"); !forward) {
-      Report(qube, "forwarding", forward.error().ToString());
+    if (forwarding_.count(qube) == 0) {
+      if (Status forward = net::SetNetSysctl(fd.get(), "net/ipv4/ip_forward", "1"); !forward) {
+        Report(qube, "forwarding", forward.error().ToString());
+      } else {
+        forwarding_.insert(qube);
+      }
     }
   }
 
@@ -310,33 +332,55 @@ Status Network::ApplyRules(const std::string& netvm, bool force) {
   rules.uplink = !q->uplink.empty() ? q->uplink : links_.count(netvm) != 0 ? kQubeIfname : "";
   rules.dns = ResolversOf(*q);
   const int64_t now = Now();
+  std::vector<std::pair<std::string, std::string>> problems;  // reported if applied
   for (const auto& [client, link] : links_) {
     if (link.netvm != netvm) continue;
     net::NetvmClient c;
     c.qube = client;
     c.address = link.address;
     c.ifname = link.vif;
-    auto effective = EffectiveRules(client);
-    if (effective) {
-      auto it = resolved_.find(client);
-      net::FirewallInput input{*effective,
-                               it == resolved_.end() ? decltype(it->second){} : it->second, now};
-      auto compiled = net::CompileFirewall(input);
-      if (compiled) {
-        c.firewall = std::move(*compiled);
-      } else {
-        Report(client, "firewall", compiled.error().ToString() + "; dropping everything");
-      }
+    auto it = resolved_.find(client);
+    const auto hosts = it == resolved_.end() ? decltype(it->second){} : it->second;
+    // Declared rules (an empty list accepts everything) ...
+    const config::Qube* own = ConfigOf(client);
+    auto declared = net::CompileFirewall(
+        {own != nullptr ? own->firewall : std::vector<config::FirewallRule>{}, hosts, now});
+    if (declared) {
+      c.firewall = std::move(*declared);
     } else {
-      Report(client, "firewall", effective.error().ToString() + "; dropping everything");
+      problems.emplace_back(client, declared.error().ToString());  // empty: drops everything
     }
-    rules.clients.push_back(std::move(c));  // an empty chain drops everything
+    // ... after the runtime ones, whose final verdict is left out.
+    auto runtime = RuntimeRules(client);
+    if (runtime && !runtime->empty()) {
+      auto compiled = net::CompileFirewall({*runtime, hosts, now});
+      if (compiled) {
+        compiled->pop_back();
+        c.runtime = std::move(*compiled);
+      } else {
+        problems.emplace_back(client, compiled.error().ToString());
+        c.runtime = {"drop"};
+      }
+    } else if (!runtime) {
+      problems.emplace_back(client, runtime.error().ToString());
+      c.runtime = {"drop"};
+    }
+    rules.clients.push_back(std::move(c));
   }
-  std::string script = net::RenderNetvmRuleset(rules);
-  auto& in_force = applied_[netvm];
-  if (!force && in_force == script) return Ok();
-  TRY(net::RunNft(ns->second.get(), script));
-  in_force = std::move(script);
+  auto in_force = applied_.find(netvm);
+  std::string script = net::RenderNetvmUpdate(
+      force || in_force == applied_.end() ? nullptr : &in_force->second, rules);
+  if (script.empty()) return Ok();
+  for (const auto& [client, why] : problems) {
+    Report(client, "firewall", why + "; dropping everything");
+  }
+  if (auto ran = net::RunNft(ns->second.get(), script); !ran) {
+    // The table is as it was, or (a failed first apply) absent: the next
+    // apply replaces it whole.
+    applied_.erase(netvm);
+    return Err(ran.error());
+  }
+  applied_[netvm] = std::move(rules);
   return Ok();
 }
 
@@ -344,6 +388,13 @@ Status Network::ApplyRules(const std::string& netvm, bool force) {
 // Firewall rules
 
 Result<std::vector<config::FirewallRule>> Network::RuntimeRules(const std::string& qube) const {
+  if (auto cached = runtime_.find(qube); cached != runtime_.end()) return cached->second;
+  auto loaded = LoadRuntimeRules(qube);
+  if (loaded) runtime_[qube] = *loaded;
+  return loaded;
+}
+
+Result<std::vector<config::FirewallRule>> Network::LoadRuntimeRules(const std::string& qube) const {
   std::string path = net_dir_ + "/firewall/" + qube + ".json";
   auto text = ReadFile(path, 16u << 20);
   if (!text) {
@@ -365,6 +416,7 @@ Result<std::vector<config::FirewallRule>> Network::RuntimeRules(const std::strin
 
 Status Network::SaveRuntimeRules(const std::string& qube,
                                  const std::vector<config::FirewallRule>& rules) {
+  runtime_.erase(qube);  // read again from what is on disk
   std::string path = net_dir_ + "/firewall/" + qube + ".json";
   if (rules.empty()) {
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) {

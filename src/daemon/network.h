@@ -24,6 +24,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,7 @@
 #include "daemon/event_loop.h"
 #include "daemon/qube_manager.h"
 #include "net/address.h"
+#include "net/ruleset.h"
 
 namespace tessera::daemon {
 
@@ -89,6 +91,7 @@ class Network : public LifecycleObserver {
   // its default, accept all).
   Result<std::vector<config::FirewallRule>> EffectiveRules(const std::string& client) const;
   Result<std::vector<config::FirewallRule>> RuntimeRules(const std::string& qube) const;
+  Result<std::vector<config::FirewallRule>> LoadRuntimeRules(const std::string& qube) const;
   Status SaveRuntimeRules(const std::string& qube, const std::vector<config::FirewallRule>& rules);
   // Resolves the client's host names in its netvm; what failed ("name: why").
   std::vector<std::string> ResolveHosts(const std::string& client);
@@ -106,8 +109,10 @@ class Network : public LifecycleObserver {
   std::map<std::string, UniqueFd> netns_;       // running qubes
   std::map<std::string, Link> links_;           // linked clients
   std::map<std::string, std::string> uplinks_;  // netvm -> host interface it holds
-  std::map<std::string, std::string> applied_;  // netvm -> table in force
+  std::map<std::string, net::NetvmRules> applied_;  // netvm -> table in force
+  mutable std::map<std::string, std::vector<config::FirewallRule>> runtime_;         // cache
   std::map<std::string, std::map<std::string, std::vector<std::string>>> resolved_;  // client
+  std::set<std::string> forwarding_;  // netvms whose ip_forward is on
   EventLoop::Timer expiry_timer_;
   bool reconciling_ = false;
 };

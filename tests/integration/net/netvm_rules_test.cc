@@ -22,6 +22,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -116,17 +117,30 @@ class NetvmRulesTest : public ::testing::Test {
     FirewallInput b_in;
     b_in.rules = b_rules;
     a_in.now = b_in.now = now;
-    rules.clients.push_back({"a", *ParseIpv4("10.137.0.2"),
-                             ClientIfname(*ParseIpv4("10.137.0.2"), kRange),
-                             TRY(CompileFirewall(a_in))});
-    rules.clients.push_back({"b", *ParseIpv4("10.137.0.4"),
-                             ClientIfname(*ParseIpv4("10.137.0.4"), kRange),
-                             TRY(CompileFirewall(b_in))});
+    rules.clients.push_back(Client("a", "10.137.0.2", TRY(CompileFirewall(a_in))));
+    rules.clients.push_back(Client("b", "10.137.0.4", TRY(CompileFirewall(b_in))));
     UniqueFd ns(::open(("/run/netns/" + netvm_).c_str(), O_RDONLY | O_CLOEXEC));
     TRY(RunNft(ns.get(), RenderNetvmRuleset(rules)));
     return {};
   }
 
+  static NetvmClient Client(const std::string& qube, const std::string& ip,
+                            std::vector<std::string> firewall,
+                            std::vector<std::string> runtime = {}) {
+    uint32_t address = *ParseIpv4(ip);
+    return {qube, address, ClientIfname(address, kRange), std::move(firewall), std::move(runtime)};
+  }
+
+  // Brings the netvm's table from `applied_` to `next` (RenderNetvmUpdate).
+  Result<std::string> Update(const NetvmRules& next) {
+    std::string script = RenderNetvmUpdate(applied_ ? &*applied_ : nullptr, next);
+    UniqueFd ns(::open(("/run/netns/" + netvm_).c_str(), O_RDONLY | O_CLOEXEC));
+    TRY(RunNft(ns.get(), script));
+    applied_ = next;
+    return script;
+  }
+
+  std::optional<NetvmRules> applied_;
   std::string inet_, netvm_, a_, b_;
   UniqueFd inet_fd_;
   UniqueFd netvm_fd_;
@@ -215,6 +229,52 @@ TEST_F(NetvmRulesTest, LinksComeAndGoThroughNetlink) {
                       return std::string(1, c);
                     }),
             "1");
+}
+
+TEST_F(NetvmRulesTest, UpdatesTouchOnlyWhatChanged) {
+  NetvmRules rules;
+  rules.uplink = "up0";
+  rules.dns = {*ParseIpv4("192.0.2.1")};
+  rules.clients.push_back(Client("a", "10.137.0.2", {"accept"}));
+  auto first = Update(rules);
+  ASSERT_TRUE(first) << first.error().ToString();
+  EXPECT_THAT(*first, HasSubstr("delete table"));
+  EXPECT_EQ(InNetns(a_, [] { return Tcp("192.0.2.1", 80); }), "192.0.2.2");
+
+  // b joins with a firewall that drops port 80.
+  rules.clients.push_back(
+      Client("b", "10.137.0.4", {"meta l4proto tcp th dport 80 drop", "accept"}));
+  auto added = Update(rules);
+  ASSERT_TRUE(added) << added.error().ToString();
+  EXPECT_THAT(*added, ::testing::Not(HasSubstr("delete table")));
+  EXPECT_EQ(InNetns(b_, [] { return Tcp("192.0.2.1", 80); }), "");
+  EXPECT_EQ(InNetns(b_, [] { return Tcp("192.0.2.1", 443); }), "192.0.2.2");
+  EXPECT_EQ(InNetns(b_, [] { return Tcp("10.137.0.2", 80); }), "") << "still no client to client";
+
+  // A runtime rule of b, then a's firewall: only their chains are refilled.
+  rules.clients[1].runtime = {"meta l4proto tcp th dport 443 drop"};
+  rules.clients[0].firewall = {"meta l4proto tcp th dport 80 drop", "accept"};
+  auto refilled = Update(rules);
+  ASSERT_TRUE(refilled) << refilled.error().ToString();
+  EXPECT_THAT(*refilled, HasSubstr("flush chain inet tessera fw-vif4-rt"));
+  EXPECT_THAT(*refilled, HasSubstr("flush chain inet tessera fw-vif2\n"));
+  EXPECT_THAT(*refilled, ::testing::Not(HasSubstr("chain as-")));
+  EXPECT_EQ(InNetns(b_, [] { return Tcp("192.0.2.1", 443); }), "");
+  EXPECT_EQ(InNetns(a_, [] { return Tcp("192.0.2.1", 80); }), "");
+  EXPECT_EQ(InNetns(a_, [] { return Tcp("192.0.2.1", 443); }), "192.0.2.2");
+  EXPECT_EQ(*Update(rules), "") << "nothing changed";
+
+  // a leaves: nothing of it is forwarded any more; b is untouched.
+  rules.clients.erase(rules.clients.begin());
+  auto removed = Update(rules);
+  ASSERT_TRUE(removed) << removed.error().ToString();
+  EXPECT_EQ(InNetns(a_, [] { return Tcp("192.0.2.1", 443); }), "");
+  EXPECT_EQ(InNetns(b_, [] { return Tcp("192.0.2.1", 80); }), "");
+  UniqueFd ns(::open(("/run/netns/" + netvm_).c_str(), O_RDONLY | O_CLOEXEC));
+  auto listed = RunNft(ns.get(), "list table inet tessera");
+  ASSERT_TRUE(listed);
+  EXPECT_THAT(*listed, ::testing::Not(HasSubstr("vif2")));
+  EXPECT_THAT(*listed, HasSubstr("fw-vif4-rt"));
 }
 
 TEST_F(NetvmRulesTest, AFailedTransactionLeavesTheRulesInForce) {

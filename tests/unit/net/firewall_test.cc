@@ -85,7 +85,8 @@ TEST(Firewall, ExpiredRulesVanishButTheDropStays) {
   later.expire = 3000;
   in.rules = {soon, later};
   in.now = 1000;
-  EXPECT_EQ(CompileFirewall(in)->size(), 3u);
+  EXPECT_THAT(*CompileFirewall(in),
+              ElementsAre("ip daddr { 10.0.0.0/8, 172.16.0.0/12 } accept", "drop"));
   EXPECT_EQ(NextExpiry(in.rules, in.now), 2000);
   in.now = 2000;
   EXPECT_THAT(*CompileFirewall(in), ElementsAre("ip daddr 172.16.0.0/12 accept", "drop"));
@@ -104,6 +105,49 @@ TEST(Firewall, FirstMatchWinsBecauseTheOrderIsKept) {
   in.rules = {block, allow};
   EXPECT_THAT(*CompileFirewall(in),
               ElementsAre("ip daddr 10.1.2.3/32 drop", "ip daddr 10.0.0.0/8 accept", "drop"));
+}
+
+TEST(Firewall, RunsOfOneActionShareASetAndOrderAcrossActionsIsKept) {
+  FirewallInput in;
+  auto port = [](FirewallAction action, const char* host, uint16_t first, uint16_t last) {
+    FirewallRule r = Rule(action);
+    r.dsthost = host;
+    r.proto = FirewallProto::kTcp;
+    r.dstports = config::PortRange{first, last};
+    return r;
+  };
+  in.rules = {port(FirewallAction::kDrop, "10.0.0.0/24", 22, 22),
+              port(FirewallAction::kDrop, "10.0.1.0/24", 80, 90),
+              port(FirewallAction::kAccept, "10.0.0.0/16", 22, 22),
+              port(FirewallAction::kAccept, "10.1.0.0/16", 22, 22),
+              port(FirewallAction::kDrop, "10.2.0.0/16", 22, 22)};
+  FirewallRule udp = Rule(FirewallAction::kDrop);
+  udp.proto = FirewallProto::kUdp;
+  in.rules.push_back(udp);
+  EXPECT_THAT(
+      *CompileFirewall(in),
+      ElementsAre(
+          "ip daddr . meta l4proto . th dport { 10.0.0.0/24 . tcp . 22, 10.0.1.0/24 . tcp . 80-90 "
+          "} drop",
+          "ip daddr . meta l4proto . th dport { 10.0.0.0/16 . tcp . 22, 10.1.0.0/16 . tcp . 22 } "
+          "accept",
+          "ip daddr 10.2.0.0/16 meta l4proto tcp th dport 22 drop", "meta l4proto udp drop",
+          "drop"));
+}
+
+TEST(Firewall, OverlappingElementsKeepTheirOwnRules) {
+  FirewallInput in;
+  FirewallRule wide = Rule(FirewallAction::kAccept);
+  wide.dsthost = "10.0.0.0/8";
+  FirewallRule narrow = Rule(FirewallAction::kAccept);
+  narrow.dsthost = "10.1.0.0/16";
+  FirewallRule other = Rule(FirewallAction::kAccept);
+  other.proto = FirewallProto::kTcp;
+  other.dstports = config::PortRange{443, 443};
+  in.rules = {wide, narrow, other};
+  EXPECT_THAT(*CompileFirewall(in),
+              ElementsAre("ip daddr 10.0.0.0/8 accept", "ip daddr 10.1.0.0/16 accept",
+                          "meta l4proto tcp th dport 443 accept", "drop"));
 }
 
 }  // namespace

@@ -18,17 +18,20 @@ NetvmRules OneClient(std::string uplink, std::vector<uint32_t> dns) {
   NetvmRules r;
   r.uplink = std::move(uplink);
   r.dns = std::move(dns);
-  r.clients.push_back({"work", *ParseIpv4("10.137.0.5"), "vif5", {"accept"}});
+  r.clients.push_back({"work", *ParseIpv4("10.137.0.5"), "vif5", {"accept"}, {}});
   return r;
 }
 
 TEST(Ruleset, AClientGoesOnlyToTheUplinkAndNowhereWithoutOne) {
   std::string with = RenderNetvmRuleset(OneClient("eth0", {kVirtualDns1, kVirtualDns2}));
-  EXPECT_THAT(with, HasSubstr("iifname \"vif5\" oifname != \"eth0\" drop"));
+  EXPECT_THAT(with,
+              HasSubstr("chain fwd-vif5 {\n    oifname != \"eth0\" drop\n    jump fw-vif5\n"));
   EXPECT_THAT(with, HasSubstr("oifname \"eth0\" masquerade"));
-  EXPECT_THAT(with, HasSubstr("iifname \"vif5\" ip saddr != 10.137.0.5 drop"));
+  EXPECT_THAT(with, HasSubstr("chain as-vif5 {\n    ip saddr != 10.137.0.5 drop\n"));
+  EXPECT_THAT(with,
+              HasSubstr("add element inet tessera forward_clients { \"vif5\" : jump fwd-vif5 }"));
   std::string without = RenderNetvmRuleset(OneClient("", {}));
-  EXPECT_THAT(without, HasSubstr("iifname \"vif5\" drop"));
+  EXPECT_THAT(without, HasSubstr("chain fwd-vif5 {\n    drop\n"));
   EXPECT_THAT(without, Not(HasSubstr("\"\"")));  // nft refuses empty names
   EXPECT_THAT(without, Not(HasSubstr("masquerade")));
 }
