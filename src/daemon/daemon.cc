@@ -34,6 +34,7 @@
 #include "daemon/rpc_broker.h"
 #include "daemon/rpc_prompts.h"
 #include "daemon/run_command.h"
+#include "daemon/updates_forwarder.h"
 #include "storage/generations.h"
 
 namespace tessera::daemon {
@@ -152,6 +153,8 @@ class Daemon {
     notifier_ = std::make_unique<DesktopNotifier>(*pool_);
     broker_->SetNotifier(notifier_.get());
     manager_->AddObserver(broker_.get());
+    forwarder_ = std::make_unique<UpdatesForwarder>(*loop_, *manager_, *runs_);
+    manager_->AddObserver(forwarder_.get());
     broker_->TakeRunningQubes();
     network_->RegisterMethods(*server_);
     server_->Register("rpc.call", {}, [this](AdminServer::Call call) {
@@ -211,6 +214,8 @@ class Daemon {
     methods_.reset();
     clipboard_.reset();
     runs_.reset();
+    manager_->RemoveObserver(forwarder_.get());
+    forwarder_.reset();
     manager_->RemoveObserver(broker_.get());
     broker_.reset();
     manager_->RemoveObserver(network_.get());
@@ -264,6 +269,7 @@ class Daemon {
   std::unique_ptr<backend::Launcher> launcher_;
   std::unique_ptr<DenialReporter> denials_;
   std::unique_ptr<Network> network_;
+  std::unique_ptr<UpdatesForwarder> forwarder_;
   std::unique_ptr<QubeManager> manager_;
   std::unique_ptr<AdminServer> server_;
   std::unique_ptr<RunCommands> runs_;

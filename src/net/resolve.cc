@@ -12,13 +12,20 @@
 #include <thread>
 
 #include "common/unique_fd.h"
-#include "net/address.h"
 
 namespace tessera::net {
 
 namespace {
 
 constexpr size_t kMaxPacket = 4096;
+
+std::string Dotted(uint32_t address) {
+  in_addr a{};
+  a.s_addr = htonl(address);
+  char buf[INET_ADDRSTRLEN] = {};
+  ::inet_ntop(AF_INET, &a, buf, sizeof buf);
+  return buf;
+}
 
 uint16_t Get16(const std::string& p, size_t at) {
   return static_cast<uint16_t>((static_cast<uint8_t>(p[at]) << 8) |
@@ -102,8 +109,8 @@ Result<std::vector<uint32_t>> ResolveIpv4(int netns_fd, const std::string& name,
   if (servers.empty()) return Err(Error("no resolver to ask (the netvm chain has no uplink_dns)"));
   // The socket is made on a thread inside the namespace; it stays there.
   Result<UniqueFd> made = Err("not run");
-  std::thread worker([&] {
-    if (::setns(netns_fd, CLONE_NEWNET) != 0) {
+  auto make = [&] {
+    if (netns_fd >= 0 && ::setns(netns_fd, CLONE_NEWNET) != 0) {
       made = Err(Error::FromErrno("setns into the network namespace"));
       return;
     }
@@ -113,8 +120,12 @@ Result<std::vector<uint32_t>> ResolveIpv4(int netns_fd, const std::string& name,
       return;
     }
     made = std::move(fd);
-  });
-  worker.join();
+  };
+  if (netns_fd < 0) {
+    make();
+  } else {
+    std::thread(make).join();
+  }
   UniqueFd sock = TRY(std::move(made));
   Error last("no resolver answered for " + name, ETIMEDOUT);
   for (uint32_t server : servers) {
@@ -127,7 +138,7 @@ Result<std::vector<uint32_t>> ResolveIpv4(int netns_fd, const std::string& name,
     to.sin_addr.s_addr = htonl(server);
     if (::connect(sock.get(), reinterpret_cast<sockaddr*>(&to), sizeof to) != 0 ||
         ::send(sock.get(), query.data(), query.size(), 0) < 0) {
-      last = Error::FromErrno("ask " + FormatIpv4(server) + " for " + name);
+      last = Error::FromErrno("ask " + Dotted(server) + " for " + name);
       continue;
     }
     auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -142,7 +153,7 @@ Result<std::vector<uint32_t>> ResolveIpv4(int netns_fd, const std::string& name,
       std::string packet(kMaxPacket, '\0');
       ssize_t n = ::recv(sock.get(), packet.data(), packet.size(), 0);
       if (n < 0) {
-        last = Error::FromErrno("ask " + FormatIpv4(server) + " for " + name);
+        last = Error::FromErrno("ask " + Dotted(server) + " for " + name);
         break;
       }
       packet.resize(static_cast<size_t>(n));

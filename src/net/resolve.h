@@ -16,10 +16,12 @@
 
 namespace tessera::net {
 
+// Only common/ is used here, so a static qube tool can compile this file in.
+//
 // The IPv4 addresses of `name` (host order, as answered), asking each server
 // in turn on UDP port 53 until one answers; each waits at most `timeout`.
 // NXDOMAIN or an answer without addresses is an error (ENOENT), as is no
-// answer at all (ETIMEDOUT).
+// answer at all (ETIMEDOUT). `netns_fd` -1: from the caller's own namespace.
 Result<std::vector<uint32_t>> ResolveIpv4(int netns_fd, const std::string& name,
                                           const std::vector<uint32_t>& servers,
                                           std::chrono::milliseconds timeout);

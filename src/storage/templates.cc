@@ -252,6 +252,16 @@ Status BuildDebootstrap(const TemplateBuildOptions& options, const std::string& 
       return Err(Error::FromErrno("mkdir " + root_path + "/" + d));
     }
   }
+  // Templates have no network: apt goes through the updates proxy
+  // (qubes.UpdatesProxy, docs/NETWORK.md), whose forwarder the daemon starts
+  // in templates. Qubes made from the template have the file too, and no
+  // forwarder: their apt reaches nothing, as in Qubes.
+  UniqueFd apt_conf = TRY(
+      internal::OpenDirAt(root_fd.get(), "etc/apt/apt.conf.d", root_path + "/etc/apt/apt.conf.d"));
+  TRY(internal::WriteFileAt(apt_conf.get(), "01tessera-updates-proxy",
+                            "Acquire::http::Proxy \"http://127.0.0.1:8082/\";\n"
+                            "Acquire::https::Proxy \"http://127.0.0.1:8082/\";\n",
+                            0644, root_path + "/etc/apt/apt.conf.d/01tessera-updates-proxy"));
   return Ok();
 }
 

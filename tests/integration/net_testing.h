@@ -168,4 +168,34 @@ inline pid_t Serve(const std::string& ns, std::vector<uint16_t> tcp_ports, uint1
   }
 }
 
+// An HTTP server in `ns` on `port`: every request (head read to its blank
+// line) is answered "200" with the peer's address as the body, until killed.
+inline pid_t ServeHttp(const std::string& ns, uint16_t port) {
+  pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  int fd = ::open(NsFile(ns).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) _exit(1);
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in a = Addr("0.0.0.0", port);
+  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(s, 16) != 0) _exit(1);
+  for (;;) {
+    sockaddr_in peer{};
+    socklen_t len = sizeof(peer);
+    int c = ::accept(s, reinterpret_cast<sockaddr*>(&peer), &len);
+    if (c < 0) continue;
+    std::string head;
+    char ch;
+    while (head.find("\r\n\r\n") == std::string::npos && ::read(c, &ch, 1) == 1) head += ch;
+    char ip[INET_ADDRSTRLEN] = {};
+    ::inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof(ip));
+    std::string body = ip;
+    std::string reply = "HTTP/1.0 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
+                        "\r\nConnection: close\r\n\r\n" + body;
+    (void)!::write(c, reply.data(), reply.size());
+    ::close(c);
+  }
+}
+
 }  // namespace tessera::net_testing

@@ -23,6 +23,8 @@ namespace {
 using namespace ::tessera::net_testing;
 
 constexpr const char* kNetSystem = R"(
+policy_dir = "%POLICY%"
+
 [qubes.nt-base]
 class = "template"
 source = "busybox"
@@ -130,6 +132,12 @@ class NetworkTest : public DaemonTest {
   void WriteSystem(const std::string& b_netvm) {
     std::string text = kNetSystem;
     text.replace(text.find("%B_NETVM%"), 9, b_netvm);
+    text.replace(text.find("%POLICY%"), 8, root_ + "/policy.d");
+    ASSERT_TRUE(MakeDirs(root_ + "/policy.d"));
+    ASSERT_TRUE(
+        WriteFileAtomic(root_ + "/policy.d/50-updates.policy",
+                        "qubes.UpdatesProxy * @type:TemplateVM @default allow target=nt-net\n"
+                        "qubes.UpdatesProxy * @anyvm @anyvm deny\n"));
     ASSERT_TRUE(WriteFileAtomic(config_, text));
   }
 
@@ -306,6 +314,68 @@ TEST_F(NetworkTest, TheChainTheFirewallRewiringAndRecovery) {
   EXPECT_TRUE(*net::LinkExists(host_fd_.get(), "ntup0"));
   EXPECT_EQ(Snapshot(host_), ns_before_);
   EXPECT_EQ(Snapshot(""), host_before_) << "the real host's network";
+}
+
+// qubes.UpdatesProxy: a template (no netvm) fetches over HTTP through the
+// proxy in nt-net; an app qube can neither reach a forwarder nor, running
+// one itself, get past the policy.
+TEST_F(NetworkTest, TemplatesUpdateThroughTheProxyAndOnlyThey) {
+  servers_.push_back(ServeHttp(inet_, 8090));
+  StartDaemon();
+  ASSERT_EQ(Cli({"start", "nt-net"}).exit_code, 0);
+  ASSERT_EQ(Cli({"start", "nt-base"}).exit_code, 0);
+  // A proxy request as apt sends one (busybox nc: Debian's static busybox
+  // wget crashes before it connects); the answer's body after the head.
+  auto fetch = [&](const std::string& qube, const std::string& port, const std::string& url) {
+    CliResult r =
+        Cli({"run", qube, "--", "/bin/sh", "-c",
+             "printf 'GET " + url + " HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' | nc 127.0.0.1 " + port});
+    size_t body = r.out.find("\r\n\r\n");
+    if (r.out.rfind("HTTP/1.0 200", 0) != 0 || body == std::string::npos) {
+      r.exit_code = r.exit_code == 0 ? 1 : r.exit_code;
+    } else {
+      r.out = r.out.substr(body + 4);
+    }
+    return r;
+  };
+  // The forwarder is started by the daemon, detached: wait until it listens.
+  CliResult got;
+  for (int i = 0; i < 50; ++i) {
+    got = fetch("nt-base", "8082", "http://192.0.2.1:8090/index");
+    if (got.exit_code == 0) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(got.exit_code, 0) << got.err;
+  EXPECT_EQ(got.out, "192.0.2.2") << "fetched by nt-net's proxy, from its uplink";
+  CliResult by_name = fetch("nt-base", "8082", "http://svc.test:8090/index");
+  EXPECT_EQ(by_name.exit_code, 0) << by_name.err;
+  EXPECT_EQ(by_name.out, "192.0.2.2") << "the name resolved by nt-net's resolver";
+  CliResult refused = fetch("nt-base", "8082", "ftp://192.0.2.1/");
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_THAT(refused.out, HasSubstr("400 Bad Request"));
+  CliResult tunnel =
+      Cli({"run", "nt-base", "--", "/bin/sh", "-c",
+           "printf 'CONNECT 192.0.2.1:8090 HTTP/1.1\\r\\n\\r\\n' | nc 127.0.0.1 8082"});
+  EXPECT_THAT(tunnel.out, HasSubstr("403 Forbidden")) << "CONNECT only to port 443";
+  // The template itself is offline.
+  EXPECT_EQ(From("nt-base", kInternet, 8090), "");
+
+  // An app qube: no forwarder, and its own one is refused by the policy.
+  ASSERT_EQ(Cli({"start", "nt-vault"}).exit_code, 0);
+  EXPECT_NE(fetch("nt-vault", "8082", "http://192.0.2.1:8090/").exit_code, 0);
+  ASSERT_EQ(Cli({"run", "--detach", "nt-vault", "--", "tessera-updates-proxy", "forward", "--port",
+                 "8083"})
+                .exit_code,
+            0);
+  std::this_thread::sleep_for(300ms);
+  CliResult app = fetch("nt-vault", "8083", "http://192.0.2.1:8090/");
+  EXPECT_NE(app.exit_code, 0) << app.out;
+  auto calls = CallLines("qubes.UpdatesProxy");
+  ASSERT_FALSE(calls.empty());
+  EXPECT_EQ(calls.back().value("source", ""), "nt-vault");
+  EXPECT_EQ(calls.back().value("decision", ""), "deny") << calls.back().dump();
+  EXPECT_EQ(calls.front().value("source", ""), "nt-base");
+  EXPECT_EQ(calls.front().value("target", ""), "nt-net") << calls.front().dump();
 }
 
 }  // namespace
