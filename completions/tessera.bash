@@ -64,7 +64,7 @@ _tessera() {
   COMPREPLY=()
   cur=${COMP_WORDS[COMP_CWORD]}
   prev=${COMP_WORDS[COMP_CWORD-1]}
-  local verbs="apply call cell clipboard config daemon events kill logs ls policy prefs prompt restart run start stop template version volume"
+  local verbs="apply call cell clipboard config daemon events firewall kill logs ls policy prefs prompt restart run start stop template version volume"
   verb=""
   for ((i = 1; i < COMP_CWORD; i++)); do
     case ${COMP_WORDS[i]} in
@@ -90,7 +90,7 @@ _tessera() {
       elif [[ $prev == prefs ]]; then
         COMPREPLY=($(compgen -W "$(_tessera_qubes)" -- "$cur"))
       else
-        COMPREPLY=($(compgen -W "autostart backend class cpus default_dispvm features firewall idle_timeout label memory name netvm provides_network source tags template uuid" -- "$cur"))
+        COMPREPLY=($(compgen -W "autostart backend class cpus default_dispvm features firewall idle_timeout label memory name netvm provides_network source tags template uplink uplink_address uplink_dns uplink_gateway uuid" -- "$cur"))
       fi ;;
     run)
       # Only the word right after `run` and its options (and their values)
@@ -129,6 +129,14 @@ _tessera() {
         COMPREPLY=($(compgen -W "copy paste show clear --json" -- "$cur"))
       else
         COMPREPLY=($(compgen -W "--from --to --json" -- "$cur"))
+      fi ;;
+    firewall)
+      if [[ $prev == firewall ]]; then
+        COMPREPLY=($(compgen -W "$(_tessera_qubes)" -- "$cur"))
+      elif [[ ${COMP_WORDS[COMP_CWORD-2]} == firewall ]]; then
+        COMPREPLY=($(compgen -W "list add del reload --json" -- "$cur"))
+      else
+        COMPREPLY=($(compgen -W "accept drop dsthost= proto=tcp proto=udp proto=icmp dstports= icmptype= specialtarget=dns expire= comment= --json" -- "$cur"))
       fi ;;
     apply) COMPREPLY=($(compgen -W "--dry-run --yes" -f -- "$cur")) ;;
     daemon) COMPREPLY=($(compgen -W "--example --no-autostart --admin-group --allow-host-sources --socket-mode --stop-grace-ms" -- "$cur")) ;;

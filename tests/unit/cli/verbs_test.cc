@@ -27,7 +27,7 @@ using ::testing::HasSubstr;
 const std::vector<std::string> kVerbs = {"apply",     "call",   "cell",     "config",  "daemon",
                                          "events",    "kill",   "logs",     "ls",      "policy",
                                          "prefs",     "prompt", "restart",  "run",     "start",
-                                         "clipboard", "stop",   "template", "version", "volume"};
+                                         "clipboard", "stop",   "template", "version", "volume", "firewall"};
 
 TEST(CliVerbsTest, HelpListsEveryVerb) {
   CliRun run = RunCli({"--help"});
