@@ -9,8 +9,10 @@
 //       updates). apt's `Acquire::http::Proxy` and `http_proxy` point here.
 //   qubes.UpdatesProxy (the service)           in the updates netvm: an HTTP
 //       proxy for one client connection on stdin/stdout: `GET http://host/…`
-//       (any method with an absolute http URI) or `CONNECT host:443`, to an
-//       address or a name resolved by the qube's resolvers.
+//       (any method with an absolute http URI, port 80) or `CONNECT host:443`,
+//       to an address or a name resolved by the qube's resolvers; never to
+//       loopback, Qubes' ranges (10.137/16, 10.139/16), link-local or
+//       multicast.
 //
 // Refused requests get an HTTP error status, never a connection elsewhere.
 
@@ -64,14 +66,21 @@ int Forward(uint16_t port) {
   ::signal(SIGCHLD, SIG_IGN);  // children are reaped by the kernel
   char exe[4096];
   ssize_t n = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  if (n <= 0) return 1;
+  if (n <= 0) {
+    std::fprintf(stderr, "tessera-updates-proxy: cannot find itself: %s\n", std::strerror(errno));
+    return 1;
+  }
   exe[n] = '\0';
   std::string self(exe);
   std::string call = self.substr(0, self.rfind('/')) + "/tessera-call";
   for (;;) {
     int client = ::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
     if (client < 0) {
-      if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE) continue;
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno == EMFILE || errno == ENFILE) {
+        ::usleep(100 * 1000);  // out of descriptors: wait for children to end
+        continue;
+      }
       std::fprintf(stderr, "tessera-updates-proxy: accept: %s\n", std::strerror(errno));
       return 1;
     }
@@ -90,8 +99,9 @@ int Forward(uint16_t port) {
 // ---------------------------------------------------------------------------
 // The service (in the updates netvm)
 
-void Answer(int status, const char* reason) {
-  std::string body = std::to_string(status) + " " + reason + "\n";
+void Answer(int status, const char* reason, const std::string& detail = "") {
+  std::string body =
+      std::to_string(status) + " " + reason + (detail.empty() ? "" : ": " + detail) + "\n";
   std::string head =
       "HTTP/1.1 " + std::to_string(status) + " " + reason +
       "\r\nContent-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
@@ -120,8 +130,20 @@ std::vector<uint32_t> Resolvers() {
   return out;
 }
 
-// A TCP connection to host:port, or an invalid fd.
-UniqueFd Connect(const std::string& host, uint16_t port) {
+// Destinations a template may not reach through the proxy: this qube's own
+// services (loopback), other qubes (Qubes' ranges), link-local, multicast
+// and reserved. A hostile resolver could point a mirror's name at them.
+bool Forbidden(uint32_t a) {
+  auto in = [a](uint32_t net, int prefix) {
+    uint32_t mask = ~uint32_t{0} << (32 - prefix);
+    return (a & mask) == net;
+  };
+  return in(0x00000000, 8) || in(0x7f000000, 8) || in(0xa9fe0000, 16) || in(0x0a890000, 16) ||
+         in(0x0a8b0000, 16) || a >= 0xe0000000;
+}
+
+// A TCP connection to host:port, or an invalid fd with `why` set.
+UniqueFd Connect(const std::string& host, uint16_t port, std::string* why) {
   std::vector<uint32_t> addresses;
   in_addr literal{};
   if (::inet_pton(AF_INET, host.c_str(), &literal) == 1) {
@@ -129,10 +151,18 @@ UniqueFd Connect(const std::string& host, uint16_t port) {
   } else {
     auto resolved =
         tessera::net::ResolveIpv4(-1, host, Resolvers(), std::chrono::milliseconds(3000));
-    if (!resolved) return UniqueFd();
+    if (!resolved) {
+      *why = "cannot resolve " + host + ": " + resolved.error().ToString();
+      return UniqueFd();
+    }
     addresses = *resolved;
   }
+  *why = "cannot connect to " + host + ":" + std::to_string(port);
   for (uint32_t a : addresses) {
+    if (Forbidden(a)) {
+      *why = host + " is an address templates may not reach through the proxy";
+      continue;
+    }
     UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     sockaddr_in to{};
     to.sin_family = AF_INET;
@@ -244,9 +274,10 @@ int Serve() {
       Answer(403, "Forbidden");
       return 0;
     }
-    UniqueFd sock = Connect(host, port);
+    std::string why;
+    UniqueFd sock = Connect(host, port, &why);
     if (!sock) {
-      Answer(502, "Bad Gateway");
+      Answer(502, "Bad Gateway", why);
       return 0;
     }
     const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
@@ -267,9 +298,14 @@ int Serve() {
     Answer(400, "Bad Request");
     return 0;
   }
-  UniqueFd sock = Connect(host, port);
+  if (port != 80) {
+    Answer(403, "Forbidden", "plain HTTP only to port 80");
+    return 0;
+  }
+  std::string why;
+  UniqueFd sock = Connect(host, port, &why);
   if (!sock) {
-    Answer(502, "Bad Gateway");
+    Answer(502, "Bad Gateway", why);
     return 0;
   }
   // The origin-form request line, the headers but the proxy's own.

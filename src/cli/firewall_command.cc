@@ -56,7 +56,7 @@ std::optional<json> ParseRule(const std::vector<std::string>& words) {
       char* end = nullptr;
       errno = 0;
       long long n = digits.empty() ? -1 : std::strtoll(digits.c_str(), &end, 10);
-      if (digits.empty() || *end != '\0' || errno != 0 || n < 0) {
+      if (digits.empty() || *end != '\0' || errno != 0 || n < 0 || n > 253402300799LL) {
         std::fprintf(stderr, "tessera firewall add: %s must be a number%s, got '%s'\n", key.c_str(),
                      key == "expire" ? " (unix time, or +SECONDS)" : "", value.c_str());
         return std::nullopt;

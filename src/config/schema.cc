@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <optional>
 #include <set>
@@ -56,6 +57,20 @@ constexpr int64_t kMaxIdleTimeout = 7 * 24 * 3600;
 constexpr int64_t kMaxIoWeight = 10000;
 constexpr int64_t kMaxIoRate = INT64_MAX;
 constexpr int64_t kMaxExpire = 253402300799;  // 9999-12-31T23:59:59Z
+
+// Whether "A.B.C.D/N" contains 10.139.1.0/24.
+bool RangeHoldsVirtualDns(const std::string& range) {
+  size_t slash = range.find('/');
+  int prefix = std::stoi(range.substr(slash + 1));
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (std::sscanf(range.c_str(), "%u.%u.%u.%u", &a, &b, &c, &d) != 4) return false;
+  uint32_t net = (a << 24) | (b << 16) | (c << 8) | d;
+  uint32_t mask = prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
+  uint32_t dns = (10u << 24) | (139u << 16) | (1u << 8);
+  // Two networks overlap when the shorter prefix's mask matches both.
+  uint32_t common = prefix < 24 ? mask : ~uint32_t{0} << 8;
+  return (net & common) == (dns & common);
+}
 
 std::string_view Article(QubeClass klass) {
   return klass == QubeClass::kApp ? "an" : "a";
@@ -106,7 +121,11 @@ class Builder : public NodeReader {
           if (auto text = GetString(member->value, path)) {
             // /8../24: room for the qubes, and a vif name within IFNAMSIZ.
             auto range = NormaliseIpv4Network(*text, 8, 24);
-            if (range) {
+            if (range && RangeHoldsVirtualDns(*range)) {
+              Report(member->value.location, path,
+                     "network_range " + *range +
+                         " overlaps 10.139.1.0/24 (the qubes' virtual DNS addresses)");
+            } else if (range) {
               system_.network_range = *range;
             } else {
               Report(member->value.location, path, range.error().message());
@@ -403,6 +422,10 @@ class Builder : public NodeReader {
                "uplink = \"host-nat\" is not available yet (give a host interface name)");
       } else if (Status ok = CheckIfname(*text); !ok) {
         Report(value.location, path, ok.error().message());
+      } else if (text->rfind("vif", 0) == 0) {
+        Report(value.location, path,
+               "uplink " + QuoteValue(*text) +
+                   ": names starting with \"vif\" are the netvms' client links");
       } else {
         qube.uplink = *text;
       }
@@ -653,6 +676,9 @@ class Builder : public NodeReader {
     } else if (draft.netvm_ref) {
       Report(at.location, at.path,
              at.name + " applies only to a qube without a netvm (its netvm is its uplink)");
+    } else if (qube.klass != QubeClass::kApp && qube.klass != QubeClass::kStandalone) {
+      Report(at.location, at.path,
+             at.name + " applies only to app and standalone qubes (one qube holds an uplink)");
     } else if (qube.uplink.empty()) {
       // uplink itself was bad (reported) or missing.
       if (at.name != "uplink") {

@@ -229,11 +229,11 @@ Result<std::string> NormaliseIpv4Interface(std::string_view text) {
 
 Status CheckIfname(std::string_view name) {
   bool bad_char = std::any_of(name.begin(), name.end(), [](char c) {
-    return c == '/' || c == ':' || static_cast<unsigned char>(c) <= ' ' || c == 0x7f;
+    return !IsAsciiAlnum(c) && c != '_' && c != '-' && c != '.';
   });
   if (name.empty() || name.size() > 15 || name == "." || name == ".." || bad_char) {
     return Err("invalid interface name " + Quote(name) +
-               " (1 to 15 characters, no '/', ':' or spaces)");
+               " (1 to 15 letters, digits, '_', '-' or '.')");
   }
   return {};
 }

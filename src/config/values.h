@@ -40,8 +40,8 @@ Result<std::string> NormaliseIpv4Network(std::string_view text, int min_prefix, 
 // An IPv4 interface address with its prefix ("192.0.2.2/24"; host bits
 // allowed), prefix 1..32.
 Result<std::string> NormaliseIpv4Interface(std::string_view text);
-// A network interface name as the kernel takes it: 1..15 bytes, no '/',
-// ':' or whitespace, not "." or "..".
+// A network interface name: 1..15 letters, digits, '_', '-' or '.', not
+// "." or ".." (stricter than the kernel: the name goes into nft scripts).
 Status CheckIfname(std::string_view name);
 // "N" or "N-M" with 0 <= N <= M <= 65535.
 Result<PortRange> ParsePortRange(std::string_view text);

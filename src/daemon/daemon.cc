@@ -129,6 +129,7 @@ class Daemon {
                                          options_.layout.state_dir);
     manager_->AddObserver(network_.get());
     manager_->Recover();
+    network_->AfterRecovery();
     // After recovery released what dead qubes held: template generations no
     // running qube uses are removed (storage/generations.h).
     if (auto collected = storage::CollectAllGenerations(options_.layout); !collected) {

@@ -25,6 +25,7 @@ namespace {
 
 constexpr const char* kQubeIfname = "eth0";
 constexpr std::chrono::milliseconds kResolveTimeout{1000};
+constexpr std::chrono::seconds kResolveRetry{30};
 
 int64_t Now() { return static_cast<int64_t>(::time(nullptr)); }
 
@@ -69,28 +70,30 @@ void Network::OnStopping(const std::string& qube) {
 
 void Network::OnStopped(const std::string& qube) {
   ReturnUplink(qube);
-  // A disposable's runtime rules end with it: its name is given out again.
-  if (config_.system().Find(qube) == nullptr) (void)SaveRuntimeRules(qube, {});
-  if (netns_.erase(qube) == 0 && links_.count(qube) == 0) return;
-  applied_.erase(qube);
-  forwarding_.erase(qube);
-  Reconcile();
+  if (netns_.erase(qube) != 0 || links_.count(qube) != 0) {
+    applied_.erase(qube);
+    forwarding_.erase(qube);
+    Reconcile();
+  }
+  // A disposable's runtime rules and address end with it: its name is
+  // given out again.
+  if (config_.system().Find(qube) == nullptr) {
+    (void)SaveRuntimeRules(qube, {});
+    if (book_ && links_.count(qube) == 0) {
+      book_->Release(qube);
+      (void)book_->Save();
+    }
+  }
 }
 
 void Network::OnSystemAdopted() {
-  // Runtime rules of qubes the description no longer has go with them.
-  if (DIR* dir = ::opendir((net_dir_ + "/firewall").c_str())) {
-    std::vector<std::string> stale;
-    while (dirent* entry = ::readdir(dir)) {
-      std::string name = entry->d_name;
-      if (name.size() <= 5 || name.compare(name.size() - 5, 5, ".json") != 0) continue;
-      std::string qube = name.substr(0, name.size() - 5);
-      if (config_.system().Find(qube) == nullptr && !IsRunning(qube)) stale.push_back(qube);
-    }
-    ::closedir(dir);
-    for (const auto& qube : stale) (void)SaveRuntimeRules(qube, {});
-  }
   Reconcile();
+  Sweep();
+}
+
+void Network::AfterRecovery() {
+  Reconcile();
+  Sweep();
 }
 
 // ---------------------------------------------------------------------------
@@ -110,13 +113,26 @@ std::optional<std::string> Network::WantedNetvm(const std::string& qube) const {
 }
 
 void Network::Reconcile() {
-  if (reconciling_) return;
-  reconciling_ = true;
+  if (reconciling_) {
+    pending_ = true;  // run again when the current pass ends
+    return;
+  }
+  do {
+    pending_ = false;
+    reconciling_ = true;
+    struct Done {
+      bool& flag;
+      ~Done() { flag = false; }
+    } done{reconciling_};
+    ReconcileOnce();
+  } while (pending_);
+}
+
+void Network::ReconcileOnce() {
   const config::System& system = config_.system();
   auto range = net::Ipv4Net::Parse(system.network_range);
   if (!range) {
     Report("", "range", range.error().ToString());
-    reconciling_ = false;
     return;
   }
   if (!book_ || !(book_->range() == *range)) {
@@ -127,7 +143,6 @@ void Network::Reconcile() {
     auto book = net::AddressBook::Load(net_dir_ + "/addresses.json", *range);
     if (!book) {
       Report("", "addresses", book.error().ToString());
-      reconciling_ = false;
       return;
     }
     book_ = std::move(*book);
@@ -202,23 +217,67 @@ void Network::Reconcile() {
       Report(qube, "rules", applied.error().ToString());
   }
 
-  // Addresses of qubes that no longer exist are freed.
-  std::vector<std::string> gone;
-  for (const auto& [qube, address] : book_->entries()) {
-    if (system.Find(qube) == nullptr && !IsRunning(qube)) gone.push_back(qube);
+  // Names that did not resolve are tried again (their chain drops meanwhile),
+  // at most every kResolveRetry.
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<std::string> retry;
+  for (const auto& [client, link] : links_) {
+    if (Unresolved(client) && now - resolve_tried_[client] >= kResolveRetry)
+      retry.push_back(client);
   }
-  for (const auto& qube : gone) book_->Release(qube);
+  for (const auto& client : retry) {
+    ResolveHosts(client);
+    if (Status applied = ApplyRules(links_.at(client).netvm); !applied) {
+      Report(client, "rules", applied.error().ToString());
+    }
+  }
   if (Status saved = book_->Save(); !saved) Report("", "addresses", saved.error().ToString());
   ArmExpiry();
-  reconciling_ = false;
+}
+
+bool Network::Unresolved(const std::string& client) const {
+  auto rules = EffectiveRules(client);
+  if (!rules) return false;
+  auto it = resolved_.find(client);
+  for (const auto& name : net::HostnamesOf(*rules)) {
+    if (it == resolved_.end() || it->second.count(name) == 0) return true;
+  }
+  return false;
+}
+
+void Network::Sweep() {
+  const config::System& system = config_.system();
+  auto gone = [&](const std::string& qube) {
+    return system.Find(qube) == nullptr && !IsRunning(qube) && manager_.Record(qube) == nullptr;
+  };
+  // Runtime rules of qubes that no longer exist (a disposable's name is
+  // given out again: a new one must not inherit them).
+  if (DIR* dir = ::opendir((net_dir_ + "/firewall").c_str())) {
+    std::vector<std::string> stale;
+    while (dirent* entry = ::readdir(dir)) {
+      std::string name = entry->d_name;
+      if (name.size() <= 5 || name.compare(name.size() - 5, 5, ".json") != 0) continue;
+      std::string qube = name.substr(0, name.size() - 5);
+      if (gone(qube)) stale.push_back(qube);
+    }
+    ::closedir(dir);
+    for (const auto& qube : stale) (void)SaveRuntimeRules(qube, {});
+  }
+  // Their addresses.
+  if (book_) {
+    std::vector<std::string> stale;
+    for (const auto& [qube, address] : book_->entries()) {
+      if (gone(qube)) stale.push_back(qube);
+    }
+    for (const auto& qube : stale) book_->Release(qube);
+    if (Status saved = book_->Save(); !saved) Report("", "addresses", saved.error().ToString());
+  }
 }
 
 Status Network::Unlink(const std::string& client) {
   auto it = links_.find(client);
   if (it == links_.end()) return Ok();
   Link link = it->second;
-  links_.erase(it);
-  resolved_.erase(client);
   // Deleting either end of a veth deletes both.
   Status deleted = Ok();
   if (auto netvm = netns_.find(link.netvm); netvm != netns_.end()) {
@@ -226,9 +285,31 @@ Status Network::Unlink(const std::string& client) {
   } else if (auto own = netns_.find(client); own != netns_.end()) {
     deleted = net::DeleteLink(own->second.get(), kQubeIfname);
   }
+  // A link that could not be deleted stays known (tried again next time).
+  if (!deleted) return deleted;
+  links_.erase(client);
+  resolved_.erase(client);
   audit_.Write(
       {{"kind", "network"}, {"qube", client}, {"action", "unlinked"}, {"netvm", link.netvm}});
   return deleted;
+}
+
+// A qube takes no new connections from its network, as in Qubes: answers
+// to its own, loopback and ICMP pass. A table of its own, beside the one a
+// netvm has for its clients.
+Status ApplyQubeInput(int netns_fd) {
+  TRY(net::RunNft(netns_fd,
+                  "table inet tessera-in\n"
+                  "delete table inet tessera-in\n"
+                  "table inet tessera-in {\n"
+                  "  chain input {\n"
+                  "    type filter hook input priority filter; policy drop;\n"
+                  "    iif lo accept\n"
+                  "    ct state established,related accept\n"
+                  "    meta l4proto { icmp, ipv6-icmp } accept\n"
+                  "  }\n"
+                  "}\n"));
+  return Ok();
 }
 
 Status Network::LinkClient(const std::string& client, const std::string& netvm) {
@@ -243,6 +324,7 @@ Status Network::LinkClient(const std::string& client, const std::string& netvm) 
   // No IPv6 in the qube: nothing on its link provides it.
   TRY(net::SetNetSysctl(client_fd, "net/ipv6/conf/all/disable_ipv6", "1"));
   TRY(net::SetNetSysctl(client_fd, "net/ipv6/conf/default/disable_ipv6", "1"));
+  TRY(ApplyQubeInput(client_fd));
   TRY(net::CreateVeth(netvm_fd, vif, client_fd, kQubeIfname));
   links_[client] = Link{netvm, vif, address, gateway};
   auto fail = [&](Error error) -> Status {
@@ -271,9 +353,9 @@ Status Network::TakeUplink(const std::string& netvm, const config::Qube& q) {
     if (!host_netns_) return Err("the daemon's own network namespace is not open");
     bool present = TRY(net::LinkExists(host_netns_.get(), q.uplink));
     if (!present) return Err("host interface " + q.uplink + " does not exist");
+    TRY(ApplyQubeInput(netvm_fd));  // before the uplink is in it
     TRY(net::MoveLink(host_netns_.get(), q.uplink, netvm_fd));
   }
-  uplinks_[netvm] = q.uplink;
   auto slash = q.uplink_address.find('/');
   uint32_t address = TRY(net::ParseIpv4(q.uplink_address.substr(0, slash)));
   int prefix = std::stoi(q.uplink_address.substr(slash + 1));
@@ -283,6 +365,7 @@ Status Network::TakeUplink(const std::string& netvm, const config::Qube& q) {
     uint32_t gateway = TRY(net::ParseIpv4(q.uplink_gateway));
     TRY(net::AddRoute(netvm_fd, 0, 0, gateway, q.uplink));
   }
+  uplinks_[netvm] = q.uplink;  // only once set up: a half-done one is tried again
   audit_.Write({{"kind", "network"},
                 {"qube", netvm},
                 {"action", "uplink"},
@@ -343,8 +426,9 @@ Status Network::ApplyRules(const std::string& netvm, bool force) {
     const auto hosts = it == resolved_.end() ? decltype(it->second){} : it->second;
     // Declared rules (an empty list accepts everything) ...
     const config::Qube* own = ConfigOf(client);
-    auto declared = net::CompileFirewall(
-        {own != nullptr ? own->firewall : std::vector<config::FirewallRule>{}, hosts, now});
+    auto declared = own != nullptr ? net::CompileFirewall({own->firewall, hosts, now})
+                                   : Result<std::vector<std::string>>(std::vector<std::string>{
+                                         "drop"});  // unknown: nothing passes
     if (declared) {
       c.firewall = std::move(*declared);
     } else {
@@ -447,6 +531,7 @@ Result<std::vector<config::FirewallRule>> Network::EffectiveRules(const std::str
 }
 
 std::vector<std::string> Network::ResolveHosts(const std::string& client) {
+  resolve_tried_[client] = std::chrono::steady_clock::now();
   std::vector<std::string> failed;
   auto link = links_.find(client);
   if (link == links_.end()) return failed;
@@ -478,6 +563,12 @@ void Network::ArmExpiry() {
     auto rules = EffectiveRules(client);
     if (!rules) continue;
     if (auto at = net::NextExpiry(*rules, now); at && (!next || *at < *next)) next = at;
+  }
+  for (const auto& [client, link] : links_) {
+    if (Unresolved(client)) {
+      auto retry = now + std::chrono::duration_cast<std::chrono::seconds>(kResolveRetry).count();
+      if (!next || retry < *next) next = retry;
+    }
   }
   expiry_timer_.Reset();
   if (!next) return;

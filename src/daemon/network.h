@@ -20,6 +20,7 @@
 //   Network network(loop, manager, config, audit, events, state_dir);
 //   manager.AddObserver(&network);    // before Recover: adopted qubes are re-linked
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -52,6 +53,9 @@ class Network : public LifecycleObserver {
   void OnStopping(const std::string& qube) override;
   void OnStopped(const std::string& qube) override;
   void OnSystemAdopted() override;
+  // After the manager's recovery adopted what runs: links made again, and
+  // what dead qubes left (runtime rules, addresses) removed.
+  void AfterRecovery();
 
   // Registers firewall.list|add|del|reload (firewall_methods.cc).
   void RegisterMethods(AdminServer& server);
@@ -79,7 +83,9 @@ class Network : public LifecycleObserver {
   const config::Qube* ConfigOf(const std::string& qube) const;
   std::optional<std::string> WantedNetvm(const std::string& qube) const;
   bool IsRunning(const std::string& qube) const { return netns_.count(qube) != 0; }
-  void Reconcile();
+  void Reconcile();  // runs again if asked while running
+  void ReconcileOnce();
+  void Sweep();
   Status Unlink(const std::string& client);
   Status LinkClient(const std::string& client, const std::string& netvm);
   Status TakeUplink(const std::string& netvm, const config::Qube& cfg);
@@ -95,6 +101,8 @@ class Network : public LifecycleObserver {
   Status SaveRuntimeRules(const std::string& qube, const std::vector<config::FirewallRule>& rules);
   // Resolves the client's host names in its netvm; what failed ("name: why").
   std::vector<std::string> ResolveHosts(const std::string& client);
+  // Whether some host name of the client's rules has no addresses yet.
+  bool Unresolved(const std::string& client) const;
   void ArmExpiry();
   void Report(const std::string& qube, const std::string& action, const std::string& error);
 
@@ -114,7 +122,9 @@ class Network : public LifecycleObserver {
   std::map<std::string, std::map<std::string, std::vector<std::string>>> resolved_;  // client
   std::set<std::string> forwarding_;  // netvms whose ip_forward is on
   EventLoop::Timer expiry_timer_;
+  std::map<std::string, std::chrono::steady_clock::time_point> resolve_tried_;
   bool reconciling_ = false;
+  bool pending_ = false;
 };
 
 }  // namespace tessera::daemon

@@ -105,7 +105,15 @@ Result<std::vector<uint32_t>> ParseAnswer(uint16_t id, const std::string& p) {
 Result<std::vector<uint32_t>> ResolveIpv4(int netns_fd, const std::string& name,
                                           const std::vector<uint32_t>& servers,
                                           std::chrono::milliseconds timeout) {
-  if (name.empty() || name.size() > 253) return Err(Error("invalid host name", EINVAL));
+  // Labels of 1..63 bytes: anything else would not encode as a query.
+  bool labels_ok = !name.empty() && name.size() <= 253 && name.front() != '.';
+  for (size_t start = 0; labels_ok && start < name.size();) {
+    size_t dot = name.find('.', start);
+    size_t length = (dot == std::string::npos ? name.size() : dot) - start;
+    labels_ok = length >= 1 && length <= 63;
+    start = dot == std::string::npos ? name.size() : dot + 1;
+  }
+  if (!labels_ok) return Err(Error("invalid host name " + name, EINVAL));
   if (servers.empty()) return Err(Error("no resolver to ask (the netvm chain has no uplink_dns)"));
   // The socket is made on a thread inside the namespace; it stays there.
   Result<UniqueFd> made = Err("not run");
@@ -159,8 +167,9 @@ Result<std::vector<uint32_t>> ResolveIpv4(int netns_fd, const std::string& name,
       packet.resize(static_cast<size_t>(n));
       if (packet.size() >= 2 && Get16(packet, 0) != id) continue;  // a stale answer
       auto answer = ParseAnswer(id, packet);
-      if (answer || answer.error().errno_value() == ENOENT) return answer;
-      last = answer.error();
+      if (answer) return answer;
+      last = Error(Dotted(server) + " for " + name + ": " + answer.error().message(),
+                   answer.error().errno_value());
       break;
     }
   }

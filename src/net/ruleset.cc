@@ -49,6 +49,7 @@ void RenderShared(const NetvmRules& r, Script& s) {
   s.Line(1, "chain antispoof {");
   s.Line(2, "type filter hook prerouting priority raw; policy accept;");
   s.Line(2, "iifname vmap @antispoof_clients");
+  s.Line(2, "iifname \"vif*\" drop");  // a client's veth not (or no longer) known
   s.Line(1, "}");
   s.Line(1, "chain dns {");
   s.Line(2, "type nat hook prerouting priority dstnat; policy accept;");
@@ -70,11 +71,16 @@ void RenderShared(const NetvmRules& r, Script& s) {
   s.Line(1, "chain input {");
   s.Line(2, "type filter hook input priority filter; policy accept;");
   s.Line(2, "iifname vmap @input_clients");
+  s.Line(2, "iifname \"vif*\" drop");
   s.Line(1, "}");
   s.Line(1, "chain forward {");
   s.Line(2, "type filter hook forward priority filter; policy drop;");
-  s.Line(2, "ct state established,related accept");
+  // Answers pass; everything a client sends goes through its chains on
+  // every packet, so a changed or expired rule also ends the connections it
+  // allowed.
   s.Line(2, "ct state invalid drop");
+  s.Line(2, "ct direction reply accept");
+  s.Line(2, "ct state related accept");
   s.Line(2, "iifname vmap @forward_clients");
   s.Line(1, "}");
   s.Line(1, "chain nat {");

@@ -239,7 +239,9 @@ TEST_F(NetworkTest, TheChainTheFirewallRewiringAndRecovery) {
   servers_.push_back(Serve(NsOf("nt-fw"), {9000}, 0));
   servers_.push_back(Serve(NsOf("nt-net"), {9000}, 0));
   std::this_thread::sleep_for(100ms);
-  EXPECT_EQ(From("nt-fw", b_ip, 9000), b_ip.empty() ? "?" : fw_ip) << "the servers listen";
+  EXPECT_EQ(From("nt-b", "127.0.0.1", 9000), "127.0.0.1") << "the servers listen";
+  EXPECT_EQ(From("nt-fw", b_ip, 9000), "")
+      << "a qube takes no new connections, not even from its netvm";
   EXPECT_EQ(From("nt-a", b_ip, 9000), "") << "client to client";
   EXPECT_EQ(From("nt-a", fw_ip, 9000), "") << "client to its netvm";
   EXPECT_EQ(From("nt-a", "192.0.2.2", 9000), "") << "client to the next netvm";
@@ -320,7 +322,7 @@ TEST_F(NetworkTest, TheChainTheFirewallRewiringAndRecovery) {
 // proxy in nt-net; an app qube can neither reach a forwarder nor, running
 // one itself, get past the policy.
 TEST_F(NetworkTest, TemplatesUpdateThroughTheProxyAndOnlyThey) {
-  servers_.push_back(ServeHttp(inet_, 8090));
+  servers_.push_back(ServeHttp(inet_, 80));
   StartDaemon();
   ASSERT_EQ(Cli({"start", "nt-net"}).exit_code, 0);
   ASSERT_EQ(Cli({"start", "nt-base"}).exit_code, 0);
@@ -341,13 +343,13 @@ TEST_F(NetworkTest, TemplatesUpdateThroughTheProxyAndOnlyThey) {
   // The forwarder is started by the daemon, detached: wait until it listens.
   CliResult got;
   for (int i = 0; i < 50; ++i) {
-    got = fetch("nt-base", "8082", "http://192.0.2.1:8090/index");
+    got = fetch("nt-base", "8082", "http://192.0.2.1/index");
     if (got.exit_code == 0) break;
     std::this_thread::sleep_for(100ms);
   }
   EXPECT_EQ(got.exit_code, 0) << got.err;
   EXPECT_EQ(got.out, "192.0.2.2") << "fetched by nt-net's proxy, from its uplink";
-  CliResult by_name = fetch("nt-base", "8082", "http://svc.test:8090/index");
+  CliResult by_name = fetch("nt-base", "8082", "http://svc.test/index");
   EXPECT_EQ(by_name.exit_code, 0) << by_name.err;
   EXPECT_EQ(by_name.out, "192.0.2.2") << "the name resolved by nt-net's resolver";
   CliResult refused = fetch("nt-base", "8082", "ftp://192.0.2.1/");
@@ -358,17 +360,21 @@ TEST_F(NetworkTest, TemplatesUpdateThroughTheProxyAndOnlyThey) {
            "printf 'CONNECT 192.0.2.1:8090 HTTP/1.1\\r\\n\\r\\n' | nc 127.0.0.1 8082"});
   EXPECT_THAT(tunnel.out, HasSubstr("403 Forbidden")) << "CONNECT only to port 443";
   // The template itself is offline.
-  EXPECT_EQ(From("nt-base", kInternet, 8090), "");
+  EXPECT_EQ(From("nt-base", kInternet, 80), "");
+  CliResult port = fetch("nt-base", "8082", "http://192.0.2.1:8080/");
+  EXPECT_THAT(port.out, HasSubstr("403 Forbidden")) << "plain HTTP only to port 80";
+  CliResult local = fetch("nt-base", "8082", "http://127.0.0.1/");
+  EXPECT_THAT(local.out, HasSubstr("may not reach")) << "not the netvm's own services";
 
   // An app qube: no forwarder, and its own one is refused by the policy.
   ASSERT_EQ(Cli({"start", "nt-vault"}).exit_code, 0);
-  EXPECT_NE(fetch("nt-vault", "8082", "http://192.0.2.1:8090/").exit_code, 0);
+  EXPECT_NE(fetch("nt-vault", "8082", "http://192.0.2.1/").exit_code, 0);
   ASSERT_EQ(Cli({"run", "--detach", "nt-vault", "--", "tessera-updates-proxy", "forward", "--port",
                  "8083"})
                 .exit_code,
             0);
   std::this_thread::sleep_for(300ms);
-  CliResult app = fetch("nt-vault", "8083", "http://192.0.2.1:8090/");
+  CliResult app = fetch("nt-vault", "8083", "http://192.0.2.1/");
   EXPECT_NE(app.exit_code, 0) << app.out;
   auto calls = CallLines("qubes.UpdatesProxy");
   ASSERT_FALSE(calls.empty());

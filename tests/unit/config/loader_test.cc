@@ -433,6 +433,21 @@ TEST(ValidationTest, UplinkAndNetworkRange) {
   EXPECT_THAT(shared.diagnostics,
               ElementsAre(DiagAt(9, 10, "qubes.b.uplink", "already the uplink of 'a'")))
       << Dump(shared.diagnostics);
+  EXPECT_THAT(LoadToml("network_range = \"10.139.0.0/16\"\n").diagnostics,
+              ElementsAre(DiagPath("network_range", "overlaps 10.139.1.0/24")));
+  EXPECT_THAT(LoadToml("network_range = \"10.139.1.0/24\"\n").diagnostics,
+              ElementsAre(DiagPath("network_range", "overlaps 10.139.1.0/24")));
+  EXPECT_TRUE(LoadToml("network_range = \"10.138.0.0/16\"\n").system);
+  EXPECT_THAT(
+      LoadToml("[qubes.a]\nclass = \"standalone\"\nprovides_network = true\nuplink = \"vif3\"\n"
+               "uplink_address = \"192.0.2.2/24\"\n")
+          .diagnostics,
+      ElementsAre(DiagPath("qubes.a.uplink", "netvms' client links")));
+  EXPECT_THAT(LoadToml("[qubes.t]\nclass = \"template\"\n[qubes.d]\nclass = "
+                       "\"disposable-template\"\ntemplate = \"t\"\nprovides_network = true\n"
+                       "uplink = \"eth0\"\nuplink_address = \"192.0.2.2/24\"\n")
+                  .diagnostics,
+              ElementsAre(DiagPath("qubes.d.uplink", "only to app and standalone")));
 }
 
 TEST(ValidationTest, FirewallRuleSyntax) {
