@@ -168,11 +168,8 @@ inline pid_t Serve(const std::string& ns, std::vector<uint16_t> tcp_ports, uint1
   }
 }
 
-// An HTTP server in `ns` on `port`: every request (head read to its blank
-// line) is answered "200" with the peer's address as the body, until killed.
-inline pid_t ServeHttp(const std::string& ns, uint16_t port) {
-  pid_t pid = ::fork();
-  if (pid != 0) return pid;
+// In a server's child: enters `ns` and listens on TCP `port` (or exits).
+inline int ListenIn(const std::string& ns, uint16_t port) {
   int fd = ::open(NsFile(ns).c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) _exit(1);
   int s = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -180,6 +177,15 @@ inline pid_t ServeHttp(const std::string& ns, uint16_t port) {
   ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   sockaddr_in a = Addr("0.0.0.0", port);
   if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(s, 16) != 0) _exit(1);
+  return s;
+}
+
+// An HTTP server in `ns` on `port`: every request (head read to its blank
+// line) is answered "200" with the peer's address as the body, until killed.
+inline pid_t ServeHttp(const std::string& ns, uint16_t port) {
+  pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  int s = ListenIn(ns, port);
   for (;;) {
     sockaddr_in peer{};
     socklen_t len = sizeof(peer);

@@ -24,6 +24,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/unique_fd.h"
@@ -229,6 +230,73 @@ TEST_F(NetvmRulesTest, LinksComeAndGoThroughNetlink) {
                       return std::string(1, c);
                     }),
             "1");
+}
+
+// A server on `port` in `ns` that echoes what each connection sends.
+pid_t ServeEcho(const std::string& ns, uint16_t port) {
+  pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  int s = ListenIn(ns, port);
+  ::signal(SIGCHLD, SIG_IGN);
+  for (;;) {
+    int c = ::accept(s, nullptr, nullptr);
+    if (c < 0) continue;
+    if (::fork() == 0) {
+      char buf[64];
+      ssize_t n;
+      while ((n = ::read(c, buf, sizeof(buf))) > 0) (void)!::write(c, buf, static_cast<size_t>(n));
+      _exit(0);
+    }
+    ::close(c);
+  }
+}
+
+// A TCP connection made from inside `ns` (the socket stays in it).
+UniqueFd ConnectFrom(const std::string& ns, const std::string& ip, uint16_t port) {
+  UniqueFd out;
+  std::thread([&] {
+    UniqueFd nsfd(::open(NsFile(ns).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!nsfd || ::setns(nsfd.get(), CLONE_NEWNET) != 0) return;
+    UniqueFd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a = Addr(ip, port);
+    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) out = std::move(s);
+  }).join();
+  return out;
+}
+
+// Sends `text` and waits up to a second for it to come back.
+std::string Echo(int fd, const std::string& text) {
+  if (::send(fd, text.data(), text.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(text.size())) {
+    return "";
+  }
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, 1000) <= 0) return "";
+  char buf[64];
+  ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+}
+
+TEST_F(NetvmRulesTest, AChangedRuleEndsTheConnectionsItAllowed) {
+  servers_.push_back(ServeEcho(inet_, 7000));
+  NetvmRules rules;
+  rules.uplink = "up0";
+  rules.dns = {*ParseIpv4("192.0.2.1")};
+  rules.clients.push_back(Client("a", "10.137.0.2", {"accept"}));
+  ASSERT_TRUE(Update(rules));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  UniqueFd conn = ConnectFrom(a_, "192.0.2.1", 7000);
+  ASSERT_TRUE(conn);
+  EXPECT_EQ(Echo(conn.get(), "one"), "one");
+  // A runtime rule now drops it: the open connection is checked too.
+  rules.clients[0].runtime = {"meta l4proto tcp th dport 7000 drop"};
+  ASSERT_TRUE(Update(rules));
+  EXPECT_EQ(Echo(conn.get(), "two"), "");
+  rules.clients[0].runtime.clear();
+  ASSERT_TRUE(Update(rules));
+  // (the retransmission of "two" arrives once it is allowed again)
+  UniqueFd again = ConnectFrom(a_, "192.0.2.1", 7000);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(Echo(again.get(), "three"), "three");
 }
 
 TEST_F(NetvmRulesTest, UpdatesTouchOnlyWhatChanged) {
