@@ -12,9 +12,9 @@ using Call = AdminServer::Call;
 namespace codes = wire::codes;
 
 void Network::RegisterMethods(AdminServer& server) {
-  auto with_qube = [this, &server](std::initializer_list<std::string_view> keys, const char* method,
-                                   auto handler) {
-    return [this, &server, keys = std::vector<std::string_view>(keys), method, handler](Call call) {
+  auto with_qube = [&server](std::initializer_list<std::string_view> keys, const char* method,
+                             auto handler) {
+    return [&server, keys = std::vector<std::string_view>(keys), method, handler](Call call) {
       for (const auto& [key, value] : call.params.items()) {
         if (std::find(keys.begin(), keys.end(), key) == keys.end()) {
           return server.Reply(
