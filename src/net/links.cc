@@ -61,6 +61,20 @@ nl_addr* Ipv4Addr(uint32_t address, int prefix) {
   return a;
 }
 
+// One change (set by `edit`) to the link with `index`.
+Status ChangeLink(nl_sock* sock, int index, const std::string& what,
+                  const std::function<void(rtnl_link*)>& edit) {
+  rtnl_link* old = rtnl_link_alloc();
+  rtnl_link* change = rtnl_link_alloc();
+  rtnl_link_set_ifindex(old, index);
+  edit(change);
+  int err = rtnl_link_change(sock, old, change, 0);
+  rtnl_link_put(old);
+  rtnl_link_put(change);
+  if (err < 0) return Err(NlError(what, err));
+  return {};
+}
+
 Status CheckName(const std::string& name) {
   if (name.empty() || name.size() >= IFNAMSIZ || name.find('/') != std::string::npos) {
     return Err("\"" + name + "\" is not a valid interface name");
@@ -120,19 +134,14 @@ Status SetLinkUp(int netns_fd, const std::string& name, bool up) {
   return InNamespace(netns_fd, [&](nl_sock* sock) -> Status {
     int index = IndexOf(sock, name);
     if (index == 0) return Err("no link " + name);
-    rtnl_link* old = rtnl_link_alloc();
-    rtnl_link* change = rtnl_link_alloc();
-    rtnl_link_set_ifindex(old, index);
-    if (up) {
-      rtnl_link_set_flags(change, IFF_UP);
-    } else {
-      rtnl_link_unset_flags(change, IFF_UP);
-    }
-    int err = rtnl_link_change(sock, old, change, 0);
-    rtnl_link_put(old);
-    rtnl_link_put(change);
-    if (err < 0) return Err(NlError(std::string(up ? "bring up " : "bring down ") + name, err));
-    return {};
+    return ChangeLink(sock, index, std::string(up ? "bring up " : "bring down ") + name,
+                      [up](rtnl_link* change) {
+                        if (up) {
+                          rtnl_link_set_flags(change, IFF_UP);
+                        } else {
+                          rtnl_link_unset_flags(change, IFF_UP);
+                        }
+                      });
   });
 }
 
@@ -186,15 +195,9 @@ Status MoveLink(int netns_fd, const std::string& name, int to_netns_fd) {
   return InNamespace(netns_fd, [&](nl_sock* sock) -> Status {
     int index = IndexOf(sock, name);
     if (index == 0) return Err("no link " + name);
-    rtnl_link* old = rtnl_link_alloc();
-    rtnl_link* change = rtnl_link_alloc();
-    rtnl_link_set_ifindex(old, index);
-    rtnl_link_set_ns_fd(change, to_netns_fd);
-    int err = rtnl_link_change(sock, old, change, 0);
-    rtnl_link_put(old);
-    rtnl_link_put(change);
-    if (err < 0) return Err(NlError("move link " + name + " to another namespace", err));
-    return {};
+    return ChangeLink(
+        sock, index, "move link " + name + " to another namespace",
+        [to_netns_fd](rtnl_link* change) { rtnl_link_set_ns_fd(change, to_netns_fd); });
   });
 }
 

@@ -37,6 +37,17 @@ class Script {
   std::string out_;
 };
 
+// The virtual DNS addresses to the netvm's resolvers (the second to the
+// second, if there is one).
+void RenderDnsRedirect(const NetvmRules& r, Script& s) {
+  const uint32_t virtual_dns[2] = {kVirtualDns1, kVirtualDns2};
+  for (size_t i = 0; i < 2; ++i) {
+    uint32_t to = r.dns[i < r.dns.size() ? i : 0];
+    s.Line(2, "ip daddr " + FormatIpv4(virtual_dns[i]) +
+                  " meta l4proto { tcp, udp } th dport 53 dnat ip to " + FormatIpv4(to));
+  }
+}
+
 // Everything the clients share: the base chains and their maps, the
 // netvm's own DNS redirect, masquerade.
 void RenderShared(const NetvmRules& r, Script& s) {
@@ -59,14 +70,7 @@ void RenderShared(const NetvmRules& r, Script& s) {
   // resolv.conf names them): a netvm with real resolvers redirects itself.
   s.Line(1, "chain dns-local {");
   s.Line(2, "type nat hook output priority -100; policy accept;");
-  if (!r.dns.empty() && r.dns[0] != kVirtualDns1) {
-    const uint32_t virtual_dns[2] = {kVirtualDns1, kVirtualDns2};
-    for (size_t i = 0; i < 2; ++i) {
-      uint32_t to = r.dns[i < r.dns.size() ? i : 0];
-      s.Line(2, "ip daddr " + FormatIpv4(virtual_dns[i]) +
-                    " meta l4proto { tcp, udp } th dport 53 dnat ip to " + FormatIpv4(to));
-    }
-  }
+  if (!r.dns.empty() && r.dns[0] != kVirtualDns1) RenderDnsRedirect(r, s);
   s.Line(1, "}");
   s.Line(1, "chain input {");
   s.Line(2, "type filter hook input priority filter; policy accept;");
@@ -123,14 +127,7 @@ void RenderAddClient(const NetvmRules& r, const NetvmClient& c, Script& s) {
   if (!r.ipv6) s.Line(2, "drop");  // IPv6, and anything else that is not IPv4
   s.Line(1, "}");
   s.Line(1, "chain dns-" + c.ifname + " {");
-  if (!r.dns.empty()) {
-    const uint32_t virtual_dns[2] = {kVirtualDns1, kVirtualDns2};
-    for (size_t i = 0; i < 2; ++i) {
-      uint32_t to = r.dns[i < r.dns.size() ? i : 0];
-      s.Line(2, "ip daddr " + FormatIpv4(virtual_dns[i]) +
-                    " meta l4proto { tcp, udp } th dport 53 dnat ip to " + FormatIpv4(to));
-    }
-  }
+  if (!r.dns.empty()) RenderDnsRedirect(r, s);
   s.Line(1, "}");
   s.Line(1, "chain in-" + c.ifname + " {");
   s.Line(2, "ct state established,related accept");
