@@ -35,6 +35,14 @@ if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
 fi
 
 if [ $status -ne 0 ]; then
+  # The tail of a CI log is often all that is kept: name what failed there.
+  for dir in build build-asan build-release; do
+    failed="$dir/Testing/Temporary/LastTestsFailed.log"
+    if [ -s "$failed" ]; then
+      echo "failed in $dir:"
+      sed 's/^/  /' "$failed"
+    fi
+  done
   echo "tests FAILED"
 fi
 exit $status
