@@ -58,6 +58,9 @@ struct IoMax {
   bool operator==(const IoMax&) const = default;
 };
 
+// `uplink = "host-nat"`: the documented weaker uplink (docs/NETWORK.md).
+inline constexpr const char* kHostNat = "host-nat";
+
 struct Qube {
   std::string name;
   QubeClass klass = QubeClass::kApp;
@@ -78,9 +81,10 @@ struct Qube {
   std::optional<std::string> default_dispvm;  // a disposable-template qube
   std::vector<FirewallRule> firewall;      // empty = Qubes default [accept]
   // The uplink of a provides_network qube without a netvm (docs/NETWORK.md):
-  // a host interface moved into its namespace for its life; "" = none.
+  // a host interface moved into its namespace for its life, or kHostNat (a
+  // veth to the host, which NATs); "" = none.
   std::string uplink;
-  std::string uplink_address;           // "A.B.C.D/N" on the uplink
+  std::string uplink_address;           // "A.B.C.D/N" on the uplink; "" = DHCP
   std::string uplink_gateway;           // "A.B.C.D": its default route
   std::vector<std::string> uplink_dns;  // resolvers its clients' DNS goes to
   std::map<std::string, std::string> features;

@@ -58,18 +58,19 @@ constexpr int64_t kMaxIoWeight = 10000;
 constexpr int64_t kMaxIoRate = INT64_MAX;
 constexpr int64_t kMaxExpire = 253402300799;  // 9999-12-31T23:59:59Z
 
-// Whether "A.B.C.D/N" contains 10.139.1.0/24.
-bool RangeHoldsVirtualDns(const std::string& range) {
+// Whether "A.B.C.D/N" overlaps 10.139.0.0/16 (the virtual DNS addresses
+// and the host-nat links: docs/NETWORK.md).
+bool RangeHoldsReserved(const std::string& range) {
   size_t slash = range.find('/');
   int prefix = std::stoi(range.substr(slash + 1));
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (std::sscanf(range.c_str(), "%u.%u.%u.%u", &a, &b, &c, &d) != 4) return false;
   uint32_t net = (a << 24) | (b << 16) | (c << 8) | d;
   uint32_t mask = prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
-  uint32_t dns = (10u << 24) | (139u << 16) | (1u << 8);
+  uint32_t reserved = (10u << 24) | (139u << 16);
   // Two networks overlap when the shorter prefix's mask matches both.
-  uint32_t common = prefix < 24 ? mask : ~uint32_t{0} << 8;
-  return (net & common) == (dns & common);
+  uint32_t common = prefix < 16 ? mask : ~uint32_t{0} << 16;
+  return (net & common) == (reserved & common);
 }
 
 std::string_view Article(QubeClass klass) {
@@ -121,10 +122,11 @@ class Builder : public NodeReader {
           if (auto text = GetString(member->value, path)) {
             // /8../24: room for the qubes, and a vif name within IFNAMSIZ.
             auto range = NormaliseIpv4Network(*text, 8, 24);
-            if (range && RangeHoldsVirtualDns(*range)) {
+            if (range && RangeHoldsReserved(*range)) {
               Report(member->value.location, path,
                      "network_range " + *range +
-                         " overlaps 10.139.1.0/24 (the qubes' virtual DNS addresses)");
+                         " overlaps 10.139.0.0/16 (the qubes' virtual DNS addresses and host-nat "
+                         "links)");
             } else if (range) {
               system_.network_range = *range;
             } else {
@@ -417,9 +419,8 @@ class Builder : public NodeReader {
     std::optional<std::string> text = GetString(value, path);
     if (!text) return;
     if (key == "uplink") {
-      if (*text == "host-nat") {
-        Report(value.location, path,
-               "uplink = \"host-nat\" is not available yet (give a host interface name)");
+      if (*text == kHostNat) {
+        qube.uplink = *text;
       } else if (Status ok = CheckIfname(*text); !ok) {
         Report(value.location, path, ok.error().message());
       } else if (text->rfind("vif", 0) == 0) {
@@ -684,11 +685,15 @@ class Builder : public NodeReader {
       if (at.name != "uplink") {
         Report(at.location, at.path, at.name + " needs uplink (the host interface to use)");
       }
-    } else if (qube.uplink_address.empty()) {
+    } else if (qube.uplink == kHostNat) {
+      if (!qube.uplink_address.empty() || !qube.uplink_gateway.empty()) {
+        Report(at.location, at.path,
+               "uplink = \"host-nat\" takes no uplink_address or uplink_gateway (the daemon "
+               "addresses the link to the host)");
+      }
+    } else if (qube.uplink_address.empty() && !qube.uplink_gateway.empty()) {
       Report(at.location, at.path,
-             "uplink " + QuoteValue(qube.uplink) +
-                 " needs uplink_address (and uplink_gateway): DHCP on the uplink is not "
-                 "available yet");
+             "uplink_gateway needs uplink_address (without one, DHCP gives both)");
     } else if (auto [it, fresh] = uplinks.emplace(qube.uplink, &draft); !fresh) {
       Report(at.location, at.path,
              "host interface " + QuoteValue(qube.uplink) + " is already the uplink of " +

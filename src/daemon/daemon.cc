@@ -143,6 +143,7 @@ class Daemon {
     server_ = std::make_unique<AdminServer>(*loop_, *audit_, server_options);
     runs_ = std::make_unique<RunCommands>(*loop_, *server_, *manager_, *audit_,
                                           backend_->capabilities());
+    network_->SetRunner(runs_.get());  // DHCP clients on uplinks
     policies_ = std::make_unique<PolicyWatcher>(*loop_, *audit_, events_);
     policies_->Watch(PolicyDirsFor(config_->system().policy_dir, options_.layout.runtime_dir));
     prompts_ = std::make_unique<RpcPrompts>(*loop_, *server_, events_, [this] {
@@ -214,6 +215,7 @@ class Daemon {
     idle_check_.Reset();
     methods_.reset();
     clipboard_.reset();
+    network_->SetRunner(nullptr);
     runs_.reset();
     manager_->RemoveObserver(forwarder_.get());
     forwarder_.reset();

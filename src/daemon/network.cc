@@ -39,7 +39,16 @@ Network::Network(EventLoop& loop, const QubeManager& manager, const ConfigStore&
       audit_(audit),
       events_(events),
       net_dir_(std::move(state_dir) + "/net"),
-      host_netns_(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)) {
+      uplinks_(
+          loop, audit, net_dir_,
+          [this](const std::string& netvm) {
+            if (Status applied = ApplyRules(netvm); !applied) {
+              Report(netvm, "rules", applied.error().ToString());
+            }
+          },
+          [this](const std::string& qube, const std::string& action, const std::string& error) {
+            Report(qube, action, error);
+          }) {
   if (Status made = MakeDirs(net_dir_ + "/firewall", 0700); !made) {
     Log(LogLevel::kError, "cannot make the network state directory",
         {{"error", made.error().ToString()}});
@@ -65,11 +74,11 @@ void Network::OnRunning(const std::string& qube, backend::Instance& instance) {
 void Network::OnStopping(const std::string& qube) {
   // A host interface goes back before the namespace dies: a virtual one
   // would die with it.
-  ReturnUplink(qube);
+  uplinks_.Return(qube);
 }
 
 void Network::OnStopped(const std::string& qube) {
-  ReturnUplink(qube);
+  uplinks_.Return(qube);
   if (netns_.erase(qube) != 0 || links_.count(qube) != 0) {
     applied_.erase(qube);
     forwarding_.erase(qube);
@@ -94,6 +103,7 @@ void Network::OnSystemAdopted() {
 void Network::AfterRecovery() {
   Reconcile();
   Sweep();
+  uplinks_.Settle();
 }
 
 // ---------------------------------------------------------------------------
@@ -172,8 +182,8 @@ void Network::ReconcileOnce() {
       Report(qube, "rules", applied.error().ToString());
       continue;  // no forwarding without its rules
     }
-    if (!q->uplink.empty() && uplinks_.count(qube) == 0) {
-      if (Status taken = TakeUplink(qube, *q); !taken) {
+    if (!q->uplink.empty() && !uplinks_.Holds(qube)) {
+      if (Status taken = uplinks_.Take(qube, fd.get(), *q, book_->range()); !taken) {
         Report(qube, "uplink", taken.error().ToString());
       }
     }
@@ -294,24 +304,6 @@ Status Network::Unlink(const std::string& client) {
   return deleted;
 }
 
-// A qube takes no new connections from its network, as in Qubes: answers
-// to its own, loopback and ICMP pass. A table of its own, beside the one a
-// netvm has for its clients.
-Status ApplyQubeInput(int netns_fd) {
-  TRY(net::RunNft(netns_fd,
-                  "table inet tessera-in\n"
-                  "delete table inet tessera-in\n"
-                  "table inet tessera-in {\n"
-                  "  chain input {\n"
-                  "    type filter hook input priority filter; policy drop;\n"
-                  "    iif lo accept\n"
-                  "    ct state established,related accept\n"
-                  "    meta l4proto { icmp, ipv6-icmp } accept\n"
-                  "  }\n"
-                  "}\n"));
-  return Ok();
-}
-
 Status Network::LinkClient(const std::string& client, const std::string& netvm) {
   const uint32_t address = TRY(book_->AddressOf(client));
   const uint32_t gateway = TRY(book_->AddressOf(netvm));
@@ -324,7 +316,7 @@ Status Network::LinkClient(const std::string& client, const std::string& netvm) 
   // No IPv6 in the qube: nothing on its link provides it.
   TRY(net::SetNetSysctl(client_fd, "net/ipv6/conf/all/disable_ipv6", "1"));
   TRY(net::SetNetSysctl(client_fd, "net/ipv6/conf/default/disable_ipv6", "1"));
-  TRY(ApplyQubeInput(client_fd));
+  TRY(net::RunNft(client_fd, net::RenderQubeInputTable()));
   TRY(net::CreateVeth(netvm_fd, vif, client_fd, kQubeIfname));
   links_[client] = Link{netvm, vif, address, gateway};
   auto fail = [&](Error error) -> Status {
@@ -345,66 +337,17 @@ Status Network::LinkClient(const std::string& client, const std::string& netvm) 
   return Ok();
 }
 
-Status Network::TakeUplink(const std::string& netvm, const config::Qube& q) {
-  const int netvm_fd = netns_.at(netvm).get();
-  // After a daemon restart the netvm may hold it already.
-  bool held = TRY(net::LinkExists(netvm_fd, q.uplink));
-  if (!held) {
-    if (!host_netns_) return Err("the daemon's own network namespace is not open");
-    bool present = TRY(net::LinkExists(host_netns_.get(), q.uplink));
-    if (!present) return Err("host interface " + q.uplink + " does not exist");
-    TRY(ApplyQubeInput(netvm_fd));  // before the uplink is in it
-    TRY(net::MoveLink(host_netns_.get(), q.uplink, netvm_fd));
-  }
-  auto slash = q.uplink_address.find('/');
-  uint32_t address = TRY(net::ParseIpv4(q.uplink_address.substr(0, slash)));
-  int prefix = std::stoi(q.uplink_address.substr(slash + 1));
-  TRY(net::AddAddress(netvm_fd, q.uplink, address, prefix));
-  TRY(net::SetLinkUp(netvm_fd, q.uplink));
-  if (!q.uplink_gateway.empty()) {
-    uint32_t gateway = TRY(net::ParseIpv4(q.uplink_gateway));
-    TRY(net::AddRoute(netvm_fd, 0, 0, gateway, q.uplink));
-  }
-  uplinks_[netvm] = q.uplink;  // only once set up: a half-done one is tried again
-  audit_.Write({{"kind", "network"},
-                {"qube", netvm},
-                {"action", "uplink"},
-                {"interface", q.uplink},
-                {"address", q.uplink_address}});
-  return Ok();
-}
-
-void Network::ReturnUplink(const std::string& netvm) {
-  auto it = uplinks_.find(netvm);
-  if (it == uplinks_.end()) return;
-  std::string ifname = it->second;
-  uplinks_.erase(it);
-  auto ns = netns_.find(netvm);
-  if (ns == netns_.end() || !host_netns_) return;
-  (void)net::SetLinkUp(ns->second.get(), ifname, false);
-  if (Status moved = net::MoveLink(ns->second.get(), ifname, host_netns_.get()); !moved) {
-    Report(netvm, "uplink", "cannot give " + ifname + " back: " + moved.error().ToString());
-    return;
-  }
-  audit_.Write(
-      {{"kind", "network"}, {"qube", netvm}, {"action", "uplink_returned"}, {"interface", ifname}});
-}
-
 std::vector<uint32_t> Network::ResolversOf(const config::Qube& netvm) const {
-  std::vector<uint32_t> out;
-  if (!netvm.uplink.empty()) {
-    for (const auto& text : netvm.uplink_dns) {
-      if (auto a = net::ParseIpv4(text)) out.push_back(*a);
-    }
-  } else if (netvm.netvm) {
-    // Its own netvm's, by redirection, if the chain's head has any.
-    const config::Qube* head = &netvm;
-    for (int hops = 0; head != nullptr && head->netvm && hops < 64; ++hops) {
-      head = config_.system().Find(*head->netvm);
-    }
-    if (head != nullptr && !head->uplink_dns.empty()) out = {net::kVirtualDns1, net::kVirtualDns2};
+  if (!netvm.uplink.empty()) return uplinks_.Resolvers(netvm.name, netvm);
+  // Its own netvm's, by redirection, if the chain has an uplink at its head.
+  const config::Qube* head = &netvm;
+  for (int hops = 0; head != nullptr && head->netvm && hops < 64; ++hops) {
+    head = config_.system().Find(*head->netvm);
   }
-  return out;
+  if (head != nullptr && head != &netvm && !head->uplink.empty()) {
+    return {net::kVirtualDns1, net::kVirtualDns2};
+  }
+  return {};
 }
 
 Status Network::ApplyRules(const std::string& netvm, bool force) {
@@ -412,7 +355,9 @@ Status Network::ApplyRules(const std::string& netvm, bool force) {
   auto ns = netns_.find(netvm);
   if (q == nullptr || ns == netns_.end()) return Ok();
   net::NetvmRules rules;
-  rules.uplink = !q->uplink.empty() ? q->uplink : links_.count(netvm) != 0 ? kQubeIfname : "";
+  rules.uplink = !q->uplink.empty()         ? Uplinks::Interface(*q)
+                 : links_.count(netvm) != 0 ? kQubeIfname
+                                            : "";
   rules.dns = ResolversOf(*q);
   const int64_t now = Now();
   std::vector<std::pair<std::string, std::string>> problems;  // reported if applied

@@ -38,6 +38,7 @@
 #include "daemon/event_bus.h"
 #include "daemon/event_loop.h"
 #include "daemon/qube_manager.h"
+#include "daemon/uplinks.h"
 #include "net/address.h"
 #include "net/ruleset.h"
 
@@ -56,6 +57,9 @@ class Network : public LifecycleObserver {
   // After the manager's recovery adopted what runs: links made again, and
   // what dead qubes left (runtime rules, addresses) removed.
   void AfterRecovery();
+
+  // DHCP clients on uplinks are started through `runs` (null: no more).
+  void SetRunner(RunCommands* runs) { uplinks_.SetRunner(runs); }
 
   // Registers firewall.list|add|del|reload (firewall_methods.cc).
   void RegisterMethods(AdminServer& server);
@@ -88,8 +92,6 @@ class Network : public LifecycleObserver {
   void Sweep();
   Status Unlink(const std::string& client);
   Status LinkClient(const std::string& client, const std::string& netvm);
-  Status TakeUplink(const std::string& netvm, const config::Qube& cfg);
-  void ReturnUplink(const std::string& netvm);
   // Renders and applies the netvm's table when it changed (or `force`).
   Status ApplyRules(const std::string& netvm, bool force = false);
   std::vector<uint32_t> ResolversOf(const config::Qube& netvm) const;
@@ -112,11 +114,10 @@ class Network : public LifecycleObserver {
   AuditLog& audit_;
   EventBus& events_;
   std::string net_dir_;  // S/net
-  UniqueFd host_netns_;  // the daemon's own namespace: where uplinks come from
   std::optional<net::AddressBook> book_;
   std::map<std::string, UniqueFd> netns_;       // running qubes
   std::map<std::string, Link> links_;           // linked clients
-  std::map<std::string, std::string> uplinks_;  // netvm -> host interface it holds
+  Uplinks uplinks_;
   std::map<std::string, net::NetvmRules> applied_;  // netvm -> table in force
   mutable std::map<std::string, std::vector<config::FirewallRule>> runtime_;         // cache
   std::map<std::string, std::map<std::string, std::vector<std::string>>> resolved_;  // client

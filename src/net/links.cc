@@ -11,6 +11,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <functional>
 #include <thread>
 
@@ -159,6 +160,57 @@ Status AddAddress(int netns_fd, const std::string& ifname, uint32_t address, int
     rtnl_addr_put(addr);
     if (err < 0) return Err(NlError("add address to " + ifname, err));
     return {};
+  });
+}
+
+Result<std::vector<std::pair<uint32_t, int>>> ListAddresses(int netns_fd,
+                                                            const std::string& ifname) {
+  TRY(CheckName(ifname));
+  std::vector<std::pair<uint32_t, int>> out;
+  TRY(InNamespace(netns_fd, [&](nl_sock* sock) -> Status {
+    int index = IndexOf(sock, ifname);
+    if (index == 0) return Err("no link " + ifname);
+    nl_cache* cache = nullptr;
+    if (int err = rtnl_addr_alloc_cache(sock, &cache); err < 0) {
+      return Err(NlError("list addresses", err));
+    }
+    for (nl_object* obj = nl_cache_get_first(cache); obj != nullptr; obj = nl_cache_get_next(obj)) {
+      auto* addr = reinterpret_cast<rtnl_addr*>(obj);
+      nl_addr* local = rtnl_addr_get_local(addr);
+      if (rtnl_addr_get_ifindex(addr) != index || rtnl_addr_get_family(addr) != AF_INET ||
+          local == nullptr || nl_addr_get_len(local) != 4) {
+        continue;
+      }
+      uint32_t be;
+      std::memcpy(&be, nl_addr_get_binary_addr(local), 4);
+      out.emplace_back(ntohl(be), rtnl_addr_get_prefixlen(addr));
+    }
+    nl_cache_free(cache);
+    return {};
+  }));
+  return out;
+}
+
+Status FlushAddresses(int netns_fd, const std::string& ifname) {
+  TRY(CheckName(ifname));
+  return InNamespace(netns_fd, [&](nl_sock* sock) -> Status {
+    int index = IndexOf(sock, ifname);
+    if (index == 0) return Err("no link " + ifname);
+    nl_cache* cache = nullptr;
+    if (int err = rtnl_addr_alloc_cache(sock, &cache); err < 0) {
+      return Err(NlError("list addresses", err));
+    }
+    Status result = {};
+    for (nl_object* obj = nl_cache_get_first(cache); obj != nullptr; obj = nl_cache_get_next(obj)) {
+      auto* addr = reinterpret_cast<rtnl_addr*>(obj);
+      if (rtnl_addr_get_ifindex(addr) != index || rtnl_addr_get_family(addr) != AF_INET) continue;
+      if (int err = rtnl_addr_delete(sock, addr, 0); err < 0 && err != -NLE_NOADDR) {
+        result = Err(NlError("remove an address of " + ifname, err));
+        break;
+      }
+    }
+    nl_cache_free(cache);
+    return result;
   });
 }
 

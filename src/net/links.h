@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/error.h"
 
@@ -31,6 +33,11 @@ Result<bool> LinkExists(int netns_fd, const std::string& name);
 Status SetLinkUp(int netns_fd, const std::string& name, bool up = true);
 // An IPv4 address with its prefix length (32: a point-to-point address).
 Status AddAddress(int netns_fd, const std::string& ifname, uint32_t address, int prefix);
+// The IPv4 addresses of the link, with their prefix lengths.
+Result<std::vector<std::pair<uint32_t, int>>> ListAddresses(int netns_fd,
+                                                            const std::string& ifname);
+// Removes every IPv4 address of the link (its routes go with them).
+Status FlushAddresses(int netns_fd, const std::string& ifname);
 // A route to `dst/prefix` (0/0: the default route) through `gateway`, or on
 // the link itself without one.
 Status AddRoute(int netns_fd, uint32_t dst, int prefix, std::optional<uint32_t> gateway,

@@ -223,4 +223,17 @@ std::string RenderNetvmUpdate(const NetvmRules* before, const NetvmRules& after)
   return s.Take();
 }
 
+std::string RenderQubeInputTable() {
+  return "table inet tessera-in\n"
+         "delete table inet tessera-in\n"
+         "table inet tessera-in {\n"
+         "  chain input {\n"
+         "    type filter hook input priority filter; policy drop;\n"
+         "    iif lo accept\n"
+         "    ct state established,related accept\n"
+         "    meta l4proto { icmp, ipv6-icmp } accept\n"
+         "  }\n"
+         "}\n";
+}
+
 }  // namespace tessera::net

@@ -67,6 +67,11 @@ std::string RenderNetvmRuleset(const NetvmRules& rules);
 // is RenderNetvmRuleset(after). "" when nothing changed.
 std::string RenderNetvmUpdate(const NetvmRules* before, const NetvmRules& after);
 
+// A qube's own table (`inet tessera-in`, beside a netvm's `inet tessera`):
+// it takes no new connections from its network, as in Qubes; answers to its
+// own, loopback and ICMP pass.
+std::string RenderQubeInputTable();
+
 // The netvm's end of the veth of the client with `address` from `range`:
 // "vif" + the address's offset in the range ("vif2" for 10.137.0.2 in
 // 10.137.0.0/16): unique and stable with the address, within IFNAMSIZ for

@@ -21,6 +21,7 @@ namespace tessera::daemon_testing {
 namespace {
 
 using namespace ::tessera::net_testing;
+using ::testing::MatchesRegex;
 
 constexpr const char* kNetSystem = R"(
 policy_dir = "%POLICY%"
@@ -68,6 +69,43 @@ template = "nt-base"
 memory = 128
 )";
 
+// The other uplinks: nt-net by DHCP from the internet's udhcpd, nt-hn by a
+// veth to the daemon's namespace, which NATs to its own route out.
+constexpr const char* kUplinkSystem = R"(
+policy_dir = "%POLICY%"
+
+[qubes.nt-base]
+class = "template"
+source = "busybox"
+
+[qubes.nt-net]
+class = "app"
+template = "nt-base"
+provides_network = true
+uplink = "ntup0"
+memory = 128
+
+[qubes.nt-hn]
+class = "app"
+template = "nt-base"
+provides_network = true
+uplink = "host-nat"
+uplink_dns = ["198.51.100.1"]
+memory = 128
+
+[qubes.nt-a]
+class = "app"
+template = "nt-base"
+netvm = "nt-net"
+memory = 128
+
+[qubes.nt-b]
+class = "app"
+template = "nt-base"
+netvm = "nt-hn"
+memory = 128
+)";
+
 const char* kInternet = "192.0.2.1";
 
 std::string Capture(const std::string& cmd) {
@@ -86,7 +124,8 @@ std::string Capture(const std::string& cmd) {
 std::string Snapshot(const std::string& ns) {
   std::string in = ns.empty() ? "" : "ip netns exec " + ns + " ";
   return Capture(in + "ip -d link show 2>&1; " + in + "ip addr show 2>&1; " + in +
-                 "ip route show table all 2>&1; " + in + "nft list ruleset 2>&1");
+                 "ip route show table all 2>&1; " + in + "nft list ruleset 2>&1; " + in +
+                 "cat /proc/sys/net/ipv4/ip_forward");
 }
 
 class NetworkTest : public DaemonTest {
@@ -129,9 +168,8 @@ class NetworkTest : public DaemonTest {
     for (const auto& ns : made_) Sh("ip netns del " + ns);
   }
 
-  void WriteSystem(const std::string& b_netvm) {
-    std::string text = kNetSystem;
-    text.replace(text.find("%B_NETVM%"), 9, b_netvm);
+  void WriteSystem(const std::string& b_netvm, std::string text = kNetSystem) {
+    if (size_t at = text.find("%B_NETVM%"); at != std::string::npos) text.replace(at, 9, b_netvm);
     text.replace(text.find("%POLICY%"), 8, root_ + "/policy.d");
     ASSERT_TRUE(MakeDirs(root_ + "/policy.d"));
     ASSERT_TRUE(
@@ -189,6 +227,31 @@ class NetworkTest : public DaemonTest {
       }
     }
     return out;
+  }
+
+  // Runs `argv` in namespace `ns` until TearDown.
+  void Spawn(const std::string& ns, std::vector<std::string> argv) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      int fd = ::open(NsFile(ns).c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) _exit(126);
+      std::vector<char*> args;
+      for (auto& a : argv) args.push_back(a.data());
+      args.push_back(nullptr);
+      ::execvp(args[0], args.data());
+      _exit(127);
+    }
+    ASSERT_GT(pid, 0);
+    servers_.push_back(pid);
+  }
+  // Polls a TCP probe until it answers (a lease takes a moment).
+  std::string Eventually(const std::string& qube, const std::string& ip, uint16_t port) {
+    std::string got;
+    for (int i = 0; i < 100 && got.empty(); ++i) {
+      got = From(qube, ip, port);
+      if (got.empty()) std::this_thread::sleep_for(100ms);
+    }
+    return got;
   }
 
   std::string host_, inet_, host_before_, ns_before_;
@@ -312,6 +375,96 @@ TEST_F(NetworkTest, TheChainTheFirewallRewiringAndRecovery) {
   EXPECT_EQ(From("nt-a", b_ip, 9000), "");
 
   // Everything stopped: the uplink is back, the daemon's namespace as it was.
+  ASSERT_EQ(Cli({"stop", "--all"}).exit_code, 0);
+  EXPECT_TRUE(*net::LinkExists(host_fd_.get(), "ntup0"));
+  EXPECT_EQ(Snapshot(host_), ns_before_);
+  EXPECT_EQ(Snapshot(""), host_before_) << "the real host's network";
+}
+
+// The uplink by DHCP (udhcpc in nt-net, its events read by the daemon) and
+// by host-nat (the daemon's namespace forwards and NATs nt-hn), through a
+// kill -9 of the daemon; afterwards the daemon's namespace is as it was,
+// ip_forward included.
+TEST_F(NetworkTest, TheUplinkByDhcpAndByHostNat) {
+  if (!Sh("busybox udhcpd --help >/dev/null 2>&1")) {
+    GTEST_SKIP() << "needs busybox's udhcpd for the test internet's DHCP server";
+  }
+  ASSERT_TRUE(WriteFileAtomic(root_ + "/udhcpd.conf",
+                              "start 192.0.2.100\nend 192.0.2.110\ninterface up1\n"
+                              "lease_file " +
+                                  root_ +
+                                  "/udhcpd.leases\n"
+                                  "pidfile " +
+                                  root_ +
+                                  "/udhcpd.pid\n"
+                                  "option subnet 255.255.255.0\noption router 192.0.2.1\n"
+                                  "option dns 192.0.2.1\n"));
+  Spawn(inet_, {"busybox", "udhcpd", "-f", root_ + "/udhcpd.conf"});
+  // The daemon's own way out, for host-nat: 198.51.100.2 via the internet.
+  ASSERT_TRUE(net::CreateVeth(host_fd_.get(), "nthost0", inet_fd_.get(), "up2"));
+  ASSERT_TRUE(net::AddAddress(inet_fd_.get(), "up2", *net::ParseIpv4("198.51.100.1"), 24));
+  ASSERT_TRUE(net::SetLinkUp(inet_fd_.get(), "up2"));
+  ASSERT_TRUE(net::SetNetSysctl(host_fd_.get(), "net/ipv6/conf/nthost0/disable_ipv6", "1"));
+  ASSERT_TRUE(net::AddAddress(host_fd_.get(), "nthost0", *net::ParseIpv4("198.51.100.2"), 24));
+  ASSERT_TRUE(net::SetLinkUp(host_fd_.get(), "nthost0"));
+  ASSERT_TRUE(net::AddRoute(host_fd_.get(), 0, 0, *net::ParseIpv4("198.51.100.1"), "nthost0"));
+  ns_before_ = Snapshot(host_);
+  WriteSystem("", kUplinkSystem);
+  StartDaemon();
+
+  // DHCP: nt-a's traffic leaves NATed to the leased address; DNS goes to
+  // the lease's resolver.
+  ASSERT_EQ(Cli({"start", "nt-a"}).exit_code, 0);
+  auto bound = NetworkLines("nt-net", "dhcp_bound");
+  for (int i = 0; i < 100 && bound.empty(); ++i) {
+    std::this_thread::sleep_for(100ms);
+    bound = NetworkLines("nt-net", "dhcp_bound");
+  }
+  ASSERT_FALSE(bound.empty()) << AuditText();
+  const std::string lease = bound.back().value("address", "");
+  ASSERT_THAT(lease, MatchesRegex("192\\.0\\.2\\.1[01][0-9]/24"));
+  const std::string leased = lease.substr(0, lease.find('/'));
+  EXPECT_EQ(Eventually("nt-a", kInternet, 8080), leased) << AuditText();
+  EXPECT_EQ(bound.back().value("router", ""), "192.0.2.1");
+  EXPECT_EQ(bound.back()["dns"], json::array({"192.0.2.1"}));
+  auto resolve_in = [&](const std::string& qube) {
+    return InNetns(NsOf(qube), [] {
+      UniqueFd fd(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+      auto a = net::ResolveIpv4(fd.get(), "svc.test", {net::kVirtualDns1},
+                                std::chrono::milliseconds(1000));
+      return a ? net::FormatIpv4(a->front()) : a.error().ToString();
+    });
+  };
+  EXPECT_EQ(resolve_in("nt-a"), kInternet);
+
+  // host-nat: nt-b through nt-hn and the daemon's namespace, NATed twice.
+  servers_.push_back(Serve(host_, {9001}, 0));
+  ASSERT_EQ(Cli({"start", "nt-b"}).exit_code, 0);
+  EXPECT_EQ(Eventually("nt-b", kInternet, 8080), "198.51.100.2") << AuditText();
+  EXPECT_EQ(resolve_in("nt-b"), kInternet);
+  EXPECT_EQ(Capture("ip netns exec " + host_ + " cat /proc/sys/net/ipv4/ip_forward"), "1\n");
+  // The host is not the netvm's, nor its clients', to reach.
+  EXPECT_EQ(From("nt-hn", "10.139.2.1", 9001), "");
+  EXPECT_EQ(From("nt-hn", "198.51.100.2", 9001), "");
+  EXPECT_EQ(From("nt-b", "198.51.100.2", 9001), "");
+  EXPECT_EQ(InNetns(NsFile(host_), [] { return Tcp("127.0.0.1", 9001); }), "127.0.0.1")
+      << "the host's server listens";
+
+  // kill -9 and a new daemon: the lease and the host-nat link are kept.
+  KillDaemon(SIGKILL);
+  StartDaemon();
+  EXPECT_EQ(Eventually("nt-a", kInternet, 8081), leased) << "the same lease, asked for again";
+  {
+    UniqueFd ns(::open(NsOf("nt-net").c_str(), O_RDONLY | O_CLOEXEC));
+    auto held = net::ListAddresses(ns.get(), "ntup0");
+    ASSERT_TRUE(held);
+    EXPECT_EQ(held->size(), 1u) << "no address of an earlier lease stays";
+  }
+  EXPECT_EQ(Eventually("nt-b", kInternet, 8081), "198.51.100.2");
+  EXPECT_EQ(From("nt-hn", "10.139.2.1", 9001), "");
+
+  // Stopped: the interface is back without its lease, the host's NAT and
+  // forwarding are gone.
   ASSERT_EQ(Cli({"stop", "--all"}).exit_code, 0);
   EXPECT_TRUE(*net::LinkExists(host_fd_.get(), "ntup0"));
   EXPECT_EQ(Snapshot(host_), ns_before_);

@@ -417,8 +417,7 @@ TEST(ValidationTest, UplinkAndNetworkRange) {
       ElementsAre(DiagAt(1, 17, "network_range", "has host bits set"),
                   DiagAt(4, 10, "qubes.a.uplink", "only to a qube with provides_network"),
                   DiagAt(8, 10, "qubes.b.uplink", "invalid interface name 'a/b'"),
-                  DiagAt(12, 10, "qubes.c.uplink", "needs uplink_address"),
-                  DiagAt(16, 10, "qubes.d.uplink", "needs uplink_address"),
+                  DiagAt(16, 10, "qubes.d.uplink", "already the uplink of 'c'"),
                   DiagAt(17, 18, "qubes.d.uplink_address", "expected A.B.C.D/N"),
                   DiagAt(18, 18, "qubes.d.uplink_gateway", "invalid IPv4 address '300.1.1.1'"),
                   DiagAt(19, 15, "qubes.d.uplink_dns[0]", "invalid IPv4 address 'x'"),
@@ -433,10 +432,28 @@ TEST(ValidationTest, UplinkAndNetworkRange) {
   EXPECT_THAT(shared.diagnostics,
               ElementsAre(DiagAt(9, 10, "qubes.b.uplink", "already the uplink of 'a'")))
       << Dump(shared.diagnostics);
-  EXPECT_THAT(LoadToml("network_range = \"10.139.0.0/16\"\n").diagnostics,
-              ElementsAre(DiagPath("network_range", "overlaps 10.139.1.0/24")));
-  EXPECT_THAT(LoadToml("network_range = \"10.139.1.0/24\"\n").diagnostics,
-              ElementsAre(DiagPath("network_range", "overlaps 10.139.1.0/24")));
+  for (const char* reserved : {"10.139.0.0/16", "10.139.1.0/24", "10.139.2.0/24", "10.0.0.0/8"}) {
+    EXPECT_THAT(LoadToml("network_range = \"" + std::string(reserved) + "\"\n").diagnostics,
+                ElementsAre(DiagPath("network_range", "overlaps 10.139.0.0/16")))
+        << reserved;
+  }
+  // DHCP (no uplink_address) and host-nat; neither takes a fixed gateway.
+  LoadOutcome dynamic = LoadToml(
+      "[qubes.a]\nclass = \"standalone\"\nprovides_network = true\nuplink = \"eth0\"\n"
+      "[qubes.b]\nclass = \"standalone\"\nprovides_network = true\nuplink = \"host-nat\"\n"
+      "[qubes.c]\nclass = \"standalone\"\nprovides_network = true\nuplink = \"host-nat\"\n"
+      "uplink_dns = [\"192.0.2.53\"]\n");
+  ASSERT_TRUE(dynamic.system) << Dump(dynamic.diagnostics);
+  EXPECT_EQ(dynamic.system->Find("a")->uplink_address, "");
+  EXPECT_EQ(dynamic.system->Find("b")->uplink, config::kHostNat);
+  EXPECT_THAT(
+      LoadToml("[qubes.a]\nclass = \"standalone\"\nprovides_network = true\nuplink = \"eth0\"\n"
+               "uplink_gateway = \"192.0.2.1\"\n"
+               "[qubes.b]\nclass = \"standalone\"\nprovides_network = true\n"
+               "uplink = \"host-nat\"\nuplink_address = \"192.0.2.2/24\"\n")
+          .diagnostics,
+      ElementsAre(DiagAt(4, 10, "qubes.a.uplink", "uplink_gateway needs uplink_address"),
+                  DiagAt(9, 10, "qubes.b.uplink", "takes no uplink_address")));
   EXPECT_TRUE(LoadToml("network_range = \"10.138.0.0/16\"\n").system);
   EXPECT_THAT(
       LoadToml("[qubes.a]\nclass = \"standalone\"\nprovides_network = true\nuplink = \"vif3\"\n"
