@@ -310,14 +310,17 @@ Status Network::LinkClient(const std::string& client, const std::string& netvm) 
   const std::string vif = net::ClientIfname(address, book_->range());
   const int netvm_fd = netns_.at(netvm).get();
   const int client_fd = netns_.at(client).get();
+  // One netlink socket per namespace for the whole link (docs/NETWORK.md
+  // "Links"); no IPv6 in the qube: nothing on its link provides it.
+  net::Netlink netvm_nl = TRY(net::Netlink::In(netvm_fd));
+  net::Netlink client_nl =
+      TRY(net::Netlink::In(client_fd, {{"net/ipv6/conf/all/disable_ipv6", "1"},
+                                       {"net/ipv6/conf/default/disable_ipv6", "1"}}));
   // What an earlier daemon (killed) left is made anew.
-  TRY(net::DeleteLink(netvm_fd, vif));
-  TRY(net::DeleteLink(client_fd, kQubeIfname));
-  // No IPv6 in the qube: nothing on its link provides it.
-  TRY(net::SetNetSysctl(client_fd, "net/ipv6/conf/all/disable_ipv6", "1"));
-  TRY(net::SetNetSysctl(client_fd, "net/ipv6/conf/default/disable_ipv6", "1"));
+  TRY(netvm_nl.DeleteLink(vif));
+  TRY(client_nl.DeleteLink(kQubeIfname));
   TRY(net::RunNft(client_fd, net::RenderQubeInputTable()));
-  TRY(net::CreateVeth(netvm_fd, vif, client_fd, kQubeIfname));
+  TRY(netvm_nl.CreateVeth(vif, client_fd, kQubeIfname));
   links_[client] = Link{netvm, vif, address, gateway};
   auto fail = [&](Error error) -> Status {
     (void)Unlink(client);
@@ -326,14 +329,17 @@ Status Network::LinkClient(const std::string& client, const std::string& netvm) 
   ResolveHosts(client);
   // The rules know the link before it comes up.
   if (Status applied = ApplyRules(netvm); !applied) return fail(applied.error());
-  for (Status step : {net::AddAddress(netvm_fd, vif, gateway, 32), net::SetLinkUp(netvm_fd, vif),
-                      net::AddRoute(netvm_fd, address, 32, std::nullopt, vif),
-                      net::AddAddress(client_fd, kQubeIfname, address, 32),
-                      net::SetLinkUp(client_fd, kQubeIfname),
-                      net::AddRoute(client_fd, gateway, 32, std::nullopt, kQubeIfname),
-                      net::AddRoute(client_fd, 0, 0, gateway, kQubeIfname)}) {
-    if (!step) return fail(step.error());
-  }
+  Status up = [&]() -> Status {
+    TRY(netvm_nl.AddAddress(vif, gateway, 32));
+    TRY(netvm_nl.SetLinkUp(vif));
+    TRY(netvm_nl.AddRoute(address, 32, std::nullopt, vif));
+    TRY(client_nl.AddAddress(kQubeIfname, address, 32));
+    TRY(client_nl.SetLinkUp(kQubeIfname));
+    TRY(client_nl.AddRoute(gateway, 32, std::nullopt, kQubeIfname));
+    TRY(client_nl.AddRoute(0, 0, gateway, kQubeIfname));
+    return Ok();
+  }();
+  if (!up) return fail(up.error());
   return Ok();
 }
 

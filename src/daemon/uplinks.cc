@@ -166,23 +166,25 @@ Status Uplinks::Take(const std::string& netvm, int netns_fd, const config::Qube&
 
 Status Uplinks::TakeInterface(const std::string& netvm, int netns_fd, const config::Qube& cfg) {
   (void)netvm;
+  net::Netlink inside = TRY(net::Netlink::In(netns_fd));
   // After a daemon restart the netvm may hold it already.
-  bool there = TRY(net::LinkExists(netns_fd, cfg.uplink));
+  bool there = TRY(inside.LinkExists(cfg.uplink));
   if (!there) {
-    bool present = TRY(net::LinkExists(host_netns_.get(), cfg.uplink));
+    net::Netlink host = TRY(net::Netlink::In(host_netns_.get()));
+    bool present = TRY(host.LinkExists(cfg.uplink));
     if (!present) return Err("host interface " + cfg.uplink + " does not exist");
     TRY(net::RunNft(netns_fd, net::RenderQubeInputTable()));  // before the uplink is in it
-    TRY(net::MoveLink(host_netns_.get(), cfg.uplink, netns_fd));
+    TRY(host.MoveLink(cfg.uplink, netns_fd));
   }
-  TRY(net::SetLinkUp(netns_fd, cfg.uplink));
+  TRY(inside.SetLinkUp(cfg.uplink));
   if (cfg.uplink_address.empty()) return Ok();  // DHCP sets the rest
   auto slash = cfg.uplink_address.find('/');
   uint32_t address = TRY(net::ParseIpv4(cfg.uplink_address.substr(0, slash)));
   int prefix = std::stoi(cfg.uplink_address.substr(slash + 1));
-  TRY(net::AddAddress(netns_fd, cfg.uplink, address, prefix));
+  TRY(inside.AddAddress(cfg.uplink, address, prefix));
   if (!cfg.uplink_gateway.empty()) {
     uint32_t gateway = TRY(net::ParseIpv4(cfg.uplink_gateway));
-    TRY(net::AddRoute(netns_fd, 0, 0, gateway, cfg.uplink));
+    TRY(inside.AddRoute(0, 0, gateway, cfg.uplink));
   }
   return Ok();
 }
@@ -194,25 +196,26 @@ Status Uplinks::TakeHostNat(const std::string& netvm, int netns_fd, Held& held) 
   const uint32_t address = TRY(host_nat_book_->AddressOf(netvm));
   TRY(host_nat_book_->Save());
   held.host_ifname = net::HostNatIfname(address);
-  const int host = host_netns_.get();
+  net::Netlink host = TRY(net::Netlink::In(host_netns_.get()));
+  net::Netlink inside = TRY(net::Netlink::In(netns_fd));
   // Both ends there: a killed daemon's link, kept. Anything less is made anew.
-  bool host_end = TRY(net::LinkExists(host, held.host_ifname));
-  bool netvm_end = TRY(net::LinkExists(netns_fd, held.ifname));
+  bool host_end = TRY(host.LinkExists(held.host_ifname));
+  bool netvm_end = TRY(inside.LinkExists(held.ifname));
   if (!host_end || !netvm_end) {
-    TRY(net::DeleteLink(host, held.host_ifname));
-    TRY(net::DeleteLink(netns_fd, held.ifname));
+    TRY(host.DeleteLink(held.host_ifname));
+    TRY(inside.DeleteLink(held.ifname));
     TRY(net::RunNft(netns_fd, net::RenderQubeInputTable()));
-    TRY(net::CreateVeth(host, held.host_ifname, netns_fd, held.ifname));
+    TRY(host.CreateVeth(held.host_ifname, netns_fd, held.ifname));
   }
   // The host's rules before its forwarding.
   TRY(EnableHostNat());
-  TRY(net::AddAddress(host, held.host_ifname, net::kHostNatGateway, 32));
-  TRY(net::SetLinkUp(host, held.host_ifname));
-  TRY(net::AddRoute(host, address, 32, std::nullopt, held.host_ifname));
-  TRY(net::AddAddress(netns_fd, held.ifname, address, 32));
-  TRY(net::SetLinkUp(netns_fd, held.ifname));
-  TRY(net::AddRoute(netns_fd, net::kHostNatGateway, 32, std::nullopt, held.ifname));
-  TRY(net::AddRoute(netns_fd, 0, 0, net::kHostNatGateway, held.ifname));
+  TRY(host.AddAddress(held.host_ifname, net::kHostNatGateway, 32));
+  TRY(host.SetLinkUp(held.host_ifname));
+  TRY(host.AddRoute(address, 32, std::nullopt, held.host_ifname));
+  TRY(inside.AddAddress(held.ifname, address, 32));
+  TRY(inside.SetLinkUp(held.ifname));
+  TRY(inside.AddRoute(net::kHostNatGateway, 32, std::nullopt, held.ifname));
+  TRY(inside.AddRoute(0, 0, net::kHostNatGateway, held.ifname));
   if (auto conf = ReadFile("/etc/resolv.conf", 1 << 16)) held.host_dns = net::NameserversOf(*conf);
   if (held.host_dns.empty()) {
     report_(netvm, "uplink",
