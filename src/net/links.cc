@@ -248,11 +248,15 @@ Status Netlink::AddRoute(uint32_t dst, int prefix, std::optional<uint32_t> gatew
   return {};
 }
 
-Status Netlink::MoveLink(const std::string& name, int to_netns_fd) {
+Status Netlink::MoveLink(const std::string& name, int to_netns_fd, const std::string& new_name) {
   TRY(CheckName(name));
+  if (!new_name.empty()) TRY(CheckName(new_name));
   int index = TRY(NeedIndex(sock_.get(), name));
   return ChangeLink(sock_.get(), index, "move link " + name + " to another namespace",
-                    [to_netns_fd](rtnl_link* change) { rtnl_link_set_ns_fd(change, to_netns_fd); });
+                    [&](rtnl_link* change) {
+                      rtnl_link_set_ns_fd(change, to_netns_fd);
+                      if (!new_name.empty()) rtnl_link_set_name(change, new_name.c_str());
+                    });
 }
 
 // ---------------------------------------------------------------------------

@@ -55,9 +55,9 @@ class Netlink {
   Status AddRoute(uint32_t dst, int prefix, std::optional<uint32_t> gateway,
                   const std::string& ifname);
   // Moves link `name` into the namespace of `to_netns_fd`, keeping its name
-  // (a host interface becoming a netvm's uplink, and going back). Its
-  // addresses and routes do not move with it.
-  Status MoveLink(const std::string& name, int to_netns_fd);
+  // (a host interface becoming a netvm's uplink, and going back) or taking
+  // `new_name` there. Its addresses and routes do not move with it.
+  Status MoveLink(const std::string& name, int to_netns_fd, const std::string& new_name = "");
 
  private:
   struct Free {
