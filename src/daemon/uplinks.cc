@@ -1,6 +1,7 @@
 #include "daemon/uplinks.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/fs.h"
@@ -24,6 +25,12 @@ constexpr const char* kForwardSysctl = "net/ipv4/ip_forward";
 
 std::string Cidr(uint32_t address, int prefix) {
   return net::FormatIpv4(address) + "/" + std::to_string(prefix);
+}
+
+// A namespace's identity while it lives (its nsfs inode).
+uint64_t NamespaceId(int netns_fd) {
+  struct stat st {};
+  return ::fstat(netns_fd, &st) == 0 ? static_cast<uint64_t>(st.st_ino) : 0;
 }
 
 json Addresses(const std::vector<uint32_t>& list) {
@@ -107,7 +114,23 @@ Uplinks::Uplinks(EventLoop& loop, AuditLog& audit, std::string net_dir, Changed 
       net_dir_(std::move(net_dir)),
       changed_(std::move(changed)),
       report_(std::move(report)),
-      host_netns_(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)) {}
+      host_netns_(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC)) {
+  // What an earlier daemon gave (it may have been killed).
+  auto text = ReadFile(net_dir_ + "/uplinks.json", 1 << 20);
+  if (!text) return;
+  json saved = json::parse(*text, nullptr, false);
+  if (!saved.is_object()) return;
+  for (const auto& [netvm, entry] : saved.items()) {
+    if (!entry.is_object()) continue;
+    Given given;
+    given.identity.name = entry.value("name", "");
+    given.identity.index = entry.value("index", 0);
+    given.identity.kind = entry.value("kind", "");
+    given.identity.mac = entry.value("mac", "");
+    given.netns = entry.value("netns", uint64_t{0});
+    if (given.identity.index > 0 && !given.identity.name.empty()) given_[netvm] = given;
+  }
+}
 
 Uplinks::~Uplinks() {
   *alive_ = false;
@@ -151,7 +174,7 @@ Status Uplinks::Take(const std::string& netvm, int netns_fd, const config::Qube&
     record["interface"] = held.host_ifname;
     record["mode"] = "host-nat";
   } else {
-    TRY(TakeInterface(netvm, netns_fd, cfg));
+    TRY(TakeInterface(netvm, netns_fd, cfg, held));
     held.kind = cfg.uplink_address.empty() ? Kind::kDhcp : Kind::kStatic;
     record["interface"] = cfg.uplink;
     record["mode"] = held.kind == Kind::kDhcp ? "dhcp" : "static";
@@ -164,29 +187,68 @@ Status Uplinks::Take(const std::string& netvm, int netns_fd, const config::Qube&
   return Ok();
 }
 
-Status Uplinks::TakeInterface(const std::string& netvm, int netns_fd, const config::Qube& cfg) {
-  (void)netvm;
+Status Uplinks::TakeInterface(const std::string& netvm, int netns_fd, const config::Qube& cfg,
+                              Held& held) {
   net::Netlink inside = TRY(net::Netlink::In(netns_fd));
-  // After a daemon restart the netvm may hold it already.
-  bool there = TRY(inside.LinkExists(cfg.uplink));
-  if (!there) {
-    net::Netlink host = TRY(net::Netlink::In(host_netns_.get()));
-    bool present = TRY(host.LinkExists(cfg.uplink));
-    if (!present) return Err("host interface " + cfg.uplink + " does not exist");
-    TRY(net::RunNft(netns_fd, net::RenderQubeInputTable()));  // before the uplink is in it
-    TRY(host.MoveLink(cfg.uplink, netns_fd));
+  const uint64_t ns_id = NamespaceId(netns_fd);
+  std::optional<net::LinkIdentity> mine;
+  // After a daemon restart the netvm may hold it already: the device it was
+  // given, found by index whatever its name now, or none at all.
+  if (auto given = given_.find(netvm); given != given_.end()) {
+    auto now = TRY(inside.Identify(given->second.identity.index));
+    bool same =
+        now && now->kind == given->second.identity.kind && now->mac == given->second.identity.mac;
+    if (given->second.netns == ns_id && !same) {
+      return Err("the uplink device given to " + netvm + " (" + given->second.identity.name +
+                 ") is no longer there as it was (index, kind or MAC changed): not trusted");
+    }
+    if (same && given->second.netns == ns_id) mine = now;
+    if (!mine) given_.erase(given);  // an earlier run of the netvm
   }
-  TRY(inside.SetLinkUp(cfg.uplink));
+  if (!mine) {
+    if (auto there = TRY(inside.Identify(cfg.uplink))) {
+      mine = there;  // left by a daemon whose record was lost
+    } else {
+      net::Netlink host = TRY(net::Netlink::In(host_netns_.get()));
+      bool present = TRY(host.LinkExists(cfg.uplink));
+      if (!present) return Err("host interface " + cfg.uplink + " does not exist");
+      TRY(net::RunNft(netns_fd, net::RenderQubeInputTable()));  // before the uplink is in it
+      TRY(host.MoveLink(cfg.uplink, netns_fd));
+      mine = TRY(inside.Identify(cfg.uplink));
+      if (!mine) return Err("host interface " + cfg.uplink + " vanished as it was moved");
+    }
+    mine->name = cfg.uplink;  // its name on the host
+    given_[netvm] = Given{*mine, ns_id};
+    SaveGiven();
+  }
+  held.identity = *mine;
+  held.ifname = TRY(inside.Identify(mine->index))->name;  // what the netvm calls it now
+  TRY(inside.SetLinkUp(held.ifname));
   if (cfg.uplink_address.empty()) return Ok();  // DHCP sets the rest
   auto slash = cfg.uplink_address.find('/');
   uint32_t address = TRY(net::ParseIpv4(cfg.uplink_address.substr(0, slash)));
   int prefix = std::stoi(cfg.uplink_address.substr(slash + 1));
-  TRY(inside.AddAddress(cfg.uplink, address, prefix));
+  TRY(inside.AddAddress(held.ifname, address, prefix));
   if (!cfg.uplink_gateway.empty()) {
     uint32_t gateway = TRY(net::ParseIpv4(cfg.uplink_gateway));
-    TRY(inside.AddRoute(0, 0, gateway, cfg.uplink));
+    TRY(inside.AddRoute(0, 0, gateway, held.ifname));
   }
   return Ok();
+}
+
+void Uplinks::SaveGiven() {
+  json out = json::object();
+  for (const auto& [netvm, given] : given_) {
+    out[netvm] = {{"name", given.identity.name},
+                  {"index", given.identity.index},
+                  {"kind", given.identity.kind},
+                  {"mac", given.identity.mac},
+                  {"netns", given.netns}};
+  }
+  if (Status saved = WriteFileAtomic(net_dir_ + "/uplinks.json", out.dump(2) + "\n", 0600);
+      !saved) {
+    report_("", "uplink", "cannot record the uplinks given: " + saved.error().ToString());
+  }
 }
 
 Status Uplinks::TakeHostNat(const std::string& netvm, int netns_fd, Held& held) {
@@ -247,18 +309,32 @@ void Uplinks::Return(const std::string& netvm) {
     DisableHostNatIfUnused();
   } else {
     // A host interface goes back before the namespace dies: a virtual one
-    // would die with it. Its addresses stay behind.
-    (void)net::FlushAddresses(held.netns.get(), held.ifname);
-    (void)net::SetLinkUp(held.netns.get(), held.ifname, false);
-    if (Status moved = net::MoveLink(held.netns.get(), held.ifname, host_netns_.get()); !moved) {
-      report_(netvm, "uplink", "cannot give " + held.ifname + " back: " + moved.error().ToString());
+    // would die with it. Only the device given, found by index (a netvm may
+    // rename it, or name another like it), under its own name.
+    given_.erase(netvm);
+    SaveGiven();
+    Status back = [&]() -> Status {
+      net::Netlink inside = TRY(net::Netlink::In(held.netns.get()));
+      auto now = TRY(inside.Identify(held.identity.index));
+      if (!now || now->kind != held.identity.kind || now->mac != held.identity.mac) {
+        return Err("it is no longer the device given (index, kind or MAC changed); left in " +
+                   netvm);
+      }
+      (void)inside.FlushAddresses(now->name);
+      (void)inside.SetLinkUp(now->name, false);
+      return inside.MoveLink(now->name, host_netns_.get(), held.identity.name);
+    }();
+    if (!back) {
+      report_(netvm, "uplink",
+              "cannot give " + held.identity.name + " back: " + back.error().ToString());
       return;
     }
   }
-  audit_.Write({{"kind", "network"},
-                {"qube", netvm},
-                {"action", "uplink_returned"},
-                {"interface", held.kind == Kind::kHostNat ? held.host_ifname : held.ifname}});
+  audit_.Write(
+      {{"kind", "network"},
+       {"qube", netvm},
+       {"action", "uplink_returned"},
+       {"interface", held.kind == Kind::kHostNat ? held.host_ifname : held.identity.name}});
 }
 
 std::vector<uint32_t> Uplinks::Resolvers(const std::string& netvm, const config::Qube& cfg) const {

@@ -36,6 +36,7 @@
 #include "daemon/event_loop.h"
 #include "net/address.h"
 #include "net/dhcp_event.h"
+#include "net/links.h"
 
 namespace tessera::daemon {
 
@@ -91,9 +92,18 @@ class Uplinks {
     std::vector<uint32_t> host_dns;  // host-nat: the host's resolvers
     std::shared_ptr<DhcpClient> client;
     EventLoop::Timer retry;
+    net::LinkIdentity identity;  // a host interface: the device it was given
+  };
+  // Which device each netvm was given, in which namespace (its inode): kept
+  // in S/net/uplinks.json across daemon restarts, so that only that device
+  // goes back to the host, whatever the netvm named another.
+  struct Given {
+    net::LinkIdentity identity;
+    uint64_t netns = 0;
   };
 
-  Status TakeInterface(const std::string& netvm, int netns_fd, const config::Qube& cfg);
+  Status TakeInterface(const std::string& netvm, int netns_fd, const config::Qube& cfg, Held& held);
+  void SaveGiven();
   Status TakeHostNat(const std::string& netvm, int netns_fd, Held& held);
   void StartDhcp(const std::string& netvm);
   void OnDhcpLine(const std::string& netvm, const std::string& line);
@@ -111,6 +121,7 @@ class Uplinks {
   UniqueFd host_netns_;  // the daemon's own namespace: where uplinks come from
   std::optional<net::AddressBook> host_nat_book_;
   std::map<std::string, Held> held_;
+  std::map<std::string, Given> given_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for runs that outlive us
 };
 

@@ -170,6 +170,35 @@ Result<bool> Netlink::LinkExists(const std::string& name) {
   return IndexOf(sock_.get(), name) != 0;
 }
 
+namespace {
+Result<std::optional<LinkIdentity>> IdentityOf(nl_sock* sock, int index, const std::string& name) {
+  rtnl_link* link = nullptr;
+  int err = rtnl_link_get_kernel(sock, index, index == 0 ? name.c_str() : nullptr, &link);
+  if (err == -NLE_NODEV || err == -NLE_OBJ_NOTFOUND) return std::optional<LinkIdentity>();
+  if (err < 0 || link == nullptr) return Err(NlError("look up a link", err));
+  LinkIdentity id;
+  id.index = rtnl_link_get_ifindex(link);
+  if (const char* n = rtnl_link_get_name(link)) id.name = n;
+  if (const char* type = rtnl_link_get_type(link)) id.kind = type;
+  if (nl_addr* addr = rtnl_link_get_addr(link)) {
+    char buf[64];
+    id.mac = nl_addr2str(addr, buf, sizeof(buf));
+  }
+  rtnl_link_put(link);
+  return std::optional<LinkIdentity>(std::move(id));
+}
+}  // namespace
+
+Result<std::optional<LinkIdentity>> Netlink::Identify(const std::string& name) {
+  TRY(CheckName(name));
+  return IdentityOf(sock_.get(), 0, name);
+}
+
+Result<std::optional<LinkIdentity>> Netlink::Identify(int index) {
+  if (index <= 0) return Err("bad interface index " + std::to_string(index));
+  return IdentityOf(sock_.get(), index, "");
+}
+
 Status Netlink::SetLinkUp(const std::string& name, bool up) {
   TRY(CheckName(name));
   int index = TRY(NeedIndex(sock_.get(), name));

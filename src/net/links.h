@@ -31,6 +31,16 @@ namespace tessera::net {
 
 using Sysctls = std::vector<std::pair<std::string, std::string>>;  // "net/...", value
 
+// What tells a link apart from one made to look like it (an uplink given
+// back: docs/NETWORK.md "Uplink"). A rename keeps all three.
+struct LinkIdentity {
+  std::string name;
+  int index = 0;
+  std::string kind;  // "veth", "dummy", ...; "" for a physical device
+  std::string mac;   // "aa:bb:..."
+  bool operator==(const LinkIdentity&) const = default;
+};
+
 class Netlink {
  public:
   // A socket in the namespace of `netns_fd` (-1: the caller's), after
@@ -43,6 +53,9 @@ class Netlink {
   // Deletes a link (a veth's peer goes with it). A missing link is not an error.
   Status DeleteLink(const std::string& name);
   Result<bool> LinkExists(const std::string& name);
+  // The link named `name`, or with index `index` (nullopt: none).
+  Result<std::optional<LinkIdentity>> Identify(const std::string& name);
+  Result<std::optional<LinkIdentity>> Identify(int index);
   Status SetLinkUp(const std::string& name, bool up = true);
   // An IPv4 address with its prefix length (32: a point-to-point address).
   Status AddAddress(const std::string& ifname, uint32_t address, int prefix);

@@ -374,6 +374,13 @@ TEST_F(NetworkTest, TheChainTheFirewallRewiringAndRecovery) {
   EXPECT_EQ(From("nt-b", kInternet, 8081), "");
   EXPECT_EQ(From("nt-a", b_ip, 9000), "");
 
+  // A hostile netvm renames its uplink and names a device of its own like
+  // it: only the device given goes back, under its own name (the record of
+  // it survived the kill -9).
+  std::string in_net = "nsenter --net=" + NsOf("nt-net") + " ip link ";
+  ASSERT_TRUE(Sh(in_net + "set ntup0 down && " + in_net + "set ntup0 name real0 && " + in_net +
+                 "add ntup0 type veth peer name fake1"));
+
   // Everything stopped: the uplink is back, the daemon's namespace as it was.
   ASSERT_EQ(Cli({"stop", "--all"}).exit_code, 0);
   EXPECT_TRUE(*net::LinkExists(host_fd_.get(), "ntup0"));
