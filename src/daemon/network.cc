@@ -81,6 +81,7 @@ void Network::OnRunning(const std::string& qube, backend::Instance& instance) {
   if (!netns) {
     // A backend without a namespace to offer (a VM) is wired by TAP later.
     if (netns.error().errno_value() != ENOTSUP) Report(qube, "namespace", netns.error().ToString());
+    if (links_.count(qube) != 0) Reconcile();  // the half prepared for it goes
     return;
   }
   netns_[qube] = std::move(*netns);
