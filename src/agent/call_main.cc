@@ -412,6 +412,8 @@ int main(int argc, char** argv) {
   }
   int local_status = streams.WaitLocal();
   if (status == 0 && local_status >= 0) status = local_status;
-  if (status == 0 && streams.failed()) status = kFailure;
+  // Output we could not pass on fails the call whatever the service's
+  // status: it may have died of the SIGPIPE our broken end gave it (141).
+  if (streams.failed()) status = kFailure;
   return status;
 }
