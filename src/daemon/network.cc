@@ -29,10 +29,6 @@ constexpr std::chrono::seconds kResolveRetry{30};
 
 int64_t Now() { return static_cast<int64_t>(::time(nullptr)); }
 
-// The qube's end of its veth while both ends are in the netvm (at most
-// "vif16777215p": within IFNAMSIZ).
-std::string PeerIfname(const std::string& vif) { return vif + "p"; }
-
 }  // namespace
 
 Network::Network(EventLoop& loop, const QubeManager& manager, const ConfigStore& config,
@@ -64,24 +60,11 @@ Network::~Network() = default;
 // ---------------------------------------------------------------------------
 // Lifecycle
 
-void Network::OnStarting(const std::string& qube) {
-  starting_.insert(qube);
-  std::optional<std::string> netvm = WantedNetvm(qube);
-  if (!book_ || !netvm || !IsRunning(*netvm) || links_.count(qube) != 0) return;
-  // Not fatal: OnRunning links it whole.
-  if (Status prepared = PrepareLink(qube, *netvm); !prepared) {
-    Log(LogLevel::kDebug, "link not prepared",
-        {{"qube", qube}, {"error", prepared.error().ToString()}});
-  }
-}
-
 void Network::OnRunning(const std::string& qube, backend::Instance& instance) {
-  starting_.erase(qube);
   auto netns = instance.OpenNetworkNamespace();
   if (!netns) {
     // A backend without a namespace to offer (a VM) is wired by TAP later.
     if (netns.error().errno_value() != ENOTSUP) Report(qube, "namespace", netns.error().ToString());
-    if (links_.count(qube) != 0) Reconcile();  // the half prepared for it goes
     return;
   }
   netns_[qube] = std::move(*netns);
@@ -95,7 +78,6 @@ void Network::OnStopping(const std::string& qube) {
 }
 
 void Network::OnStopped(const std::string& qube) {
-  starting_.erase(qube);  // a start that failed: its prepared link goes below
   uplinks_.Return(qube);
   if (netns_.erase(qube) != 0 || links_.count(qube) != 0) {
     applied_.erase(qube);
@@ -180,9 +162,7 @@ void Network::ReconcileOnce() {
   // Links that are no longer wanted (or whose ends changed) go.
   std::vector<std::string> stale;
   for (const auto& [client, link] : links_) {
-    const bool alive =
-        link.complete ? IsRunning(client) : starting_.count(client) != 0 || IsRunning(client);
-    std::optional<std::string> wanted = alive ? WantedNetvm(client) : std::nullopt;
+    std::optional<std::string> wanted = IsRunning(client) ? WantedNetvm(client) : std::nullopt;
     auto address = book_->AddressOf(client);
     auto gateway = book_->AddressOf(link.netvm);
     if (!wanted || *wanted != link.netvm || !IsRunning(link.netvm) || !address || !gateway ||
@@ -227,10 +207,8 @@ void Network::ReconcileOnce() {
   std::sort(order.begin(), order.end());
   for (const auto& [depth, qube] : order) {
     std::optional<std::string> netvm = WantedNetvm(qube);
-    auto known = links_.find(qube);
-    if (!netvm || !IsRunning(*netvm) || (known != links_.end() && known->second.complete)) continue;
-    if (Status linked = known != links_.end() ? CompleteLink(qube) : LinkClient(qube, *netvm);
-        !linked) {
+    if (!netvm || !IsRunning(*netvm) || links_.count(qube) != 0) continue;
+    if (Status linked = LinkClient(qube, *netvm); !linked) {
       Report(qube, "link", linked.error().ToString());
     } else {
       audit_.Write({{"kind", "network"},
@@ -321,29 +299,29 @@ Status Network::Unlink(const std::string& client) {
   if (!deleted) return deleted;
   links_.erase(client);
   resolved_.erase(client);
-  if (link.complete) {
-    audit_.Write(
-        {{"kind", "network"}, {"qube", client}, {"action", "unlinked"}, {"netvm", link.netvm}});
-  }
+  audit_.Write(
+      {{"kind", "network"}, {"qube", client}, {"action", "unlinked"}, {"netvm", link.netvm}});
   return deleted;
 }
 
 Status Network::LinkClient(const std::string& client, const std::string& netvm) {
-  TRY(PrepareLink(client, netvm));
-  return CompleteLink(client);
-}
-
-Status Network::PrepareLink(const std::string& client, const std::string& netvm) {
   const uint32_t address = TRY(book_->AddressOf(client));
   const uint32_t gateway = TRY(book_->AddressOf(netvm));
   const std::string vif = net::ClientIfname(address, book_->range());
-  // One netlink socket per namespace for a batch (docs/NETWORK.md "Links").
-  net::Netlink netvm_nl = TRY(net::Netlink::In(netns_.at(netvm).get()));
+  const int netvm_fd = netns_.at(netvm).get();
+  const int client_fd = netns_.at(client).get();
+  // One netlink socket per namespace for the whole link (docs/NETWORK.md
+  // "Links"); no IPv6 in the qube: nothing on its link provides it.
+  net::Netlink netvm_nl = TRY(net::Netlink::In(netvm_fd));
+  net::Netlink client_nl =
+      TRY(net::Netlink::In(client_fd, {{"net/ipv6/conf/all/disable_ipv6", "1"},
+                                       {"net/ipv6/conf/default/disable_ipv6", "1"}}));
   // What an earlier daemon (killed) left is made anew.
   TRY(netvm_nl.DeleteLink(vif));
-  TRY(netvm_nl.DeleteLink(PeerIfname(vif)));
-  TRY(netvm_nl.CreateVeth(vif, -1, PeerIfname(vif)));
-  links_[client] = Link{netvm, vif, address, gateway, false};
+  TRY(client_nl.DeleteLink(kQubeIfname));
+  TRY(net::RunNft(client_fd, net::RenderQubeInputTable()));
+  TRY(netvm_nl.CreateVeth(vif, client_fd, kQubeIfname));
+  links_[client] = Link{netvm, vif, address, gateway};
   auto fail = [&](Error error) -> Status {
     (void)Unlink(client);
     return Err(std::move(error));
@@ -351,40 +329,17 @@ Status Network::PrepareLink(const std::string& client, const std::string& netvm)
   ResolveHosts(client);
   // The rules know the link before it comes up.
   if (Status applied = ApplyRules(netvm); !applied) return fail(applied.error());
-  Status ready = [&]() -> Status {
+  Status up = [&]() -> Status {
     TRY(netvm_nl.AddAddress(vif, gateway, 32));
     TRY(netvm_nl.SetLinkUp(vif));
     TRY(netvm_nl.AddRoute(address, 32, std::nullopt, vif));
-    return Ok();
-  }();
-  if (!ready) return fail(ready.error());
-  return Ok();
-}
-
-Status Network::CompleteLink(const std::string& client) {
-  Link& link = links_.at(client);
-  const int client_fd = netns_.at(client).get();
-  auto fail = [&](Error error) -> Status {
-    (void)Unlink(client);
-    return Err(std::move(error));
-  };
-  Status done = [&]() -> Status {
-    // No IPv6 in the qube: nothing on its link provides it.
-    net::Netlink client_nl =
-        TRY(net::Netlink::In(client_fd, {{"net/ipv6/conf/all/disable_ipv6", "1"},
-                                         {"net/ipv6/conf/default/disable_ipv6", "1"}}));
-    TRY(client_nl.DeleteLink(kQubeIfname));  // an earlier daemon's
-    TRY(net::RunNft(client_fd, net::RenderQubeInputTable()));
-    net::Netlink netvm_nl = TRY(net::Netlink::In(netns_.at(link.netvm).get()));
-    TRY(netvm_nl.MoveLink(PeerIfname(link.vif), client_fd, kQubeIfname));
-    TRY(client_nl.AddAddress(kQubeIfname, link.address, 32));
+    TRY(client_nl.AddAddress(kQubeIfname, address, 32));
     TRY(client_nl.SetLinkUp(kQubeIfname));
-    TRY(client_nl.AddRoute(link.gateway, 32, std::nullopt, kQubeIfname));
-    TRY(client_nl.AddRoute(0, 0, link.gateway, kQubeIfname));
+    TRY(client_nl.AddRoute(gateway, 32, std::nullopt, kQubeIfname));
+    TRY(client_nl.AddRoute(0, 0, gateway, kQubeIfname));
     return Ok();
   }();
-  if (!done) return fail(done.error());
-  link.complete = true;
+  if (!up) return fail(up.error());
   return Ok();
 }
 
@@ -524,7 +479,7 @@ json Network::Describe(const std::string& qube) const {
     out["ip"] = net::FormatIpv4(it->second.address);
     out["gateway"] = net::FormatIpv4(it->second.gateway);
     out["dns"] = {net::FormatIpv4(net::kVirtualDns1), net::FormatIpv4(net::kVirtualDns2)};
-    out["linked"] = it->second.complete;
+    out["linked"] = true;
   }
   return out;
 }

@@ -50,7 +50,6 @@ class Network : public LifecycleObserver {
           EventBus& events, std::string state_dir);
   ~Network() override;
 
-  void OnStarting(const std::string& qube) override;
   void OnRunning(const std::string& qube, backend::Instance& instance) override;
   void OnStopping(const std::string& qube) override;
   void OnStopped(const std::string& qube) override;
@@ -82,9 +81,6 @@ class Network : public LifecycleObserver {
     std::string vif;  // the netvm's end
     uint32_t address = 0;
     uint32_t gateway = 0;  // the netvm's address
-    // The qube's end is in the qube. Until then (its instance is being
-    // made) both ends are in the netvm, the qube's named PeerIfname(vif).
-    bool complete = false;
   };
 
   // The description's view of a running qube (a disposable: its template's).
@@ -96,11 +92,6 @@ class Network : public LifecycleObserver {
   void Sweep();
   Status Unlink(const std::string& client);
   Status LinkClient(const std::string& client, const std::string& netvm);
-  // The netvm's half of LinkClient, done while the client starts: the veth
-  // (both ends in the netvm), its table, the netvm's address and route.
-  Status PrepareLink(const std::string& client, const std::string& netvm);
-  // The qube's half: its end moved in as eth0, addressed and routed.
-  Status CompleteLink(const std::string& client);
   // Renders and applies the netvm's table when it changed (or `force`).
   Status ApplyRules(const std::string& netvm, bool force = false);
   std::vector<uint32_t> ResolversOf(const config::Qube& netvm) const;
@@ -131,7 +122,6 @@ class Network : public LifecycleObserver {
   mutable std::map<std::string, std::vector<config::FirewallRule>> runtime_;         // cache
   std::map<std::string, std::map<std::string, std::vector<std::string>>> resolved_;  // client
   std::set<std::string> forwarding_;  // netvms whose ip_forward is on
-  std::set<std::string> starting_;    // qubes whose instance is being made
   EventLoop::Timer expiry_timer_;
   std::map<std::string, std::chrono::steady_clock::time_point> resolve_tried_;
   bool reconciling_ = false;

@@ -235,8 +235,6 @@ void QubeManager::Launch(const std::string& name, backend::LaunchPlan plan, int 
           if (!instance) return StartFailed(name, instance.error().ToString(), done);
           Started(name, std::move(*instance), done);
         });
-    // While the worker makes the instance.
-    for (auto* o : observers_) o->OnStarting(name);
   };
   if (plan.netvm) {
     StartChecked(*plan.netvm, depth + 1, launch);

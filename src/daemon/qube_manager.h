@@ -44,9 +44,6 @@ namespace tessera::daemon {
 class LifecycleObserver {
  public:
   virtual ~LifecycleObserver() = default;
-  // The qube's instance is being made (on a worker): what can be made
-  // ready for it meanwhile (its netvm's end of its link) is.
-  virtual void OnStarting(const std::string& /*qube*/) {}
   // The qube runs (its instance is ready for channels, networking).
   virtual void OnRunning(const std::string& /*qube*/, backend::Instance& /*instance*/) {}
   // The qube is about to be stopped (its instance still exists).
