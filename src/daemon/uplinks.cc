@@ -206,11 +206,17 @@ Status Uplinks::TakeInterface(const std::string& netvm, int netns_fd, const conf
     if (!mine) given_.erase(given);  // an earlier run of the netvm
   }
   if (!mine) {
+    net::Netlink host = TRY(net::Netlink::In(host_netns_.get()));
+    bool present = TRY(host.LinkExists(cfg.uplink));
     if (auto there = TRY(inside.Identify(cfg.uplink))) {
-      mine = there;  // left by a daemon whose record was lost
+      // Left by a daemon whose record was lost, unless the host's is still
+      // here: then the netvm made one of that name itself.
+      if (present) {
+        return Err("the netvm has an interface named " + cfg.uplink +
+                   " already while the host's is still here: not taken");
+      }
+      mine = there;
     } else {
-      net::Netlink host = TRY(net::Netlink::In(host_netns_.get()));
-      bool present = TRY(host.LinkExists(cfg.uplink));
       if (!present) return Err("host interface " + cfg.uplink + " does not exist");
       TRY(net::RunNft(netns_fd, net::RenderQubeInputTable()));  // before the uplink is in it
       TRY(host.MoveLink(cfg.uplink, netns_fd));
@@ -222,7 +228,9 @@ Status Uplinks::TakeInterface(const std::string& netvm, int netns_fd, const conf
     SaveGiven();
   }
   held.identity = *mine;
-  held.ifname = TRY(inside.Identify(mine->index))->name;  // what the netvm calls it now
+  auto now = TRY(inside.Identify(mine->index));
+  if (!now) return Err("the uplink " + mine->name + " vanished from the netvm");
+  held.ifname = now->name;  // what the netvm calls it now
   TRY(inside.SetLinkUp(held.ifname));
   if (cfg.uplink_address.empty()) return Ok();  // DHCP sets the rest
   auto slash = cfg.uplink_address.find('/');
