@@ -34,6 +34,10 @@ namespace {
 
 constexpr uint64_t kBlock = 4096;
 constexpr int kLoopAttempts = 16;  // LOOP_CTL_GET_FREE races with other users
+// After the last unmount the kernel detaches an autoclear loop device a
+// moment later (a workqueue): an image still bound is waited for this long.
+constexpr int kDetachWaits = 50;
+constexpr useconds_t kDetachWaitUs = 20000;
 
 Result<UniqueFd> OpenPath(const std::string& path, int flags) {
   UniqueFd fd(::open(path.c_str(), flags | O_CLOEXEC));
@@ -131,7 +135,12 @@ Result<std::optional<std::string>> LoopDeviceOf(const std::string& image) {
 
 Status MountExt4Image(const std::string& image, const std::string& mount_point,
                       Durability durability) {
-  if (auto bound = TRY(LoopDeviceOf(image))) {
+  std::optional<std::string> bound = TRY(LoopDeviceOf(image));
+  for (int wait = 0; bound && wait < kDetachWaits; ++wait) {
+    ::usleep(kDetachWaitUs);
+    bound = TRY(LoopDeviceOf(image));
+  }
+  if (bound) {
     return Err(Error(image + ": already attached to " + *bound +
                          " (still mounted somewhere; a second mount would corrupt it)",
                      EBUSY));
