@@ -170,7 +170,13 @@ Status Uplinks::Take(const std::string& netvm, int netns_fd, const config::Qube&
   json record{{"kind", "network"}, {"qube", netvm}, {"action", "uplink"}};
   if (cfg.uplink == config::kHostNat) {
     held.kind = Kind::kHostNat;
-    TRY(TakeHostNat(netvm, netns_fd, held));
+    if (Status taken = TakeHostNat(netvm, netns_fd, held); !taken) {
+      // Nothing half-made stays on the host: the link, and the NAT table
+      // and forwarding if no other host-nat netvm needs them.
+      if (!held.host_ifname.empty()) (void)net::DeleteLink(host_netns_.get(), held.host_ifname);
+      DisableHostNatIfUnused();
+      return taken;
+    }
     record["interface"] = held.host_ifname;
     record["mode"] = "host-nat";
   } else {

@@ -23,13 +23,17 @@ namespace {
 using namespace ::tessera::net_testing;
 using ::testing::MatchesRegex;
 
-constexpr const char* kNetSystem = R"(
+// What both systems share (WriteSystem puts it first): the policy
+// directory and the template.
+constexpr const char* kBaseSystem = R"(
 policy_dir = "%POLICY%"
 
 [qubes.nt-base]
 class = "template"
 source = "busybox"
+)";
 
+constexpr const char* kNetSystem = R"(
 [qubes.nt-net]
 class = "app"
 template = "nt-base"
@@ -72,12 +76,6 @@ memory = 128
 // The other uplinks: nt-net by DHCP from the internet's udhcpd, nt-hn by a
 // veth to the daemon's namespace, which NATs to its own route out.
 constexpr const char* kUplinkSystem = R"(
-policy_dir = "%POLICY%"
-
-[qubes.nt-base]
-class = "template"
-source = "busybox"
-
 [qubes.nt-net]
 class = "app"
 template = "nt-base"
@@ -168,7 +166,8 @@ class NetworkTest : public DaemonTest {
     for (const auto& ns : made_) Sh("ip netns del " + ns);
   }
 
-  void WriteSystem(const std::string& b_netvm, std::string text = kNetSystem) {
+  void WriteSystem(const std::string& b_netvm, const std::string& qubes = kNetSystem) {
+    std::string text = kBaseSystem + qubes;
     if (size_t at = text.find("%B_NETVM%"); at != std::string::npos) text.replace(at, 9, b_netvm);
     text.replace(text.find("%POLICY%"), 8, root_ + "/policy.d");
     ASSERT_TRUE(MakeDirs(root_ + "/policy.d"));
