@@ -152,57 +152,52 @@ SERVERS+=($!)
 sleep 0.3
 "$T" stop work >/dev/null
 python3 - "$T" "$N" "$ROOT" <<'PY'
-import ctypes, json, os, socket, subprocess, sys, time
+import json, os, subprocess, sys, time
 tessera, n, root = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+# One prober process for the whole run, started before the first start (no
+# fork is timed, and none copies this process's pages while a start runs):
+# told a qube's init pid, it enters its network namespace and connects until
+# it can; it answers when (perf_counter is CLOCK_MONOTONIC, shared by both).
+PROBER = r"""
+import ctypes, os, socket, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
-def pid_of(q):
-    out = subprocess.run([tessera, "ls", "--json"], stdout=subprocess.PIPE, check=True).stdout
-    return next(x["pid"] for x in json.loads(out) if x["name"] == q)
-def prober():
-    # Forked before the start (so the fork is not timed): told the qube's
-    # init pid, it enters its network namespace and connects until it can;
-    # it reports when (perf_counter is CLOCK_MONOTONIC, shared by both).
-    pid_r, pid_w = os.pipe()
-    at_r, at_w = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.close(pid_w); os.close(at_r)
-        pid = int(os.read(pid_r, 32) or b"0")
-        deadline = time.perf_counter() + 5
-        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-        if libc.setns(fd, CLONE_NEWNET) != 0: os._exit(2)
-        while time.perf_counter() < deadline:
-            s = socket.socket()
-            s.settimeout(0.05)
-            try:
-                s.connect(("192.0.2.1", 8080)); os.write(at_w, b"%f" % time.perf_counter()); os._exit(0)
-            except OSError:
-                time.sleep(0.001)
-            finally:
-                s.close()
-        os._exit(1)
-    os.close(pid_r); os.close(at_w)
-    return child, pid_w, at_r
+for line in sys.stdin:
+    fd = os.open(f"/proc/{int(line)}/ns/net", os.O_RDONLY)
+    ok = libc.setns(fd, 0x40000000) == 0
+    os.close(fd)
+    deadline = time.perf_counter() + 5
+    at = 0.0
+    while ok and time.perf_counter() < deadline:
+        s = socket.socket()
+        s.settimeout(0.05)
+        try:
+            s.connect(("192.0.2.1", 8080)); at = time.perf_counter(); break
+        except OSError:
+            time.sleep(0.001)
+        finally:
+            s.close()
+    print(at, flush=True)
+"""
+prober = subprocess.Popen([sys.executable, "-c", PROBER], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True)
 connect, started, offline = [], [], []
 for _ in range(n):
-    child, pid_w, at_r = prober()
     t0 = time.perf_counter()
     subprocess.run([tessera, "start", "work"], stdout=subprocess.DEVNULL, check=True)
     t1 = time.perf_counter()
     # The qube's init, from the cell's record (a cheap file read).
     with open(os.path.join(os.environ["TESSERA_RUNTIME_DIR"], "cells/work/cell.json")) as f:
         init = json.load(f)["init_pid"]
-    os.write(pid_w, str(init).encode()); os.close(pid_w)
-    got = os.read(at_r, 64); os.close(at_r); os.waitpid(child, 0)
-    assert got, "no connection within 5 s"
-    at = float(got)
+    prober.stdin.write(f"{init}\n"); prober.stdin.flush()
+    at = float(prober.stdout.readline())
+    assert at > 0, "no connection within 5 s"
     connect.append((at - t0) * 1000); started.append((t1 - t0) * 1000)
     subprocess.run([tessera, "stop", "work"], stdout=subprocess.DEVNULL, check=True)
     t0 = time.perf_counter()
     subprocess.run([tessera, "start", "vault"], stdout=subprocess.DEVNULL, check=True)
     offline.append((time.perf_counter() - t0) * 1000)
     subprocess.run([tessera, "stop", "vault"], stdout=subprocess.DEVNULL, check=True)
+prober.stdin.close(); prober.wait()
 p50 = lambda xs: sorted(xs)[len(xs) // 2]
 print(f"tessera start work (netvms running) to its first TCP connect to the internet, over {n}:")
 print(f"  p50 {p50(connect):.1f} ms (start returned at {p50(started):.1f} ms)"

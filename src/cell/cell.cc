@@ -40,6 +40,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/names.h"
+#include "common/rearm_pages.h"
 #include "common/scope_guard.h"
 #include "common/syscall.h"
 #include "storage/generations.h"
@@ -465,6 +466,13 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
       TRY_CTX(AwaitAgentExec(sync_parent.get(), seccomp->mode == SeccompMode::kNotify),
               "start cell " + name);
   clock.Mark("child");
+  // The agent has exec'd: this process's pages are its own again, but each
+  // would trap once on its next write (common/rearm_pages.h).
+  if (Status rearmed = RearmHeapAfterClone(); !rearmed) {
+    Log(LogLevel::kDebug, "pages not re-armed after the clone",
+        {{"qube", name}, {"error", rearmed.error().ToString()}});
+  }
+  clock.Mark("rearm");
 
   CellRecord record;
   record.name = name;

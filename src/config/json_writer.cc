@@ -49,6 +49,7 @@ json QubeToJson(const Qube& qube) {
   json rules = json::array();
   for (const FirewallRule& rule : qube.firewall) rules.push_back(FirewallRuleToJson(rule));
   out["firewall"] = std::move(rules);
+  out["firewall_runtime"] = qube.reset_runtime_firewall ? "reset-on-apply" : "keep";
   out["features"] = qube.features;
   out["backend"] = std::string(ToString(qube.backend));
   return out;

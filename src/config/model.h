@@ -80,6 +80,9 @@ struct Qube {
   uint32_t idle_timeout = 0;               // seconds; disposables only, 0 = never
   std::optional<std::string> default_dispvm;  // a disposable-template qube
   std::vector<FirewallRule> firewall;      // empty = Qubes default [accept]
+  // `firewall_runtime = "reset-on-apply"`: every apply drops the qube's
+  // runtime rules (`tessera firewall add`); false ("keep") keeps them.
+  bool reset_runtime_firewall = false;
   // The uplink of a provides_network qube without a netvm (docs/NETWORK.md):
   // a host interface moved into its namespace for its life, or kHostNat (a
   // veth to the host, which NATs); "" = none.

@@ -31,12 +31,31 @@ using Kind = Node::Kind;
 constexpr std::string_view kTopKeys[] = {"default_dispvm", "network_range", "policy_dir", "qubes",
                                          "rpc"};
 constexpr std::string_view kRpcKeys[] = {"ask_timeout", "max_calls_per_qube"};
-constexpr std::string_view kQubeKeys[] = {
-    "autostart",        "backend",    "class",          "cpus",         "default_dispvm",
-    "default_user",     "features",   "firewall",       "idle_timeout", "io_max",
-    "io_weight",        "label",      "memory",         "netvm",        "private_size",
-    "provides_network", "source",     "tags",           "template",     "uplink",
-    "uplink_address",   "uplink_dns", "uplink_gateway", "uuid"};
+constexpr std::string_view kQubeKeys[] = {"autostart",
+                                          "backend",
+                                          "class",
+                                          "cpus",
+                                          "default_dispvm",
+                                          "default_user",
+                                          "features",
+                                          "firewall",
+                                          "firewall_runtime",
+                                          "idle_timeout",
+                                          "io_max",
+                                          "io_weight",
+                                          "label",
+                                          "memory",
+                                          "netvm",
+                                          "private_size",
+                                          "provides_network",
+                                          "source",
+                                          "tags",
+                                          "template",
+                                          "uplink",
+                                          "uplink_address",
+                                          "uplink_dns",
+                                          "uplink_gateway",
+                                          "uuid"};
 constexpr std::string_view kIoMaxKeys[] = {"read_bps", "read_iops", "write_bps", "write_iops"};
 constexpr std::string_view kLabels[] = {"red",  "orange", "yellow", "green",
                                         "gray", "blue",   "purple", "black"};
@@ -267,6 +286,11 @@ class Builder : public NodeReader {
         ReadFeatures(value, path, qube.features);
       } else if (key == "firewall") {
         FirewallReader(source_, diagnostics_).Read(value, path, qube.firewall);
+      } else if (key == "firewall_runtime") {
+        if (auto text =
+                GetChoice(value, path, std::array<std::string_view, 2>{"keep", "reset-on-apply"})) {
+          qube.reset_runtime_firewall = *text == "reset-on-apply";
+        }
       } else if (key == "backend") {
         if (auto text = GetChoice(value, path, std::array<std::string_view, 2>{"cell", "vm"})) {
           if (*text == "vm") {

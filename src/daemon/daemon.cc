@@ -125,7 +125,7 @@ class Daemon {
     denials_ = std::make_unique<DenialReporter>(*loop_, *audit_, events_);
     manager_->AddObserver(denials_.get());
     // Before recovery, so that adopted qubes are linked again.
-    network_ = std::make_unique<Network>(*loop_, *manager_, *config_, *audit_, events_,
+    network_ = std::make_unique<Network>(*loop_, *pool_, *manager_, *config_, *audit_, events_,
                                          options_.layout.state_dir);
     manager_->AddObserver(network_.get());
     manager_->Recover();

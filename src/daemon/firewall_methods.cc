@@ -103,35 +103,45 @@ ApiResult<json> Network::ListFirewall(const std::string& qube) const {
   return out;
 }
 
-ApiResult<json> Network::AddRule(const std::string& qube, const json& rule_json) {
-  if (ConfigOf(qube) == nullptr) return Fail(codes::kNoSuchQube, "no qube named " + qube);
+void Network::AddRule(const std::string& qube, const json& rule_json, Reply reply) {
+  if (ConfigOf(qube) == nullptr) return reply(Fail(codes::kNoSuchQube, "no qube named " + qube));
   auto rule = config::FirewallRuleFromJson(rule_json);
-  if (!rule) return Fail(codes::kBadRequest, "invalid rule: " + rule.error().message());
+  if (!rule) return reply(Fail(codes::kBadRequest, "invalid rule: " + rule.error().message()));
   auto before = RuntimeRules(qube);
-  if (!before) return Fail(codes::kFailed, before.error().ToString());
+  if (!before) return reply(Fail(codes::kFailed, before.error().ToString()));
   std::vector<config::FirewallRule> after = *before;
   after.push_back(*rule);
   if (Status saved = SaveRuntimeRules(qube, after); !saved) {
-    return Fail(codes::kFailed, saved.error().ToString());
+    return reply(Fail(codes::kFailed, saved.error().ToString()));
   }
-  std::vector<std::string> unresolved;
-  if (auto link = links_.find(qube); link != links_.end()) {
-    unresolved = ResolveHosts(qube);
-    if (Status applied = ApplyRules(link->second.netvm); !applied) {
-      (void)SaveRuntimeRules(qube, *before);  // nothing half-done
-      return Fail(codes::kFailed, "rule not applied: " + applied.error().ToString());
+  auto finish = [this, qube, rule = *rule, before = *before, after,
+                 reply](std::vector<std::string> unresolved) {
+    if (auto link = links_.find(qube); link != links_.end()) {
+      if (Status applied = ApplyRules(link->second.netvm); !applied) {
+        // Nothing half-done (unless the list changed meanwhile: then it stays).
+        if (auto now = RuntimeRules(qube); now && *now == after) {
+          (void)SaveRuntimeRules(qube, before);
+          (void)ApplyRules(link->second.netvm);
+        }
+        return reply(Fail(codes::kFailed, "rule not applied: " + applied.error().ToString()));
+      }
     }
+    ArmExpiry();
+    audit_.Write({{"kind", "firewall"},
+                  {"qube", qube},
+                  {"action", "add"},
+                  {"rule", net::DescribeRule(rule)}});
+    events_.Emit({{"event", "firewall"}, {"qube", qube}});
+    reply(json{{"qube", qube},
+               {"number", after.size()},
+               {"rule", net::DescribeRule(rule)},
+               {"unresolved", unresolved}});
+  };
+  // A new name is resolved before the rule is applied; the reply waits.
+  if (links_.count(qube) != 0 && !net::HostnamesOf({*rule}).empty()) {
+    return Resolve(qube, finish);
   }
-  ArmExpiry();
-  audit_.Write({{"kind", "firewall"},
-                {"qube", qube},
-                {"action", "add"},
-                {"rule", net::DescribeRule(*rule)}});
-  events_.Emit({{"event", "firewall"}, {"qube", qube}});
-  return json{{"qube", qube},
-              {"number", after.size()},
-              {"rule", net::DescribeRule(*rule)},
-              {"unresolved", unresolved}};
+  finish({});
 }
 
 ApiResult<json> Network::DeleteRule(const std::string& qube, int64_t number) {
@@ -165,21 +175,25 @@ ApiResult<json> Network::DeleteRule(const std::string& qube, int64_t number) {
   return json{{"qube", qube}, {"removed", net::DescribeRule(removed)}};
 }
 
-ApiResult<json> Network::Reload(const std::string& qube) {
-  if (ConfigOf(qube) == nullptr) return Fail(codes::kNoSuchQube, "no qube named " + qube);
-  auto link = links_.find(qube);
-  if (link == links_.end()) return json{{"qube", qube}, {"linked", false}};
-  std::vector<std::string> unresolved = ResolveHosts(qube);
-  if (Status applied = ApplyRules(link->second.netvm, true); !applied) {
-    return Fail(codes::kFailed, applied.error().ToString());
-  }
-  audit_.Write({{"kind", "firewall"}, {"qube", qube}, {"action", "reload"}});
-  json out{{"qube", qube}, {"linked", true}, {"unresolved", unresolved}};
-  if (auto it = resolved_.find(qube); it != resolved_.end()) out["resolved"] = it->second;
-  return out;
+void Network::Reload(const std::string& qube, Reply reply) {
+  if (ConfigOf(qube) == nullptr) return reply(Fail(codes::kNoSuchQube, "no qube named " + qube));
+  if (links_.count(qube) == 0) return reply(json{{"qube", qube}, {"linked", false}});
+  Resolve(qube, [this, qube, reply](std::vector<std::string> unresolved) {
+    auto link = links_.find(qube);
+    if (link == links_.end()) return reply(json{{"qube", qube}, {"linked", false}});
+    if (Status applied = ApplyRules(link->second.netvm, true); !applied) {
+      return reply(Fail(codes::kFailed, applied.error().ToString()));
+    }
+    ArmExpiry();
+    audit_.Write({{"kind", "firewall"}, {"qube", qube}, {"action", "reload"}});
+    json out{{"qube", qube}, {"linked", true}, {"unresolved", unresolved}};
+    if (auto it = resolved_.find(qube); it != resolved_.end()) out["resolved"] = it->second;
+    reply(out);
+  });
 }
 
 void Network::RegisterMethods(AdminServer& server) {
+  // Checks the parameters, then calls handler(qube, params, reply).
   auto with_qube = [&server](std::initializer_list<std::string_view> keys, const char* method,
                              auto handler) {
     return [&server, keys = std::vector<std::string_view>(keys), method, handler](Call call) {
@@ -192,30 +206,40 @@ void Network::RegisterMethods(AdminServer& server) {
       }
       auto qube = RequiredString(call.params, "qube", method);
       if (!qube) return server.Reply(call, Fail(codes::kBadRequest, qube.error().message()));
-      server.Reply(call, handler(*qube, call.params));
+      handler(*qube, call.params,
+              [&server, call](ApiResult<json> result) { server.Reply(call, std::move(result)); });
     };
   };
-  server.Register("firewall.list", {.audit_failures_only = true},
-                  with_qube({"qube"}, "firewall.list",
-                            [this](const std::string& q, const json&) { return ListFirewall(q); }));
-  server.Register("firewall.add", {},
-                  with_qube({"qube", "rule"}, "firewall.add",
-                            [this](const std::string& q, const json& p) -> ApiResult<json> {
-                              if (!p.contains("rule")) {
-                                return Fail(codes::kBadRequest, "firewall.add: missing 'rule'");
-                              }
-                              return AddRule(q, p["rule"]);
-                            }));
+  // Handlers that answer at once.
+  auto now = [](auto answer) {
+    return
+        [answer](const std::string& q, const json& p, const Reply& reply) { reply(answer(q, p)); };
+  };
+  server.Register(
+      "firewall.list", {.audit_failures_only = true},
+      with_qube({"qube"}, "firewall.list",
+                now([this](const std::string& q, const json&) { return ListFirewall(q); })));
+  server.Register(
+      "firewall.add", {},
+      with_qube({"qube", "rule"}, "firewall.add",
+                [this](const std::string& q, const json& p, const Reply& reply) {
+                  if (!p.contains("rule")) {
+                    return reply(Fail(codes::kBadRequest, "firewall.add: missing 'rule'"));
+                  }
+                  AddRule(q, p["rule"], reply);
+                }));
   server.Register("firewall.del", {},
                   with_qube({"qube", "number"}, "firewall.del",
-                            [this](const std::string& q, const json& p) -> ApiResult<json> {
+                            now([this](const std::string& q, const json& p) -> ApiResult<json> {
                               auto n = RequiredInt(p, "number", 1, 1 << 20, "firewall.del");
                               if (!n) return Fail(codes::kBadRequest, n.error().message());
                               return DeleteRule(q, *n);
-                            }));
+                            })));
   server.Register("firewall.reload", {},
                   with_qube({"qube"}, "firewall.reload",
-                            [this](const std::string& q, const json&) { return Reload(q); }));
+                            [this](const std::string& q, const json&, const Reply& reply) {
+                              Reload(q, reply);
+                            }));
 }
 
 }  // namespace tessera::daemon

@@ -31,8 +31,9 @@ int64_t Now() { return static_cast<int64_t>(::time(nullptr)); }
 
 }  // namespace
 
-Network::Network(EventLoop& loop, const QubeManager& manager, const ConfigStore& config,
-                 AuditLog& audit, EventBus& events, std::string state_dir)
+Network::Network(EventLoop& loop, WorkerPool& pool, const QubeManager& manager,
+                 const ConfigStore& config, AuditLog& audit, EventBus& events,
+                 std::string state_dir)
     : loop_(loop),
       manager_(manager),
       config_(config),
@@ -48,7 +49,8 @@ Network::Network(EventLoop& loop, const QubeManager& manager, const ConfigStore&
           },
           [this](const std::string& qube, const std::string& action, const std::string& error) {
             Report(qube, action, error);
-          }) {
+          }),
+      pool_(pool) {
   if (Status made = MakeDirs(net_dir_ + "/firewall", 0700); !made) {
     Log(LogLevel::kError, "cannot make the network state directory",
         {{"error", made.error().ToString()}});
@@ -96,6 +98,23 @@ void Network::OnStopped(const std::string& qube) {
 }
 
 void Network::OnSystemAdopted() {
+  // Runtime rules go on apply where the description says so
+  // (`firewall_runtime = "reset-on-apply"`); the tables follow below.
+  for (const config::Qube& q : config_.system().qubes) {
+    if (!q.reset_runtime_firewall) continue;
+    auto runtime = RuntimeRules(q.name);
+    if (!runtime || runtime->empty()) continue;
+    if (Status cleared = SaveRuntimeRules(q.name, {}); !cleared) {
+      Report(q.name, "firewall", "runtime rules not reset: " + cleared.error().ToString());
+      continue;
+    }
+    audit_.Write({{"kind", "firewall"},
+                  {"qube", q.name},
+                  {"action", "reset"},
+                  {"reason", "apply"},
+                  {"rules", runtime->size()}});
+    events_.Emit({{"event", "firewall"}, {"qube", q.name}});
+  }
   Reconcile();
   Sweep();
 }
@@ -232,14 +251,13 @@ void Network::ReconcileOnce() {
   const auto now = std::chrono::steady_clock::now();
   std::vector<std::string> retry;
   for (const auto& [client, link] : links_) {
-    if (Unresolved(client) && now - resolve_tried_[client] >= kResolveRetry)
+    if (Unresolved(client) && resolving_.count(client) == 0 &&
+        now - resolve_tried_[client] >= kResolveRetry) {
       retry.push_back(client);
+    }
   }
   for (const auto& client : retry) {
-    ResolveHosts(client);
-    if (Status applied = ApplyRules(links_.at(client).netvm); !applied) {
-      Report(client, "rules", applied.error().ToString());
-    }
+    Resolve(client, [this, client](const std::vector<std::string>&) { Reapply(client); });
   }
   if (Status saved = book_->Save(); !saved) Report("", "addresses", saved.error().ToString());
   ArmExpiry();
@@ -299,6 +317,8 @@ Status Network::Unlink(const std::string& client) {
   if (!deleted) return deleted;
   links_.erase(client);
   resolved_.erase(client);
+  compiled_.Forget(client + "/declared");
+  compiled_.Forget(client + "/runtime");
   audit_.Write(
       {{"kind", "network"}, {"qube", client}, {"action", "unlinked"}, {"netvm", link.netvm}});
   return deleted;
@@ -321,13 +341,13 @@ Status Network::LinkClient(const std::string& client, const std::string& netvm) 
   TRY(client_nl.DeleteLink(kQubeIfname));
   TRY(net::RunNft(client_fd, net::RenderQubeInputTable()));
   TRY(netvm_nl.CreateVeth(vif, client_fd, kQubeIfname));
-  links_[client] = Link{netvm, vif, address, gateway};
+  links_[client] = Link{netvm, vif, address, gateway, ++next_serial_};
   auto fail = [&](Error error) -> Status {
     (void)Unlink(client);
     return Err(std::move(error));
   };
-  ResolveHosts(client);
-  // The rules know the link before it comes up.
+  // The rules know the link before it comes up (a host name not resolved
+  // yet: its chain drops everything until it is).
   if (Status applied = ApplyRules(netvm); !applied) return fail(applied.error());
   Status up = [&]() -> Status {
     TRY(netvm_nl.AddAddress(vif, gateway, 32));
@@ -340,6 +360,9 @@ Status Network::LinkClient(const std::string& client, const std::string& netvm) 
     return Ok();
   }();
   if (!up) return fail(up.error());
+  if (Unresolved(client)) {
+    Resolve(client, [this, client](const std::vector<std::string>&) { Reapply(client); });
+  }
   return Ok();
 }
 
@@ -377,9 +400,10 @@ Status Network::ApplyRules(const std::string& netvm, bool force) {
     const auto hosts = it == resolved_.end() ? decltype(it->second){} : it->second;
     // Declared rules (an empty list accepts everything) ...
     const config::Qube* own = ConfigOf(client);
-    auto declared = own != nullptr ? net::CompileFirewall({own->firewall, hosts, now})
-                                   : Result<std::vector<std::string>>(std::vector<std::string>{
-                                         "drop"});  // unknown: nothing passes
+    auto declared = own != nullptr
+                        ? compiled_.Compile(client + "/declared", {own->firewall, hosts, now})
+                        : Result<std::vector<std::string>>(
+                              std::vector<std::string>{"drop"});  // unknown: nothing passes
     if (declared) {
       c.firewall = std::move(*declared);
     } else {
@@ -388,7 +412,7 @@ Status Network::ApplyRules(const std::string& netvm, bool force) {
     // ... after the runtime ones, whose final verdict is left out.
     auto runtime = RuntimeRules(client);
     if (runtime && !runtime->empty()) {
-      auto compiled = net::CompileFirewall({*runtime, hosts, now});
+      auto compiled = compiled_.Compile(client + "/runtime", {*runtime, hosts, now});
       if (compiled) {
         compiled->pop_back();
         c.runtime = std::move(*compiled);
@@ -407,6 +431,8 @@ Status Network::ApplyRules(const std::string& netvm, bool force) {
       force || in_force == applied_.end() ? nullptr : &in_force->second, rules);
   if (script.empty()) return Ok();
   for (const auto& [client, why] : problems) {
+    // A name being resolved is not a problem yet (its chain drops meanwhile).
+    if (resolving_.count(client) != 0) continue;
     Report(client, "firewall", why + "; dropping everything");
   }
   if (auto ran = net::RunNft(ns->second.get(), script); !ran) {
@@ -419,30 +445,67 @@ Status Network::ApplyRules(const std::string& netvm, bool force) {
   return Ok();
 }
 
-std::vector<std::string> Network::ResolveHosts(const std::string& client) {
+void Network::Resolve(const std::string& client,
+                      std::function<void(std::vector<std::string>)> then) {
   resolve_tried_[client] = std::chrono::steady_clock::now();
-  std::vector<std::string> failed;
   auto link = links_.find(client);
-  if (link == links_.end()) return failed;
   auto effective = EffectiveRules(client);
-  if (!effective) return failed;
+  if (link == links_.end() || !effective) return then({});
   const config::Qube* netvm = ConfigOf(link->second.netvm);
   auto ns = netns_.find(link->second.netvm);
-  if (netvm == nullptr || ns == netns_.end()) return failed;
-  std::map<std::string, std::vector<std::string>> hosts;
-  for (const std::string& name : net::HostnamesOf(*effective)) {
-    auto addresses = net::ResolveIpv4(ns->second.get(), name, ResolversOf(*netvm), kResolveTimeout);
-    if (!addresses) {
-      // Left out: the compile fails and the client's chain drops everything.
-      Report(client, "resolve", name + ": " + addresses.error().ToString());
-      failed.push_back(name + ": " + addresses.error().ToString());
-      continue;
-    }
-    auto& list = hosts[name];
-    for (uint32_t a : *addresses) list.push_back(net::FormatIpv4(a));
+  if (netvm == nullptr || ns == netns_.end()) return then({});
+  std::vector<std::string> names = net::HostnamesOf(*effective);
+  if (names.empty()) {
+    resolved_[client] = {};
+    return then({});
   }
-  resolved_[client] = std::move(hosts);
-  return failed;
+  // The worker's own descriptor: the netvm may stop meanwhile.
+  auto fd = std::make_shared<UniqueFd>(::fcntl(ns->second.get(), F_DUPFD_CLOEXEC, 0));
+  if (!*fd) return then({"(all): " + Error::FromErrno("dup the netvm's namespace").ToString()});
+  struct Answers {
+    std::map<std::string, std::vector<std::string>> hosts;
+    std::vector<std::string> failed;  // "name: why"
+  };
+  const uint64_t serial = link->second.serial;
+  ++resolving_[client];
+  pool_.Run<Answers>(
+      [fd, names, servers = ResolversOf(*netvm)] {
+        Answers out;
+        for (const std::string& name : names) {
+          auto addresses = net::ResolveIpv4(fd->get(), name, servers, kResolveTimeout);
+          if (!addresses) {
+            // Left out: the compile fails and the client's chain drops everything.
+            out.failed.push_back(name + ": " + addresses.error().ToString());
+            continue;
+          }
+          auto& list = out.hosts[name];
+          for (uint32_t a : *addresses) list.push_back(net::FormatIpv4(a));
+        }
+        return out;
+      },
+      [this, alive = std::weak_ptr<char>(alive_), client, serial,
+       then = std::move(then)](Answers answers) {
+        if (alive.expired()) return;
+        if (auto r = resolving_.find(client); r != resolving_.end() && --r->second <= 0) {
+          resolving_.erase(r);
+        }
+        auto now_linked = links_.find(client);
+        if (now_linked == links_.end()) return then({});
+        // Linked anew meanwhile (perhaps to another netvm): asked again there.
+        if (now_linked->second.serial != serial) return Resolve(client, then);
+        for (const auto& failure : answers.failed) Report(client, "resolve", failure);
+        resolved_[client] = std::move(answers.hosts);
+        then(std::move(answers.failed));
+      });
+}
+
+void Network::Reapply(const std::string& client) {
+  auto link = links_.find(client);
+  if (link == links_.end()) return;
+  if (Status applied = ApplyRules(link->second.netvm); !applied) {
+    Report(client, "rules", applied.error().ToString());
+  }
+  ArmExpiry();
 }
 
 void Network::ArmExpiry() {

@@ -16,13 +16,19 @@
 // in one nft transaction, so no packet passes before the rules do.
 //
 // Netlink and nft calls are made on the event loop: each is milliseconds.
+// Host names in firewall rules are resolved on a worker (a resolver that
+// does not answer takes a second per name); meanwhile the client's chain
+// drops everything (fail closed), and its rules are applied again when the
+// answers are in.
 //
-//   Network network(loop, manager, config, audit, events, state_dir);
+//   Network network(loop, pool, manager, config, audit, events, state_dir);
 //   manager.AddObserver(&network);    // before Recover: adopted qubes are re-linked
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -40,14 +46,15 @@
 #include "daemon/qube_manager.h"
 #include "daemon/uplinks.h"
 #include "net/address.h"
+#include "net/firewall_cache.h"
 #include "net/ruleset.h"
 
 namespace tessera::daemon {
 
 class Network : public LifecycleObserver {
  public:
-  Network(EventLoop& loop, const QubeManager& manager, const ConfigStore& config, AuditLog& audit,
-          EventBus& events, std::string state_dir);
+  Network(EventLoop& loop, WorkerPool& pool, const QubeManager& manager, const ConfigStore& config,
+          AuditLog& audit, EventBus& events, std::string state_dir);
   ~Network() override;
 
   void OnRunning(const std::string& qube, backend::Instance& instance) override;
@@ -66,10 +73,13 @@ class Network : public LifecycleObserver {
 
   // `firewall.*` admin methods (tessera firewall).
   ApiResult<nlohmann::json> ListFirewall(const std::string& qube) const;
-  ApiResult<nlohmann::json> AddRule(const std::string& qube, const nlohmann::json& rule);
+  // Those that may resolve host names answer through `reply`, on the loop,
+  // once the names are resolved and the rules applied.
+  using Reply = std::function<void(ApiResult<nlohmann::json>)>;
+  void AddRule(const std::string& qube, const nlohmann::json& rule, Reply reply);
   ApiResult<nlohmann::json> DeleteRule(const std::string& qube, int64_t number);
   // Resolves the qube's host names again and re-applies its netvm's table.
-  ApiResult<nlohmann::json> Reload(const std::string& qube);
+  void Reload(const std::string& qube, Reply reply);
 
   // A qube's network as it is now: {netvm, ip, gateway, dns, linked}
   // (nulls when it has none).
@@ -81,6 +91,7 @@ class Network : public LifecycleObserver {
     std::string vif;  // the netvm's end
     uint32_t address = 0;
     uint32_t gateway = 0;  // the netvm's address
+    uint64_t serial = 0;   // tells a link from an earlier one of the same client
   };
 
   // The description's view of a running qube (a disposable: its template's).
@@ -101,8 +112,12 @@ class Network : public LifecycleObserver {
   Result<std::vector<config::FirewallRule>> RuntimeRules(const std::string& qube) const;
   Result<std::vector<config::FirewallRule>> LoadRuntimeRules(const std::string& qube) const;
   Status SaveRuntimeRules(const std::string& qube, const std::vector<config::FirewallRule>& rules);
-  // Resolves the client's host names in its netvm; what failed ("name: why").
-  std::vector<std::string> ResolveHosts(const std::string& client);
+  // Resolves the client's host names in its netvm, on a worker; `then`
+  // gets what failed ("name: why") on the loop, once, after the answers are
+  // kept (not if the Network is gone by then). Re-applying is the caller's.
+  void Resolve(const std::string& client, std::function<void(std::vector<std::string>)> then);
+  // The client's netvm table again (after its names were resolved).
+  void Reapply(const std::string& client);
   // Whether some host name of the client's rules has no addresses yet.
   bool Unresolved(const std::string& client) const;
   void ArmExpiry();
@@ -119,11 +134,16 @@ class Network : public LifecycleObserver {
   std::map<std::string, Link> links_;           // linked clients
   Uplinks uplinks_;
   std::map<std::string, net::NetvmRules> applied_;  // netvm -> table in force
+  net::FirewallCache compiled_;                     // "client/declared", "client/runtime"
   mutable std::map<std::string, std::vector<config::FirewallRule>> runtime_;         // cache
   std::map<std::string, std::map<std::string, std::vector<std::string>>> resolved_;  // client
   std::set<std::string> forwarding_;  // netvms whose ip_forward is on
   EventLoop::Timer expiry_timer_;
   std::map<std::string, std::chrono::steady_clock::time_point> resolve_tried_;
+  std::map<std::string, int> resolving_;  // client -> resolutions in flight
+  uint64_t next_serial_ = 0;
+  WorkerPool& pool_;
+  std::shared_ptr<char> alive_ = std::make_shared<char>();  // for work that outlives us
   bool reconciling_ = false;
   bool pending_ = false;
 };

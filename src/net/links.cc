@@ -13,7 +13,8 @@
 
 #include <cstring>
 #include <functional>
-#include <thread>
+
+#include "net/netns.h"
 
 namespace tessera::net {
 
@@ -106,33 +107,16 @@ Status EachAddress(nl_sock* sock, int index, Fn fn) {
 void Netlink::Free::operator()(nl_sock* sock) const { nl_socket_free(sock); }
 
 Result<Netlink> Netlink::In(int netns_fd, const Sysctls& sysctls) {
-  nl_sock* made = nullptr;
-  Status result = Err("not run");
-  // The socket is made in the namespace and keeps it; the thread goes.
-  std::thread worker([&] {
-    if (netns_fd >= 0 && ::setns(netns_fd, CLONE_NEWNET) != 0) {
-      result = Err(Error::FromErrno("setns into the network namespace"));
-      return;
-    }
-    for (const auto& [key, value] : sysctls) {
-      if (result = WriteSysctl(key, value); !result) return;
-    }
-    nl_sock* sock = nl_socket_alloc();
-    if (sock == nullptr) {
-      result = Err("netlink: out of memory");
-      return;
-    }
-    if (int err = nl_connect(sock, NETLINK_ROUTE); err < 0) {
-      nl_socket_free(sock);
-      result = Err(NlError("netlink connect", err));
-      return;
-    }
-    made = sock;
-    result = {};
-  });
-  worker.join();
-  TRY(std::move(result));
-  return Netlink(made);
+  // The socket is made in the namespace and keeps it; the thread comes back.
+  NetnsVisit in = TRY(NetnsVisit::Enter(netns_fd));
+  for (const auto& [key, value] : sysctls) TRY(WriteSysctl(key, value));
+  nl_sock* sock = nl_socket_alloc();
+  if (sock == nullptr) return Err("netlink: out of memory");
+  if (int err = nl_connect(sock, NETLINK_ROUTE); err < 0) {
+    nl_socket_free(sock);
+    return Err(NlError("netlink connect", err));
+  }
+  return Netlink(sock);
 }
 
 Status Netlink::CreateVeth(const std::string& name, int peer_netns_fd, const std::string& peer) {

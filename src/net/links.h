@@ -1,12 +1,11 @@
 #pragma once
 // Links, addresses and routes in network namespaces, through netlink
-// (libnl-route), never by running `ip` (docs/NETWORK.md "Links"). A
-// namespace is entered only by a thread of our own, with setns on a pinned
-// descriptor (setns affects only that thread), so the daemon's own
-// namespace is never touched and a namespace cannot be swapped under us by
-// a name. That thread makes a netlink socket there (and writes the
-// namespace's sysctls); the socket stays in that namespace, so a batch of
-// changes costs one thread however many calls it makes.
+// (libnl-route), never by running `ip` (docs/NETWORK.md "Links"). The
+// calling thread enters a namespace by setns on a pinned descriptor only
+// while it makes a netlink socket there (and writes the namespace's
+// sysctls), then comes back (net/netns.h); the socket stays in that
+// namespace, so a batch of changes enters it once however many calls it
+// makes, and a namespace cannot be swapped under us by a name.
 //
 //   Netlink qube = TRY(Netlink::In(qube_ns, {{"net/ipv6/conf/all/disable_ipv6", "1"}}));
 //   TRY(qube.AddAddress("eth0", work_ip, 32));
@@ -14,7 +13,7 @@
 //   TRY(qube.AddRoute(gateway, 32, std::nullopt, "eth0"));   // on-link
 //   TRY(qube.AddRoute(0, 0, gateway, "eth0"));                // default
 //
-// The free functions below do one call each (one thread each).
+// The free functions below make a socket per call.
 
 #include <cstdint>
 #include <memory>

@@ -13,9 +13,9 @@
 
 namespace tessera::net {
 
-// Runs `script` in the namespace of `netns_fd` (-1: the caller's), on a
-// thread of its own that enters it (setns affects only that thread). Its
-// output; nft's own message when it fails.
+// Runs `script` in the namespace of `netns_fd` (-1: the caller's); the
+// calling thread enters it for the call (net/netns.h). Its output; nft's
+// own message when it fails.
 Result<std::string> RunNft(int netns_fd, const std::string& script);
 
 }  // namespace tessera::net

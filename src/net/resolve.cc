@@ -9,9 +9,9 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <thread>
 
 #include "common/unique_fd.h"
+#include "net/netns.h"
 
 namespace tessera::net {
 
@@ -115,26 +115,13 @@ Result<std::vector<uint32_t>> ResolveIpv4(int netns_fd, const std::string& name,
   }
   if (!labels_ok) return Err(Error("invalid host name " + name, EINVAL));
   if (servers.empty()) return Err(Error("no resolver to ask (the netvm chain has no uplink_dns)"));
-  // The socket is made on a thread inside the namespace; it stays there.
-  Result<UniqueFd> made = Err("not run");
-  auto make = [&] {
-    if (netns_fd >= 0 && ::setns(netns_fd, CLONE_NEWNET) != 0) {
-      made = Err(Error::FromErrno("setns into the network namespace"));
-      return;
-    }
-    UniqueFd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (!fd) {
-      made = Err(Error::FromErrno("socket"));
-      return;
-    }
-    made = std::move(fd);
-  };
-  if (netns_fd < 0) {
-    make();
-  } else {
-    std::thread(make).join();
+  // The socket is made inside the namespace; it stays there.
+  UniqueFd sock;
+  {
+    NetnsVisit in = TRY(NetnsVisit::Enter(netns_fd));
+    sock = UniqueFd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!sock) return Err(Error::FromErrno("socket"));
   }
-  UniqueFd sock = TRY(std::move(made));
   Error last("no resolver answered for " + name, ETIMEDOUT);
   for (uint32_t server : servers) {
     uint16_t id = 0;

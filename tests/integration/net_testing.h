@@ -27,7 +27,8 @@ inline std::string NsFile(const std::string& ns) {
   return !ns.empty() && ns[0] == '/' ? ns : "/run/netns/" + ns;
 }
 
-// The answer to a DNS query: NXDOMAIN for names starting with "nx",
+// The answer to a DNS query: none for names starting with "mute" (a
+// resolver that does not answer), NXDOMAIN for names starting with "nx",
 // otherwise one A record, `address`.
 inline std::string DnsAnswer(const std::string& query, const std::string& address) {
   std::string out = query.substr(0, 2);
@@ -35,6 +36,7 @@ inline std::string DnsAnswer(const std::string& query, const std::string& addres
   while (at < query.size() && query[at] != 0) at += 1 + static_cast<uint8_t>(query[at]);
   at += 5;  // end, type, class
   if (at > query.size()) return out;
+  if (query.size() > 17 && query.compare(13, 4, "mute") == 0) return "";
   bool nx = query.size() > 15 && query.compare(13, 2, "nx") == 0;
   out += std::string(nx ? "\x81\x83" : "\x81\x80", 2);
   out += std::string("\x00\x01", 2);
@@ -158,6 +160,7 @@ inline pid_t Serve(const std::string& ns, std::vector<uint16_t> tcp_ports, uint1
         ::inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof(ip));
         if (!dns_answer.empty() && n >= 12) {
           std::string answer = DnsAnswer(std::string(q, static_cast<size_t>(n)), dns_answer);
+          if (answer.empty()) continue;
           ::sendto(fds[i].fd, answer.data(), answer.size(), 0, reinterpret_cast<sockaddr*>(&peer),
                    len);
           continue;

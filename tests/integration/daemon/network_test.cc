@@ -8,8 +8,10 @@
 // uplink given back, and the daemon's namespace and the real host's network
 // unchanged afterwards.
 
+#include <atomic>
 #include <chrono>
 #include <set>
+#include <thread>
 
 #include "daemon_fixture.h"
 #include "integration/net_testing.h"
@@ -21,7 +23,9 @@ namespace tessera::daemon_testing {
 namespace {
 
 using namespace ::tessera::net_testing;
+using ::testing::Contains;
 using ::testing::MatchesRegex;
+using ::testing::Not;
 
 // What both systems share (WriteSystem puts it first): the policy
 // directory and the template.
@@ -56,6 +60,7 @@ class = "app"
 template = "nt-base"
 netvm = "nt-fw"
 memory = 128
+firewall_runtime = "reset-on-apply"
 
 [qubes.nt-b]
 class = "app"
@@ -284,8 +289,9 @@ TEST_F(NetworkTest, TheChainTheFirewallRewiringAndRecovery) {
 
   ASSERT_EQ(Cli({"start", "nt-b"}).exit_code, 0);
   ASSERT_EQ(Cli({"start", "nt-vault"}).exit_code, 0);
-  // nt-b's declared firewall: DNS and svc.test:8080 (a name nt-fw resolved).
-  EXPECT_EQ(From("nt-b", kInternet, 8080), "192.0.2.2");
+  // nt-b's declared firewall: DNS and svc.test:8080 (a name nt-fw resolves
+  // on a worker after the link: the chain drops until then).
+  EXPECT_EQ(Eventually("nt-b", kInternet, 8080), "192.0.2.2");
   EXPECT_EQ(From("nt-b", kInternet, 8081), "") << "not in nt-b's firewall";
   EXPECT_EQ(From("nt-a", kInternet, 8081), "192.0.2.2") << "nt-a's empty list accepts all";
   // Offline.
@@ -336,6 +342,37 @@ TEST_F(NetworkTest, TheChainTheFirewallRewiringAndRecovery) {
   EXPECT_EQ(From("nt-b", kInternet, 8081), "") << "the rule expired on its own";
   EXPECT_EQ(From("nt-b", kInternet, 8080), "192.0.2.2");
 
+  // A resolver that does not answer holds up only the call that asked for
+  // the name (on a worker): the daemon answers others meanwhile, and the
+  // qube's chain fails closed until the rule goes.
+  {
+    std::atomic<bool> added{false};
+    CliResult mute;
+    std::thread adder([&] {
+      mute = Cli({"firewall", "nt-b", "add", "accept", "dsthost=mute.test"});
+      added = true;
+    });
+    std::this_thread::sleep_for(300ms);  // the add is in the daemon, asking
+    CliResult ls = Cli({"ls"});
+    const bool ls_first = !added.load();
+    adder.join();
+    EXPECT_EQ(ls.exit_code, 0) << ls.err;
+    EXPECT_TRUE(ls_first) << "tessera ls waited for nt-b's resolver";
+    ASSERT_EQ(mute.exit_code, 0) << mute.err;
+    EXPECT_THAT(mute.out + mute.err, HasSubstr("mute.test")) << "reported as not resolved";
+    EXPECT_EQ(From("nt-b", kInternet, 8080), "") << "an unresolved rule fails closed";
+    json listed_b = json::parse(Cli({"firewall", "nt-b", "--json"}).out, nullptr, false);
+    ASSERT_TRUE(listed_b.contains("runtime")) << listed_b.dump();
+    int number = 0;
+    for (size_t i = 0; i < listed_b["runtime"].size(); ++i) {
+      if (listed_b["runtime"][i].value("dsthost", "") == "mute.test")
+        number = static_cast<int>(i) + 1;
+    }
+    ASSERT_GT(number, 0) << listed_b.dump();
+    ASSERT_EQ(Cli({"firewall", "nt-b", "del", std::to_string(number)}).exit_code, 0);
+    EXPECT_EQ(From("nt-b", kInternet, 8080), "192.0.2.2");
+  }
+
   // A netvm that stops takes its clients' links; started again, they are back.
   ASSERT_EQ(Cli({"stop", "nt-fw"}).exit_code, 0);
   EXPECT_FALSE(HasEth0("nt-a"));
@@ -351,19 +388,33 @@ TEST_F(NetworkTest, TheChainTheFirewallRewiringAndRecovery) {
     }
     return out + AuditText();
   }();
-  EXPECT_EQ(From("nt-b", kInternet, 8080), "192.0.2.2");
+  EXPECT_EQ(Eventually("nt-b", kInternet, 8080), "192.0.2.2");
   EXPECT_EQ(From("nt-b", kInternet, 8081), "") << "rules survive the netvm's restart";
 
-  // A new netvm through apply: re-linked, not restarted.
+  // A new netvm through apply: re-linked, not restarted. Runtime rules stay
+  // (nt-b) unless the description says apply resets them (nt-a).
+  auto runtime_dstports = [&](const std::string& qube) {
+    json doc = json::parse(Cli({"firewall", qube, "--json"}).out, nullptr, false);
+    std::vector<std::string> ports;
+    for (const json& r : doc.value("runtime", json::array()))
+      ports.push_back(r.value("dstports", ""));
+    return ports;
+  };
+  ASSERT_EQ(Cli({"firewall", "nt-a", "add", "drop", "proto=udp", "dstports=9999"}).exit_code, 0);
+  ASSERT_EQ(Cli({"firewall", "nt-b", "add", "drop", "proto=udp", "dstports=9999"}).exit_code, 0);
+  EXPECT_THAT(runtime_dstports("nt-a"), Contains("9999"));
   int b_pid = PidOf("nt-b");
   WriteSystem("nt-net");
   CliResult applied = Cli({"apply", config_, "--yes"});
   ASSERT_EQ(applied.exit_code, 0) << applied.out << applied.err;
+  EXPECT_THAT(runtime_dstports("nt-a"), Not(Contains("9999"))) << "reset on apply";
+  EXPECT_THAT(runtime_dstports("nt-b"), Contains("9999")) << "kept";
+  EXPECT_THAT(AuditText(), HasSubstr("\"action\":\"reset\""));
   EXPECT_EQ(PidOf("nt-b"), b_pid);
   auto linked = NetworkLines("nt-b", "linked");
   ASSERT_FALSE(linked.empty());
   EXPECT_EQ(linked.back().value("netvm", ""), "nt-net");
-  EXPECT_EQ(From("nt-b", kInternet, 8080), "192.0.2.2");
+  EXPECT_EQ(Eventually("nt-b", kInternet, 8080), "192.0.2.2");
   EXPECT_EQ(From("nt-b", fw_ip, 9000), "") << "no longer nt-fw's client";
 
   // kill -9 and a new daemon: links and tables are made again.

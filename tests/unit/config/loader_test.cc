@@ -513,6 +513,27 @@ TEST(ValidationTest, FirewallRulesAreNormalised) {
   EXPECT_EQ(rules[1].proto, FirewallProto::kAny);
 }
 
+TEST(ValidationTest, RuntimeFirewallRulesKeptOrResetOnApply) {
+  LoadOutcome kept = LoadToml("[qubes.w]\nclass = \"standalone\"\n");
+  ASSERT_TRUE(kept.system) << Dump(kept.diagnostics);
+  EXPECT_FALSE(kept.system->qubes[0].reset_runtime_firewall) << "kept by default";
+  LoadOutcome reset =
+      LoadToml("[qubes.w]\nclass = \"standalone\"\nfirewall_runtime = \"reset-on-apply\"\n");
+  ASSERT_TRUE(reset.system) << Dump(reset.diagnostics);
+  EXPECT_TRUE(reset.system->qubes[0].reset_runtime_firewall);
+  // It survives the normalised JSON both ways.
+  std::string normalised = config::ToJson(*reset.system);
+  EXPECT_NE(normalised.find("\"firewall_runtime\": \"reset-on-apply\""), std::string::npos)
+      << normalised;
+  LoadOutcome bad = LoadToml("[qubes.w]\nclass = \"standalone\"\nfirewall_runtime = \"reset\"\n");
+  EXPECT_FALSE(bad.system);
+  ASSERT_THAT(bad.diagnostics, SizeIs(1));
+  EXPECT_EQ(bad.diagnostics[0].path, "qubes.w.firewall_runtime");
+  EXPECT_EQ(bad.diagnostics[0].line, 3);
+  EXPECT_NE(bad.diagnostics[0].message.find("reset-on-apply"), std::string::npos)
+      << bad.diagnostics[0].message;
+}
+
 TEST(ValidationTest, ValueRangesAndTypes) {
   LoadOutcome outcome = LoadToml(
       "policy_dir = \"relative/dir\"\n"  // 1
