@@ -9,7 +9,7 @@ packages=(
   clang-14 libclang-rt-14-dev clang-tidy-14 clang-format-14
   # Libraries (see ../shared/STYLE.md "Dependencies").
   libexpected-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
-  libseccomp-dev libcap-dev libnftables-dev libnl-3-dev libnl-route-3-dev libsystemd-dev
+  libseccomp-dev libcap-dev libnftables-dev libnl-3-dev libnl-route-3-dev libnetfilter-conntrack-dev libsystemd-dev
   uuid-dev
   # Tests and benchmarks.
   libgtest-dev libgmock-dev googletest libbenchmark-dev iperf3

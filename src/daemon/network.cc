@@ -9,6 +9,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "config/rule_json.h"
+#include "net/conntrack.h"
 #include "net/firewall.h"
 #include "net/links.h"
 #include "net/nft.h"
@@ -315,6 +316,13 @@ Status Network::Unlink(const std::string& client) {
   }
   // A link that could not be deleted stays known (tried again next time).
   if (!deleted) return deleted;
+  // Its connections in the netvm go too: its address may be given to
+  // another qube, which must not get the old connections' answers.
+  if (auto netvm = netns_.find(link.netvm); netvm != netns_.end()) {
+    if (auto forgotten = net::ForgetConnections(netvm->second.get(), link.address); !forgotten) {
+      Report(client, "conntrack", forgotten.error().ToString());
+    }
+  }
   links_.erase(client);
   resolved_.erase(client);
   compiled_.Forget(client + "/declared");

@@ -16,6 +16,7 @@
 #include "daemon_fixture.h"
 #include "integration/net_testing.h"
 #include "net/address.h"
+#include "net/conntrack.h"
 #include "net/links.h"
 #include "net/resolve.h"
 
@@ -423,6 +424,17 @@ TEST_F(NetworkTest, TheChainTheFirewallRewiringAndRecovery) {
   EXPECT_EQ(From("nt-a", kInternet, 8080), "192.0.2.2");
   EXPECT_EQ(From("nt-b", kInternet, 8081), "");
   EXPECT_EQ(From("nt-a", b_ip, 9000), "");
+
+  // A client that stops leaves no tracked connection in its netvm (its
+  // address may be given to another qube).
+  {
+    const uint32_t a_ip = *net::ParseIpv4(AddressOf("nt-a"));
+    UniqueFd fw_ns(::open(NsOf("nt-fw").c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fw_ns);
+    EXPECT_GE(*net::CountConnections(fw_ns.get(), a_ip), 1u) << "nt-a's connections are tracked";
+    ASSERT_EQ(Cli({"stop", "nt-a"}).exit_code, 0);
+    EXPECT_EQ(*net::CountConnections(fw_ns.get(), a_ip), 0u);
+  }
 
   // A hostile netvm renames its uplink and names a device of its own like
   // it: only the device given goes back, under its own name (the record of

@@ -30,6 +30,7 @@
 #include "common/unique_fd.h"
 #include "integration/net_testing.h"
 #include "net/address.h"
+#include "net/conntrack.h"
 #include "net/firewall.h"
 #include "net/links.h"
 #include "net/nft.h"
@@ -361,6 +362,29 @@ TEST_F(NetvmRulesTest, AFailedTransactionLeavesTheRulesInForce) {
   ASSERT_TRUE(listed) << listed.error().message();
   EXPECT_THAT(*listed, HasSubstr("chain fw-vif"));
   EXPECT_THAT(*listed, HasSubstr("firewall of b"));
+}
+
+TEST_F(NetvmRulesTest, AnUnlinkedClientsConnectionsAreForgottenAndNoOneElses) {
+  ASSERT_TRUE(Apply({}, 1000));
+  ASSERT_EQ(InNetns(a_, [] { return Tcp("192.0.2.1", 80); }), "192.0.2.2");
+  ASSERT_EQ(InNetns(b_, [] { return Tcp("192.0.2.1", 443); }), "192.0.2.2");
+  ASSERT_EQ(InNetns(a_, [] { return Udp("10.139.1.1", 53); }), "192.0.2.2");
+  const uint32_t a = *ParseIpv4("10.137.0.2");
+  const uint32_t b = *ParseIpv4("10.137.0.4");
+  // Closed TCP connections and the DNS exchange stay tracked for a while.
+  auto a_before = CountConnections(netvm_fd_.get(), a);
+  ASSERT_TRUE(a_before) << a_before.error().ToString();
+  ASSERT_GE(*a_before, 2u) << "a's TCP connection and its DNS query are tracked";
+  const size_t b_before = *CountConnections(netvm_fd_.get(), b);
+  ASSERT_GE(b_before, 1u);
+  auto gone = ForgetConnections(netvm_fd_.get(), a);
+  ASSERT_TRUE(gone) << gone.error().ToString();
+  EXPECT_EQ(*gone, *a_before);
+  EXPECT_EQ(*CountConnections(netvm_fd_.get(), a), 0u);
+  EXPECT_EQ(*CountConnections(netvm_fd_.get(), b), b_before) << "b's stay";
+  EXPECT_EQ(*ForgetConnections(netvm_fd_.get(), a), 0u) << "nothing left: not an error";
+  // The client still works afterwards (new entries are made).
+  EXPECT_EQ(InNetns(a_, [] { return Tcp("192.0.2.1", 80); }), "192.0.2.2");
 }
 
 }  // namespace
