@@ -1,0 +1,1 @@
+{ qubes.work = { class = "vm"; }; }

@@ -1,0 +1,1 @@
+{ qubes.work.features = { gui = 1; }; }

@@ -1,0 +1,1 @@
+{ qubes.work = { idleTimeout = 60; }; }

@@ -1,0 +1,1 @@
+{ qubes.work.firewall = [ { action = "accept"; } { action = "drop"; port = 22; } ]; }

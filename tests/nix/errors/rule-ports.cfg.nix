@@ -1,0 +1,1 @@
+{ qubes.work.firewall = [ { action = "accept"; proto = "tcp"; dstports = [ 80 ]; } ]; }

@@ -1,0 +1,1 @@
+{ templates.base = { label = "black"; }; }

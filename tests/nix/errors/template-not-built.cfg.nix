@@ -1,0 +1,1 @@
+{ templates.base = { from = "nixos"; }; }

@@ -1,0 +1,1 @@
+{ templates.base = { from = "path"; path = "roots/base"; }; }

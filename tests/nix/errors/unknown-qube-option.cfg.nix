@@ -1,0 +1,1 @@
+{ qubes.work = { memroy = 2048; }; }
