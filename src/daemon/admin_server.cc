@@ -1,8 +1,10 @@
 #include "daemon/admin_server.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -72,6 +74,33 @@ std::optional<gid_t> AdminServer::AdminGid() { return LookupGroupId(options_.adm
 
 Status AdminServer::Listen() {
   const std::string& path = options_.socket_path;
+  // Started by socket activation (tesserad.socket): the socket is systemd's,
+  // already bound and listening at `path` with the unit's mode and group.
+  int passed = sd_listen_fds(1);
+  if (passed < 0) return Err(Error("socket activation: " + std::string(std::strerror(-passed))));
+  if (passed > 1) {
+    return Err(Error("socket activation passed " + std::to_string(passed) +
+                     " sockets; tesserad takes one (the admin socket " + path + ")"));
+  }
+  if (passed == 1) {
+    const int fd = SD_LISTEN_FDS_START;
+    if (sd_is_socket_unix(fd, SOCK_STREAM, 1, path.c_str(), 0) <= 0) {
+      return Err(
+          Error("socket activation: the socket passed is not a listening unix stream socket "
+                "at " +
+                path + " (the admin socket of this runtime dir)"));
+    }
+    int flags = ::fcntl(fd, F_GETFL);
+    if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+        ::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+      return Err(Error::FromErrno("socket activation: set up the admin socket"));
+    }
+    listen_fd_.reset(fd);
+    activated_ = true;
+    accept_watch_ = TRY(loop_.WatchFd(listen_fd_.get(), EPOLLIN, [this](uint32_t) { OnAccept(); }));
+    Log(LogLevel::kInfo, "admin socket from socket activation", {{"path", path}});
+    return Ok();
+  }
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof(addr.sun_path)) return Err(Error("socket path too long: " + path));
@@ -104,7 +133,9 @@ void AdminServer::Close() {
   accept_watch_.Reset();
   accept_backoff_.Reset();
   if (listen_fd_) {
-    ::unlink(options_.socket_path.c_str());
+    // An activated socket stays: systemd keeps listening on it for the next
+    // start of the daemon (clients queue meanwhile).
+    if (!activated_) ::unlink(options_.socket_path.c_str());
     listen_fd_.reset();
   }
   std::vector<uint64_t> ids;

@@ -1,5 +1,7 @@
 #pragma once
-// The admin socket R/admin.sock: accepts connections on the event loop,
+// The admin socket R/admin.sock (bound here, or passed by socket activation:
+// tesserad.socket; then it is left in place when the daemon stops): accepts
+// connections on the event loop,
 // authorises the peer by SO_PEERCRED (root or the admin group, looked up per
 // connection), decodes requests with the one frame codec, dispatches them
 // through a method table, audits every request and answer, and carries the
@@ -136,6 +138,7 @@ class AdminServer {
   AuditLog& audit_;
   AdminServerOptions options_;
   UniqueFd listen_fd_;
+  bool activated_ = false;  // listen_fd_ came from socket activation
   EventLoop::Watch accept_watch_;
   EventLoop::Timer accept_backoff_;
   std::map<std::string, Method> methods_;

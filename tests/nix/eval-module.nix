@@ -23,6 +23,7 @@ let
   stub = {
     options = {
       assertions = mkOption { type = types.listOf types.anything; default = [ ]; };
+      warnings = mkOption { type = types.listOf types.str; default = [ ]; };
       users = any;
       environment = any;
       systemd = any;

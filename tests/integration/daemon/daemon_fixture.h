@@ -156,6 +156,7 @@ class DaemonTest : public ::testing::Test {
   void StartDaemon(std::vector<std::string> extra = {}) {
     ASSERT_EQ(daemon_pid_, -1);
     std::string log = root_ + "/daemon.log";
+    const size_t log_before = ReadFile(log).value_or("").size();
     pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
@@ -169,6 +170,12 @@ class DaemonTest : public ::testing::Test {
       int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
+      if (activation_fd_ >= 0) {
+        // As systemd passes tesserad.socket: fd 3, LISTEN_FDS, LISTEN_PID.
+        if (::dup2(activation_fd_, 3) != 3 || ::fcntl(3, F_SETFD, 0) != 0) ::_exit(125);
+        ::setenv("LISTEN_FDS", "1", 1);
+        ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+      }
       std::vector<std::string> args = {TESSERA_CLI, "--config",        config_,
                                        "daemon",    "--stop-grace-ms", "1000"};
       args.insert(args.end(), extra.begin(), extra.end());
@@ -180,7 +187,14 @@ class DaemonTest : public ::testing::Test {
     }
     daemon_pid_ = pid;
     for (int i = 0; i < 300; ++i) {
-      if (wire::AdminClient::Connect(layout_.runtime_dir + "/admin.sock")) return;
+      // An activated socket accepts connections before the daemon runs: wait
+      // for the daemon's word instead.
+      if (activation_fd_ >= 0
+              ? ReadFile(log).value_or("").find("tesserad ready", log_before) != std::string::npos
+              : static_cast<bool>(
+                    wire::AdminClient::Connect(layout_.runtime_dir + "/admin.sock"))) {
+        return;
+      }
       int status;
       if (::waitpid(pid, &status, WNOHANG) == pid) {
         daemon_pid_ = -1;
@@ -190,6 +204,9 @@ class DaemonTest : public ::testing::Test {
     }
     FAIL() << "daemon did not come up: " << ReadFile(log).value_or("");
   }
+
+  // A listening socket the daemon gets by socket activation (-1: none).
+  int activation_fd_ = -1;
 
   void KillDaemon(int sig) {
     if (daemon_pid_ <= 0) return;
