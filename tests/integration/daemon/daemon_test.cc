@@ -358,7 +358,9 @@ TEST_F(DaemonTest, AutostartQubesStartWithTheDaemonUnlessTurnedOff) {
 TEST_F(DaemonTest, IdleDisposableIsDestroyedAfterItsTimeout) {
   std::string system = kSystem;
   std::string dvm = "[qubes.dt-dvm]\nclass = \"disposable-template\"\n";
-  system.replace(system.find(dvm), dvm.size(), dvm + "idle_timeout = 1\n");
+  // 2 s: the `run` below must reach it before that even on a loaded ASan
+  // run (1 s was not always enough for the CLI to start).
+  system.replace(system.find(dvm), dvm.size(), dvm + "idle_timeout = 2\n");
   ASSERT_TRUE(WriteFileAtomic(config_, system));
   StartDaemon();
 
@@ -367,7 +369,7 @@ TEST_F(DaemonTest, IdleDisposableIsDestroyedAfterItsTimeout) {
   std::string name = start.out.substr(0, start.out.find('\n'));
   ASSERT_THAT(name, ::testing::StartsWith("disp"));
   // A command longer than the timeout keeps it alive...
-  CliResult busy = Cli({"run", name, "--", "sh", "-c", "sleep 3; echo still-here"});
+  CliResult busy = Cli({"run", name, "--", "sh", "-c", "sleep 4; echo still-here"});
   EXPECT_EQ(busy.exit_code, 0) << busy.err;
   EXPECT_EQ(busy.out, "still-here\n");
   // ...and once idle it goes by itself, leaving nothing.
