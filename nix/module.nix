@@ -132,10 +132,6 @@ let
   };
   systemJson = pkgs.writeText "tessera-system.json" (builtins.toJSON description);
 
-  policyFiles = lib.mapAttrs' (name: v:
-    lib.nameValuePair "tessera/policy.d/${name}"
-      (if builtins.isPath v || lib.isDerivation v then { source = v; } else { text = v; }))
-    cfg.policy.files;
   policyDir = pkgs.runCommand "tessera-policy.d" { } (''
     mkdir -p $out
     cp ${cfg.package}/etc/tessera/policy.d/* $out/
@@ -253,9 +249,10 @@ in
     users.groups.${cfg.adminGroup} = { };
     environment.systemPackages = [ cfg.package ]
       ++ lib.concatLists (lib.mapAttrsToList (qube: q: map (launcher qube q) q.apps) cfg.qubes);
-    environment.etc = policyFiles // {
-      "tessera/system.json".source = checked;
-    };
+    # The policy directory the build checked, whole: the package's default
+    # policy and policy.files.
+    environment.etc."tessera/policy.d".source = policyDir;
+    environment.etc."tessera/system.json".source = checked;
 
     # Qubes run in their own cgroups under the service's (Delegate=yes), and
     # a stop or restart of the daemon ends the daemon only (KillMode=process).

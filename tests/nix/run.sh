@@ -22,8 +22,11 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 failed=0
 fail() { echo "FAIL: $*"; failed=1; }
-eval_nix() {  # expression -> stdout JSON; stderr to $TMP/err
-  nix-instantiate --eval --strict --json --readonly-mode -E "$1" 2> >(grep -v "build-users-group" > "$TMP/err")
+eval_nix() {  # expression -> stdout JSON; stderr to $TMP/err (complete on return)
+  local rc=0
+  nix-instantiate --eval --strict --json --readonly-mode -E "$1" 2> "$TMP/err.raw" || rc=$?
+  grep -v "build-users-group" "$TMP/err.raw" > "$TMP/err" || true
+  return $rc
 }
 same_json() {
   python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1])) == json.load(open(sys.argv[2])) else 1)' "$1" "$2"
