@@ -215,7 +215,8 @@ in
       type = types.nullOr (types.enum [ "standard" "strict" ]);
       default = null;
       description = "The host hardening profile (docs/NIXOS.md \"Hardening\").";
-    };    description = mkOption {
+    };
+    description = mkOption {
       type = types.attrsOf types.anything;
       internal = true;
       readOnly = true;
@@ -266,6 +267,8 @@ in
       # per restartOnChange); a new package restarts the daemon, not the qubes.
       reloadTriggers = [ checked ];
       restartTriggers = [ cfg.package ];
+      # Closure images of Nix-built templates (mkfs.erofs, mksquashfs).
+      path = [ pkgs.erofs-utils pkgs.squashfs-tools ];
       serviceConfig = {
         Type = "notify";
         ExecStart = "${cfg.package}/bin/tesserad --config /etc/tessera/system.json --admin-group ${cfg.adminGroup}";

@@ -17,6 +17,8 @@ packages=(
   nix-bin busybox-static bubblewrap iproute2 nftables debootstrap util-linux procps
   # Runtime: private volume images (mkfs.ext4, e2fsck, resize2fs).
   e2fsprogs
+  # Runtime: closures of Nix-built templates as read-only images (mkfs.erofs, mksquashfs).
+  erofs-utils squashfs-tools
 )
 
 if [ "$(id -u)" -ne 0 ]; then

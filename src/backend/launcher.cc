@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "common/log.h"
+#include "storage/nix_template.h"
 
 namespace tessera::backend {
 
@@ -16,6 +17,8 @@ Result<storage::TemplateBuildOptions> TemplateBuildOptionsFor(std::string_view s
     options.source = storage::TemplateSource::kDebootstrap;
   } else if (source == "host") {
     options.source = storage::TemplateSource::kHost;
+  } else if (source == "nix") {
+    options.source = storage::TemplateSource::kNix;
   } else if (source.rfind("dir:", 0) == 0) {
     options.source = storage::TemplateSource::kDirectory;
     options.directory = std::string(source.substr(4));
@@ -32,9 +35,18 @@ Status EnsureTemplate(const storage::Layout& layout, const TemplateNeed& need,
   static std::mutex build_mu;
   std::lock_guard<std::mutex> lock(build_mu);
   auto info = storage::ReadTemplateInfo(layout, need.name);
+  if (info && need.nix) {
+    // A Nix template follows the description: a new root is a new generation.
+    if (TRY_CTX(storage::PublishNixGeneration(layout, need.name, *need.nix),
+                "template " + need.name)) {
+      if (notice) notice(need);
+    }
+    return Ok();
+  }
   if (info) return Ok();
   if (info.error().errno_value() != ENOENT) return Err(std::move(info).error());
   storage::TemplateBuildOptions options = TRY(TemplateBuildOptionsFor(need.source));
+  if (need.nix) options.nix = *need.nix;
   if (notice) notice(need);
   Log(LogLevel::kInfo, "building template", {{"template", need.name}, {"source", need.source}});
   auto built = storage::BuildTemplate(layout, need.name, options);

@@ -97,8 +97,16 @@ Status FillLimits(const config::Qube& q, LaunchSpec* spec) {
 
 std::optional<TemplateNeed> NeedOf(const config::System& system, const std::string& name) {
   if (name.empty()) return std::nullopt;
-  TemplateNeed need{name, ""};
-  if (const config::Qube* t = system.Find(name); t != nullptr) need.source = t->template_source;
+  TemplateNeed need{name, "", std::nullopt};
+  if (const config::Qube* t = system.Find(name); t != nullptr) {
+    need.source = t->template_source;
+    if (t->nix) {
+      storage::NixSource nix{t->nix->root, t->nix->closure, storage::ClosureImage::kErofs};
+      if (t->nix->image == "squashfs") nix.image = storage::ClosureImage::kSquashfs;
+      if (t->nix->image == "none") nix.image = storage::ClosureImage::kNone;
+      need.nix = std::move(nix);
+    }
+  }
   return need;
 }
 
@@ -117,10 +125,24 @@ Result<LaunchPlan> PlanLaunch(const config::System& system, std::string_view qub
   TRY(FillLimits(*q, &spec));
   switch (q->klass) {
     case config::QubeClass::kTemplate:
+      if (q->nix) {
+        // Its tree is declared: there is nothing a template qube could change.
+        return Err(Error("template " + q->name +
+                             " is built by Nix: it does not run as a qube; change it in the "
+                             "NixOS configuration (services.tessera.templates." +
+                             q->name + ") and start its app qubes",
+                         EPERM));
+      }
       spec.root = RootKind::kTemplate;
       spec.template_name = q->name;
       break;
     case config::QubeClass::kStandalone:
+      if (const config::Qube* t = q->template_name ? system.Find(*q->template_name) : nullptr;
+          t != nullptr && t->nix) {
+        return Err(Error("qube " + q->name + ": a standalone qube cannot start from template " +
+                             t->name + ", which Nix builds (its root is a closure, not a tree)",
+                         EINVAL));
+      }
       spec.root = RootKind::kStandalone;
       // The template its root is copied from at the first start (busybox if none).
       spec.template_name = q->template_name.value_or("");

@@ -14,6 +14,7 @@
 #include "backend/launch_spec.h"
 #include "common/error.h"
 #include "config/model.h"
+#include "storage/storage.h"
 
 namespace tessera::backend {
 
@@ -22,6 +23,9 @@ namespace tessera::backend {
 struct TemplateNeed {
   std::string name;
   std::string source;
+  // source "nix": the generation the template must be at (a new one is
+  // published when it is not; storage/nix_template.h).
+  std::optional<storage::NixSource> nix;
 };
 
 struct LaunchPlan {

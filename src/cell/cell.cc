@@ -34,6 +34,7 @@
 #include "cell/cell_record.h"
 #include "cell/cgroups.h"
 #include "cell/child_setup.h"
+#include "cell/closure_mount.h"
 #include "cell/fd_passing.h"
 #include "cell/seccomp_filter.h"
 #include "cell/start_steps.h"
@@ -249,6 +250,11 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
     return Ok();
   };
   for (const auto& p : host_ro_binds) TRY_CTX(add_host_bind(p, p), ctx("template host bind"));
+  if (!prepared.closure_image.empty()) {
+    UniqueFd store = TRY_CTX(MountClosureImage(prepared.closure_image, prepared.closure_image_kind),
+                             ctx("Nix closure"));
+    add_mount(std::move(store), "nix/store", false);
+  }
   for (const auto& b : spec.extra_ro_binds) {
     TRY_CTX(add_host_bind(b.host_path, b.cell_path), ctx("bind"));
   }

@@ -67,4 +67,29 @@ bool IsUserSpec(std::string_view user) {
   return true;
 }
 
+bool IsStorePath(std::string_view path) {
+  constexpr size_t kHashLength = 32;
+  constexpr size_t kMaxStoreName = 211;
+  std::string_view prefix = kNixStoreDir;
+  if (path.substr(0, prefix.size()) != prefix || path.size() <= prefix.size() ||
+      path[prefix.size()] != '/') {
+    return false;
+  }
+  std::string_view base = path.substr(prefix.size() + 1);
+  if (base.size() < kHashLength + 2 || base[kHashLength] != '-') return false;
+  for (char c : base.substr(0, kHashLength)) {
+    bool digit = c >= '0' && c <= '9';
+    bool letter = c >= 'a' && c <= 'z' && c != 'e' && c != 'o' && c != 'u' && c != 't';
+    if (!digit && !letter) return false;
+  }
+  std::string_view name = base.substr(kHashLength + 1);
+  if (name.size() > kMaxStoreName || name[0] == '.') return false;
+  for (char c : name) {
+    bool ok = IsAsciiAlpha(c) || (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.' ||
+              c == '_' || c == '?' || c == '=';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 }  // namespace tessera

@@ -27,4 +27,13 @@ bool IsValidName(std::string_view name);
 // ([a-z_][a-z0-9_-]*, at most 32 characters) or UID[:GID] (0..65535).
 bool IsUserSpec(std::string_view user);
 
+// The Nix store every Nix-built template comes from.
+inline constexpr std::string_view kNixStoreDir = "/nix/store";
+
+// A top-level Nix store path: "/nix/store/" + 32 characters of Nix's base32
+// (0-9, a-z without e, o, u, t) + "-" + a name of [A-Za-z0-9+._?=-] not
+// starting with '.', at most 211 characters; nothing below it. These become
+// mount points and file names, so this is the gate for them.
+bool IsStorePath(std::string_view path);
+
 }  // namespace tessera

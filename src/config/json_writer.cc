@@ -21,6 +21,10 @@ json QubeToJson(const Qube& qube) {
   if (qube.template_name) out["template"] = *qube.template_name;
   if (qube.klass == QubeClass::kTemplate) {
     out["source"] = qube.template_source.empty() ? "busybox" : qube.template_source;
+    if (qube.nix) {
+      out["nix"] = {
+          {"root", qube.nix->root}, {"closure", qube.nix->closure}, {"image", qube.nix->image}};
+    }
   }
   out["netvm"] = qube.netvm ? *qube.netvm : "none";
   out["provides_network"] = qube.provides_network;

@@ -61,6 +61,17 @@ struct IoMax {
 // `uplink = "host-nat"`: the documented weaker uplink (docs/NETWORK.md).
 inline constexpr const char* kHostNat = "host-nat";
 
+// A template Nix built: its root store path and its closure, which qubes see
+// read-only at /nix/store and nothing else of the store.
+struct NixTemplate {
+  std::string root;     // "/nix/store/<hash>-<name>": a buildEnv or a NixOS system
+  std::string closure;  // a file listing the store paths of root's closure (closureInfo)
+  // How the closure reaches a qube: "erofs" or "squashfs" (an image per
+  // template generation), or "none" (the host's whole /nix/store, read-only).
+  std::string image = "erofs";
+  bool operator==(const NixTemplate&) const = default;
+};
+
 struct Qube {
   std::string name;
   QubeClass klass = QubeClass::kApp;
@@ -93,8 +104,11 @@ struct Qube {
   std::map<std::string, std::string> features;
   Backend backend = Backend::kCell;
   // Template-class qubes only: how storage builds the root tree: "busybox",
-  // "debootstrap", "host" or "dir:/absolute/path". Empty for other classes.
+  // "debootstrap", "host", "dir:/absolute/path" or "nix" (then `nix` says
+  // what). Empty for other classes.
   std::string template_source;
+  // source = "nix": a tree Nix built (docs/NIXOS.md "Templates from Nix").
+  std::optional<NixTemplate> nix;
   bool operator==(const Qube&) const = default;
 };
 

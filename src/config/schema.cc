@@ -46,6 +46,7 @@ constexpr std::string_view kQubeKeys[] = {"autostart",
                                           "label",
                                           "memory",
                                           "netvm",
+                                          "nix",
                                           "private_size",
                                           "provides_network",
                                           "source",
@@ -61,7 +62,8 @@ constexpr std::string_view kLabels[] = {"red",  "orange", "yellow", "green",
                                         "gray", "blue",   "purple", "black"};
 constexpr std::string_view kClasses[] = {"template", "app", "disposable-template", "disposable",
                                          "standalone"};
-constexpr std::string_view kSources[] = {"busybox", "debootstrap", "host", "dir:"};
+constexpr std::string_view kSources[] = {"busybox", "debootstrap", "host", "dir:", "nix"};
+constexpr std::string_view kNixKeys[] = {"closure", "image", "root"};
 
 constexpr int64_t kMinMemoryMib = 32;
 constexpr int64_t kMaxMemoryMib = 1048576;
@@ -113,6 +115,7 @@ struct Draft {
   bool dispvm_none = false;
   bool class_valid = true;  // an invalid class skips the class rules (no follow-on errors)
   std::optional<Ref> source;  // name = the source text
+  std::optional<Ref> nix;     // the `nix` table was given
   std::optional<Ref> idle_timeout;
   std::optional<Ref> uuid;
   std::optional<Ref> uplink;  // the first uplink* key given (for cross-checks)
@@ -310,6 +313,8 @@ class Builder : public NodeReader {
         }
       } else if (key == "source") {
         ReadSource(value, path, draft);
+      } else if (key == "nix") {
+        ReadNix(value, path, draft);
       } else if (key == "uplink" || key == "uplink_address" || key == "uplink_gateway" ||
                  key == "uplink_dns") {
         ReadUplink(key, value, path, draft);
@@ -364,14 +369,65 @@ class Builder : public NodeReader {
                "source " + QuoteValue(*text) + ": dir: needs an absolute path without '..'");
         return;
       }
-    } else if (*text != "busybox" && *text != "debootstrap" && *text != "host") {
+    } else if (*text != "busybox" && *text != "debootstrap" && *text != "host" && *text != "nix") {
       Report(value.location, path,
              "invalid source " + QuoteValue(*text) +
-                 " (expected busybox, debootstrap, host or dir:/absolute/path)" +
+                 " (expected busybox, debootstrap, host, dir:/absolute/path or nix)" +
                  DidYouMean(*text, kSources));
       return;
     }
     draft.source = Ref{*text, value.location, path};
+  }
+
+  // `nix = { root, closure, image }` of a template Nix built.
+  void ReadNix(const Node& value, const std::string& path, Draft& draft) {
+    draft.nix = Ref{"", value.location, path};
+    if (!ExpectKind(value, Kind::kTable, path, "a table { root, closure, image }")) return;
+    NixTemplate nix;
+    bool root = false;
+    bool closure = false;
+    bool root_given = false;
+    bool closure_given = false;
+    for (const Member* member : UniqueMembers(value, path)) {
+      const std::string field = JoinPath(path, member->key);
+      const Node& v = member->value;
+      root_given = root_given || member->key == "root";
+      closure_given = closure_given || member->key == "closure";
+      if (member->key == "root") {
+        if (auto text = GetString(v, field)) {
+          if (!IsStorePath(*text)) {
+            Report(
+                v.location, field,
+                "root " + QuoteValue(*text) + ": expected a store path /nix/store/<hash>-<name>");
+          } else {
+            nix.root = *text;
+            root = true;
+          }
+        }
+      } else if (member->key == "closure") {
+        if (auto text = GetString(v, field)) {
+          bool dotdot = ("/" + *text + "/").find("/../") != std::string::npos;
+          if (text->empty() || (*text)[0] != '/' || dotdot) {
+            Report(v.location, field,
+                   "closure " + QuoteValue(*text) +
+                       ": expected the absolute path of a file listing store paths");
+          } else {
+            nix.closure = *text;
+            closure = true;
+          }
+        }
+      } else if (member->key == "image") {
+        if (auto text =
+                GetChoice(v, field, std::array<std::string_view, 3>{"erofs", "squashfs", "none"})) {
+          nix.image = *text;
+        }
+      } else {
+        UnknownKey(*member, path, kNixKeys);
+      }
+    }
+    if (!root_given) Report(value.location, path, "nix: root is required");
+    if (!closure_given) Report(value.location, path, "nix: closure is required");
+    if (root && closure) draft.qube.nix = std::move(nix);
   }
 
   void ReadIoMax(const Node& value, const std::string& path, IoMax& io_max) {
@@ -542,6 +598,16 @@ class Builder : public NodeReader {
       }
       if (klass == QubeClass::kTemplate) {
         qube.template_source = draft.source ? draft.source->name : "busybox";
+      }
+      bool nix_source = draft.source && draft.source->name == "nix";
+      if (nix_source && !draft.nix) {
+        Report(draft.source->location, draft.source->path,
+               "source = \"nix\" needs the nix table { root, closure } (the NixOS module "
+               "writes it)");
+      } else if (draft.nix && !nix_source) {
+        Report(draft.nix->location, draft.nix->path,
+               "nix applies only to a template with source = \"nix\"");
+        qube.nix.reset();
       }
       if (draft.idle_timeout && draft.class_valid && klass != QubeClass::kDisposable &&
           klass != QubeClass::kDisposableTemplate) {

@@ -96,6 +96,10 @@ void CompareQubes(const Qube& a, const config::System& sys_a, const Qube& b,
   add("backend", std::string(config::ToString(a.backend)), std::string(config::ToString(b.backend)),
       true);
   add("source", a.template_source, b.template_source, true);
+  auto nix = [](const config::Qube& q) {
+    return q.nix ? q.nix->root + " (" + q.nix->image + ")" : std::string();
+  };
+  add("nix", nix(a), nix(b), true);
   add("label", a.label, b.label, false);
   add("default_user", a.default_user, b.default_user, false);
   add("tags", Join(a.tags), Join(b.tags), false);

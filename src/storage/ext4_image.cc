@@ -133,6 +133,29 @@ Result<std::optional<std::string>> LoopDeviceOf(const std::string& image) {
   return std::optional<std::string>{};
 }
 
+Result<LoopDevice> AttachLoopDevice(int image_fd, const std::string& image, uint32_t flags) {
+  UniqueFd control = TRY(OpenPath("/dev/loop-control", O_RDWR));
+  for (int attempt = 0; attempt < kLoopAttempts; ++attempt) {
+    int n = ::ioctl(control.get(), LOOP_CTL_GET_FREE);
+    if (n < 0) return Err(Error::FromErrno("find a free loop device"));
+    std::string dev = "/dev/loop" + std::to_string(n);
+    bool read_only = (flags & LO_FLAGS_READ_ONLY) != 0;
+    UniqueFd loop(::open(dev.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+    if (!loop) return Err(Error::FromErrno("open " + dev));
+    loop_config config{};
+    config.fd = static_cast<uint32_t>(image_fd);
+    config.info.lo_flags = LO_FLAGS_AUTOCLEAR | flags;
+    std::strncpy(reinterpret_cast<char*>(config.info.lo_file_name), image.c_str(),
+                 LO_NAME_SIZE - 1);
+    if (::ioctl(loop.get(), LOOP_CONFIGURE, &config) != 0) {
+      if (errno == EBUSY) continue;  // taken between GET_FREE and CONFIGURE
+      return Err(Error::FromErrno("attach " + image + " to " + dev));
+    }
+    return LoopDevice{std::move(loop), dev};
+  }
+  return Err(Error("attach " + image + ": no free loop device after retries", EBUSY));
+}
+
 Status MountExt4Image(const std::string& image, const std::string& mount_point,
                       Durability durability) {
   std::optional<std::string> bound = TRY(LoopDeviceOf(image));
@@ -146,37 +169,20 @@ Status MountExt4Image(const std::string& image, const std::string& mount_point,
                      EBUSY));
   }
   UniqueFd img = TRY(OpenPath(image, O_RDWR | O_NOFOLLOW));
-  UniqueFd control = TRY(OpenPath("/dev/loop-control", O_RDWR));
-  for (int attempt = 0; attempt < kLoopAttempts; ++attempt) {
-    int n = ::ioctl(control.get(), LOOP_CTL_GET_FREE);
-    if (n < 0) return Err(Error::FromErrno("find a free loop device"));
-    std::string dev = "/dev/loop" + std::to_string(n);
-    UniqueFd loop(::open(dev.c_str(), O_RDWR | O_CLOEXEC));
-    if (!loop) return Err(Error::FromErrno("open " + dev));
-    loop_config config{};
-    config.fd = static_cast<uint32_t>(img.get());
-    config.info.lo_flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_DIRECT_IO;
-    std::strncpy(reinterpret_cast<char*>(config.info.lo_file_name), image.c_str(),
-                 LO_NAME_SIZE - 1);
-    if (::ioctl(loop.get(), LOOP_CONFIGURE, &config) != 0) {
-      if (errno == EBUSY) continue;  // taken between GET_FREE and CONFIGURE
-      return Err(Error::FromErrno("attach " + image + " to " + dev));
-    }
-    // The loop fd stays open until the mount holds the device: closing it
-    // first would let autoclear detach it at once.
-    const char* options = durability == Durability::kThrowaway
-                              ? "errors=remount-ro,nobarrier,noinit_itable"
-                              : "errors=remount-ro";
-    if (::mount(dev.c_str(), mount_point.c_str(), "ext4", MS_NOSUID | MS_NODEV, options) != 0) {
-      int saved = errno;
-      ::ioctl(loop.get(), LOOP_CLR_FD, 0);
-      return Err(Error("mount " + image + " (" + dev + ") at " + mount_point, saved));
-    }
-    Log(LogLevel::kDebug, "volume image mounted",
-        {{"image", image}, {"device", dev}, {"at", mount_point}});
-    return Ok();
+  LoopDevice loop = TRY(AttachLoopDevice(img.get(), image, LO_FLAGS_DIRECT_IO));
+  // The loop fd stays open until the mount holds the device: closing it
+  // first would let autoclear detach it at once.
+  const char* options = durability == Durability::kThrowaway
+                            ? "errors=remount-ro,nobarrier,noinit_itable"
+                            : "errors=remount-ro";
+  if (::mount(loop.path.c_str(), mount_point.c_str(), "ext4", MS_NOSUID | MS_NODEV, options) != 0) {
+    int saved = errno;
+    ::ioctl(loop.fd.get(), LOOP_CLR_FD, 0);
+    return Err(Error("mount " + image + " (" + loop.path + ") at " + mount_point, saved));
   }
-  return Err(Error("attach " + image + ": no free loop device after retries", EBUSY));
+  Log(LogLevel::kDebug, "volume image mounted",
+      {{"image", image}, {"device", loop.path}, {"at", mount_point}});
+  return Ok();
 }
 
 Status UnmountExt4Image(const std::string& mount_point) {

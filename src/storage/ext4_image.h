@@ -19,6 +19,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/unique_fd.h"
 
 namespace tessera::storage {
 
@@ -44,6 +45,18 @@ enum class Durability {
                // zeroing of inode tables (a disposable's volume, which no crash
                // may bring back); unmounting it is about twice as fast
 };
+
+// A loop device this process attached; autoclear: it detaches once no fd
+// and no mount holds it.
+struct LoopDevice {
+  UniqueFd fd;
+  std::string path;  // "/dev/loop3"
+};
+// Attaches the open image (`image` names it) to a free loop device
+// (LOOP_CTL_GET_FREE + LOOP_CONFIGURE, retried when another user takes the
+// device in between) with LO_FLAGS_AUTOCLEAR | `flags` (LO_FLAGS_READ_ONLY
+// opens the device read-only).
+Result<LoopDevice> AttachLoopDevice(int image_fd, const std::string& image, uint32_t flags);
 
 // Attaches `image` to a free loop device (LOOP_CTL_GET_FREE +
 // LOOP_CONFIGURE, autoclear, direct I/O) and mounts it at `mount_point`

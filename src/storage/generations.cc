@@ -37,6 +37,7 @@
 #include "common/unique_fd.h"
 #include "storage/generation_internal.h"
 #include "storage/internal.h"
+#include "storage/nix_template.h"
 
 namespace tessera::storage {
 namespace {
@@ -282,30 +283,26 @@ Status ClearChanges(const Opened& o, const Generation& g) {
   return Ok();
 }
 
-Result<Generation> CommitLocked(const Opened& o, const CommitOptions& options) {
-  Generation current = TRY(CurrentLocked(o));
-  if (!TRY(ChangesPending(o))) return current;
+// Builds a new generation above every number on disk with `build` (which
+// fills the empty directory it is given) and makes it current.
+Result<Generation> PublishLocked(const Opened& o, const GenerationBuilder& build,
+                                 const CommitOptions& options) {
   std::vector<uint64_t> numbers = TRY(ListNumbers(o));
   // Above every number on disk: a generation published but not yet current
   // (a crash between the two steps) keeps its number until it is collected.
-  uint64_t next = numbers.back() + 1;
+  uint64_t next = numbers.empty() ? 1 : numbers.back() + 1;
   std::string tmpl = o.gen_path + "/.tmp-XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr) return Err(Error::FromErrno("mkdtemp in " + o.gen_path));
   std::string tmp = tmpl;
   ScopeGuard cleanup([&] {
     auto removed = RemoveTree(tmp);
     if (!removed) {
-      Log(LogLevel::kWarn, "could not remove a failed commit",
+      Log(LogLevel::kWarn, "could not remove a failed generation",
           {{"path", tmp}, {"error", removed.error().ToString()}});
     }
   });
   UniqueFd out = TRY(internal::OpenDir(tmp, O_NOFOLLOW));
-  UniqueFd lower =
-      TRY(internal::OpenDirAt(o.gen.get(), std::to_string(current.number), current.path));
-  std::string upper_path = o.dir_path + "/" + kChangesDir + "/upper";
-  UniqueFd upper = TRY(internal::OpenDir(upper_path, O_NOFOLLOW));
-  TRY(internal::MergeOverlayLayers(lower.get(), upper.get(), out.get(), current.path, upper_path,
-                                   tmp));
+  TRY(build(out.get(), tmp));
   if (options.before_publish) TRY(options.before_publish());
   TRY(Syscall("syncfs " + tmp, [&] { return ::syncfs(out.get()); }));
   std::string base = tmp.substr(o.gen_path.size() + 1);
@@ -317,10 +314,26 @@ Result<Generation> CommitLocked(const Opened& o, const CommitOptions& options) {
   TRY(Syscall("fsync " + o.gen_path, [&] { return ::fsync(o.gen.get()); }));
   if (options.before_switch) TRY(options.before_switch());
   TRY(SwitchCurrent(o, next));
-  Generation made = GenerationAt(o, next);
+  return GenerationAt(o, next);
+}
+
+Result<Generation> CommitLocked(const Opened& o, const CommitOptions& options) {
+  Generation current = TRY(CurrentLocked(o));
+  if (!TRY(ChangesPending(o))) return current;
+  std::string upper_path = o.dir_path + "/" + kChangesDir + "/upper";
+  auto merge = [&](int out, const std::string& out_path) -> Status {
+    UniqueFd lower =
+        TRY(internal::OpenDirAt(o.gen.get(), std::to_string(current.number), current.path));
+    UniqueFd upper = TRY(internal::OpenDir(upper_path, O_NOFOLLOW));
+    return internal::MergeOverlayLayers(lower.get(), upper.get(), out, current.path, upper_path,
+                                        out_path);
+  };
+  Generation made = TRY(PublishLocked(o, merge, options));
   TRY(ClearChanges(o, made));
   Log(LogLevel::kInfo, "template changes committed",
-      {{"template", o.name}, {"generation", name}, {"from", std::to_string(current.number)}});
+      {{"template", o.name},
+       {"generation", std::to_string(made.number)},
+       {"from", std::to_string(current.number)}});
   return made;
 }
 
@@ -403,7 +416,8 @@ Status ReleaseGenerations(const Layout& layout, const std::string& qube) {
   std::string dir = RecordsDir(layout);
   auto dir_fd = internal::OpenDir(dir);
   if (!dir_fd) {
-    if (dir_fd.error().errno_value() == ENOENT) return Ok();
+    // No records (after a reboot): a GC root may still be left.
+    if (dir_fd.error().errno_value() == ENOENT) return ReleaseNixRoot(layout, qube);
     return Err(std::move(dir_fd).error());
   }
   std::vector<std::string> templates;
@@ -440,6 +454,9 @@ Status ReleaseGenerations(const Layout& layout, const std::string& qube) {
     }();
     if (!released && first) first = Err(std::move(released).error().Wrap("template " + t));
   }
+  // A Nix template's generation was kept from Nix's collector meanwhile.
+  Status unrooted = ReleaseNixRoot(layout, qube);
+  if (!unrooted && first) first = std::move(unrooted);
   return first;
 }
 
@@ -458,6 +475,30 @@ Result<Generation> CommitTemplateChanges(const Layout& layout, const std::string
   Generation g = TRY(CommitLocked(o, options));
   TRY(CollectLocked(layout, o));
   return g;
+}
+
+Result<Generation> PublishGeneration(const Layout& layout, const std::string& t,
+                                     const GenerationBuilder& build, const CommitOptions& options) {
+  Opened o = TRY(OpenTemplate(layout, t));
+  TRY(CurrentLocked(o));  // migrates an old layout, and names a missing generation
+  for (const Record& r : TRY(ReadRecords(layout, t))) {
+    if (r.user.role == GenerationRole::kTemplateQube) {
+      return Err(Error(
+          "template " + t + ": its template qube " + r.user.qube + " is running; stop it first",
+          EBUSY));
+    }
+  }
+  if (TRY(ChangesPending(o))) {
+    return Err(Error("template " + t +
+                         ": its template qube's changes are not committed yet (start and stop "
+                         "it, or discard them)",
+                     EBUSY));
+  }
+  Generation made = TRY(PublishLocked(o, build, options));
+  Log(LogLevel::kInfo, "template generation published",
+      {{"template", t}, {"generation", std::to_string(made.number)}});
+  TRY(CollectLocked(layout, o));
+  return made;
 }
 
 Status CollectGenerations(const Layout& layout, const std::string& t) {

@@ -96,6 +96,19 @@ struct CommitOptions {
 Result<Generation> CommitTemplateChanges(const Layout& layout, const std::string& template_name,
                                          const CommitOptions& options = {});
 
+// Fills an empty directory (fd, path) with a generation's tree.
+using GenerationBuilder = std::function<Status(int dir_fd, const std::string& dir_path)>;
+
+// Builds a new generation with `build` and makes it current, with a commit's
+// atomicity (built hidden, published by rename, switched by symlink), then
+// collects unused ones: how a template whose source changed (a new Nix
+// generation, nix_template.h) gets its new tree while running qubes keep
+// theirs. Refused (EBUSY) while the template qube runs or has uncommitted
+// changes: they are relative to the current generation.
+Result<Generation> PublishGeneration(const Layout& layout, const std::string& template_name,
+                                     const GenerationBuilder& build,
+                                     const CommitOptions& options = {});
+
 // Removes every generation that is neither current nor used by a recorded qube.
 Status CollectGenerations(const Layout& layout, const std::string& template_name);
 // CollectGenerations for every template (daemon start).

@@ -16,6 +16,7 @@
 #include "storage/generations.h"
 #include "storage/id_shift.h"
 #include "storage/internal.h"
+#include "storage/nix_template.h"
 #include "storage/private_volume.h"
 #include "storage/volume_ops.h"
 
@@ -133,6 +134,21 @@ Result<PreparedStorage> PrepareQubeStorage(const Layout& layout, const QubeStora
     out.root_path = g.path;
     out.generation = g.number;
     if (own) out.changes_path = TemplateChangesDir(layout, r.template_name);
+    // A Nix template's closure: its image (or the whole store, read-only),
+    // kept from Nix's garbage collector while the qube runs on it.
+    auto release = ScopeGuard([&] { (void)ReleaseGenerations(layout, r.qube); });
+    std::optional<NixSource> nix =
+        TRY_CTX(ReadNixSource(g.path), "prepare storage of qube " + r.qube);
+    if (nix) {
+      if (nix->image == ClosureImage::kNone) {
+        out.host_ro_binds.push_back(std::string(kNixStoreDir));
+      } else {
+        out.closure_image = ClosureImagePath(g.path, nix->image);
+        out.closure_image_kind = nix->image;
+      }
+      TRY_CTX(HoldNixRoot(layout, r.qube, nix->root), "prepare storage of qube " + r.qube);
+    }
+    release.Dismiss();
   }
   close.Dismiss();
   return out;

@@ -57,7 +57,11 @@ struct PreparedStorage {
   // kTemplateOwn: S/templates/<t>/changes, whose upper/ and work/ are the
   // overlay's persistent upper and work directories.
   std::string changes_path;
-  std::vector<std::string> host_ro_binds;  // from template.json
+  std::vector<std::string> host_ro_binds;  // from template.json (+ /nix/store: nix_template.h)
+  // A Nix template's generation: the image of its closure, which the backend
+  // mounts read-only at /nix/store ("" = none; nix_template.h).
+  std::string closure_image;
+  ClosureImage closure_image_kind = ClosureImage::kErofs;
   std::string private_volume;              // S/qubes/<n>/private, owned by the qube's range
   // An image volume is mounted at private_volume until ClosePrivateVolume
   // (Cell::ReleaseStorage at stop).

@@ -92,13 +92,28 @@ Result<IdRange> LookupIdRange(const Layout& layout, const std::string& qube);
 using ::tessera::ValidateName;
 
 // How a template's root tree is made.
-enum class TemplateSource { kBusybox, kDebootstrap, kDirectory, kHost };
+enum class TemplateSource { kBusybox, kDebootstrap, kDirectory, kHost, kNix };
+
+// How a Nix template's closure reaches its qubes (nix_template.h).
+enum class ClosureImage {
+  kErofs,     // an erofs image of the closure per generation
+  kSquashfs,  // a squashfs image (where erofs is not available)
+  kNone,      // no image: the host's whole /nix/store, read-only (an explicit opt-in)
+};
+// A template Nix built: what the system description's `nix` table says.
+struct NixSource {
+  std::string root;     // a store path: a buildEnv or a NixOS system
+  std::string closure;  // file listing the store paths of root's closure
+  ClosureImage image = ClosureImage::kErofs;
+  bool operator==(const NixSource&) const = default;
+};
 
 struct TemplateBuildOptions {
   TemplateSource source = TemplateSource::kBusybox;
   std::string directory;  // kDirectory: tree to import
   std::string suite = "bookworm";  // kDebootstrap
   std::string mirror;     // kDebootstrap: optional; default Debian's
+  NixSource nix;          // kNix
   bool replace = false;   // rebuild an existing template
   // Added: kBusybox: the static busybox to use (default: $TESSERA_BUSYBOX,
   // else /bin/busybox, else /usr/bin/busybox; must be statically linked).
@@ -110,7 +125,7 @@ struct TemplateBuildOptions {
 
 struct TemplateInfo {
   std::string name;
-  std::string built_from;  // "busybox", "debootstrap", "dir:/path", "host"
+  std::string built_from;  // "busybox", "debootstrap", "dir:/path", "host", "nix"
   std::string created;     // RFC 3339
   // Host paths a cell must bind read-only at the same place inside (kHost:
   // {"/usr"}; the template tree then holds only the skeleton around it).

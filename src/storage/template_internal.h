@@ -1,12 +1,22 @@
 #pragma once
 // Template-building pieces exposed for unit tests; not part of the public API.
 
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
 #include "common/error.h"
 
 namespace tessera::storage::internal {
+
+// mkdir `rel` below dir_fd with exactly `mode` (not filtered by the umask).
+Status MakeDir(int dir_fd, const std::string& rel, mode_t mode, const std::string& root_path);
+// The empty mount points every cell fills (proc, dev, tmp, ...) and etc/.
+Status MakeMountPoints(int root_fd, const std::string& root_path);
+// etc/passwd, group, shadow (root, the qube user, nobody), hostname, hosts,
+// resolv.conf (Qubes' virtual DNS), shells, profile.
+Status WriteMinimalEtc(int root_fd, const std::string& root_path);
 
 // The busybox tree of `--from busybox` (default busybox lookup), made in the
 // existing empty directory root_fd; `detail` receives the busybox used.

@@ -41,18 +41,11 @@
 #include "common/unique_fd.h"
 #include "storage/generation_internal.h"
 #include "storage/internal.h"
+#include "storage/nix_template.h"
 #include "storage/storage.h"
 #include "storage/template_internal.h"
 
-namespace tessera::storage {
-namespace {
-
-using json = nlohmann::json;
-
-constexpr int kTemplateFormat = 1;
-constexpr const char* kDefaultMirror = "http://deb.debian.org/debian";
-
-std::string TemplatesDir(const Layout& layout) { return layout.state_dir + "/templates"; }
+namespace tessera::storage::internal {
 
 // ---- shared skeleton -------------------------------------------------------
 
@@ -116,6 +109,22 @@ Status WriteMinimalEtc(int root_fd, const std::string& root_path) {
   }
   return Ok();
 }
+
+}  // namespace tessera::storage::internal
+
+namespace tessera::storage {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr int kTemplateFormat = 1;
+constexpr const char* kDefaultMirror = "http://deb.debian.org/debian";
+
+std::string TemplatesDir(const Layout& layout) { return layout.state_dir + "/templates"; }
+
+using internal::MakeDir;
+using internal::MakeMountPoints;
+using internal::WriteMinimalEtc;
 
 // ---- busybox ---------------------------------------------------------------
 
@@ -303,6 +312,8 @@ std::string BuiltFrom(const TemplateBuildOptions& options, const std::string& de
     case TemplateSource::kDebootstrap: return "debootstrap";
     case TemplateSource::kHost: return "host";
     case TemplateSource::kDirectory: return "dir:" + detail;
+    case TemplateSource::kNix:
+      return "nix";
   }
   return "unknown";
 }
@@ -357,6 +368,11 @@ Status Populate(const Layout& layout, const TemplateBuildOptions& options, const
     case TemplateSource::kDirectory:
       TRY(BuildFromDirectory(layout, options, root_fd.get(), root_path, &detail));
       TRY(internal::EnsureQubeUser(root_fd.get(), root_path));
+      break;
+    case TemplateSource::kNix:
+      // Each generation says which Nix root it holds (nix_template.h).
+      TRY(BuildNixGeneration(options.nix, root_fd.get(), root_path));
+      detail = "nix " + options.nix.root;
       break;
   }
   if (options.before_publish) TRY(options.before_publish());

@@ -71,5 +71,22 @@ TEST(NamesTest, UserSpecsAreNamesOrIds) {
   EXPECT_FALSE(IsUserSpec(std::string(33, 'a')));
 }
 
+TEST(NamesTest, StorePathsAreTopLevelWithNixsHashAlphabet) {
+  const std::string hash = "0123456789abcdfghijklmnpqrsvwxyz";
+  for (const std::string ok : {"hello-2.12", "a", "x+y_z.?=-1"}) {
+    EXPECT_TRUE(IsStorePath("/nix/store/" + hash + "-" + ok)) << ok;
+  }
+  for (const std::string& bad : std::vector<std::string>{
+           "/nix/store/" + hash, "/nix/store/" + hash + "-", "/nix/store/" + hash + "-a/bin",
+           "/nix/store/" + hash + "-..", "/nix/store/" + hash + "-.hidden",
+           "/nix/store/" + hash + "-a b",
+           std::string("/nix/store/e123456789abcdfghijklmnpqrsvwxyz-a"),  // 'e': not base32
+           "/nix/store/" + hash.substr(1) + "-a", "/nix/store//" + hash + "-a",
+           "/nix/storex/" + hash + "-a", "nix/store/" + hash + "-a",
+           "/nix/store/" + hash + "-" + std::string(212, 'a')}) {
+    EXPECT_FALSE(IsStorePath(bad)) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace tessera

@@ -194,6 +194,42 @@ TEST(LoaderTest, ReportsEveryErrorOfTheInvalidSampleInOneRun) {
                 "disposable-template qube");
 }
 
+TEST(ValidationTest, NixTemplatesNameAStoreRootAndAClosure) {
+  const std::string root = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-env";
+  LoadOutcome ok = LoadToml("[qubes.t]\nclass = \"template\"\nsource = \"nix\"\nnix = { root = \"" +
+                            root + "\", closure = \"/nix/store/x/store-paths\" }\n");
+  ASSERT_TRUE(ok.system) << Dump(ok.diagnostics);
+  const Qube* t = ok.system->Find("t");
+  ASSERT_NE(t->nix, std::nullopt);
+  EXPECT_EQ(t->template_source, "nix");
+  EXPECT_EQ(t->nix->root, root);
+  EXPECT_EQ(t->nix->image, "erofs");
+  // The normalised JSON carries it and loads back the same.
+  LoadOutcome again = LoadJson(ToJson(*ok.system));
+  ASSERT_TRUE(again.system) << Dump(again.diagnostics);
+  EXPECT_EQ(*again.system, *ok.system);
+
+  LoadOutcome bad = LoadToml(
+      "[qubes.a]\nclass = \"template\"\nsource = \"nix\"\n"  // 1-3
+      "[qubes.b]\nclass = \"template\"\nsource = \"nix\"\n"  // 4-6
+      "nix = { root = \"/nix/store/short-env\", closure = \"rel\", image = \"zip\", x = 1 }\n"  // 7
+      "[qubes.c]\nclass = \"template\"\nnix = { root = \"" +
+      root +  // 8-10
+      "\", closure = \"/c\" }\n"
+      "[qubes.d]\nclass = \"template\"\nsource = \"nix\"\nnix = { image = \"none\" }\n");  // 11-14
+  EXPECT_FALSE(bad.system);
+  EXPECT_THAT(bad.diagnostics,
+              ElementsAre(DiagAt(3, 10, "qubes.a.source", "needs the nix table"),
+                          DiagAt(7, 16, "qubes.b.nix.root", "expected a store path"),
+                          DiagAt(7, 50, "qubes.b.nix.closure", "absolute path"),
+                          DiagAt(7, 65, "qubes.b.nix.image", "invalid value 'zip'"),
+                          DiagAt(7, 72, "qubes.b.nix", "unknown key 'x'"),
+                          DiagAt(10, 7, "qubes.c.nix", "only to a template with source = \"nix\""),
+                          DiagAt(14, 7, "qubes.d.nix", "root is required"),
+                          DiagAt(14, 7, "qubes.d.nix", "closure is required")))
+      << Dump(bad.diagnostics);
+}
+
 TEST(ValidationTest, UnknownKeysAtEveryLevelWithHints) {
   LoadOutcome outcome = LoadToml(std::string(kBase) +
                                  "[qubes.w]\n"            // line 7
