@@ -138,7 +138,12 @@ _tessera() {
       else
         COMPREPLY=($(compgen -W "accept drop dsthost= proto=tcp proto=udp proto=icmp dstports= icmptype= specialtarget=dns expire= comment= --json" -- "$cur"))
       fi ;;
-    apply) COMPREPLY=($(compgen -W "--dry-run --yes" -f -- "$cur")) ;;
+    apply)
+      if [[ $prev == --restart-on-change ]]; then
+        COMPREPLY=($(compgen -W "never if-idle always" -- "$cur"))
+      else
+        COMPREPLY=($(compgen -W "--dry-run --yes --restart-on-change" -f -- "$cur"))
+      fi ;;
     daemon) COMPREPLY=($(compgen -W "--example --no-autostart --admin-group --allow-host-sources --socket-mode --stop-grace-ms" -- "$cur")) ;;
     events) COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
     config|policy|cell|template) _tessera_group "$verb" "$i" ;;

@@ -242,11 +242,6 @@ in
       }
     ];
 
-    warnings = lib.optional (cfg.restartOnChange != "always") ''
-      services.tessera.restartOnChange = "${cfg.restartOnChange}" is not carried out yet: a switch
-      restarts running qubes whose change needs a restart, as "always" does (docs/NIXOS.md).
-    '';
-
     users.groups.${cfg.adminGroup} = { };
     environment.systemPackages = [ cfg.package ]
       ++ lib.concatLists (lib.mapAttrsToList (qube: q: map (launcher qube q) q.apps) cfg.qubes);
@@ -272,7 +267,7 @@ in
       serviceConfig = {
         Type = "notify";
         ExecStart = "${cfg.package}/bin/tesserad --config /etc/tessera/system.json --admin-group ${cfg.adminGroup}";
-        ExecReload = "${cfg.package}/bin/tessera apply --yes /etc/tessera/system.json";
+        ExecReload = "${cfg.package}/bin/tessera apply --yes --restart-on-change ${cfg.restartOnChange} /etc/tessera/system.json";
         KillMode = "process";
         Delegate = "yes";
         Restart = "on-failure";
@@ -288,7 +283,7 @@ in
     # `nixos-rebuild switch` shows what the reload will change.
     system.activationScripts.tessera-diff = ''
       if [ -S /run/tessera/admin.sock ]; then
-        ${cfg.package}/bin/tessera apply --dry-run ${checked} || true
+        ${cfg.package}/bin/tessera apply --dry-run --restart-on-change ${cfg.restartOnChange} ${checked} || true
       fi
     '';
 

@@ -89,6 +89,9 @@ void PrintPlan(const json& result, const std::string& file) {
     std::string note;
     if (action == "stop") note = " (running: will be stopped)";
     if (action == "restart") note = " (running: will be restarted)";
+    if (action == "restart pending") {
+      note = " (running: keeps its old settings until its next start)";
+    }
     if (action == "start") note = " (autostart: will be started)";
     if (kind == "added") {
       std::printf("  + qube %s%s\n", name.c_str(), note.c_str());
@@ -114,7 +117,7 @@ void PrintPlan(const json& result, const std::string& file) {
   }
 }
 
-int RunApply(const std::string& file, bool dry_run, bool yes) {
+int RunApply(const std::string& file, bool dry_run, bool yes, const std::string& restart) {
   if (dry_run && yes) {
     std::fprintf(stderr, "tessera apply: --dry-run and --yes exclude each other\n");
     return kExitUsage;
@@ -140,8 +143,10 @@ int RunApply(const std::string& file, bool dry_run, bool yes) {
     return 1;
   }
   auto call = [&](bool dry) -> std::optional<json> {
-    auto reply = client->Call("system.apply",
-                              {{"description", description}, {"source", source}, {"dry_run", dry}});
+    auto reply = client->Call("system.apply", {{"description", description},
+                                               {"source", source},
+                                               {"dry_run", dry},
+                                               {"restart_on_change", restart}});
     if (!reply) {
       std::fprintf(stderr, "tessera apply: %s\n", reply.error().ToString().c_str());
       return std::nullopt;
@@ -194,10 +199,16 @@ void Register(CLI::App& app, CliContext& ctx) {
   static std::string file;
   static bool dry_run = false;
   static bool yes = false;
+  static std::string restart = "always";
   cmd->add_option("file", file, "System description (TOML, JSON or Nix)")->required();
   cmd->add_flag("--dry-run", dry_run, "Only show what would change");
   cmd->add_flag("-y,--yes", yes, "Carry it out without asking");
-  cmd->callback([&ctx] { ctx.exit_code = RunApply(file, dry_run, yes); });
+  cmd->add_option("--restart-on-change", restart,
+                  "Running qubes whose change needs a restart: always (default), if-idle (only "
+                  "those running no command) or never (the change takes effect at their next "
+                  "start)")
+      ->check(CLI::IsMember({"never", "if-idle", "always"}));
+  cmd->callback([&ctx] { ctx.exit_code = RunApply(file, dry_run, yes, restart); });
 }
 
 const CommandRegistration kRegistration({"apply"}, Register);

@@ -243,7 +243,9 @@ class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
 
   void Begin() {
     auto& p = call_.params;
-    if (auto s = OnlyKeys(p, {"description", "source", "dry_run"}, call_.method); !s) {
+    if (auto s =
+            OnlyKeys(p, {"description", "source", "dry_run", "restart_on_change"}, call_.method);
+        !s) {
       return ctx_.server.Reply(call_, BadRequest(s.error()));
     }
     auto description = RequiredString(p, "description", call_.method, 64u << 20);
@@ -252,6 +254,11 @@ class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
     if (!description) return ctx_.server.Reply(call_, BadRequest(description.error()));
     if (!source) return ctx_.server.Reply(call_, BadRequest(source.error()));
     if (!dry_run) return ctx_.server.Reply(call_, BadRequest(dry_run.error()));
+    auto restart = StringOr(p, "restart_on_change", "always", call_.method, 16);
+    if (!restart) return ctx_.server.Reply(call_, BadRequest(restart.error()));
+    auto policy = ParseRestartOnChange(*restart);
+    if (!policy) return ctx_.server.Reply(call_, BadRequest(policy.error()));
+    restart_ = *policy;
     source_ = *source;
     dry_run_ = *dry_run;
     auto self = shared_from_this();
@@ -280,7 +287,7 @@ class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
     if (auto refused = RefuseHostSources(*outcome.system)) {
       return ctx_.server.Reply(call_, tl::unexpected(*refused));
     }
-    ApplyProposal proposal = ProposeApply(ctx_.manager, std::move(*outcome.system));
+    ApplyProposal proposal = ProposeApply(ctx_.manager, std::move(*outcome.system), restart_);
     json result = {{"diff", DiffToJson(proposal.diff)},
                    {"applied", false},
                    {"actions", PlanToJson(proposal.plan)}};
@@ -364,6 +371,7 @@ class ApplyRun : public std::enable_shared_from_this<ApplyRun> {
   Call call_;
   std::string source_;
   bool dry_run_ = true;
+  RestartOnChange restart_ = RestartOnChange::kAlways;
 };
 
 }  // namespace

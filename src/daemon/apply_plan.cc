@@ -4,7 +4,8 @@ namespace tessera::daemon {
 
 std::vector<ApplyStep> PlanApply(const SystemDiff& diff,
                                  const std::map<std::string, QubeState>& states,
-                                 const config::System& next) {
+                                 const config::System& next, RestartOnChange policy,
+                                 const std::set<std::string>& busy) {
   auto running = [&](const std::string& qube) {
     auto it = states.find(qube);
     return it != states.end() && it->second != QubeState::kHalted;
@@ -22,7 +23,9 @@ std::vector<ApplyStep> PlanApply(const SystemDiff& diff,
   }
   for (const auto& c : diff.qubes) {
     if (c.kind == ChangeKind::kChanged && c.needs_restart && running(c.qube)) {
-      plan.push_back({ApplyAction::kRestart, c.qube});
+      bool restart = policy == RestartOnChange::kAlways ||
+                     (policy == RestartOnChange::kIfIdle && busy.count(c.qube) == 0);
+      plan.push_back({restart ? ApplyAction::kRestart : ApplyAction::kPending, c.qube});
     }
   }
   for (const auto& c : diff.qubes) {
@@ -40,8 +43,31 @@ std::string_view ToString(ApplyAction action) {
     case ApplyAction::kStop: return "stop";
     case ApplyAction::kRestart: return "restart";
     case ApplyAction::kStart: return "start";
+    case ApplyAction::kPending:
+      return "restart pending";
   }
   return "?";
+}
+
+Result<RestartOnChange> ParseRestartOnChange(std::string_view text) {
+  if (text == "never") return RestartOnChange::kNever;
+  if (text == "if-idle") return RestartOnChange::kIfIdle;
+  if (text == "always") return RestartOnChange::kAlways;
+  return Err(Error("restart_on_change: expected never, if-idle or always, got \"" +
+                       std::string(text).substr(0, 40) + "\"",
+                   EINVAL));
+}
+
+std::string_view ToString(RestartOnChange policy) {
+  switch (policy) {
+    case RestartOnChange::kNever:
+      return "never";
+    case RestartOnChange::kIfIdle:
+      return "if-idle";
+    case RestartOnChange::kAlways:
+      return "always";
+  }
+  return "always";
 }
 
 nlohmann::json PlanToJson(const std::vector<ApplyStep>& plan) {

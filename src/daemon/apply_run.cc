@@ -6,10 +6,11 @@ namespace tessera::daemon {
 
 using nlohmann::json;
 
-ApplyProposal ProposeApply(const QubeManager& manager, config::System next) {
+ApplyProposal ProposeApply(const QubeManager& manager, config::System next,
+                           RestartOnChange policy) {
   ApplyProposal p;
   p.diff = DiffSystems(manager.config().system(), next, manager.Disposables());
-  p.plan = PlanApply(p.diff, manager.States(), next);
+  p.plan = PlanApply(p.diff, manager.States(), next, policy, manager.Busy());
   p.next = std::move(next);
   return p;
 }
@@ -101,9 +102,20 @@ void CarryOutApply(QubeManager& manager, ApplyProposal proposal, std::string sou
       });
     });
   }
+  // Restarts the policy held back: reported, nothing done.
+  for (const ApplyStep& s : p.plan) {
+    if (s.action != ApplyAction::kPending) continue;
+    state->outcome.done.push_back(
+        {{"action", "restart pending"},
+         {"qube", s.qube},
+         {"ok", true},
+         {"note",
+          "keeps running with its old settings; the change takes effect at its next "
+          "start"}});
+  }
   // 4: restarted qubes start again, then new autostart qubes.
   for (const ApplyStep& s : p.plan) {
-    if (s.action == ApplyAction::kStop) continue;
+    if (s.action == ApplyAction::kStop || s.action == ApplyAction::kPending) continue;
     state->steps.push_back([state, qube = s.qube](std::function<void()> next) {
       state->manager.Start(qube, [state, qube, next](ApiResult<json> r) {
         state->Record("start", qube, r);

@@ -34,8 +34,10 @@ struct ApplyOutcome {
   bool ok = true;
 };
 
-// What applying `next` would do, given what runs now.
-ApplyProposal ProposeApply(const QubeManager& manager, config::System next);
+// What applying `next` would do, given what runs now (and, for kIfIdle,
+// which qubes a command runs in).
+ApplyProposal ProposeApply(const QubeManager& manager, config::System next,
+                           RestartOnChange policy = RestartOnChange::kAlways);
 
 // Carries the proposal out (on the loop; the steps are asynchronous) and calls
 // `finished` when the last step is done, or at once with `busy` while another

@@ -100,6 +100,14 @@ void CompareQubes(const Qube& a, const config::System& sys_a, const Qube& b,
     return q.nix ? q.nix->root + " (" + q.nix->image + ")" : std::string();
   };
   add("nix", nix(a), nix(b), true);
+  // A qube on a template Nix builds runs on the generation of the root it
+  // started with: a new root reaches it when it restarts.
+  if (a.template_name && a.template_name == b.template_name &&
+      b.klass != config::QubeClass::kStandalone) {
+    const Qube* ta = sys_a.Find(*a.template_name);
+    const Qube* tb = sys_b.Find(*b.template_name);
+    if (ta != nullptr && tb != nullptr && tb->nix) add("template_root", nix(*ta), nix(*tb), true);
+  }
   add("label", a.label, b.label, false);
   add("default_user", a.default_user, b.default_user, false);
   add("tags", Join(a.tags), Join(b.tags), false);

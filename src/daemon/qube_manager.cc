@@ -63,6 +63,14 @@ std::map<std::string, QubeState> QubeManager::States() const {
   return states;
 }
 
+std::set<std::string> QubeManager::Busy() const {
+  std::set<std::string> busy;
+  for (const auto& [name, e] : qubes_) {
+    if (e.sessions > 0) busy.insert(name);
+  }
+  return busy;
+}
+
 std::vector<std::string> QubeManager::Names() const {
   std::vector<std::string> names;
   for (const auto& [name, e] : qubes_) names.push_back(name);

@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -124,6 +125,8 @@ class QubeManager {
   bool Exists(const std::string& name) const { return qubes_.count(name) != 0; }
   const QubeRecord* Record(const std::string& name) const;
   std::map<std::string, QubeState> States() const;
+  // Qubes a command (a `run`, an RPC service) runs in now.
+  std::set<std::string> Busy() const;
   std::vector<std::string> Names() const;
   // One `qube.list` entry: every key always present, null where absent
   // (docs/DAEMON.md, "qube.list").

@@ -32,7 +32,7 @@ let
   busybox = mk "tessera-test-busybox" ''
     /bin/mkdir -p $out/bin
     /bin/cp /bin/busybox $out/bin/busybox
-    for a in sh ls cat readlink; do /bin/ln -s busybox $out/bin/$a; done
+    for a in sh ls cat readlink sleep; do /bin/ln -s busybox $out/bin/$a; done
   '' [ ];
   env = mk "tessera-test-env-${version}" ''
     /bin/mkdir -p $out/bin $out/share
@@ -160,7 +160,7 @@ class NixTemplateTest : public DaemonTest {
     std::vector<std::string> closure2 = Closure(env2, root_ + "/closure-v2");
     std::string next = root_ + "/next.toml";
     ASSERT_TRUE(WriteFileAtomic(next, System(env2, root_ + "/closure-v2", image)));
-    CliResult applied = Cli({"apply", next, "--yes"});
+    CliResult applied = Cli({"apply", next, "--yes", "--restart-on-change", "never"});
     ASSERT_EQ(applied.exit_code, 0) << applied.err;
     EXPECT_EQ(Cli({"run", "nx-work", "--", "cat", "/sw/share/version"}).out, "v1\n");
     ASSERT_EQ(Cli({"stop", "nx-work"}).exit_code, 0);
@@ -182,6 +182,66 @@ TEST_F(NixTemplateTest, ErofsImageShowsExactlyTheClosure) { ExactClosureAndNewGe
 
 TEST_F(NixTemplateTest, SquashfsImageShowsExactlyTheClosure) {
   ExactClosureAndNewGeneration("squashfs");
+}
+
+// services.tessera.restartOnChange: what an apply of a new root does to a
+// running app qube of the template.
+TEST_F(NixTemplateTest, RestartOnChangeDecidesWhenARunningQubeGetsANewRoot) {
+  auto system_at = [&](const std::string& version) {
+    std::string env = Build("env", version);
+    Closure(env, root_ + "/closure-" + version);
+    std::string file = root_ + "/system-" + version + ".toml";
+    EXPECT_TRUE(WriteFileAtomic(file, System(env, root_ + "/closure-" + version, "erofs")));
+    return file;
+  };
+  auto version_in = [&](const std::string& qube) {
+    return Cli({"run", qube, "--", "cat", "/sw/share/version"}).out;
+  };
+  ASSERT_TRUE(WriteFileAtomic(config_, ReadFile(system_at("v1")).value_or("")));
+  StartDaemon();
+  ASSERT_EQ(version_in("nx-work"), "v1\n");
+
+  // never (the module's default, Qubes semantics): it keeps running on v1.
+  std::string v2 = system_at("v2");
+  CliResult dry = Cli({"apply", v2, "--dry-run", "--restart-on-change", "never"});
+  EXPECT_THAT(dry.out, HasSubstr("template_root"));
+  EXPECT_THAT(dry.out, HasSubstr("nx-work (running: keeps its old settings until its next start)"));
+  CliResult applied = Cli({"apply", v2, "--yes", "--restart-on-change", "never"});
+  ASSERT_EQ(applied.exit_code, 0) << applied.err;
+  EXPECT_THAT(applied.out, HasSubstr("restart pending nx-work: ok"));
+  EXPECT_EQ(version_in("nx-work"), "v1\n");
+
+  // if-idle, while a command runs in it: held back too.
+  pid_t busy = SpawnCli({"run", "nx-work", "--", "sleep", "30"});
+  for (int i = 0; i < 200 && List()["nx-work"].value("commands", 0) == 0; ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_GT(List()["nx-work"].value("commands", 0), 0);
+  applied = Cli({"apply", system_at("v3"), "--yes", "--restart-on-change", "if-idle"});
+  ASSERT_EQ(applied.exit_code, 0) << applied.err;
+  EXPECT_THAT(applied.out, HasSubstr("restart pending nx-work"));
+  EXPECT_EQ(version_in("nx-work"), "v1\n");
+  ::kill(busy, SIGKILL);
+  ::waitpid(busy, nullptr, 0);
+  for (int i = 0; i < 250 && List()["nx-work"].value("commands", 0) != 0; ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+
+  // if-idle with nothing running in it: restarted onto the new root.
+  applied = Cli({"apply", system_at("v4"), "--yes", "--restart-on-change", "if-idle"});
+  ASSERT_EQ(applied.exit_code, 0) << applied.err;
+  EXPECT_THAT(applied.out, HasSubstr("start nx-work: ok"));
+  EXPECT_EQ(version_in("nx-work"), "v4\n");
+
+  // always (the CLI's default).
+  applied = Cli({"apply", system_at("v5"), "--yes"});
+  ASSERT_EQ(applied.exit_code, 0) << applied.err;
+  EXPECT_THAT(applied.out, HasSubstr("start nx-work: ok"));
+  EXPECT_EQ(version_in("nx-work"), "v5\n");
+
+  CliResult bad = Cli({"apply", v2, "--yes", "--restart-on-change", "sometimes"});
+  EXPECT_NE(bad.exit_code, 0);
+  ASSERT_EQ(Cli({"stop", "nx-work"}).exit_code, 0);
 }
 
 TEST_F(NixTemplateTest, ImageNoneBindsTheWholeStoreAndTheTemplateDoesNotRun) {

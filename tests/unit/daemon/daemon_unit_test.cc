@@ -85,6 +85,27 @@ TEST(Diff, IoLimitsNeedARestart) {
   EXPECT_TRUE(d.qubes[0].fields[1].needs_restart);
 }
 
+TEST(Diff, ANewNixRootOfTheTemplateNeedsItsQubesRestarted) {
+  config::Qube base;
+  base.name = "base";
+  base.klass = config::QubeClass::kTemplate;
+  base.template_source = "nix";
+  base.nix = config::NixTemplate{"/nix/store/r1", "/c1", "erofs"};
+  config::System a, b;
+  a.qubes = {base, MakeQube("work")};
+  b = a;
+  b.qubes[0].nix->root = "/nix/store/r2";
+  SystemDiff d = DiffSystems(a, b);
+  ASSERT_EQ(d.qubes.size(), 2u);
+  EXPECT_EQ(d.qubes[0].fields[0].field, "nix");
+  EXPECT_EQ(d.qubes[1].qube, "work");
+  EXPECT_TRUE(d.qubes[1].needs_restart);
+  ASSERT_EQ(d.qubes[1].fields.size(), 1u);
+  EXPECT_EQ(d.qubes[1].fields[0].field, "template_root");
+  EXPECT_EQ(d.qubes[1].fields[0].before, "/nix/store/r1 (erofs)");
+  EXPECT_EQ(d.qubes[1].fields[0].after, "/nix/store/r2 (erofs)");
+}
+
 TEST(Diff, LabelOnlyNeedsNoRestartAndIdenticalIsEmpty) {
   config::System a, b;
   a.qubes = {MakeQube("work")};

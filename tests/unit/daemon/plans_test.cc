@@ -110,6 +110,32 @@ TEST(ApplyPlan, StopsThenRestartsThenStartsAutostart) {
   EXPECT_EQ(PlanToJson(plan)[1]["action"], "restart");
 }
 
+TEST(ApplyPlan, TheRestartPolicyDecidesWhichRunningQubesRestart) {
+  SystemDiff diff;
+  diff.qubes = {{"busy", ChangeKind::kChanged, {}, true},
+                {"idle", ChangeKind::kChanged, {}, true},
+                {"label", ChangeKind::kChanged, {}, false}};
+  config::System next;
+  next.qubes = {Q("busy"), Q("idle"), Q("label")};
+  std::map<std::string, QubeState> states = {
+      {"busy", QubeState::kRunning}, {"idle", QubeState::kRunning}, {"label", QubeState::kRunning}};
+  std::set<std::string> busy = {"busy"};
+  using A = ApplyAction;
+  EXPECT_EQ(PlanApply(diff, states, next, RestartOnChange::kAlways, busy),
+            (std::vector<ApplyStep>{{A::kRestart, "busy"}, {A::kRestart, "idle"}}));
+  EXPECT_EQ(PlanApply(diff, states, next, RestartOnChange::kIfIdle, busy),
+            (std::vector<ApplyStep>{{A::kPending, "busy"}, {A::kRestart, "idle"}}));
+  EXPECT_EQ(PlanApply(diff, states, next, RestartOnChange::kNever, busy),
+            (std::vector<ApplyStep>{{A::kPending, "busy"}, {A::kPending, "idle"}}));
+  EXPECT_EQ(PlanToJson(PlanApply(diff, states, next, RestartOnChange::kNever))[0]["action"],
+            "restart pending");
+  for (auto p : {RestartOnChange::kNever, RestartOnChange::kIfIdle, RestartOnChange::kAlways}) {
+    EXPECT_EQ(*ParseRestartOnChange(ToString(p)), p);
+  }
+  EXPECT_FALSE(ParseRestartOnChange("sometimes"));
+  EXPECT_FALSE(ParseRestartOnChange(""));
+}
+
 TEST(ApplyPlan, DisposablesThatGoStopFirst) {
   SystemDiff diff;
   diff.qubes = {{"gone", ChangeKind::kRemoved, {}, false}};
