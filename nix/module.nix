@@ -128,6 +128,8 @@ let
     qubes = lib.mapAttrs (_: q: plain (builtins.removeAttrs q [ "apps" ])) cfg.qubes;
     templates = lib.mapAttrs (_: t: plain (builtins.removeAttrs t [ "config" "packages" ])) cfg.templates;
     inherit builtTemplates;
+    # Paths only: the files stay on the host and are read at each start.
+    inherit (cfg) credentials;
     policyDir = "/etc/tessera/policy.d";
   };
   systemJson = pkgs.writeText "tessera-system.json" (builtins.toJSON description);

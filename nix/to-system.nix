@@ -25,6 +25,7 @@
 , policyDir ? "/etc/tessera/policy.d"
 , rpc ? { }
 , builtTemplates ? { }
+, credentials ? { }
 , ...
 }@args:
 let
@@ -33,12 +34,12 @@ let
 
   # Module-only options: accepted, not part of the description.
   moduleOnly = [
-    "enable" "package" "adminGroup" "stateDir" "restartOnChange" "credentials"
+    "enable" "package" "adminGroup" "stateDir" "restartOnChange"
     "hardening" "desktopEntries" "storeAccess" "_module"
   ];
   topKeys = [
     "templates" "qubes" "policy" "networkRange" "defaultDispvm" "policyDir" "rpc"
-    "builtTemplates"
+    "builtTemplates" "credentials"
   ] ++ moduleOnly;
 
   elem = x: xs: builtins.elem x xs;
@@ -217,10 +218,34 @@ let
       else fail "qubes.${name}" "expected an attribute set, got ${describe q}") qubes
     // builtins.mapAttrs template templates;
   rpcKeys = onlyKeys "rpc" [ "maxCallsPerQube" "askTimeout" ] rpc;
+
+  # --- credentials: host files copied into a qube at each start -------------
+  # credentials.<qube>.<name> = "/host/path" (a string: a Nix path would be
+  # copied into the world-readable store) -> the qube's `credentials`.
+  credentialsOf = name: c:
+    let path = "credentials.${name}";
+    in if !(qubes ? ${name}) then
+         fail path "no qube named \"${name}\" in services.tessera.qubes (credentials go to qubes)"
+       else if !(builtins.isAttrs c) then
+         fail path "expected an attribute set of name = \"/host/path\", got ${describe c}"
+       else builtins.mapAttrs (n: p:
+         if builtins.match "[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}" n == null then
+           fail "${path}.${n}" "a credential name is a file name: letters, digits, '_', '.' and '-', at most 64"
+         else if !(builtins.isString p) then
+           fail "${path}.${n}" "expected the absolute path of a host file, as a string (a Nix path would be copied into the store), got ${describe p}"
+         else if builtins.substring 0 1 p != "/" then
+           fail "${path}.${n}" "must be an absolute path, got \"${p}\""
+         else p) c;
+  credentialSet =
+    if !(builtins.isAttrs credentials) then fail "credentials" "expected an attribute set, got ${describe credentials}"
+    else builtins.mapAttrs credentialsOf credentials;
+  withCredentials = builtins.mapAttrs (name: d:
+    if (credentialSet.${name} or { }) == { } then d
+    else d // { credentials = credentialSet.${name}; }) qubeSet;
 in
-builtins.seq checked ({
+builtins.seq checked (builtins.deepSeq credentialSet {
   policy_dir = if builtins.isString policyDir then policyDir else fail "policyDir" "expected a string";
-  qubes = qubeSet;
+  qubes = withCredentials;
   rpc = {
     max_calls_per_qube = int "rpc" rpcKeys "maxCallsPerQube" 64 1 4096;
     ask_timeout = int "rpc" rpcKeys "askTimeout" 60 1 3600;

@@ -4,6 +4,7 @@
 // system description; backends turn it into namespaces or a VM.
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -54,6 +55,9 @@ struct LaunchSpec {
   uint64_t private_mib = 2048;  // qube key private_size: its private volume (an ext4 image)
   bool nested_userns = false;  // feature "nested-userns": user namespaces inside
   std::vector<HostBind> extra_ro_binds;
+  // Qube key `credentials`: name -> host file, copied at start into the
+  // qube's /run/credentials/<name> (read-only, root:user 0440).
+  std::map<std::string, std::string> credentials;
   // Resource limits of the qube's init, inherited by every command. A hard
   // limit above the starter's own is honoured only where the starter may
   // raise it (CAP_SYS_RESOURCE), else clamped to it.

@@ -123,6 +123,8 @@ Result<LaunchPlan> PlanLaunch(const config::System& system, std::string_view qub
   spec.hostname = q->name;
   spec.klass = q->klass;
   TRY(FillLimits(*q, &spec));
+  // Its own credentials: a disposable made from it (PlanDisposable) gets none.
+  spec.credentials = q->credentials;
   switch (q->klass) {
     case config::QubeClass::kTemplate:
       if (q->nix) {

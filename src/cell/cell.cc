@@ -35,6 +35,7 @@
 #include "cell/cgroups.h"
 #include "cell/child_setup.h"
 #include "cell/closure_mount.h"
+#include "cell/credentials.h"
 #include "cell/fd_passing.h"
 #include "cell/seccomp_filter.h"
 #include "cell/start_steps.h"
@@ -302,6 +303,12 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
             ctx("qube tools"));
   }
 
+  UniqueFd credentials_tree;
+  if (!spec.credentials.empty()) {
+    credentials_tree =
+        TRY_CTX(StageCredentials(spec.credentials, scratch, ids), ctx("credentials"));
+  }
+
   clock.Mark("mounts");
   // The plan: every string and array the child reads is built now.
   std::string overlay_options =
@@ -356,6 +363,9 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
     plan.mounts.push_back({owned_mounts[i].get(), targets[i].c_str(), is_file[i]});
   }
   if (tools_tree) plan.run_mounts.push_back({tools_tree.get(), "run/tessera/tools", false});
+  if (credentials_tree) {
+    plan.run_mounts.push_back({credentials_tree.get(), "run/credentials", false});
+  }
   plan.agent_fd = agent.get();
   plan.agent_argv = agent_argv;
   plan.agent_envp = agent_envp;

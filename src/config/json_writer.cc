@@ -55,6 +55,7 @@ json QubeToJson(const Qube& qube) {
   out["firewall"] = std::move(rules);
   out["firewall_runtime"] = qube.reset_runtime_firewall ? "reset-on-apply" : "keep";
   out["features"] = qube.features;
+  if (!qube.credentials.empty()) out["credentials"] = qube.credentials;
   out["backend"] = std::string(ToString(qube.backend));
   return out;
 }

@@ -102,6 +102,10 @@ struct Qube {
   std::string uplink_gateway;           // "A.B.C.D": its default route
   std::vector<std::string> uplink_dns;  // resolvers its clients' DNS goes to
   std::map<std::string, std::string> features;
+  // Host files copied into the qube at each start, as
+  // /run/credentials/<name> (name -> absolute host path); never part of a
+  // template or a volume, never given to a disposable made from it.
+  std::map<std::string, std::string> credentials;
   Backend backend = Backend::kCell;
   // Template-class qubes only: how storage builds the root tree: "busybox",
   // "debootstrap", "host", "dir:/absolute/path" or "nix" (then `nix` says

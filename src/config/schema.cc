@@ -35,6 +35,7 @@ constexpr std::string_view kQubeKeys[] = {"autostart",
                                           "backend",
                                           "class",
                                           "cpus",
+                                          "credentials",
                                           "default_dispvm",
                                           "default_user",
                                           "features",
@@ -64,6 +65,17 @@ constexpr std::string_view kClasses[] = {"template", "app", "disposable-template
                                          "standalone"};
 constexpr std::string_view kSources[] = {"busybox", "debootstrap", "host", "dir:", "nix"};
 constexpr std::string_view kNixKeys[] = {"closure", "image", "root"};
+constexpr size_t kMaxCredentials = 64;
+
+bool IsCredentialName(std::string_view name) {
+  if (name.empty() || name.size() > 64 || name[0] == '.') return false;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
 
 constexpr int64_t kMinMemoryMib = 32;
 constexpr int64_t kMaxMemoryMib = 1048576;
@@ -287,6 +299,8 @@ class Builder : public NodeReader {
         }
       } else if (key == "features") {
         ReadFeatures(value, path, qube.features);
+      } else if (key == "credentials") {
+        ReadCredentials(value, path, qube.credentials);
       } else if (key == "firewall") {
         FirewallReader(source_, diagnostics_).Read(value, path, qube.firewall);
       } else if (key == "firewall_runtime") {
@@ -530,6 +544,39 @@ class Builder : public NodeReader {
         continue;
       }
       if (auto text = GetString(feature->value, feature_path)) features[feature->key] = *text;
+    }
+  }
+
+  // `credentials = { name = "/host/path" }`: host files copied into the
+  // qube's /run/credentials/<name> at each start (docs/CONFIG.md).
+  void ReadCredentials(const Node& value, const std::string& path,
+                       std::map<std::string, std::string>& credentials) {
+    if (!ExpectKind(value, Kind::kTable, path, "a table of name = \"/host/path\"")) return;
+    for (const Member* member : UniqueMembers(value, path)) {
+      const std::string field = JoinPath(path, member->key);
+      if (!IsCredentialName(member->key)) {
+        Report(member->key_location, field,
+               "credential name " + QuoteValue(member->key) +
+                   ": expected a file name of letters, digits, '_', '.' and '-' (not starting "
+                   "with '.'), at most 64 characters");
+        continue;
+      }
+      if (credentials.size() == kMaxCredentials) {
+        Report(member->key_location, field,
+               "at most " + std::to_string(kMaxCredentials) + " credentials per qube");
+        return;
+      }
+      auto text = GetString(member->value, field);
+      if (!text) continue;
+      bool dotdot = ("/" + *text + "/").find("/../") != std::string::npos;
+      if (text->empty() || (*text)[0] != '/' || dotdot) {
+        Report(member->value.location, field,
+               "credential " + QuoteValue(*text) +
+                   ": expected the absolute path of a host file (its contents are copied at "
+                   "start)");
+        continue;
+      }
+      credentials[member->key] = *text;
     }
   }
 

@@ -2,6 +2,7 @@
 # (run.sh step 5): the module's description must equal to-system.nix's.
 {
   templates.base = { from = "busybox"; label = "black"; };
+  credentials.work.git-token = "/run/agenix/work-git-token";
   qubes = {
     sys-net = { template = "base"; providesNetwork = true; uplink = "host-nat"; memory = 256; };
     work = {

@@ -4,6 +4,8 @@
   enable = true;
   adminGroup = "wheel";
   restartOnChange = "if-idle";
+  credentials.work = { git-token = "/run/agenix/work-git-token"; "ssh.key" = "/etc/secrets/work-ssh"; };
+  credentials.sys-net = { };
   networkRange = "10.200.0.0/16";
   defaultDispvm = "dvm";
   rpc = { maxCallsPerQube = 8; askTimeout = 30; };

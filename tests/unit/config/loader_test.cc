@@ -230,6 +230,30 @@ TEST(ValidationTest, NixTemplatesNameAStoreRootAndAClosure) {
       << Dump(bad.diagnostics);
 }
 
+TEST(ValidationTest, CredentialsAreFileNamesToAbsoluteHostPaths) {
+  LoadOutcome ok =
+      LoadToml(std::string(kBase) +
+               "[qubes.w]\ntemplate = \"base\"\n"
+               "credentials = { git-token = \"/run/agenix/t\", \"ssh.key\" = \"/k\" }\n");
+  ASSERT_TRUE(ok.system) << Dump(ok.diagnostics);
+  EXPECT_EQ(
+      ok.system->Find("w")->credentials,
+      (std::map<std::string, std::string>{{"git-token", "/run/agenix/t"}, {"ssh.key", "/k"}}));
+  LoadOutcome again = LoadJson(ToJson(*ok.system));
+  ASSERT_TRUE(again.system) << Dump(again.diagnostics);
+  EXPECT_EQ(*again.system, *ok.system);
+
+  LoadOutcome bad = LoadToml(std::string(kBase) +
+                             "[qubes.w]\ntemplate = \"base\"\n"                             // 7-8
+                             "credentials = { \"../x\" = \"/a\", t = \"rel\", u = 1 }\n");  // 9
+  EXPECT_FALSE(bad.system);
+  EXPECT_THAT(bad.diagnostics,
+              ElementsAre(DiagAt(9, 17, "qubes.w.credentials.\"../x\"", "expected a file name"),
+                          DiagPath("qubes.w.credentials.t", "absolute path of a host file"),
+                          DiagPath("qubes.w.credentials.u", "expected a string")))
+      << Dump(bad.diagnostics);
+}
+
 TEST(ValidationTest, UnknownKeysAtEveryLevelWithHints) {
   LoadOutcome outcome = LoadToml(std::string(kBase) +
                                  "[qubes.w]\n"            // line 7

@@ -1,0 +1,1 @@
+{ qubes.work = { }; credentials.work."../x" = "/run/x"; }

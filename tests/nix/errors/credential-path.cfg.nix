@@ -1,0 +1,1 @@
+{ qubes.work = { }; credentials.work.token = "secret.txt"; }
