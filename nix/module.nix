@@ -152,14 +152,22 @@ let
     red = "#cc0000"; orange = "#f57900"; yellow = "#edd400"; green = "#73d216";
     gray = "#555753"; blue = "#3465a4"; purple = "#75507b"; black = "#000000";
   };
+  # The icon: the qube's label colour as a frame around the app's initial,
+  # so launchers of different qubes differ at a glance (Qubes' coloured
+  # window borders).
   launcher = qube: q: app:
-    let colour = labelColours.${if q.label == null then "red" else q.label};
+    let
+      colour = labelColours.${if q.label == null then "red" else q.label};
+      initial = lib.toUpper (builtins.substring 0 1 app);
     in pkgs.makeDesktopItem {
       name = "tessera-${qube}-${app}";
       desktopName = "[${qube}] ${lib.toUpper (builtins.substring 0 1 app)}${builtins.substring 1 (-1) app}";
       exec = "${cfg.package}/bin/tessera run ${qube} -- ${app}";
-      icon = pkgs.writeText "tessera-${qube}.svg" ''
-        <svg xmlns="http://www.w3.org/2000/svg" width="48" height="48"><rect x="2" y="2" width="44" height="44" rx="8" fill="${colour}"/></svg>
+      icon = pkgs.writeText "tessera-${qube}-${app}.svg" ''
+        <svg xmlns="http://www.w3.org/2000/svg" width="48" height="48">
+          <rect x="3" y="3" width="42" height="42" rx="8" fill="#ffffff" stroke="${colour}" stroke-width="6"/>
+          <text x="24" y="33" font-family="sans-serif" font-size="24" font-weight="bold" text-anchor="middle" fill="${colour}">${initial}</text>
+        </svg>
       '';
       categories = [ "Utility" ];
       extraConfig = { X-Tessera-Qube = qube; };

@@ -18,31 +18,6 @@
 namespace tessera::daemon_testing {
 namespace {
 
-// A static busybox as a store path, an "env" over it (a buildEnv's shape:
-// bin/ of links) carrying a version marker, and a path no closure holds.
-constexpr const char* kDerivations = R"(
-{ version }:
-let
-  mk = name: script: deps: builtins.derivation {
-    inherit name deps;
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" script ];
-  };
-  busybox = mk "tessera-test-busybox" ''
-    /bin/mkdir -p $out/bin
-    /bin/cp /bin/busybox $out/bin/busybox
-    for a in sh ls cat readlink sleep; do /bin/ln -s busybox $out/bin/$a; done
-  '' [ ];
-  env = mk "tessera-test-env-${version}" ''
-    /bin/mkdir -p $out/bin $out/share
-    for a in ${busybox}/bin/*; do /bin/ln -s $a $out/bin/; done
-    echo ${version} > $out/share/version
-  '' [ busybox ];
-  other = mk "tessera-test-outside" "/bin/mkdir $out" [ ];
-in { inherit env other; }
-)";
-
 class NixTemplateTest : public DaemonTest {
  protected:
   void SetUp() override {
@@ -54,7 +29,6 @@ class NixTemplateTest : public DaemonTest {
     if (::access("/bin/busybox", X_OK) != 0) {
       GTEST_SKIP() << "/bin/busybox missing (Debian package busybox-static)";
     }
-    ASSERT_TRUE(WriteFileAtomic(root_ + "/derivations.nix", kDerivations));
   }
 
   void TearDown() override {
@@ -69,7 +43,8 @@ class NixTemplateTest : public DaemonTest {
   std::string Build(const std::string& attr, const std::string& version) {
     CliResult r = Run({"/usr/bin/nix-build", "--no-out-link", "--option", "build-users-group", "",
                        "--option", "substituters", "", "--option", "sandbox", "false",
-                       root_ + "/derivations.nix", "--argstr", "version", version, "-A", attr});
+                       std::string(TESSERA_SOURCE_DIR) + "/tests/nix/store-paths.nix", "--argstr",
+                       "version", version, "-A", attr});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     std::string path = r.out.substr(0, r.out.find('\n'));
     EXPECT_TRUE(IsStorePath(path)) << path;
