@@ -260,8 +260,9 @@ in
     environment.etc."tessera/policy.d".source = policyDir;
     environment.etc."tessera/system.json".source = checked;
 
-    # Qubes run in their own cgroups under the service's (Delegate=yes), and
-    # a stop or restart of the daemon ends the daemon only (KillMode=process).
+    # Qubes' cgroups are /sys/fs/cgroup/tessera/<hash>/<qube>, outside the
+    # service's: a stop or restart of the daemon ends the daemon only
+    # (KillMode=process), and the next daemon adopts the running qubes.
     systemd.services.tesserad = {
       description = "tessera: the qubes daemon";
       wantedBy = [ "multi-user.target" ];
@@ -279,7 +280,6 @@ in
         ExecStart = "${cfg.package}/bin/tesserad --config /etc/tessera/system.json --admin-group ${cfg.adminGroup}";
         ExecReload = "${cfg.package}/bin/tessera apply --yes --restart-on-change ${cfg.restartOnChange} /etc/tessera/system.json";
         KillMode = "process";
-        Delegate = "yes";
         Restart = "on-failure";
         StateDirectory = lib.removePrefix "/var/lib/" cfg.stateDir;
       };
