@@ -16,29 +16,8 @@ set -euo pipefail
 BUILD=${1:-build}
 N=${2:-50}
 CELLS=${3:-100}
-T=$(readlink -f "$BUILD/tessera")
-[ -x "$T" ] || { echo "no tessera binary in $BUILD" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-
-ROOT=$(mktemp -d /tmp/tessera-bench-XXXXXX)
-export TESSERA_STATE_DIR=$ROOT/state TESSERA_RUNTIME_DIR=$ROOT/run
-# The state dir on disk (ext4 here, as /var/lib/tessera on a real host); the
-# runtime dir on tmpfs, as /run/tessera is on real hosts.
-echo "state dir: $(df -T "$ROOT" | awk 'NR==2 {print $2}') ($ROOT)"
-mkdir -p "$ROOT/run"
-RUN_TMPFS=0
-mount -t tmpfs -o mode=0755,size=512m tessera-bench "$ROOT/run" && RUN_TMPFS=1
-DAEMON=
-cleanup() {
-  set +e
-  if [ -n "$DAEMON" ]; then
-    "$T" kill --all >/dev/null 2>&1
-    kill "$DAEMON" 2>/dev/null; wait "$DAEMON" 2>/dev/null
-  fi
-  [ "$RUN_TMPFS" = 1 ] && umount -l "$ROOT/run"
-  rm -rf --one-file-system "$ROOT"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/bench-common.sh"
+bench_setup daemon
 
 {
   printf 'default_dispvm = "dvm"\n\n[qubes.base]\nclass = "template"\nsource = "busybox"\n\n'
@@ -50,17 +29,6 @@ trap cleanup EXIT
   done
 } > "$ROOT/system.toml"
 
-# Milliseconds of one command from spawn to exit, timed by a spawned helper
-# (tests/bench/time_command), so the shell's own fork is not counted.
-TIMER=$(readlink -f "$BUILD/tests/bench/time_command")
-[ -x "$TIMER" ] || { echo "no $BUILD/tests/bench/time_command (build the default variant)" >&2; exit 1; }
-ms() {
-  "$TIMER" --stderr "$ROOT/last.err" -- "$@" || {
-    echo "failed: $*: $(cat "$ROOT/last.err")" >&2; tail -5 "$ROOT/daemon.log" >&2; exit 1; }
-}
-stat_of() {  # percentile p of the numbers in file
-  sort -n "$1" | awk -v p="$2" '{a[NR]=$1} END {i=int((NR-1)*p+0.5)+1; printf "%.3f", a[i]}'
-}
 BWRAP=(bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc /bin/true)
 
 # 0. The whole-process disposable, before the daemon owns the state dir.
@@ -74,9 +42,7 @@ C=$(stat_of "$ROOT/t-cell" 0.5); B0=$(stat_of "$ROOT/t-bwrap0" 0.5)
 echo "cell run --dispvm /bin/true (whole process, no daemon): median ${C} ms   bwrap median ${B0} ms" \
   "  ratio $(awk -v d="$C" -v b="$B0" 'BEGIN{printf "%.2f", d/b}') (target <= 2)"
 
-"$T" --config "$ROOT/system.toml" daemon --no-autostart > "$ROOT/daemon.log" 2>&1 &
-DAEMON=$!
-for _ in $(seq 100); do "$T" ls >/dev/null 2>&1 && break; sleep 0.1; done
+bench_start_daemon --no-autostart
 
 "$T" run --dispvm true  # warm up: builds the template
 : > "$ROOT/t-disp"; : > "$ROOT/t-bwrap"

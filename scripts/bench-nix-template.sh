@@ -14,30 +14,9 @@ set -euo pipefail
 BUILD=${1:-build}
 N=${2:-30}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-T=$(readlink -f "$BUILD/tessera")
-TIMER=$(readlink -f "$BUILD/tests/bench/time_command")
-[ -x "$T" ] || { echo "no tessera binary in $BUILD" >&2; exit 1; }
-[ -x "$TIMER" ] || { echo "no $BUILD/tests/bench/time_command (build the default variant)" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
 command -v nix-build >/dev/null || { echo "nix-build not installed (Debian: nix-bin)" >&2; exit 1; }
-
-ROOT=$(mktemp -d /var/tmp/tessera-bench-nix-XXXXXX)
-export TESSERA_STATE_DIR=$ROOT/state TESSERA_RUNTIME_DIR=$ROOT/run
-echo "state dir: $(df -T "$ROOT" | awk 'NR==2 {print $2}') ($ROOT)"
-mkdir -p "$ROOT/run"
-RUN_TMPFS=0
-mount -t tmpfs -o mode=0755,size=512m tessera-bench "$ROOT/run" && RUN_TMPFS=1
-DAEMON=
-cleanup() {
-  set +e
-  if [ -n "$DAEMON" ]; then
-    "$T" kill --all >/dev/null 2>&1
-    kill "$DAEMON" 2>/dev/null; wait "$DAEMON" 2>/dev/null
-  fi
-  [ "$RUN_TMPFS" = 1 ] && umount -l "$ROOT/run"
-  rm -rf --one-file-system "$ROOT"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/bench-common.sh"
+bench_setup nix
 
 ENV=$(nix-build --no-out-link --option build-users-group "" --option substituters "" \
   --option sandbox false "$HERE/tests/nix/store-paths.nix" --argstr version bench -A env 2>/dev/null)
@@ -55,15 +34,7 @@ echo "closure: $(wc -l < "$ROOT/closure") store paths, $(du -shL $(cat "$ROOT/cl
   done
 } > "$ROOT/system.toml"
 
-"$T" --config "$ROOT/system.toml" daemon --no-autostart > "$ROOT/daemon.log" 2>&1 &
-DAEMON=$!
-for _ in $(seq 100); do "$T" ls >/dev/null 2>&1 && break; sleep 0.1; done
-
-ms() {
-  "$TIMER" --stderr "$ROOT/last.err" -- "$@" || {
-    echo "failed: $*: $(cat "$ROOT/last.err")" >&2; tail -5 "$ROOT/daemon.log" >&2; exit 1; }
-}
-median() { sort -n "$1" | awk '{a[NR]=$1} END {printf "%.3f", a[int((NR-1)/2)+1]}'; }
+bench_start_daemon --no-autostart
 
 for t in base nix-erofs nix-squashfs; do
   "$T" run --dispvm="dvm-$t" true  # warm up: builds the template (and its image)
@@ -72,9 +43,9 @@ done
 for _ in $(seq 1 "$N"); do
   for t in base nix-erofs nix-squashfs; do ms "$T" run --dispvm="dvm-$t" true >> "$ROOT/t-$t"; done
 done
-B=$(median "$ROOT/t-base")
+B=$(stat_of "$ROOT/t-base" 0.5)
 echo "run --dispvm true, busybox template (baseline): median $B ms"
 for t in nix-erofs nix-squashfs; do
-  M=$(median "$ROOT/t-$t")
+  M=$(stat_of "$ROOT/t-$t" 0.5)
   echo "run --dispvm true, $t:  median $M ms   ratio to baseline $(awk -v m="$M" -v b="$B" 'BEGIN{printf "%.2f", m/b}')"
 done

@@ -21,29 +21,9 @@ set -euo pipefail
 BUILD=${1:-build}
 N=${2:-200}
 SIZE=${3:-1024}
-T=$(readlink -f "$BUILD/tessera")
-[ -x "$T" ] || { echo "no tessera binary in $BUILD" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-TIMER=$(readlink -f "$BUILD/tests/bench/time_command")
-[ -x "$TIMER" ] || { echo "no $BUILD/tests/bench/time_command (build the default variant)" >&2; exit 1; }
-
-ROOT=$(mktemp -d /tmp/tessera-bench-rpc-XXXXXX)
-export TESSERA_STATE_DIR=$ROOT/state TESSERA_RUNTIME_DIR=$ROOT/run
-echo "state dir: $(df -T "$ROOT" | awk 'NR==2 {print $2}') ($ROOT)"
-mkdir -p "$ROOT/run" "$ROOT/policy.d"
-RUN_TMPFS=0
-mount -t tmpfs -o mode=0755,size=512m tessera-bench "$ROOT/run" && RUN_TMPFS=1
-DAEMON=
-cleanup() {
-  set +e
-  if [ -n "$DAEMON" ]; then
-    "$T" kill --all >/dev/null 2>&1
-    kill "$DAEMON" 2>/dev/null; wait "$DAEMON" 2>/dev/null
-  fi
-  [ "$RUN_TMPFS" = 1 ] && umount -l "$ROOT/run"
-  rm -rf --one-file-system "$ROOT"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/bench-common.sh"
+bench_setup rpc
+mkdir -p "$ROOT/policy.d"
 
 cat > "$ROOT/system.toml" <<TOML
 policy_dir = "$ROOT/policy.d"
@@ -70,17 +50,8 @@ test.Cat        *  work  personal  allow
 qubes.Filecopy  *  work  personal  allow
 POLICY
 
-ms() {
-  "$TIMER" --stderr "$ROOT/last.err" -- "$@" || {
-    echo "failed: $*: $(cat "$ROOT/last.err")" >&2; tail -5 "$ROOT/daemon.log" >&2; exit 1; }
-}
-stat_of() {  # percentile p of the numbers in file
-  sort -n "$1" | awk -v p="$2" '{a[NR]=$1} END {i=int((NR-1)*p+0.5)+1; printf "%.3f", a[i]}'
-}
 
-"$T" --config "$ROOT/system.toml" daemon --no-autostart > "$ROOT/daemon.log" 2>&1 &
-DAEMON=$!
-for _ in $(seq 100); do "$T" ls >/dev/null 2>&1 && break; sleep 0.1; done
+bench_start_daemon --no-autostart
 "$T" run -u root personal -- /bin/sh -c 'mkdir -p /usr/local/etc/qubes-rpc &&
   printf "#!/bin/sh\nexit 0\n" > /usr/local/etc/qubes-rpc/test.True &&
   printf "#!/bin/sh\nexec cat\n" > /usr/local/etc/qubes-rpc/test.Cat &&
