@@ -139,12 +139,7 @@ Result<LaunchPlan> PlanLaunch(const config::System& system, std::string_view qub
       spec.template_name = q->name;
       break;
     case config::QubeClass::kStandalone:
-      if (const config::Qube* t = q->template_name ? system.Find(*q->template_name) : nullptr;
-          t != nullptr && t->nix) {
-        return Err(Error("qube " + q->name + ": a standalone qube cannot start from template " +
-                             t->name + ", which Nix builds (its root is a closure, not a tree)",
-                         EINVAL));
-      }
+      // (A Nix template cannot be its source: the description refuses that.)
       spec.root = RootKind::kStandalone;
       // The template its root is copied from at the first start (busybox if none).
       spec.template_name = q->template_name.value_or("");

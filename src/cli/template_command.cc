@@ -15,10 +15,12 @@
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "cli/command.h"
 #include "storage/generations.h"
+#include "storage/nix_template.h"
 #include "storage/storage.h"
 
 namespace tessera::cli {
@@ -64,12 +66,25 @@ std::string GenerationSummary(const storage::GenerationStatus& status) {
   return text;
 }
 
+// The Nix root generation n of a template Nix built holds (nullopt for
+// other templates, or when it cannot be read).
+std::optional<storage::NixSource> NixOf(const storage::Layout& layout, const std::string& name,
+                                        uint64_t n) {
+  auto source = storage::ReadNixSource(layout.TemplateDir(name) + "/gen/" + std::to_string(n));
+  if (!source) return std::nullopt;
+  return *source;
+}
+
 nlohmann::json ToJson(const storage::Layout& layout, const storage::TemplateInfo& info,
                       const storage::GenerationStatus& status) {
   nlohmann::json generations = nlohmann::json::array();
   for (uint64_t n : status.generations) {
-    generations.push_back(
-        {{"number", n}, {"current", n == status.current}, {"used_by", UsersOf(status, n)}});
+    nlohmann::json g = {
+        {"number", n}, {"current", n == status.current}, {"used_by", UsersOf(status, n)}};
+    if (auto nix = NixOf(layout, info.name, n)) {
+      g["nix"] = {{"root", nix->root}, {"image", std::string(storage::ToString(nix->image))}};
+    }
+    generations.push_back(std::move(g));
   }
   return {{"name", info.name},
           {"built_from", info.built_from},
@@ -162,6 +177,10 @@ int RunShow(const TemplateArgs& args) {
   std::printf("created:       %s\n", info->created.c_str());
   std::printf("root:          %s\n", layout.TemplateRoot(info->name).c_str());
   std::printf("generation:    %s\n", GenerationSummary(*status).c_str());
+  if (auto nix = NixOf(layout, info->name, status->current)) {
+    std::printf("nix root:      %s (closure image: %s)\n", nix->root.c_str(),
+                std::string(storage::ToString(nix->image)).c_str());
+  }
   std::string binds;
   for (const auto& b : info->host_ro_binds) binds += (binds.empty() ? "" : " ") + b + " (ro)";
   std::printf("host binds:    %s\n", binds.empty() ? "none" : binds.c_str());

@@ -634,6 +634,12 @@ class Builder : public NodeReader {
           Report(draft.template_ref->location, draft.template_ref->path,
                  QuoteValue(draft.template_ref->name) + " is " + ClassPhrase(target->qube.klass) +
                      "; the template of " + ClassPhrase(klass) + " must be " + ClassPhrase(wanted));
+        } else if (target != nullptr && klass == QubeClass::kStandalone && target->source &&
+                   target->source->name == "nix") {
+          Report(draft.template_ref->location, draft.template_ref->path,
+                 QuoteValue(draft.template_ref->name) +
+                     " is built by Nix (source = \"nix\"): a standalone qube cannot be copied "
+                     "from it (its root is a store closure, not a tree)");
         } else if (target != nullptr) {
           qube.template_name = draft.template_ref->name;
         }

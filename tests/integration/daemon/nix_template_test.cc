@@ -149,6 +149,9 @@ class NixTemplateTest : public DaemonTest {
     ASSERT_EQ(doc.size(), 1u);
     EXPECT_EQ(doc[0]["generation"], 2);
     EXPECT_EQ(doc[0]["generations"].size(), 1u) << "generation 1 not collected: " << ls.out;
+    EXPECT_EQ(doc[0]["generations"][0]["nix"]["root"], env2) << ls.out;
+    EXPECT_THAT(Cli({"template", "show", "nx-env"}).out,
+                HasSubstr("nix root:      " + env2 + " (closure image: " + image + ")"));
     ASSERT_EQ(Cli({"stop", "nx-work"}).exit_code, 0);
   }
 };

@@ -216,7 +216,8 @@ TEST(ValidationTest, NixTemplatesNameAStoreRootAndAClosure) {
       "[qubes.c]\nclass = \"template\"\nnix = { root = \"" +
       root +  // 8-10
       "\", closure = \"/c\" }\n"
-      "[qubes.d]\nclass = \"template\"\nsource = \"nix\"\nnix = { image = \"none\" }\n");  // 11-14
+      "[qubes.d]\nclass = \"template\"\nsource = \"nix\"\nnix = { image = \"none\" }\n"  // 11-14
+      "[qubes.s]\nclass = \"standalone\"\ntemplate = \"a\"\n");                          // 15-17
   EXPECT_FALSE(bad.system);
   EXPECT_THAT(bad.diagnostics,
               ElementsAre(DiagAt(3, 10, "qubes.a.source", "needs the nix table"),
@@ -226,7 +227,8 @@ TEST(ValidationTest, NixTemplatesNameAStoreRootAndAClosure) {
                           DiagAt(7, 72, "qubes.b.nix", "unknown key 'x'"),
                           DiagAt(10, 7, "qubes.c.nix", "only to a template with source = \"nix\""),
                           DiagAt(14, 7, "qubes.d.nix", "root is required"),
-                          DiagAt(14, 7, "qubes.d.nix", "closure is required")))
+                          DiagAt(14, 7, "qubes.d.nix", "closure is required"),
+                          DiagAt(17, 12, "qubes.s.template", "a standalone qube cannot be copied")))
       << Dump(bad.diagnostics);
 }
 
