@@ -35,6 +35,7 @@ using json = nlohmann::json;
 
 constexpr const char* kMetaDir = "nix/store/.tessera";
 constexpr const char* kSourceFile = "source.json";
+constexpr const char* kPathsFile = "store-paths";
 constexpr size_t kMaxClosureBytes = 64u << 20;
 constexpr size_t kMaxClosurePaths = 200000;
 constexpr const char* kDefaultGcRoots = "/nix/var/nix/gcroots/tessera";
@@ -271,10 +272,14 @@ Status BuildNixGeneration(const NixSource& source, int root_fd, const std::strin
     TRY_CTX(BuildImage(paths, source.image, ClosureImagePath(root_path, source.image)),
             "closure image of " + source.root);
   }
+  // The paths the image holds, for whoever inspects it; source.json stays
+  // small, as every start of a qube reads it.
+  std::string listed;
+  for (const std::string& path : paths) listed += path + "\n";
+  TRY(internal::WriteFileAt(meta.get(), kPathsFile, listed, 0600, meta_path + "/" + kPathsFile));
   json doc = {{"root", source.root},
               {"closure", source.closure},
-              {"image", std::string(ToString(source.image))},
-              {"paths", paths}};
+              {"image", std::string(ToString(source.image))}};
   TRY(internal::WriteFileAt(meta.get(), kSourceFile, doc.dump(1) + "\n", 0600,
                             meta_path + "/" + kSourceFile));
   return Ok();
@@ -282,7 +287,7 @@ Status BuildNixGeneration(const NixSource& source, int root_fd, const std::strin
 
 Result<std::optional<NixSource>> ReadNixSource(const std::string& generation_path) {
   std::string file = generation_path + "/" + kMetaDir + "/" + kSourceFile;
-  auto text = ReadRegularFile(file, kMaxClosureBytes);
+  auto text = ReadRegularFile(file, 64u << 10);
   if (!text) {
     if (text.error().errno_value() == ENOENT) return std::optional<NixSource>{};
     return Err(std::move(text).error());

@@ -16,7 +16,8 @@
 //   usr/bin, usr/sbin -> sw/…; etc/ the minimal one, plus (a NixOS system)
 //   etc/static -> <root>/etc and a link per entry of it;
 //   nix/store/                   the mount point of the closure, hiding:
-//   nix/store/.tessera/source.json   {root, closure, image, paths}
+//   nix/store/.tessera/source.json   {root, closure, image}
+//   nix/store/.tessera/store-paths   the paths in the image, one per line
 //   nix/store/.tessera/closure.erofs | closure.squashfs
 // The image is made from exactly the closure's paths (bound into a private
 // staging tmpfs, so nothing else of the store can slip in) and never written
