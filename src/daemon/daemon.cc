@@ -36,6 +36,7 @@
 #include "daemon/run_command.h"
 #include "daemon/updates_forwarder.h"
 #include "storage/generations.h"
+#include "storage/nix_template.h"
 
 namespace tessera::daemon {
 namespace {
@@ -135,6 +136,14 @@ class Daemon {
     if (auto collected = storage::CollectAllGenerations(options_.layout); !collected) {
       Log(LogLevel::kWarn, "template generations not collected",
           {{"error", collected.error().ToString()}});
+    }
+    // GC roots of Nix closures belong to running qubes only.
+    std::set<std::string> running;
+    for (const auto& [name, state] : manager_->States()) {
+      if (state != QubeState::kHalted && state != QubeState::kFailed) running.insert(name);
+    }
+    if (auto pruned = storage::PruneNixRoots(options_.layout, running); !pruned) {
+      Log(LogLevel::kWarn, "stale GC roots not removed", {{"error", pruned.error().ToString()}});
     }
     AdminServerOptions server_options;
     server_options.socket_path = options_.layout.runtime_dir + "/admin.sock";

@@ -353,4 +353,26 @@ Status ReleaseNixRoot(const Layout& layout, const std::string& qube) {
   return Ok();
 }
 
+Status PruneNixRoots(const Layout& layout, const std::set<std::string>& running) {
+  std::string dir = NixGcRootsDir(layout);
+  auto dir_fd = internal::OpenDir(dir, O_NOFOLLOW);
+  if (!dir_fd) {
+    if (dir_fd.error().errno_value() == ENOENT) return Ok();
+    return Err(std::move(dir_fd).error());
+  }
+  std::vector<std::string> stale;
+  TRY(internal::ForEachEntry(dir_fd->get(), dir, [&](const std::string& name) {
+    bool leftover = name.size() > 5 && name[0] == '.' && name.ends_with(".tmp");
+    if (leftover || (IsValidName(name) && running.count(name) == 0)) stale.push_back(name);
+    return Ok();
+  }));
+  for (const std::string& name : stale) {
+    if (::unlinkat(dir_fd->get(), name.c_str(), 0) != 0 && errno != ENOENT) {
+      return Err(Error::FromErrno("remove GC root " + dir + "/" + name));
+    }
+    Log(LogLevel::kInfo, "stale GC root removed", {{"qube", name}});
+  }
+  return Ok();
+}
+
 }  // namespace tessera::storage

@@ -26,10 +26,12 @@
 // GC roots: while a qube runs on a Nix generation, <gcroots>/<state>/<qube>
 // -> <root> keeps Nix's garbage collector off its closure (<gcroots> =
 // $TESSERA_NIX_GCROOTS or /nix/var/nix/gcroots/tessera, <state> the state
-// directory's path with '/' as '-'). Templates no qube runs on are rooted by
+// directory's path escaped as systemd does: '/' as '-', other bytes but
+// [A-Za-z0-9_.] as \xNN). Templates no qube runs on are rooted by
 // the NixOS system that declares them.
 
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -73,5 +75,8 @@ std::string NixGcRootsDir(const Layout& layout);
 Status HoldNixRoot(const Layout& layout, const std::string& qube, const std::string& store_path);
 // Removes the qube's GC root, if any.
 Status ReleaseNixRoot(const Layout& layout, const std::string& qube);
+// Removes the GC roots of every qube not in `running` (daemon start: after a
+// host crash nothing else would, and the closures would stay uncollectable).
+Status PruneNixRoots(const Layout& layout, const std::set<std::string>& running);
 
 }  // namespace tessera::storage

@@ -227,7 +227,11 @@ TEST_F(NixTemplateTest, ImageNoneBindsTheWholeStoreAndTheTemplateDoesNotRun) {
   std::string other = Build("other", "v1");
   Closure(env, root_ + "/closure");
   ASSERT_TRUE(WriteFileAtomic(config_, System(env, root_ + "/closure", "none")));
+  // A GC root left by a qube that is not running (a host crash): the daemon
+  // removes it at start.
+  ASSERT_TRUE(storage::HoldNixRoot(layout_, "nx-ghost", env));
   StartDaemon();
+  EXPECT_FALSE(std::filesystem::is_symlink(GcRoot("nx-ghost")));
   // The documented opt-in: the host's store, read-only, all of it.
   CliResult outside = Cli({"run", "nx-work", "--", "ls", "-d", other});
   EXPECT_EQ(outside.exit_code, 0) << outside.err;
