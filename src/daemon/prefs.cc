@@ -42,6 +42,11 @@ json QubePrefs(const config::Qube& q) {
           {"features", q.features},
           {"backend", config::ToString(q.backend)},
           {"source", q.template_source},
+          {"nix",
+           q.nix ? json{{"root", q.nix->root}, {"closure", q.nix->closure}, {"image", q.nix->image}}
+                 : json(nullptr)},
+          // Paths only: the contents are read at start, never by prefs.
+          {"credentials", q.credentials},
           {"firewall", fw}};
 }
 

@@ -29,6 +29,9 @@ class CredentialsTest : public DaemonTest {
 
 TEST_F(CredentialsTest, CopiedAtStartReadOnlyAndNotForDisposables) {
   StartDaemon();
+  CliResult prefs = Cli({"prefs", "dt-vault", "credentials", "--json"});
+  EXPECT_EQ(json::parse(prefs.out, nullptr, false), (json{{"credentials", {{"token", secret_}}}}))
+      << prefs.out << prefs.err;
   CliResult read = Cli({"run", "dt-vault", "--", "cat", "/run/credentials/token"});
   ASSERT_EQ(read.exit_code, 0) << read.err;
   EXPECT_EQ(read.out, "s3cret\n");
