@@ -17,6 +17,8 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 command -v nix-build >/dev/null || { echo "nix-build not installed (Debian: nix-bin)" >&2; exit 1; }
 source "$(dirname "$0")/bench-common.sh"
 bench_setup nix
+# The bench's GC roots go with its directory (no Nix collector runs meanwhile).
+export TESSERA_NIX_GCROOTS=$ROOT/gcroots
 
 ENV=$(nix-build --no-out-link --option build-users-group "" --option substituters "" \
   --option sandbox false "$HERE/tests/nix/store-paths.nix" --argstr version bench -A env 2>/dev/null)
