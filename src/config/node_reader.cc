@@ -26,6 +26,11 @@ std::string JoinPath(const std::string& path, std::string_view key) {
   return path.empty() ? PathKey(key) : path + "." + PathKey(key);
 }
 
+bool IsAbsoluteWithoutDotDot(std::string_view path) {
+  if (path.empty() || path[0] != '/') return false;
+  return ("/" + std::string(path) + "/").find("/../") == std::string::npos;
+}
+
 std::string QuoteValue(std::string_view s) {
   std::string out = "'";
   for (char c : s.substr(0, 64)) out += (static_cast<unsigned char>(c) < 0x20) ? '?' : c;

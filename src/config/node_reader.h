@@ -25,6 +25,8 @@ std::string PathKey(std::string_view key);
 std::string JoinPath(const std::string& path, std::string_view key);
 // A value quoted for a message: control characters shown as '?', cut at 64 bytes.
 std::string QuoteValue(std::string_view s);
+// An absolute path with no ".." component (paths the description names on the host).
+bool IsAbsoluteWithoutDotDot(std::string_view path);
 // "; did you mean 'x'?" when `word` is a likely typo of one of `candidates`.
 std::string DidYouMean(std::string_view word, std::span<const std::string_view> candidates);
 

@@ -18,9 +18,11 @@
 #include "common/names.h"
 #include "common/paths.h"
 #include "common/text.h"
+#include "config/credentials_reader.h"
 #include "config/document.h"
 #include "config/firewall_reader.h"
 #include "config/node_reader.h"
+#include "config/template_source_reader.h"
 #include "config/values.h"
 
 namespace tessera::config {
@@ -63,19 +65,6 @@ constexpr std::string_view kLabels[] = {"red",  "orange", "yellow", "green",
                                         "gray", "blue",   "purple", "black"};
 constexpr std::string_view kClasses[] = {"template", "app", "disposable-template", "disposable",
                                          "standalone"};
-constexpr std::string_view kSources[] = {"busybox", "debootstrap", "host", "dir:", "nix"};
-constexpr std::string_view kNixKeys[] = {"closure", "image", "root"};
-constexpr size_t kMaxCredentials = 64;
-
-bool IsCredentialName(std::string_view name) {
-  if (name.empty() || name.size() > 64 || name[0] == '.') return false;
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '.' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
 
 constexpr int64_t kMinMemoryMib = 32;
 constexpr int64_t kMaxMemoryMib = 1048576;
@@ -300,7 +289,7 @@ class Builder : public NodeReader {
       } else if (key == "features") {
         ReadFeatures(value, path, qube.features);
       } else if (key == "credentials") {
-        ReadCredentials(value, path, qube.credentials);
+        CredentialsReader(source_, diagnostics_).Read(value, path, qube.credentials);
       } else if (key == "firewall") {
         FirewallReader(source_, diagnostics_).Read(value, path, qube.firewall);
       } else if (key == "firewall_runtime") {
@@ -326,9 +315,12 @@ class Builder : public NodeReader {
           }
         }
       } else if (key == "source") {
-        ReadSource(value, path, draft);
+        if (auto text = TemplateSourceReader(source_, diagnostics_).ReadSource(value, path)) {
+          draft.source = Ref{*text, value.location, path};
+        }
       } else if (key == "nix") {
-        ReadNix(value, path, draft);
+        draft.nix = Ref{"", value.location, path};
+        qube.nix = TemplateSourceReader(source_, diagnostics_).ReadNix(value, path);
       } else if (key == "uplink" || key == "uplink_address" || key == "uplink_gateway" ||
                  key == "uplink_dns") {
         ReadUplink(key, value, path, draft);
@@ -370,78 +362,6 @@ class Builder : public NodeReader {
       return;
     }
     qube.private_size_mib = *mib;
-  }
-
-  void ReadSource(const Node& value, const std::string& path, Draft& draft) {
-    std::optional<std::string> text = GetString(value, path);
-    if (!text) return;
-    if (text->rfind("dir:", 0) == 0) {
-      std::string dir = text->substr(4);
-      bool dotdot = ("/" + dir + "/").find("/../") != std::string::npos;
-      if (dir.empty() || dir[0] != '/' || dotdot) {
-        Report(value.location, path,
-               "source " + QuoteValue(*text) + ": dir: needs an absolute path without '..'");
-        return;
-      }
-    } else if (*text != "busybox" && *text != "debootstrap" && *text != "host" && *text != "nix") {
-      Report(value.location, path,
-             "invalid source " + QuoteValue(*text) +
-                 " (expected busybox, debootstrap, host, dir:/absolute/path or nix)" +
-                 DidYouMean(*text, kSources));
-      return;
-    }
-    draft.source = Ref{*text, value.location, path};
-  }
-
-  // `nix = { root, closure, image }` of a template Nix built.
-  void ReadNix(const Node& value, const std::string& path, Draft& draft) {
-    draft.nix = Ref{"", value.location, path};
-    if (!ExpectKind(value, Kind::kTable, path, "a table { root, closure, image }")) return;
-    NixTemplate nix;
-    bool root = false;
-    bool closure = false;
-    bool root_given = false;
-    bool closure_given = false;
-    for (const Member* member : UniqueMembers(value, path)) {
-      const std::string field = JoinPath(path, member->key);
-      const Node& v = member->value;
-      root_given = root_given || member->key == "root";
-      closure_given = closure_given || member->key == "closure";
-      if (member->key == "root") {
-        if (auto text = GetString(v, field)) {
-          if (!IsStorePath(*text)) {
-            Report(
-                v.location, field,
-                "root " + QuoteValue(*text) + ": expected a store path /nix/store/<hash>-<name>");
-          } else {
-            nix.root = *text;
-            root = true;
-          }
-        }
-      } else if (member->key == "closure") {
-        if (auto text = GetString(v, field)) {
-          bool dotdot = ("/" + *text + "/").find("/../") != std::string::npos;
-          if (text->empty() || (*text)[0] != '/' || dotdot) {
-            Report(v.location, field,
-                   "closure " + QuoteValue(*text) +
-                       ": expected the absolute path of a file listing store paths");
-          } else {
-            nix.closure = *text;
-            closure = true;
-          }
-        }
-      } else if (member->key == "image") {
-        if (auto text =
-                GetChoice(v, field, std::array<std::string_view, 3>{"erofs", "squashfs", "none"})) {
-          nix.image = *text;
-        }
-      } else {
-        UnknownKey(*member, path, kNixKeys);
-      }
-    }
-    if (!root_given) Report(value.location, path, "nix: root is required");
-    if (!closure_given) Report(value.location, path, "nix: closure is required");
-    if (root && closure) draft.qube.nix = std::move(nix);
   }
 
   void ReadIoMax(const Node& value, const std::string& path, IoMax& io_max) {
@@ -544,39 +464,6 @@ class Builder : public NodeReader {
         continue;
       }
       if (auto text = GetString(feature->value, feature_path)) features[feature->key] = *text;
-    }
-  }
-
-  // `credentials = { name = "/host/path" }`: host files copied into the
-  // qube's /run/credentials/<name> at each start (docs/CONFIG.md).
-  void ReadCredentials(const Node& value, const std::string& path,
-                       std::map<std::string, std::string>& credentials) {
-    if (!ExpectKind(value, Kind::kTable, path, "a table of name = \"/host/path\"")) return;
-    for (const Member* member : UniqueMembers(value, path)) {
-      const std::string field = JoinPath(path, member->key);
-      if (!IsCredentialName(member->key)) {
-        Report(member->key_location, field,
-               "credential name " + QuoteValue(member->key) +
-                   ": expected a file name of letters, digits, '_', '.' and '-' (not starting "
-                   "with '.'), at most 64 characters");
-        continue;
-      }
-      if (credentials.size() == kMaxCredentials) {
-        Report(member->key_location, field,
-               "at most " + std::to_string(kMaxCredentials) + " credentials per qube");
-        return;
-      }
-      auto text = GetString(member->value, field);
-      if (!text) continue;
-      bool dotdot = ("/" + *text + "/").find("/../") != std::string::npos;
-      if (text->empty() || (*text)[0] != '/' || dotdot) {
-        Report(member->value.location, field,
-               "credential " + QuoteValue(*text) +
-                   ": expected the absolute path of a host file (its contents are copied at "
-                   "start)");
-        continue;
-      }
-      credentials[member->key] = *text;
     }
   }
 
