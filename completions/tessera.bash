@@ -144,7 +144,7 @@ _tessera() {
       else
         COMPREPLY=($(compgen -W "--dry-run --yes --restart-on-change" -f -- "$cur"))
       fi ;;
-    daemon) COMPREPLY=($(compgen -W "--example --no-autostart --admin-group --allow-host-sources --socket-mode --stop-grace-ms" -- "$cur")) ;;
+    daemon) COMPREPLY=($(compgen -W "--example --no-autostart --admin-group --allow-host-sources --socket-mode --stop-grace-ms --cgroups" -- "$cur")) ;;
     events) COMPREPLY=($(compgen -W "--json" -- "$cur")) ;;
     config|policy|cell|template) _tessera_group "$verb" "$i" ;;
     volume)

@@ -260,9 +260,14 @@ in
     environment.etc."tessera/policy.d".source = policyDir;
     environment.etc."tessera/system.json".source = checked;
 
-    # Qubes' cgroups are /sys/fs/cgroup/tessera/<hash>/<qube>, outside the
-    # service's: a stop or restart of the daemon ends the daemon only
-    # (KillMode=process), and the next daemon adopts the running qubes.
+    # Each running qube is a transient scope tessera-<qube>.scope in
+    # tessera.slice, outside the service's cgroup: a stop or restart of the
+    # daemon ends the daemon only, and the next daemon adopts the running
+    # qubes. KillMode=process keeps systemd off anything else in the unit.
+    systemd.slices.tessera = {
+      description = "tessera: the qubes";
+      sliceConfig = { MemoryAccounting = true; TasksAccounting = true; };
+    };
     systemd.services.tesserad = {
       description = "tessera: the qubes daemon";
       wantedBy = [ "multi-user.target" ];
@@ -277,7 +282,7 @@ in
       path = [ pkgs.erofs-utils pkgs.squashfs-tools ];
       serviceConfig = {
         Type = "notify";
-        ExecStart = "${cfg.package}/bin/tesserad --config /etc/tessera/system.json --admin-group ${cfg.adminGroup}";
+        ExecStart = "${cfg.package}/bin/tesserad --config /etc/tessera/system.json --admin-group ${cfg.adminGroup} --cgroups systemd";
         ExecReload = "${cfg.package}/bin/tessera apply --yes --restart-on-change ${cfg.restartOnChange} /etc/tessera/system.json";
         KillMode = "process";
         Restart = "on-failure";

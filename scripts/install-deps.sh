@@ -19,6 +19,9 @@ packages=(
   e2fsprogs
   # Runtime: closures of Nix-built templates as read-only images (mkfs.erofs, mksquashfs).
   erofs-utils squashfs-tools
+  # Tests: a real systemd booted in namespaces (qubes as transient scopes) and
+  # systemd-analyze for the units.
+  systemd
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -24,8 +24,9 @@ echo "man pages: tessera, tesserad and $n verbs"
 if command -v systemd-analyze >/dev/null; then
   tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
   sed "s|@TESSERA_BINDIR@|$BUILD|" "$SRC/packaging/systemd/tesserad.service.in" > "$tmp/tesserad.service"
-  cp "$SRC/packaging/systemd/tesserad.socket" "$tmp/"
-  if out=$(cd "$tmp" && systemd-analyze verify --man=no tesserad.service tesserad.socket 2>&1); then
+  cp "$SRC/packaging/systemd/tesserad.socket" "$SRC/packaging/systemd/tessera.slice" "$tmp/"
+  if out=$(cd "$tmp" && systemd-analyze verify --man=no tesserad.service tesserad.socket \
+             tessera.slice 2>&1); then
     echo "units: systemd-analyze verify passed"
   else
     echo "FAIL: systemd-analyze verify: $out"; failed=1

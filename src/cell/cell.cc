@@ -32,6 +32,7 @@
 
 #include "backend/launcher.h"
 #include "cell/cell_record.h"
+#include "cell/cgroup_units.h"
 #include "cell/cgroups.h"
 #include "cell/child_setup.h"
 #include "cell/closure_mount.h"
@@ -88,6 +89,7 @@ Cell& Cell::operator=(Cell&& other) noexcept {
     name_ = std::move(other.name_);
     control_path_ = std::move(other.control_path_);
     cgroup_dirs_ = std::move(other.cgroup_dirs_);
+    cgroup_unit_ = std::move(other.cgroup_unit_);
     is_child_ = other.is_child_;
     init_pid_ = std::exchange(other.init_pid_, -1);
     pidfd_ = std::move(other.pidfd_);
@@ -123,7 +125,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   // The v1 cgroup attach below waits for an RCU grace period when no attach
   // happened lately; a no-op attach started now lets that wait overlap with
   // the preparation.
-  std::thread attach_warmup = CellCgroups::WarmUpAttach();
+  std::thread attach_warmup = options.units ? std::thread() : CellCgroups::WarmUpAttach();
   auto join_warmup = ScopeGuard([&] {
     if (attach_warmup.joinable()) attach_warmup.join();
   });
@@ -185,7 +187,11 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   limits.io_max = spec.io_max;
   // Throttling applies to the disk of the state dir (templates, private volumes).
   if (auto disk = WholeDiskOf(layout.state_dir); disk) limits.io_device = *disk;
-  cgroups = TRY_CTX(CellCgroups::Create(layout.runtime_dir, name, limits), ctx("cgroups"));
+  // A unit manager makes the cgroup once the init exists (below).
+  std::string unit = options.units ? ScopeUnitName(layout.runtime_dir, name) : "";
+  if (!options.units) {
+    cgroups = TRY_CTX(CellCgroups::Create(layout.runtime_dir, name, limits), ctx("cgroups"));
+  }
   clock.Mark("cgroups");
 
   // The filter depends only on the feature flag and the mode: each variant is
@@ -394,7 +400,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   // v2: born in its cgroup. v1 (or a kernel refusing CLONE_INTO_CGROUP): attached below.
   bool attached = false;
   long rc = -1;
-  if (cgroups->version() == CgroupVersion::kV2) {
+  if (cgroups && cgroups->version() == CgroupVersion::kV2) {
     if (auto dir = cgroups->OpenV2Dir(); dir) {
       clone_args into = args;
       into.flags |= CLONE_INTO_CGROUP;
@@ -446,30 +452,15 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   // cgroups before the child runs any setup: every page and process it makes
   // from here on is charged and limited.
   clock.Mark("idmount");
-  if (!attached) TRY_CTX(cgroups->Attach(pid), ctx("attach to cgroups"));
-  // The agent is the cell's last resort for the OOM killer: an OOM inside
-  // the cell should take the process that ate the memory, not the whole cell.
-  // The agent reads this at start and sets each command it spawns back to 0
-  // (raising needs no privilege).
-  // Through the legacy oom_adj file, not oom_score_adj: a privileged write of
-  // oom_score_adj also sets the agent's oom_score_adj_min, which every
-  // command inherits, and a command could then set itself back to the
-  // agent's score. A legacy write never touches the minimum (fs/proc/base.c,
-  // __set_oom_adj: `if (!legacy && has_capability_noaudit(current,
-  // CAP_SYS_RESOURCE)) task->signal->oom_score_adj_min = ...`), so commands
-  // keep the minimum 0 and lowering below it needs CAP_SYS_RESOURCE in the
-  // initial user namespace (EACCES). -16 (OOM_ADJUST_MIN) is oom_score_adj
-  // -16 * 1000 / 17 = -941.
-  // Best effort: lowering the score needs CAP_SYS_RESOURCE, which some
-  // container hosts withhold even from root.
-  {
-    std::string path = "/proc/" + std::to_string(pid) + "/oom_adj";
-    UniqueFd adj(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!adj || ::write(adj.get(), "-16", 3) != 3) {
-      Log(LogLevel::kDebug, "agent oom_score_adj not lowered",
-          {{"qube", name}, {"errno", std::to_string(errno)}});
-    }
+  if (options.units) {
+    std::string dir = TRY_CTX(options.units->Place(unit, "tessera qube " + name, pid, limits),
+                              ctx("cgroup unit " + unit));
+    cgroups = CellCgroups::ForUnit(dir);
+    clock.Mark("unit");
+  } else if (!attached) {
+    TRY_CTX(cgroups->Attach(pid), ctx("attach to cgroups"));
   }
+  LowerAgentOomScore(pid, name);
   RaiseChildHardLimits(pid, plan.rlimits, name);
   clock.Mark("attach");
   char go = 1;
@@ -495,6 +486,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   record.pid = pid;
   record.start_time = TRY_CTX(StartTime(pid), ctx("read init start time"));
   record.cgroups = cgroups->dirs();
+  record.cgroup_unit = unit;
   TRY_CTX(WriteCellRecord(scratch + "/" + kRecordFile, record), ctx("write record"));
 
   kill_child.Dismiss();
@@ -504,6 +496,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   cell.name_ = name;
   cell.control_path_ = control_path;
   cell.cgroup_dirs_ = cgroups->dirs();
+  cell.cgroup_unit_ = unit;
   cell.is_child_ = true;
   cell.init_pid_ = pid;
   cell.pidfd_ = std::move(pidfd);
@@ -531,12 +524,14 @@ Result<Cell> Cell::Adopt(const storage::Layout& layout, const std::string& name)
     return Err(Error("cell " + name + ": init is gone (pid reused)", ESRCH));
   }
   if (PidfdExited(pidfd.get(), 0)) return Err(Error("cell " + name + ": init has exited", ESRCH));
-  CellCgroups cg = TRY(CellCgroups::ForQube(layout.runtime_dir, name));
+  CellCgroups cg = record.cgroup_unit.empty() ? TRY(CellCgroups::ForQube(layout.runtime_dir, name))
+                                              : CellCgroups::ForUnit(record.cgroups[0]);
   Cell cell;
   cell.layout_ = layout;
   cell.name_ = name;
   cell.control_path_ = scratch + "/" + kControlSocket;
   cell.cgroup_dirs_ = cg.dirs();
+  cell.cgroup_unit_ = record.cgroup_unit;
   // A child of ours only if we started it (same process, e.g. tests).
   cell.is_child_ = false;
   cell.init_pid_ = record.pid;
@@ -552,7 +547,8 @@ Status Cell::Cleanup(const storage::Layout& layout, const std::string& name) {
 }
 
 Status Cell::CleanupLocked(const storage::Layout& layout, const std::string& name) {
-  if (auto record = ReadCellRecord(layout.ScratchDir(name) + "/" + kRecordFile); record) {
+  auto record = ReadCellRecord(layout.ScratchDir(name) + "/" + kRecordFile);
+  if (record) {
     UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, record->pid, 0)));
     auto start = StartTime(record->pid);
     if (pidfd && start && *start == record->start_time) {
@@ -562,11 +558,41 @@ Status Cell::CleanupLocked(const storage::Layout& layout, const std::string& nam
       (void)::waitpid(record->pid, nullptr, WNOHANG | __WALL);
     }
   }
-  CellCgroups cg = TRY(CellCgroups::ForQube(layout.runtime_dir, name));
-  TRY(cg.KillAll());
-  TRY(cg.Remove());
+  TRY(RemoveLeftoverCgroups(layout, name, record ? &*record : nullptr));
   TRY(storage::RemoveScratch(layout, name));
   return Ok();
+}
+
+Status Cell::RemoveLeftoverCgroups(const storage::Layout& layout, const std::string& name,
+                                   const CellRecord* record) {
+  std::vector<CellCgroups> leftovers;
+  if (record && !record->cgroup_unit.empty()) {
+    leftovers.push_back(CellCgroups::ForUnit(record->cgroups[0]));
+  }
+  // A start killed between its unit's creation and its record.
+  std::string scope = std::string(kDefaultCgroupRoot) + "/" + kQubeSlice + "/" +
+                      ScopeUnitName(layout.runtime_dir, name);
+  struct stat st;
+  if (::stat(scope.c_str(), &st) == 0 && (leftovers.empty() || leftovers[0].dirs()[0] != scope)) {
+    leftovers.push_back(CellCgroups::ForUnit(scope));
+  }
+  // tessera's own: none to look for where there is no usable hierarchy
+  // (a systemd host whose cgroups are all systemd's).
+  if (auto own = CellCgroups::ForQube(layout.runtime_dir, name); own) {
+    leftovers.push_back(std::move(*own));
+  } else if (own.error().errno_value() != ENOTSUP) {
+    return Err(std::move(own).error());
+  }
+  for (const CellCgroups& cg : leftovers) {
+    TRY(cg.KillAll());
+    TRY(cg.Remove());
+  }
+  return Ok();
+}
+
+Result<CellCgroups> Cell::Cgroups() const {
+  if (!cgroup_unit_.empty() && !cgroup_dirs_.empty()) return CellCgroups::ForUnit(cgroup_dirs_[0]);
+  return CellCgroups::ForQube(layout_.runtime_dir, name_);
 }
 
 Status Cell::ReleaseStorage(const storage::Layout& layout, const std::string& name) {
@@ -654,7 +680,7 @@ Status Cell::Stop(std::chrono::milliseconds grace) {
     (void)::waitpid(init_pid_, nullptr, WNOHANG | __WALL);
   }
   clock.Mark("init");
-  CellCgroups cg = TRY(CellCgroups::ForQube(layout_.runtime_dir, name_));
+  CellCgroups cg = TRY_CTX(Cgroups(), "stop cell " + name_);
   TRY_CTX(cg.KillAll(), "stop cell " + name_);
   clock.Mark("kill");
   TRY_CTX(cg.Remove(), "stop cell " + name_);

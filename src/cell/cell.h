@@ -22,7 +22,8 @@
 //   R/cells/<name>/control.sock listening socket of the agent (created by the
 //                               parent before clone; the agent inherits the fd)
 //   R/cells/<name>/cell.json    record: init pid + start time, cgroups
-//   /sys/fs/cgroup[/<ctrl>]/tessera/<runtime-dir hash>/<name>   cgroup(s)
+//   /sys/fs/cgroup[/<ctrl>]/tessera/<runtime-dir hash>/<name>   cgroup(s), or
+//   /sys/fs/cgroup/tessera.slice/tessera-<name>.scope     with CellOptions::units
 
 #include <sys/types.h>
 
@@ -34,6 +35,7 @@
 
 #include "backend/backend.h"
 #include "backend/launch_spec.h"
+#include "cell/cgroups.h"
 #include "cell/seccomp_filter.h"
 #include "common/error.h"
 #include "common/unique_fd.h"
@@ -41,6 +43,9 @@
 #include "storage/storage.h"
 
 namespace tessera::cell {
+
+class CgroupUnits;
+struct CellRecord;
 
 // The cell backend takes the backend-neutral spec as it is.
 using CellSpec = backend::LaunchSpec;
@@ -81,6 +86,10 @@ struct CellOptions {
   // build tree) or ../lib/tessera/qube-tools (installed); none found: none.
   std::string tools_dir;
   StarterDeath on_starter_death = StarterDeath::kCellSurvives;
+  // Who makes the cell's cgroup: null = tessera itself (cgroups.h), else a
+  // manager such as systemd, which puts the cell in a scope unit of its own
+  // (cgroup_units.h).
+  std::shared_ptr<CgroupUnits> units;
   CellTestHooks test_hooks;
 };
 
@@ -155,11 +164,18 @@ class Cell : public backend::Instance {
   // (storage::ReleaseGenerations). Not part of CleanupLocked, which a start
   // runs after its storage recorded the generation it is about to mount.
   static Status ReleaseStorage(const storage::Layout& layout, const std::string& name);
+  // Kills what is left in the qube's cgroups and removes them: those its
+  // record names, a scope a crash before the record left, tessera's own.
+  static Status RemoveLeftoverCgroups(const storage::Layout& layout, const std::string& name,
+                                      const CellRecord* record);
+  // The cgroups of this (running or adopted) cell.
+  Result<CellCgroups> Cgroups() const;
 
   storage::Layout layout_;
   std::string name_;
   std::string control_path_;
   std::vector<std::string> cgroup_dirs_;
+  std::string cgroup_unit_;  // "" = tessera's own cgroups
   bool is_child_ = false;  // started by this process: reap with waitpid
   pid_t init_pid_ = -1;
   UniqueFd pidfd_;

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "cell/cgroup_units.h"
 #include "common/fs.h"
 
 namespace tessera::cell {
@@ -71,6 +72,7 @@ Status WriteCellRecord(const std::string& path, const CellRecord& r) {
             {"start_time", r.start_time},
             {"cgroups", r.cgroups},
             {"format", 1}};
+  if (!r.cgroup_unit.empty()) j["cgroup_unit"] = r.cgroup_unit;
   // The record lives in the runtime dir, which does not survive a reboot by
   // design (tmpfs): only a crash of this process matters.
   return WriteFileAtomic(path, j.dump(2) + "\n", 0600, Durability::kCrashSafe);
@@ -88,6 +90,26 @@ Result<CellRecord> ReadCellRecord(const std::string& path) {
   r.name = j["name"].get<std::string>();
   r.pid = j["init_pid"].get<pid_t>();
   r.start_time = j["start_time"].get<uint64_t>();
+  if (j.contains("cgroups")) {
+    if (!j["cgroups"].is_array()) return Err(Error(path + ": malformed cell record", EPROTO));
+    for (const auto& dir : j["cgroups"]) {
+      if (!dir.is_string()) return Err(Error(path + ": malformed cell record", EPROTO));
+      r.cgroups.push_back(dir.get<std::string>());
+    }
+  }
+  if (j.contains("cgroup_unit")) {
+    if (!j["cgroup_unit"].is_string()) return Err(Error(path + ": malformed cell record", EPROTO));
+    r.cgroup_unit = j["cgroup_unit"].get<std::string>();
+    const std::string& unit = r.cgroup_unit;
+    bool valid = r.cgroups.size() == 1 && IsQubeScopeDir(r.cgroups[0]) &&
+                 r.cgroups[0].size() > unit.size() &&
+                 r.cgroups[0].compare(r.cgroups[0].size() - unit.size(), unit.size(), unit) == 0 &&
+                 r.cgroups[0][r.cgroups[0].size() - unit.size() - 1] == '/';
+    if (!valid) {
+      return Err(
+          Error(path + ": cgroup unit " + unit + " without its one qube scope directory", EPROTO));
+    }
+  }
   return r;
 }
 

@@ -47,6 +47,10 @@ struct CellRecord {
   pid_t pid = -1;
   uint64_t start_time = 0;
   std::vector<std::string> cgroups;
+  // The unit a CgroupUnits manager put the cell in (cgroup_units.h), "" for
+  // tessera's own cgroups. When set, `cgroups` is that unit's one directory;
+  // ReadCellRecord refuses a record whose directory is not a qube scope's.
+  std::string cgroup_unit;
 };
 Status WriteCellRecord(const std::string& path, const CellRecord& r);
 Result<CellRecord> ReadCellRecord(const std::string& path);

@@ -258,6 +258,16 @@ Result<CellCgroups> CellCgroups::ForQube(const std::string& runtime_dir, const s
   return cg;
 }
 
+CellCgroups CellCgroups::ForUnit(const std::string& dir) {
+  CellCgroups cg;
+  cg.version_ = CgroupVersion::kV2;
+  cg.root_ = kDefaultCgroupRoot;
+  cg.dirs_ = {dir};
+  cg.memory_dir_ = dir;
+  cg.unit_ = true;
+  return cg;
+}
+
 Result<CellCgroups> CellCgroups::Create(const std::string& runtime_dir, const std::string& qube,
                                         const CgroupLimits& limits,
                                         const std::string& cgroup_root) {
@@ -398,7 +408,19 @@ Status CellCgroups::KillAll(std::chrono::milliseconds timeout) const {
   }
 }
 
-Status CellCgroups::Remove() const {
+Status CellCgroups::Remove(std::chrono::milliseconds unit_wait) const {
+  if (unit_) {
+    // systemd stops an empty scope and removes its cgroup; removing it under
+    // systemd's feet is only the fallback for a manager that does not.
+    auto deadline = std::chrono::steady_clock::now() + unit_wait;
+    while (Exists(dirs_[0]) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    if (::rmdir(dirs_[0].c_str()) != 0 && errno != ENOENT) {
+      return Err(Error::FromErrno("rmdir " + dirs_[0]));
+    }
+    return Ok();
+  }
   for (const auto& d : dirs_) {
     for (int attempt = 0;; ++attempt) {
       if (::rmdir(d.c_str()) == 0 || errno == ENOENT) break;

@@ -65,6 +65,12 @@ class CellCgroups {
   static Result<CellCgroups> ForQube(const std::string& runtime_dir, const std::string& qube,
                                      const std::string& cgroup_root = kDefaultCgroupRoot);
 
+  // The v2 cgroup of a unit that a manager outside tessera made
+  // (cgroup_units.h): KillAll, Pids and the memory files work as on a cgroup
+  // of ours; Remove lets the manager remove it and never touches its parent
+  // (the manager's slice).
+  static CellCgroups ForUnit(const std::string& dir);
+
   Status Attach(pid_t pid) const;
   // v1 only (an empty thread on v2): a thread that moves itself into the
   // memory cgroup it is already in. A v1 attach waits for an RCU grace period
@@ -77,8 +83,10 @@ class CellCgroups {
   // SIGKILLs every process in the cgroups until none is left (v2: cgroup.kill;
   // v1: freeze, kill each task, thaw, repeat).
   Status KillAll(std::chrono::milliseconds timeout = std::chrono::seconds(5)) const;
-  // rmdir of the cell's cgroups (and of the empty per-instance parent).
-  Status Remove() const;
+  // rmdir of the cell's cgroups (and of the empty per-instance parent). A
+  // unit's cgroup: waits up to `unit_wait` for its manager to remove it once
+  // empty, then removes it itself.
+  Status Remove(std::chrono::milliseconds unit_wait = std::chrono::seconds(5)) const;
   // Pids (host view) in the cell's cgroup.
   Result<std::vector<pid_t>> Pids() const;
   // "oom_kill" count of the memory controller (memory.events on v2,
@@ -88,6 +96,7 @@ class CellCgroups {
   Result<uint64_t> MemoryUsage() const;
 
   CgroupVersion version() const { return version_; }
+  bool is_unit() const { return unit_; }
   // v2: {dir}; v1: one per controller, memory first.
   const std::vector<std::string>& dirs() const { return dirs_; }
 
@@ -98,6 +107,7 @@ class CellCgroups {
   std::string memory_dir_;
   std::string freezer_dir_;  // v1 only, may be empty
   std::string blkio_dir_;    // v1 only, may be empty
+  bool unit_ = false;        // made by a CgroupUnits manager
 };
 
 // The per-instance path component (hash of the runtime dir).

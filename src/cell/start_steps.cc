@@ -174,4 +174,28 @@ void RaiseChildHardLimits(pid_t pid, const std::vector<ChildRlimit>& limits,
   }
 }
 
+// The agent is the cell's last resort for the OOM killer: an OOM inside
+// the cell should take the process that ate the memory, not the whole cell.
+// The agent reads this at start and sets each command it spawns back to 0
+// (raising needs no privilege).
+// Through the legacy oom_adj file, not oom_score_adj: a privileged write of
+// oom_score_adj also sets the agent's oom_score_adj_min, which every
+// command inherits, and a command could then set itself back to the
+// agent's score. A legacy write never touches the minimum (fs/proc/base.c,
+// __set_oom_adj: `if (!legacy && has_capability_noaudit(current,
+// CAP_SYS_RESOURCE)) task->signal->oom_score_adj_min = ...`), so commands
+// keep the minimum 0 and lowering below it needs CAP_SYS_RESOURCE in the
+// initial user namespace (EACCES). -16 (OOM_ADJUST_MIN) is oom_score_adj
+// -16 * 1000 / 17 = -941.
+// Best effort: lowering the score needs CAP_SYS_RESOURCE, which some
+// container hosts withhold even from root.
+void LowerAgentOomScore(pid_t pid, const std::string& qube) {
+  std::string path = "/proc/" + std::to_string(pid) + "/oom_adj";
+  UniqueFd adj(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!adj || ::write(adj.get(), "-16", 3) != 3) {
+    Log(LogLevel::kDebug, "agent oom_score_adj not lowered",
+        {{"qube", qube}, {"errno", std::to_string(errno)}});
+  }
+}
+
 }  // namespace tessera::cell

@@ -40,6 +40,10 @@ Status MakeOwnedDir(const std::string& path, uid_t owner, mode_t mode);
 // seccomp listener, returned. Any other shape is a protocol error.
 Result<UniqueFd> AwaitAgentExec(int sync_fd, bool want_listener);
 
+// Makes the agent the cell's last resort for the OOM killer (oom_adj -16);
+// best effort, see start_steps.cc for why through the legacy file.
+void LowerAgentOomScore(pid_t pid, const std::string& qube);
+
 // The limits the child sets on itself just before the agent's exec
 // (docs/CELL.md "Resource limits").
 std::vector<ChildRlimit> ChildRlimits(const CellSpec& spec);

@@ -23,6 +23,7 @@ struct DaemonFlags {
   std::string allow_host_sources;
   std::string socket_mode = "0666";
   unsigned stop_grace_ms = 5000;
+  std::string cgroups = "auto";
 };
 
 // tesserad beside this executable (build dir or install prefix).
@@ -40,8 +41,9 @@ int ExecDaemon(const CliContext& ctx, const DaemonFlags& flags) {
   if (!ctx.config_flag.empty()) args.insert(args.end(), {"--config", ctx.config_flag});
   if (flags.example) args.push_back("--example");
   if (flags.no_autostart) args.push_back("--no-autostart");
-  args.insert(args.end(), {"--admin-group", flags.admin_group, "--socket-mode", flags.socket_mode,
-                           "--stop-grace-ms", std::to_string(flags.stop_grace_ms)});
+  args.insert(args.end(),
+              {"--admin-group", flags.admin_group, "--socket-mode", flags.socket_mode,
+               "--stop-grace-ms", std::to_string(flags.stop_grace_ms), "--cgroups", flags.cgroups});
   if (!flags.allow_host_sources.empty()) {
     args.insert(args.end(), {"--allow-host-sources", flags.allow_host_sources});
   }
@@ -74,6 +76,11 @@ void Register(CLI::App& app, CliContext& ctx) {
                   "non-admins; 0660 adds a kernel check but refusals are not audited)");
   cmd->add_option("--stop-grace-ms", flags.stop_grace_ms,
                   "How long `stop` waits before killing (default 5000)");
+  cmd->add_option("--cgroups", flags.cgroups,
+                  "Who makes the qubes' cgroups: auto (default: a systemd scope per qube in "
+                  "tessera.slice where systemd runs a cgroup v2 host, else tessera), systemd "
+                  "(refuse to start without it) or tessera (its own hierarchy)")
+      ->check(CLI::IsMember({"auto", "systemd", "tessera"}));
   cmd->footer(
       "The admin group is root-equivalent, as dom0 is in Qubes: give it only to people you "
       "would give root. Even so, only root (or members of --allow-host-sources GROUP) may "

@@ -34,6 +34,7 @@
 #include "daemon/rpc_broker.h"
 #include "daemon/rpc_prompts.h"
 #include "daemon/run_command.h"
+#include "daemon/systemd_scopes.h"
 #include "daemon/updates_forwarder.h"
 #include "storage/generations.h"
 #include "storage/nix_template.h"
@@ -94,6 +95,20 @@ class Daemon {
          .config_path = options_.config_path,
          .applied_path = layout.state_dir + "/daemon/applied.json"})));
     RaiseDescriptorLimit();
+    if (options_.cgroups != CgroupManager::kTessera) {
+      std::string why;
+      scopes_ = SystemdScopes::Detect(&why);
+      if (!scopes_ && options_.cgroups == CgroupManager::kSystemd) {
+        return Err(Error("--cgroups systemd: " + why, ENOTSUP));
+      }
+      if (scopes_) {
+        Log(LogLevel::kInfo, "qube cgroups", {{"manager", "systemd"}, {"slice", cell::kQubeSlice}});
+      } else {
+        Log(LogLevel::kInfo, "qube cgroups", {{"manager", "tessera"}, {"why", why}});
+      }
+    } else {
+      Log(LogLevel::kInfo, "qube cgroups", {{"manager", "tessera"}, {"why", "--cgroups tessera"}});
+    }
     return Ok();
   }
 
@@ -115,6 +130,7 @@ class Daemon {
     cell_options.agent_path = options_.agent_path;
     // Denials are reported (denial_reporter.h), not only refused.
     cell_options.seccomp_mode = cell::SeccompMode::kNotify;
+    cell_options.units = scopes_;
     backend_ = std::make_unique<cell::CellBackend>(options_.layout, cell_options);
     ManagerOptions manager_options;
     manager_options.stop_grace = options_.stop_grace;
@@ -277,6 +293,7 @@ class Daemon {
   EventBus events_;
   std::unique_ptr<EventLoop> loop_;
   std::unique_ptr<WorkerPool> pool_;
+  std::shared_ptr<SystemdScopes> scopes_;  // null: tessera's own cgroups
   std::unique_ptr<backend::Backend> backend_;
   std::unique_ptr<backend::Launcher> launcher_;
   std::unique_ptr<DenialReporter> denials_;

@@ -26,6 +26,13 @@
 
 namespace tessera::daemon {
 
+// Who makes the qubes' cgroups (docs/DAEMON.md "Cgroups").
+enum class CgroupManager {
+  kAuto,     // systemd where it manages a cgroup v2 host, else tessera
+  kSystemd,  // a transient scope per qube in tessera.slice; refuse to start without
+  kTessera,  // tessera's own hierarchy (cell/cgroups.h)
+};
+
 struct DaemonOptions {
   std::string config_path;           // TOML/JSON/Nix description
   bool use_example = false;          // the built-in example instead of a file
@@ -42,6 +49,7 @@ struct DaemonOptions {
   bool autostart = true;             // start autostart qubes at daemon start
   std::chrono::milliseconds stop_grace{5000};
   std::string agent_path;            // "" = tessera-agent beside the executable
+  CgroupManager cgroups = CgroupManager::kAuto;
 };
 
 // Runs the daemon in the foreground; returns the process exit code.

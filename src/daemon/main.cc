@@ -25,6 +25,7 @@ struct Flags {
   std::string allow_host_sources;
   std::string socket_mode = "0666";
   unsigned stop_grace_ms = 5000;
+  std::string cgroups = "auto";
 };
 
 int Run(const Flags& flags) {
@@ -60,6 +61,9 @@ int Run(const Flags& flags) {
   options.socket_mode = static_cast<mode_t>(mode);
   options.autostart = !flags.no_autostart;
   options.stop_grace = std::chrono::milliseconds(flags.stop_grace_ms);
+  options.cgroups = flags.cgroups == "systemd"   ? daemon::CgroupManager::kSystemd
+                    : flags.cgroups == "tessera" ? daemon::CgroupManager::kTessera
+                                                 : daemon::CgroupManager::kAuto;
   return daemon::RunDaemon(options);
 }
 
@@ -86,6 +90,11 @@ int main(int argc, char** argv) {
                  "non-admins; 0660 adds a kernel check but refusals are not audited)");
   app.add_option("--stop-grace-ms", flags.stop_grace_ms,
                  "How long `stop` waits before killing (default 5000)");
+  app.add_option("--cgroups", flags.cgroups,
+                 "Who makes the qubes' cgroups: auto (default: a systemd scope per qube in "
+                 "tessera.slice where systemd runs a cgroup v2 host, else tessera), systemd "
+                 "(refuse to start without it) or tessera (its own hierarchy)")
+      ->check(CLI::IsMember({"auto", "systemd", "tessera"}));
   app.footer(
       "The admin group is root-equivalent, as dom0 is in Qubes: give it only to people you "
       "would give root. Even so, only root (or members of --allow-host-sources GROUP) may "

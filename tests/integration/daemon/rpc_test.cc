@@ -516,7 +516,9 @@ TEST_F(RpcTest, KillingTheDaemonDuringACallLeavesNoDisposable) {
   Install("dt-dvm", "test.Disp", "#!/bin/sh\nsleep 30\n");
   ASSERT_EQ(Cli({"stop", "dt-dvm"}).exit_code, 0);
   ASSERT_EQ(Cli({"start", "dt-vault"}).exit_code, 0);
-  Install("dt-work", "test.Q", "#!/bin/sh\nsleep 30\n");
+  // The service marks that it runs: the daemon is killed with the call
+  // truly in flight, not while the caller is still starting.
+  Install("dt-work", "test.Q", "#!/bin/sh\ntouch /home/user/q-started\nsleep 30\n");
   CliResult from_host;
   CliResult from_qube;
   KillDaemonWhen("disp", "running", [&] { from_host = Cli({"call", "@dispvm", "test.Disp"}); });
@@ -528,13 +530,16 @@ TEST_F(RpcTest, KillingTheDaemonDuringACallLeavesNoDisposable) {
   std::thread caller([&] {
     from_qube = Cli({"run", "dt-vault", "--", "tessera-call", "dt-work", "test.Q"});
   });
-  for (int i = 0; i < 100 && CallLines("test.Q").empty(); ++i) {
-    std::this_thread::sleep_for(50ms);
-    if (StateOf("dt-work") == "running") break;
+  bool started = false;
+  for (int i = 0; i < 300 && !started; ++i) {
+    int pid = List()["dt-work"].value("pid", 0);
+    std::string marker = "/proc/" + std::to_string(pid) + "/root/home/user/q-started";
+    started = pid > 0 && ::access(marker.c_str(), F_OK) == 0;
+    if (!started) std::this_thread::sleep_for(50ms);
   }
-  std::this_thread::sleep_for(300ms);
   KillDaemon(SIGKILL);
   caller.join();
+  ASSERT_TRUE(started) << "the service never ran: " << from_qube.err;
   EXPECT_EQ(from_qube.exit_code, 125) << from_qube.err;
   StartDaemon({"--no-autostart"});
   Install("dt-work", "test.Q", "#!/bin/sh\necho again\n");

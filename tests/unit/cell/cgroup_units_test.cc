@@ -1,0 +1,99 @@
+// Scope unit names, the check of a record's unit directory, and the cell
+// record's unit fields (no root, no systemd needed).
+
+#include "cell/cgroup_units.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <string>
+
+#include "cell/cell_record.h"
+#include "common/fs.h"
+
+namespace tessera::cell {
+namespace {
+
+TEST(ScopeUnitName, TheDefaultRuntimeDirGetsThePlainNameOthersTheirTag) {
+  EXPECT_EQ(ScopeUnitName("/run/tessera", "work"), "tessera-work.scope");
+  std::string other = ScopeUnitName("/tmp/t1/run", "work");
+  EXPECT_EQ(other, "tessera-" + InstanceTag("/tmp/t1/run") + "-work.scope");
+  EXPECT_NE(other, ScopeUnitName("/tmp/t2/run", "work"));
+  EXPECT_TRUE(IsQubeScopeDir("/sys/fs/cgroup/tessera.slice/" + other));
+}
+
+TEST(IsQubeScopeDir, OnlyAScopeBelowTheCgroupRoot) {
+  EXPECT_TRUE(IsQubeScopeDir("/sys/fs/cgroup/tessera.slice/tessera-work.scope"));
+  EXPECT_TRUE(IsQubeScopeDir("/sys/fs/cgroup/a.slice/b/tessera-work.scope"));
+  for (const char* bad :
+       {"/sys/fs/cgroup/tessera.slice", "/sys/fs/cgroup/tessera-work.service",
+        "/sys/fs/cgroup/../cgroup/tessera-work.scope", "/sys/fs/cgroup/x/./tessera-work.scope",
+        "/sys/fs/cgroupx/tessera-w.scope", "/sys/fs/cgroup//tessera-work.scope",
+        "/tmp/tessera-work.scope", "sys/fs/cgroup/tessera-work.scope",
+        "/sys/fs/cgroup/tessera-.scope", "/sys/fs/cgroup/init.scope",
+        "/sys/fs/cgroup/tessera-work.scope/"}) {
+    EXPECT_FALSE(IsQubeScopeDir(bad)) << bad;
+  }
+}
+
+class CellRecordUnit : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/tessera-record-XXXXXX";
+    ASSERT_NE(::mkdtemp(dir), nullptr);
+    dir_ = dir;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::string dir_;
+};
+
+TEST_F(CellRecordUnit, TheUnitAndItsDirectoryRoundTrip) {
+  CellRecord r{.name = "work",
+               .pid = 42,
+               .start_time = 7,
+               .cgroups = {"/sys/fs/cgroup/tessera.slice/tessera-work.scope"},
+               .cgroup_unit = "tessera-work.scope"};
+  ASSERT_TRUE(WriteCellRecord(dir_ + "/cell.json", r));
+  auto read = ReadCellRecord(dir_ + "/cell.json");
+  ASSERT_TRUE(read) << read.error().ToString();
+  EXPECT_EQ(read->cgroup_unit, "tessera-work.scope");
+  EXPECT_EQ(read->cgroups, r.cgroups);
+  // tessera's own cgroups: no unit.
+  r.cgroup_unit.clear();
+  r.cgroups = {"/sys/fs/cgroup/memory/tessera/abc/work", "/sys/fs/cgroup/pids/tessera/abc/work"};
+  ASSERT_TRUE(WriteCellRecord(dir_ + "/cell.json", r));
+  read = ReadCellRecord(dir_ + "/cell.json");
+  ASSERT_TRUE(read) << read.error().ToString();
+  EXPECT_EQ(read->cgroup_unit, "");
+  EXPECT_EQ(read->cgroups.size(), 2u);
+}
+
+// A record is a file: one naming a cgroup that is not the unit's qube scope
+// (the daemon would kill whatever is in it) is refused.
+TEST_F(CellRecordUnit, AUnitRecordNamingAnotherCgroupIsRefused) {
+  const std::pair<const char*, const char*> bad[] = {
+      {"tessera-work.scope", "/sys/fs/cgroup/system.slice/sshd.service"},
+      {"tessera-work.scope", "/sys/fs/cgroup/tessera.slice/tessera-other.scope"},
+      {"tessera-work.scope", "/sys/fs/cgroup/tessera.slice/../init.scope/tessera-work.scope"},
+      {"sshd.service", "/sys/fs/cgroup/system.slice/sshd.service"},
+      {"tessera-work.scope", "/sys/fs/cgroup/tessera.slice/xtessera-work.scope"},
+  };
+  for (const auto& [unit, dir] : bad) {
+    CellRecord r{.name = "work", .pid = 42, .start_time = 7, .cgroups = {dir}, .cgroup_unit = unit};
+    ASSERT_TRUE(WriteCellRecord(dir_ + "/cell.json", r));
+    auto read = ReadCellRecord(dir_ + "/cell.json");
+    ASSERT_FALSE(read) << unit << " " << dir;
+    EXPECT_EQ(read.error().errno_value(), EPROTO);
+  }
+  ASSERT_TRUE(WriteFileAtomic(
+      dir_ + "/cell.json",
+      R"({"name":"work","init_pid":42,"start_time":7,"cgroup_unit":"tessera-work.scope"})"));
+  EXPECT_FALSE(ReadCellRecord(dir_ + "/cell.json")) << "a unit without its directory";
+}
+
+}  // namespace
+}  // namespace tessera::cell
