@@ -14,6 +14,7 @@
 #     for its life only;
 #   - `systemctl stop` of a qube's scope stops the qube and the daemon sees it.
 # Usage: tests/systemd/run.sh BUILD_DIR SOURCE_DIR   (exit 77: skipped, reason printed)
+#   SCOPE_BENCH=N  also times N disposable starts (see the end)
 set -uo pipefail
 BUILD=$(realpath "$1")
 SRC=$(realpath "$2")
@@ -212,6 +213,24 @@ done
 [ "$st" != running ] || fail "st-work still 'running' after its scope was stopped"
 tessera start st-work || fail "start st-work after systemctl stop"
 [ "$(show $unit ActiveState)" = active ] || fail "$unit not active after the start that followed"
+
+# SCOPE_BENCH=N: N whole `tessera run --dispvm -- true` runs against this
+# daemon, and the share of each start spent making the scope (the cell's
+# "unit" phase, from the daemon's debug log).
+if [ "${SCOPE_BENCH:-0}" -gt 0 ]; then
+  in_ systemctl stop tesserad-test
+  : > "$T/daemon.log"
+  in_ systemd-run --quiet --unit=tesserad-test -p Type=notify -p KillMode=process \
+    -p "StandardError=append:$T/daemon.log" --setenv=TESSERA_STATE_DIR="$T/state" \
+    --setenv=TESSERA_LOG_LEVEL=debug "$BUILD/tesserad" --config "$T/system.toml" --cgroups systemd
+  tessera run --dispvm -- true  # the template and the first snapshot are made once
+  for _ in $(seq "$SCOPE_BENCH"); do
+    s=$(date +%s%N); tessera run --dispvm -- true; e=$(date +%s%N)
+    echo $(( (e - s) / 1000 ))
+  done | sort -n | awk '{a[NR] = $1} END {printf "run --dispvm true: median %.2f ms over %d runs\n", a[int((NR + 1) / 2)] / 1000, NR}'
+  grep -o 'qube=disp[0-9]* .*phases_ms="[^"]*"' "$T/daemon.log" | grep -o ' unit=[0-9.]*' | cut -d= -f2 |
+    sort -n | awk '{a[NR] = $1} END {printf "scope creation (StartTransientUnit to JobRemoved): median %.2f ms over %d starts\n", a[int((NR + 1) / 2)], NR}'
+fi
 
 tessera stop st-work > /dev/null 2>&1
 in_ systemctl stop tesserad-test
