@@ -234,5 +234,9 @@ fi
 
 tessera stop st-work > /dev/null 2>&1
 in_ systemctl stop tesserad-test
+# A sanitizer build's findings go to the daemon's log, not to a test's status.
+if grep -q 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:' "$T/daemon.log"; then
+  fail "sanitizer findings in the daemon:"; grep -A30 'ERROR: \|runtime error:' "$T/daemon.log" | head -60
+fi
 if [ $failed = 0 ]; then echo "systemd scopes: ok"; else echo "--- daemon log"; tail -30 "$T/daemon.log"; fi
 exit $failed
