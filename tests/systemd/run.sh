@@ -96,6 +96,9 @@ mount -t tmpfs tmpfs \$R/tmp
 # the host-wide id registry are shared with the host.
 mkdir -p \$R$T && mount --bind $T \$R$T
 mount --bind /var/lib/tessera-ids \$R/var/lib/tessera-ids
+# The sources and binaries, wherever they are mounted (the overlay holds only
+# the root file system).
+for d in $SRC $BUILD; do mkdir -p \$R\$d && mount --bind \$d \$R\$d; done
 mkdir -p \$R/etc/systemd/system
 cp $SRC/packaging/systemd/tessera.slice \$R/etc/systemd/system/
 printf '[Unit]\nDescription=tessera systemd test\n' > \$R/etc/systemd/system/tessera-test.target
