@@ -88,8 +88,7 @@ Cell& Cell::operator=(Cell&& other) noexcept {
     layout_ = std::move(other.layout_);
     name_ = std::move(other.name_);
     control_path_ = std::move(other.control_path_);
-    cgroup_dirs_ = std::move(other.cgroup_dirs_);
-    cgroup_unit_ = std::move(other.cgroup_unit_);
+    cgroups_ = std::move(other.cgroups_);
     is_child_ = other.is_child_;
     init_pid_ = std::exchange(other.init_pid_, -1);
     pidfd_ = std::move(other.pidfd_);
@@ -495,8 +494,7 @@ Result<Cell> Cell::Start(const storage::Layout& layout_in, const CellSpec& spec,
   cell.layout_ = layout;
   cell.name_ = name;
   cell.control_path_ = control_path;
-  cell.cgroup_dirs_ = cgroups->dirs();
-  cell.cgroup_unit_ = unit;
+  cell.cgroups_ = std::move(*cgroups);
   cell.is_child_ = true;
   cell.init_pid_ = pid;
   cell.pidfd_ = std::move(pidfd);
@@ -524,14 +522,12 @@ Result<Cell> Cell::Adopt(const storage::Layout& layout, const std::string& name)
     return Err(Error("cell " + name + ": init is gone (pid reused)", ESRCH));
   }
   if (PidfdExited(pidfd.get(), 0)) return Err(Error("cell " + name + ": init has exited", ESRCH));
-  CellCgroups cg = record.cgroup_unit.empty() ? TRY(CellCgroups::ForQube(layout.runtime_dir, name))
-                                              : CellCgroups::ForUnit(record.cgroups[0]);
   Cell cell;
+  cell.cgroups_ = record.cgroup_unit.empty() ? TRY(CellCgroups::ForQube(layout.runtime_dir, name))
+                                             : CellCgroups::ForUnit(record.cgroups[0]);
   cell.layout_ = layout;
   cell.name_ = name;
   cell.control_path_ = scratch + "/" + kControlSocket;
-  cell.cgroup_dirs_ = cg.dirs();
-  cell.cgroup_unit_ = record.cgroup_unit;
   // A child of ours only if we started it (same process, e.g. tests).
   cell.is_child_ = false;
   cell.init_pid_ = record.pid;
@@ -566,16 +562,14 @@ Status Cell::CleanupLocked(const storage::Layout& layout, const std::string& nam
 Status Cell::RemoveLeftoverCgroups(const storage::Layout& layout, const std::string& name,
                                    const CellRecord* record) {
   std::vector<CellCgroups> leftovers;
-  if (record && !record->cgroup_unit.empty()) {
-    leftovers.push_back(CellCgroups::ForUnit(record->cgroups[0]));
-  }
-  // A start killed between its unit's creation and its record.
-  std::string scope = std::string(kDefaultCgroupRoot) + "/" + kQubeSlice + "/" +
-                      ScopeUnitName(layout.runtime_dir, name);
+  // The scope its record names, or one a start killed between the unit's
+  // creation and the record left (where systemd puts it: in our slice).
+  std::string scope = record && !record->cgroup_unit.empty()
+                          ? record->cgroups[0]
+                          : std::string(kDefaultCgroupRoot) + "/" + kQubeSlice + "/" +
+                                ScopeUnitName(layout.runtime_dir, name);
   struct stat st;
-  if (::stat(scope.c_str(), &st) == 0 && (leftovers.empty() || leftovers[0].dirs()[0] != scope)) {
-    leftovers.push_back(CellCgroups::ForUnit(scope));
-  }
+  if (::stat(scope.c_str(), &st) == 0) leftovers.push_back(CellCgroups::ForUnit(scope));
   // tessera's own: none to look for where there is no usable hierarchy
   // (a systemd host whose cgroups are all systemd's).
   if (auto own = CellCgroups::ForQube(layout.runtime_dir, name); own) {
@@ -588,11 +582,6 @@ Status Cell::RemoveLeftoverCgroups(const storage::Layout& layout, const std::str
     TRY(cg.Remove());
   }
   return Ok();
-}
-
-Result<CellCgroups> Cell::Cgroups() const {
-  if (!cgroup_unit_.empty() && !cgroup_dirs_.empty()) return CellCgroups::ForUnit(cgroup_dirs_[0]);
-  return CellCgroups::ForQube(layout_.runtime_dir, name_);
 }
 
 Status Cell::ReleaseStorage(const storage::Layout& layout, const std::string& name) {
@@ -654,8 +643,8 @@ Result<UniqueFd> Cell::OpenNetworkNamespace() const {
 }
 
 Result<backend::MemoryEvents> Cell::Memory() const {
-  if (cgroup_dirs_.empty()) return Err(Error("cell " + name_ + " has no cgroups", ENOENT));
-  return ReadMemoryEvents(cgroup_dirs_.front());  // v1: the memory controller's comes first
+  if (cgroups_.dirs().empty()) return Err(Error("cell " + name_ + " has no cgroups", ENOENT));
+  return ReadMemoryEvents(cgroups_.memory_dir());
 }
 
 Status Cell::Stop(std::chrono::milliseconds grace) {
@@ -680,10 +669,9 @@ Status Cell::Stop(std::chrono::milliseconds grace) {
     (void)::waitpid(init_pid_, nullptr, WNOHANG | __WALL);
   }
   clock.Mark("init");
-  CellCgroups cg = TRY_CTX(Cgroups(), "stop cell " + name_);
-  TRY_CTX(cg.KillAll(), "stop cell " + name_);
+  TRY_CTX(cgroups_.KillAll(), "stop cell " + name_);
   clock.Mark("kill");
-  TRY_CTX(cg.Remove(), "stop cell " + name_);
+  TRY_CTX(cgroups_.Remove(), "stop cell " + name_);
   clock.Mark("cgroups");
   TRY_CTX(storage::RemoveScratch(layout_, name_), "stop cell " + name_);
   clock.Mark("scratch");

@@ -142,8 +142,9 @@ class Cell : public backend::Instance {
 
   pid_t init_pid() const { return init_pid_; }
   const std::string& control_socket_path() const { return control_path_; }
-  // cgroup directories of this cell (one on v2, one per controller on v1).
-  const std::vector<std::string>& cgroup_dirs() const { return cgroup_dirs_; }
+  // cgroup directories of this cell (one on v2 or for a unit, one per
+  // controller on v1).
+  const std::vector<std::string>& cgroup_dirs() const { return cgroups_.dirs(); }
 
   // SeccompMode::kNotify: the listener of the cell's seccomp filter (once;
   // invalid afterwards, and always for kErrno or an adopted cell). Serve it
@@ -168,14 +169,11 @@ class Cell : public backend::Instance {
   // record names, a scope a crash before the record left, tessera's own.
   static Status RemoveLeftoverCgroups(const storage::Layout& layout, const std::string& name,
                                       const CellRecord* record);
-  // The cgroups of this (running or adopted) cell.
-  Result<CellCgroups> Cgroups() const;
 
   storage::Layout layout_;
   std::string name_;
   std::string control_path_;
-  std::vector<std::string> cgroup_dirs_;
-  std::string cgroup_unit_;  // "" = tessera's own cgroups
+  CellCgroups cgroups_;    // tessera's own or a unit's (CellCgroups::ForUnit)
   bool is_child_ = false;  // started by this process: reap with waitpid
   pid_t init_pid_ = -1;
   UniqueFd pidfd_;

@@ -101,11 +101,8 @@ Result<CellRecord> ReadCellRecord(const std::string& path) {
     if (!j["cgroup_unit"].is_string()) return Err(Error(path + ": malformed cell record", EPROTO));
     r.cgroup_unit = j["cgroup_unit"].get<std::string>();
     const std::string& unit = r.cgroup_unit;
-    bool valid = r.cgroups.size() == 1 && IsQubeScopeDir(r.cgroups[0]) &&
-                 r.cgroups[0].size() > unit.size() &&
-                 r.cgroups[0].compare(r.cgroups[0].size() - unit.size(), unit.size(), unit) == 0 &&
-                 r.cgroups[0][r.cgroups[0].size() - unit.size() - 1] == '/';
-    if (!valid) {
+    if (r.cgroups.size() != 1 || !IsQubeScopeDir(r.cgroups[0]) ||
+        r.cgroups[0].substr(r.cgroups[0].rfind('/') + 1) != unit) {
       return Err(
           Error(path + ": cgroup unit " + unit + " without its one qube scope directory", EPROTO));
     }

@@ -2,10 +2,12 @@
 
 #include <string_view>
 
+#include "common/paths.h"
+
 namespace tessera::cell {
 
 std::string ScopeUnitName(const std::string& runtime_dir, const std::string& qube) {
-  if (runtime_dir == "/run/tessera") return "tessera-" + qube + ".scope";
+  if (runtime_dir == kDefaultRuntimeDir) return "tessera-" + qube + ".scope";
   return "tessera-" + InstanceTag(runtime_dir) + "-" + qube + ".scope";
 }
 
@@ -28,8 +30,7 @@ bool IsQubeScopeDir(const std::string& dir) {
   constexpr std::string_view kPrefix = "tessera-", kSuffix = ".scope";
   return last.size() > kPrefix.size() + kSuffix.size() &&
          last.substr(0, kPrefix.size()) == kPrefix &&
-         last.substr(last.size() - kSuffix.size()) == kSuffix &&
-         last.find_first_of("\\\n") == std::string_view::npos;
+         last.substr(last.size() - kSuffix.size()) == kSuffix;
 }
 
 }  // namespace tessera::cell

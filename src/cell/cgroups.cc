@@ -3,8 +3,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +18,7 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/syscall.h"
+#include "common/text.h"
 #include "common/unique_fd.h"
 
 namespace tessera::cell {
@@ -44,15 +45,10 @@ Status MakeDir(const std::string& path) {
 
 Result<uint64_t> ReadKeyed(const std::string& path, std::string_view key) {
   std::string text = TRY(ReadFile(path, 1 << 16));
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string::npos) end = text.size();
-    std::string_view line(text.data() + pos, end - pos);
+  for (std::string_view line : SplitLines(text)) {
     if (line.size() > key.size() && line.substr(0, key.size()) == key && line[key.size()] == ' ') {
       return std::strtoull(std::string(line.substr(key.size() + 1)).c_str(), nullptr, 10);
     }
-    pos = end + 1;
   }
   return Err(Error("no " + std::string(key) + " in " + path, ENOENT));
 }
@@ -64,12 +60,8 @@ Result<std::vector<pid_t>> ReadPids(const std::string& dir) {
     return Err(std::move(text).error());
   }
   std::vector<pid_t> pids;
-  size_t pos = 0;
-  while (pos < text->size()) {
-    size_t end = text->find('\n', pos);
-    if (end == std::string::npos) end = text->size();
-    if (end > pos) pids.push_back(static_cast<pid_t>(std::atol(text->substr(pos, end - pos).c_str())));
-    pos = end + 1;
+  for (std::string_view line : SplitLines(*text)) {
+    if (!line.empty()) pids.push_back(static_cast<pid_t>(std::atol(std::string(line).c_str())));
   }
   return pids;
 }
@@ -82,22 +74,14 @@ void KillIfMember(pid_t pid, const std::string& dir, const std::string& root) {
   auto cg = ReadFile("/proc/" + std::to_string(pid) + "/cgroup", 1 << 16);
   if (!cg) return;
   std::string rel = dir.substr(root.size());  // "/memory/tessera/..." or "/tessera/..."
-  // v1 lines are "N:ctrl:/path", v2 "0::/path": match the path suffix of `dir`.
+  // Whatever the hierarchy: the path must be the end of `dir`.
   bool member = false;
-  size_t pos = 0;
-  while (pos < cg->size()) {
-    size_t end = cg->find('\n', pos);
-    if (end == std::string::npos) end = cg->size();
-    std::string line = cg->substr(pos, end - pos);
-    size_t c2 = line.find(':', line.find(':') + 1);
-    if (c2 != std::string::npos) {
-      std::string path = line.substr(c2 + 1);
-      if (!path.empty() && rel.size() >= path.size() &&
-          rel.compare(rel.size() - path.size(), path.size(), path) == 0 && path != "/") {
-        member = true;
-      }
+  for (const ProcCgroupLine& line : ParseProcCgroup(*cg)) {
+    const std::string& path = line.path;
+    if (!path.empty() && path != "/" && rel.size() >= path.size() &&
+        rel.compare(rel.size() - path.size(), path.size(), path) == 0) {
+      member = true;
     }
-    pos = end + 1;
   }
   if (member) syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
 }
@@ -192,6 +176,28 @@ Result<std::string> WholeDiskOf(const std::string& path, const std::string& sys_
   while (!disk.empty() && (disk.back() == '\n' || disk.back() == ' ')) disk.pop_back();
   if (disk.empty()) return Err(Error("no disk found for partition " + dev, ENODEV));
   return disk;
+}
+
+std::vector<ProcCgroupLine> ParseProcCgroup(std::string_view text) {
+  std::vector<ProcCgroupLine> lines;
+  for (std::string_view line : SplitLines(text)) {
+    size_t a = line.find(':');
+    size_t b = a == std::string_view::npos ? a : line.find(':', a + 1);
+    if (b == std::string_view::npos) continue;
+    lines.push_back({std::string(line.substr(a + 1, b - a - 1)), std::string(line.substr(b + 1))});
+  }
+  return lines;
+}
+
+bool ProcCgroupLine::Has(std::string_view controller) const {
+  std::string_view rest = controllers;
+  while (!rest.empty()) {
+    size_t comma = rest.find(',');
+    if (rest.substr(0, comma) == controller) return true;
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return false;
 }
 
 std::string InstanceTag(const std::string& runtime_dir) {
@@ -341,25 +347,9 @@ std::thread CellCgroups::WarmUpAttach() {
   return std::thread([root = sys->root] {
     auto self = ReadFile("/proc/thread-self/cgroup", 65536);
     if (!self) return;
-    // Lines "ID:CONTROLLERS:PATH"; find the memory hierarchy's.
-    size_t pos = 0;
-    while (pos < self->size()) {
-      size_t end = self->find('\n', pos);
-      if (end == std::string::npos) end = self->size();
-      std::string line = self->substr(pos, end - pos);
-      pos = end + 1;
-      size_t a = line.find(':');
-      size_t b = a == std::string::npos ? a : line.find(':', a + 1);
-      if (b == std::string::npos) continue;
-      // ",CONTROLLERS," appended piece by piece: `"," + string` builds by
-      // inserting at the front, which GCC 12 -O3 takes for an overlapping
-      // memcpy (-Wrestrict, a false positive).
-      std::string ctrls(1, ',');
-      ctrls.append(line, a + 1, b - a - 1);
-      ctrls += ',';
-      if (ctrls.find(",memory,") == std::string::npos) continue;
-      std::string dir = root + "/memory" + line.substr(b + 1);
-      (void)WriteValue(dir + "/tasks", std::to_string(::gettid()));
+    for (const ProcCgroupLine& line : ParseProcCgroup(*self)) {
+      if (!line.Has("memory")) continue;
+      (void)WriteValue(root + "/memory" + line.path + "/tasks", std::to_string(::gettid()));
       return;
     }
   });
@@ -408,11 +398,11 @@ Status CellCgroups::KillAll(std::chrono::milliseconds timeout) const {
   }
 }
 
-Status CellCgroups::Remove(std::chrono::milliseconds unit_wait) const {
+Status CellCgroups::Remove() const {
   if (unit_) {
     // systemd stops an empty scope and removes its cgroup; removing it under
     // systemd's feet is only the fallback for a manager that does not.
-    auto deadline = std::chrono::steady_clock::now() + unit_wait;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (Exists(dirs_[0]) && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }

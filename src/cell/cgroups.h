@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -84,9 +85,9 @@ class CellCgroups {
   // v1: freeze, kill each task, thaw, repeat).
   Status KillAll(std::chrono::milliseconds timeout = std::chrono::seconds(5)) const;
   // rmdir of the cell's cgroups (and of the empty per-instance parent). A
-  // unit's cgroup: waits up to `unit_wait` for its manager to remove it once
+  // unit's cgroup: waits (5 s at most) for its manager to remove it once
   // empty, then removes it itself.
-  Status Remove(std::chrono::milliseconds unit_wait = std::chrono::seconds(5)) const;
+  Status Remove() const;
   // Pids (host view) in the cell's cgroup.
   Result<std::vector<pid_t>> Pids() const;
   // "oom_kill" count of the memory controller (memory.events on v2,
@@ -97,6 +98,7 @@ class CellCgroups {
 
   CgroupVersion version() const { return version_; }
   bool is_unit() const { return unit_; }
+  const std::string& memory_dir() const { return memory_dir_; }
   // v2: {dir}; v1: one per controller, memory first.
   const std::vector<std::string>& dirs() const { return dirs_; }
 
@@ -109,6 +111,15 @@ class CellCgroups {
   std::string blkio_dir_;    // v1 only, may be empty
   bool unit_ = false;        // made by a CgroupUnits manager
 };
+
+// One line of /proc/<pid>/cgroup, "ID:CONTROLLERS:PATH": v1 lines name their
+// controllers ("memory", "cpu,cpuacct", "name=systemd"), the v2 line none.
+struct ProcCgroupLine {
+  std::string controllers;
+  std::string path;
+  bool Has(std::string_view controller) const;
+};
+std::vector<ProcCgroupLine> ParseProcCgroup(std::string_view text);
 
 // The per-instance path component (hash of the runtime dir).
 std::string InstanceTag(const std::string& runtime_dir);

@@ -49,4 +49,8 @@ std::optional<uint64_t> ParseSizeMib(std::string_view text);
 // number of the unit, else the next smaller unit ("1.5 GiB" is "1536 MiB").
 std::string FormatBytes(uint64_t bytes);
 
+// The lines of `text`, without their '\n'; a last line without one counts,
+// an empty text has none. Views into `text`.
+std::vector<std::string_view> SplitLines(std::string_view text);
+
 }  // namespace tessera

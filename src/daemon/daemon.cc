@@ -95,19 +95,15 @@ class Daemon {
          .config_path = options_.config_path,
          .applied_path = layout.state_dir + "/daemon/applied.json"})));
     RaiseDescriptorLimit();
-    if (options_.cgroups != CgroupManager::kTessera) {
-      std::string why;
-      scopes_ = SystemdScopes::Detect(&why);
-      if (!scopes_ && options_.cgroups == CgroupManager::kSystemd) {
-        return Err(Error("--cgroups systemd: " + why, ENOTSUP));
-      }
-      if (scopes_) {
-        Log(LogLevel::kInfo, "qube cgroups", {{"manager", "systemd"}, {"slice", cell::kQubeSlice}});
-      } else {
-        Log(LogLevel::kInfo, "qube cgroups", {{"manager", "tessera"}, {"why", why}});
-      }
+    std::string why = "--cgroups tessera";
+    if (options_.cgroups != CgroupManager::kTessera) scopes_ = SystemdScopes::Detect(&why);
+    if (!scopes_ && options_.cgroups == CgroupManager::kSystemd) {
+      return Err(Error("--cgroups systemd: " + why, ENOTSUP));
+    }
+    if (scopes_) {
+      Log(LogLevel::kInfo, "qube cgroups", {{"manager", "systemd"}, {"slice", cell::kQubeSlice}});
     } else {
-      Log(LogLevel::kInfo, "qube cgroups", {{"manager", "tessera"}, {"why", "--cgroups tessera"}});
+      Log(LogLevel::kInfo, "qube cgroups", {{"manager", "tessera"}, {"why", why}});
     }
     return Ok();
   }

@@ -133,17 +133,16 @@ int OnJobRemoved(sd_bus_message* m, void* userdata, sd_bus_error*) {
   return 0;
 }
 
-// The v2 cgroup of `pid` ("0::/path"), absolute under the cgroup root.
+// The v2 cgroup of `pid` (the line without controllers), absolute under the
+// cgroup root.
 Result<std::string> CgroupOf(pid_t pid) {
   std::string text = TRY(ReadFile("/proc/" + std::to_string(pid) + "/cgroup", 1 << 16));
-  size_t pos = text.rfind("0::", 0) == 0 ? 0 : text.find("\n0::");
-  if (pos == std::string::npos)
-    return Err(Error("no cgroup v2 membership of pid " + std::to_string(pid), ENOENT));
-  if (text[pos] == '\n') ++pos;
-  size_t end = text.find('\n', pos);
-  std::string path =
-      text.substr(pos + 3, end == std::string::npos ? std::string::npos : end - pos - 3);
-  return std::string(cell::kDefaultCgroupRoot) + (path == "/" ? "" : path);
+  for (const cell::ProcCgroupLine& line : cell::ParseProcCgroup(text)) {
+    if (line.controllers.empty()) {
+      return std::string(cell::kDefaultCgroupRoot) + (line.path == "/" ? "" : line.path);
+    }
+  }
+  return Err(Error("no cgroup v2 membership of pid " + std::to_string(pid), ENOENT));
 }
 
 }  // namespace
@@ -248,8 +247,7 @@ Result<std::string> SystemdScopes::Place(const std::string& unit, const std::str
     return Err(Error("start " + unit + ": systemd's job ended '" + wait.result + "'", EIO));
   }
   std::string dir = TRY(CgroupOf(pid));
-  if (!cell::IsQubeScopeDir(dir) || dir.size() <= unit.size() ||
-      dir.compare(dir.size() - unit.size(), unit.size(), unit) != 0) {
+  if (!cell::IsQubeScopeDir(dir) || dir.substr(dir.rfind('/') + 1) != unit) {
     return Err(Error(
         "start " + unit + ": pid " + std::to_string(pid) + " is in " + dir + ", not in the unit",
         EIO));

@@ -136,17 +136,25 @@ esac
 
 tessera() { in_ "$BUILD/tessera" "$@"; }
 show() { in_ systemctl show -P "$2" "$1" 2>/dev/null; }
+# The daemon as the service tesserad-test; extra arguments go to systemd-run.
 start_daemon() {
   in_ systemd-run --quiet --unit=tesserad-test -p Type=notify -p KillMode=process \
     -p "StandardOutput=append:$T/daemon.log" -p "StandardError=append:$T/daemon.log" \
-    --setenv=TESSERA_STATE_DIR="$T/state" \
+    --setenv=TESSERA_STATE_DIR="$T/state" "$@" \
     "$BUILD/tesserad" --config "$T/system.toml" --cgroups systemd --no-autostart ||
     { fail "the daemon service did not start"; cat "$T/daemon.log"; exit 1; }
 }
-pid_of() { tessera ls --json | python3 -c "import json,sys; print(next((q.get('pid',0) for q in json.load(sys.stdin) if q['name']=='$1'),0))"; }
+# A field of a qube in `tessera ls --json` (0 when absent).
+field_of() {
+  tessera ls --json | python3 -c "import json,sys; print(next((q.get('$2', 0) for q in json.load(sys.stdin) if q['name'] == '$1'), 0))"
+}
+# The scope units of running disposables.
+disp_scopes() {
+  in_ systemctl list-units --no-legend --plain --type=scope 'tessera-disp*' | awk '{print $1}'
+}
 
 start_daemon
-grep -q '"qube cgroups".*systemd\|qube cgroups.*manager=systemd' "$T/daemon.log" ||
+grep -q 'msg="qube cgroups" manager=systemd' "$T/daemon.log" ||
   fail "the daemon does not say it uses systemd: $(grep -i cgroups "$T/daemon.log")"
 
 # A qube is a scope in tessera.slice with its limits.
@@ -161,7 +169,7 @@ unit=tessera-st-work.scope
 [ "$(show $unit CPUWeight)" = 50 ] || fail "CPUWeight: $(show $unit CPUWeight)"
 [ "$(show $unit CPUQuotaPerSecUSec)" = 1s ] || fail "CPUQuotaPerSecUSec: $(show $unit CPUQuotaPerSecUSec)"
 [ "$(show $unit IOWeight)" = 200 ] || fail "IOWeight: $(show $unit IOWeight)"
-work_pid=$(pid_of st-work)
+work_pid=$(field_of st-work pid)
 scope_dir=/sys/fs/cgroup/tessera.slice/$unit
 in_ grep -qx "$work_pid" "$scope_dir/cgroup.procs" ||
   fail "the qube's init $work_pid is not in $scope_dir: $(in_ cat "$scope_dir/cgroup.procs")"
@@ -177,7 +185,8 @@ service_procs=$(in_ cat /sys/fs/cgroup/system.slice/tesserad-test.service/cgroup
 # A daemon restart leaves the qube and its scope; the new daemon adopts it.
 in_ systemctl restart tesserad-test || fail "restart of the daemon service"
 [ "$(show $unit ActiveState)" = active ] || fail "$unit did not survive the daemon's restart"
-[ "$(pid_of st-work)" = "$work_pid" ] || fail "st-work was not adopted (pid $(pid_of st-work), was $work_pid)"
+[ "$(field_of st-work pid)" = "$work_pid" ] ||
+  fail "st-work was not adopted (pid $(field_of st-work pid), was $work_pid)"
 [ "$(tessera run st-work -- echo adopted)" = adopted ] || fail "run in the adopted qube"
 
 # stop removes the scope; start makes a new one.
@@ -190,30 +199,16 @@ tessera start st-work || fail "start st-work again"
 # A disposable has a scope for its life only.
 tessera run --dispvm -- sleep 3 > /dev/null &
 run_pid=$!
-disp_units=""
-for _ in $(seq 50); do
-  disp_units=$(in_ systemctl list-units --no-legend --plain --type=scope 'tessera-disp*' | awk '{print $1}')
-  [ -n "$disp_units" ] && break
-  sleep 0.1
-done
-[ -n "$disp_units" ] || fail "no scope for the disposable"
+for _ in $(seq 50); do [ -n "$(disp_scopes)" ] && break; sleep 0.1; done
+[ -n "$(disp_scopes)" ] || fail "no scope for the disposable"
 wait "$run_pid" || fail "tessera run --dispvm"
-for _ in $(seq 50); do
-  left=$(in_ systemctl list-units --no-legend --plain --type=scope 'tessera-disp*' | awk '{print $1}')
-  [ -z "$left" ] && break
-  sleep 0.1
-done
-[ -z "$left" ] || fail "the disposable's scope outlived it: $left"
+for _ in $(seq 50); do [ -z "$(disp_scopes)" ] && break; sleep 0.1; done
+[ -z "$(disp_scopes)" ] || fail "the disposable's scope outlived it: $(disp_scopes)"
 
 # systemctl stop of a qube's scope stops the qube; the daemon sees it.
 in_ systemctl stop "$unit" || fail "systemctl stop $unit"
-st=""
-for _ in $(seq 50); do
-  st=$(tessera ls --json | python3 -c "import json,sys; print(next(q['state'] for q in json.load(sys.stdin) if q['name']=='st-work'))")
-  [ "$st" != running ] && break
-  sleep 0.1
-done
-[ "$st" != running ] || fail "st-work still 'running' after its scope was stopped"
+for _ in $(seq 50); do [ "$(field_of st-work state)" != running ] && break; sleep 0.1; done
+[ "$(field_of st-work state)" != running ] || fail "st-work still 'running' after its scope was stopped"
 tessera start st-work || fail "start st-work after systemctl stop"
 [ "$(show $unit ActiveState)" = active ] || fail "$unit not active after the start that followed"
 
@@ -223,9 +218,7 @@ tessera start st-work || fail "start st-work after systemctl stop"
 if [ "${SCOPE_BENCH:-0}" -gt 0 ]; then
   in_ systemctl stop tesserad-test
   : > "$T/daemon.log"
-  in_ systemd-run --quiet --unit=tesserad-test -p Type=notify -p KillMode=process \
-    -p "StandardError=append:$T/daemon.log" --setenv=TESSERA_STATE_DIR="$T/state" \
-    --setenv=TESSERA_LOG_LEVEL=debug "$BUILD/tesserad" --config "$T/system.toml" --cgroups systemd
+  start_daemon --setenv=TESSERA_LOG_LEVEL=debug
   tessera run --dispvm -- true  # the template and the first snapshot are made once
   for _ in $(seq "$SCOPE_BENCH"); do
     s=$(date +%s%N); tessera run --dispvm -- true; e=$(date +%s%N)

@@ -4,13 +4,12 @@
 #include "cell/cgroup_units.h"
 
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
-#include <filesystem>
 #include <string>
 
 #include "cell/cell_record.h"
 #include "common/fs.h"
+#include "support/temp_dir.h"
 
 namespace tessera::cell {
 namespace {
@@ -39,16 +38,8 @@ TEST(IsQubeScopeDir, OnlyAScopeBelowTheCgroupRoot) {
 
 class CellRecordUnit : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char dir[] = "/tmp/tessera-record-XXXXXX";
-    ASSERT_NE(::mkdtemp(dir), nullptr);
-    dir_ = dir;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  std::string dir_;
+  void SetUp() override { ASSERT_FALSE(dir_.path().empty()); }
+  tessera::testing::TempDir dir_;
 };
 
 TEST_F(CellRecordUnit, TheUnitAndItsDirectoryRoundTrip) {
@@ -57,16 +48,16 @@ TEST_F(CellRecordUnit, TheUnitAndItsDirectoryRoundTrip) {
                .start_time = 7,
                .cgroups = {"/sys/fs/cgroup/tessera.slice/tessera-work.scope"},
                .cgroup_unit = "tessera-work.scope"};
-  ASSERT_TRUE(WriteCellRecord(dir_ + "/cell.json", r));
-  auto read = ReadCellRecord(dir_ + "/cell.json");
+  ASSERT_TRUE(WriteCellRecord(dir_.path() + "/cell.json", r));
+  auto read = ReadCellRecord(dir_.path() + "/cell.json");
   ASSERT_TRUE(read) << read.error().ToString();
   EXPECT_EQ(read->cgroup_unit, "tessera-work.scope");
   EXPECT_EQ(read->cgroups, r.cgroups);
   // tessera's own cgroups: no unit.
   r.cgroup_unit.clear();
   r.cgroups = {"/sys/fs/cgroup/memory/tessera/abc/work", "/sys/fs/cgroup/pids/tessera/abc/work"};
-  ASSERT_TRUE(WriteCellRecord(dir_ + "/cell.json", r));
-  read = ReadCellRecord(dir_ + "/cell.json");
+  ASSERT_TRUE(WriteCellRecord(dir_.path() + "/cell.json", r));
+  read = ReadCellRecord(dir_.path() + "/cell.json");
   ASSERT_TRUE(read) << read.error().ToString();
   EXPECT_EQ(read->cgroup_unit, "");
   EXPECT_EQ(read->cgroups.size(), 2u);
@@ -84,15 +75,15 @@ TEST_F(CellRecordUnit, AUnitRecordNamingAnotherCgroupIsRefused) {
   };
   for (const auto& [unit, dir] : bad) {
     CellRecord r{.name = "work", .pid = 42, .start_time = 7, .cgroups = {dir}, .cgroup_unit = unit};
-    ASSERT_TRUE(WriteCellRecord(dir_ + "/cell.json", r));
-    auto read = ReadCellRecord(dir_ + "/cell.json");
+    ASSERT_TRUE(WriteCellRecord(dir_.path() + "/cell.json", r));
+    auto read = ReadCellRecord(dir_.path() + "/cell.json");
     ASSERT_FALSE(read) << unit << " " << dir;
     EXPECT_EQ(read.error().errno_value(), EPROTO);
   }
   ASSERT_TRUE(WriteFileAtomic(
-      dir_ + "/cell.json",
+      dir_.path() + "/cell.json",
       R"({"name":"work","init_pid":42,"start_time":7,"cgroup_unit":"tessera-work.scope"})"));
-  EXPECT_FALSE(ReadCellRecord(dir_ + "/cell.json")) << "a unit without its directory";
+  EXPECT_FALSE(ReadCellRecord(dir_.path() + "/cell.json")) << "a unit without its directory";
 }
 
 }  // namespace

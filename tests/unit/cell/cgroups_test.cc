@@ -1,33 +1,27 @@
 // cgroup hierarchy detection against fake hierarchy roots (no root needed).
 
+#include "cell/cgroups.h"
+
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <string>
 
-#include "cell/cgroups.h"
 #include "common/fs.h"
+#include "support/temp_dir.h"
 
 namespace tessera::cell {
 namespace {
 
 class CgroupDetect : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char dir[] = "/tmp/tessera-cgroup-detect-XXXXXX";
-    ASSERT_NE(::mkdtemp(dir), nullptr);
-    root_ = dir;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    std::filesystem::remove_all(root_, ec);
-  }
+  void SetUp() override { ASSERT_FALSE(root_.empty()); }
 
-  std::string root_;
+  tessera::testing::TempDir dir_;
+  const std::string& root_ = dir_.path();
 };
 
 TEST_F(CgroupDetect, UnifiedHierarchyWithTheControllersIsV2) {
@@ -89,6 +83,26 @@ TEST_F(CgroupDetect, WholeDiskOfMapsAPartitionToItsDisk) {
 TEST(Cgroups, IoMaxLineUsesMaxForUnlimited) {
   EXPECT_EQ(IoMaxLine("254:0", {.read_bps = 0, .write_bps = 1048576, .read_iops = 200, .write_iops = 0}),
             "254:0 rbps=max wbps=1048576 riops=200 wiops=max");
+}
+
+// /proc/<pid>/cgroup of a hybrid host: v1 lines with their controllers, a
+// named hierarchy, the v2 line without any.
+TEST(ProcCgroup, LinesGiveControllersAndPaths) {
+  auto lines = ParseProcCgroup(
+      "12:cpu,cpuacct:/a\n4:memory:/user.slice\n1:name=systemd:/init.scope\n0::/tessera.slice/"
+      "tessera-work.scope\nbroken line\n");
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_TRUE(lines[0].Has("cpu"));
+  EXPECT_TRUE(lines[0].Has("cpuacct"));
+  EXPECT_FALSE(lines[0].Has("cpuset"));
+  EXPECT_FALSE(lines[0].Has("cpu,cpuacct")) << "one controller at a time";
+  EXPECT_EQ(lines[1].path, "/user.slice");
+  EXPECT_TRUE(lines[1].Has("memory"));
+  EXPECT_FALSE(lines[2].Has("systemd"));
+  EXPECT_EQ(lines[3].controllers, "");
+  EXPECT_EQ(lines[3].path, "/tessera.slice/tessera-work.scope");
+  EXPECT_FALSE(lines[3].Has(""));
+  EXPECT_TRUE(ParseProcCgroup("").empty());
 }
 
 }  // namespace

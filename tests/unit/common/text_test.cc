@@ -102,4 +102,12 @@ TEST(EscapeControlTest, TabsAndNewlinesInBothModes) {
 }
 
 }  // namespace
+TEST(SplitLinesTest, LinesWithoutNewlinesAndTheLastUnterminatedOne) {
+  using V = std::vector<std::string_view>;
+  EXPECT_EQ(SplitLines(""), V{});
+  EXPECT_EQ(SplitLines("a\n"), V{"a"});
+  EXPECT_EQ(SplitLines("a\n\nb"), (V{"a", "", "b"}));
+  EXPECT_EQ(SplitLines("\n"), V{""});
+}
+
 }  // namespace tessera
