@@ -564,7 +564,7 @@ Status Cell::RemoveLeftoverCgroups(const storage::Layout& layout, const std::str
   std::vector<CellCgroups> leftovers;
   // The scope its record names, or one a start killed between the unit's
   // creation and the record left (where systemd puts it: in our slice).
-  std::string scope = record && !record->cgroup_unit.empty()
+  std::string scope = record && record->name == name && !record->cgroup_unit.empty()
                           ? record->cgroups[0]
                           : std::string(kDefaultCgroupRoot) + "/" + kQubeSlice + "/" +
                                 ScopeUnitName(layout.runtime_dir, name);

@@ -101,7 +101,7 @@ Result<CellRecord> ReadCellRecord(const std::string& path) {
     if (!j["cgroup_unit"].is_string()) return Err(Error(path + ": malformed cell record", EPROTO));
     r.cgroup_unit = j["cgroup_unit"].get<std::string>();
     const std::string& unit = r.cgroup_unit;
-    if (r.cgroups.size() != 1 || !IsQubeScopeDir(r.cgroups[0]) ||
+    if (r.cgroups.size() != 1 || !IsQubeScopeDir(r.cgroups[0], r.name) ||
         r.cgroups[0].substr(r.cgroups[0].rfind('/') + 1) != unit) {
       return Err(
           Error(path + ": cgroup unit " + unit + " without its one qube scope directory", EPROTO));

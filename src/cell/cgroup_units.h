@@ -16,6 +16,7 @@
 #include <sys/types.h>
 
 #include <string>
+#include <string_view>
 
 #include "cell/cgroups.h"
 #include "common/error.h"
@@ -40,11 +41,15 @@ class CgroupUnits {
 // that daemons of separate runtime dirs (tests) never share a unit.
 std::string ScopeUnitName(const std::string& runtime_dir, const std::string& qube);
 
-// Whether `dir` is where a qube scope's cgroup may be: an absolute path
-// below kDefaultCgroupRoot, without "." or ".." components, whose last
-// component is a "tessera-*.scope" unit name. A cell record naming anything
-// else is refused (a record is a file in the runtime dir; never kill what it
-// does not own).
-bool IsQubeScopeDir(const std::string& dir);
+// Whether `unit` is a scope name ScopeUnitName gives `qube` (for any runtime
+// dir): "tessera-<qube>.scope" or "tessera-<12 hex digits>-<qube>.scope".
+bool IsScopeUnitOf(std::string_view unit, std::string_view qube);
+
+// Whether `dir` is where the scope of `qube` may be: an absolute path below
+// kDefaultCgroupRoot, without "." or ".." components, whose last component
+// is a scope name of `qube` (IsScopeUnitOf). A cell record naming anything
+// else is refused (a record is a file in the runtime dir; never kill what
+// is not the qube's).
+bool IsQubeScopeDir(const std::string& dir, std::string_view qube);
 
 }  // namespace tessera::cell

@@ -247,7 +247,7 @@ Result<std::string> SystemdScopes::Place(const std::string& unit, const std::str
     return Err(Error("start " + unit + ": systemd's job ended '" + wait.result + "'", EIO));
   }
   std::string dir = TRY(CgroupOf(pid));
-  if (!cell::IsQubeScopeDir(dir) || dir.substr(dir.rfind('/') + 1) != unit) {
+  if (dir.substr(dir.rfind('/') + 1) != unit) {
     return Err(Error(
         "start " + unit + ": pid " + std::to_string(pid) + " is in " + dir + ", not in the unit",
         EIO));

@@ -19,20 +19,32 @@ TEST(ScopeUnitName, TheDefaultRuntimeDirGetsThePlainNameOthersTheirTag) {
   std::string other = ScopeUnitName("/tmp/t1/run", "work");
   EXPECT_EQ(other, "tessera-" + InstanceTag("/tmp/t1/run") + "-work.scope");
   EXPECT_NE(other, ScopeUnitName("/tmp/t2/run", "work"));
-  EXPECT_TRUE(IsQubeScopeDir("/sys/fs/cgroup/tessera.slice/" + other));
+  EXPECT_TRUE(IsScopeUnitOf(other, "work"));
+  EXPECT_TRUE(IsScopeUnitOf("tessera-work.scope", "work"));
 }
 
-TEST(IsQubeScopeDir, OnlyAScopeBelowTheCgroupRoot) {
-  EXPECT_TRUE(IsQubeScopeDir("/sys/fs/cgroup/tessera.slice/tessera-work.scope"));
-  EXPECT_TRUE(IsQubeScopeDir("/sys/fs/cgroup/a.slice/b/tessera-work.scope"));
+TEST(IsScopeUnitOf, OnlyTheQubesOwnName) {
+  for (const char* bad : {"tessera-a-work.scope", "tessera-vault.scope", "tessera-work.service",
+                          "tessera-.scope", "work.scope", "tessera-0123456789ab-work.scopex",
+                          "tessera-0123456789AB-work.scope", "tessera-0123456789a-work.scope",
+                          "tessera-0123456789abc-work.scope", "xtessera-work.scope"}) {
+    EXPECT_FALSE(IsScopeUnitOf(bad, "work")) << bad;
+  }
+  EXPECT_TRUE(IsScopeUnitOf("tessera-0123456789ab-work.scope", "work"));
+  EXPECT_FALSE(IsScopeUnitOf("tessera-.scope", ""));
+}
+
+TEST(IsQubeScopeDir, OnlyTheQubesScopeBelowTheCgroupRoot) {
+  EXPECT_TRUE(IsQubeScopeDir("/sys/fs/cgroup/tessera.slice/tessera-work.scope", "work"));
+  EXPECT_TRUE(IsQubeScopeDir("/sys/fs/cgroup/a.slice/b/tessera-work.scope", "work"));
+  EXPECT_FALSE(IsQubeScopeDir("/sys/fs/cgroup/tessera.slice/tessera-work.scope", "vault"));
   for (const char* bad :
        {"/sys/fs/cgroup/tessera.slice", "/sys/fs/cgroup/tessera-work.service",
         "/sys/fs/cgroup/../cgroup/tessera-work.scope", "/sys/fs/cgroup/x/./tessera-work.scope",
-        "/sys/fs/cgroupx/tessera-w.scope", "/sys/fs/cgroup//tessera-work.scope",
-        "/tmp/tessera-work.scope", "sys/fs/cgroup/tessera-work.scope",
-        "/sys/fs/cgroup/tessera-.scope", "/sys/fs/cgroup/init.scope",
+        "/sys/fs/cgroupx/tessera-work.scope", "/sys/fs/cgroup//tessera-work.scope",
+        "/tmp/tessera-work.scope", "sys/fs/cgroup/tessera-work.scope", "/sys/fs/cgroup/init.scope",
         "/sys/fs/cgroup/tessera-work.scope/"}) {
-    EXPECT_FALSE(IsQubeScopeDir(bad)) << bad;
+    EXPECT_FALSE(IsQubeScopeDir(bad, "work")) << bad;
   }
 }
 
@@ -72,6 +84,8 @@ TEST_F(CellRecordUnit, AUnitRecordNamingAnotherCgroupIsRefused) {
       {"tessera-work.scope", "/sys/fs/cgroup/tessera.slice/../init.scope/tessera-work.scope"},
       {"sshd.service", "/sys/fs/cgroup/system.slice/sshd.service"},
       {"tessera-work.scope", "/sys/fs/cgroup/tessera.slice/xtessera-work.scope"},
+      // Another qube's scope, consistent in itself: not this record's to kill.
+      {"tessera-vault.scope", "/sys/fs/cgroup/tessera.slice/tessera-vault.scope"},
   };
   for (const auto& [unit, dir] : bad) {
     CellRecord r{.name = "work", .pid = 42, .start_time = 7, .cgroups = {dir}, .cgroup_unit = unit};
